@@ -1,0 +1,35 @@
+# The two commands of the quickstart, `make demo` and `make test`, bootstrap everything
+# they need from a fresh clone (see tools/bootstrap.sh).
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: bootstrap test lint typecheck unit demo demo-down schema clean
+
+bootstrap:
+	@bash tools/bootstrap.sh
+
+test: bootstrap lint typecheck
+	$(BIN)/python -m pytest -q
+
+lint: bootstrap
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
+
+typecheck: bootstrap
+	$(BIN)/mypy
+
+unit: bootstrap
+	$(BIN)/python -m pytest -q tests/unit
+
+demo: bootstrap
+	$(BIN)/python examples/demo.py
+
+demo-down: bootstrap
+	$(BIN)/python examples/demo.py --down
+
+schema: bootstrap
+	$(BIN)/python -m mycelium.api.schema docs/schema
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

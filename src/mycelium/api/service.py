@@ -1,0 +1,77 @@
+"""Service: a named set of workloads (chosen by labels) and the ports they serve.
+
+Invariants: at least one port; port names and port numbers are unique within a Service;
+`targetPort` is always set after validation (it defaults to `port`), so readers never
+have to apply the default themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from mycelium.api.meta import ApiModel, Resource, repeated
+from mycelium.api.scalars import DnsLabel, Hostname, IPv4Address, Labels, PortNumber
+
+type ServiceProtocol = Literal["HTTP", "HTTP2", "GRPC", "TCP", "TLS"]
+
+
+def _target_port_schema(schema: dict[str, Any]) -> None:
+    # The default of targetPort is `port`, which JSON Schema cannot say: drop the null.
+    schema["properties"]["targetPort"].pop("default", None)
+
+
+class ServicePort(ApiModel):
+    model_config = ConfigDict(json_schema_extra=_target_port_schema)
+
+    name: DnsLabel
+    port: PortNumber
+    """The port clients connect to."""
+    target_port: PortNumber = None  # type: ignore[assignment]  # always filled in, see below
+    """The port the workloads listen on; defaults to `port`."""
+    protocol: ServiceProtocol = "HTTP"
+    opaque: bool = False
+    """Server speaks first (MySQL, SMTP...): never sniff, treat as opaque TCP."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _target_port_defaults_to_port(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or (
+            data.get("targetPort", data.get("target_port")) is not None
+        ):
+            return data
+        port = data.get("port")
+        # Copy only a plausible port: an invalid one is reported once, on `port`.
+        if isinstance(port, int) and not isinstance(port, bool) and 1 <= port <= 65535:
+            rest = {k: v for k, v in data.items() if k not in ("targetPort", "target_port")}
+            return {**rest, "targetPort": port}
+        return data
+
+
+class ServiceSpec(ApiModel):
+    selector: Labels = {}
+    """Labels of the workloads behind this Service; an empty selector selects none."""
+    ports: Annotated[list[ServicePort], Field(min_length=1)]
+    vip: IPv4Address | None = None
+    """The virtual IP clients may connect to; the controller may allocate one later."""
+    hosts: list[Hostname] = []
+    """Extra host names that resolve to this Service, besides `<name>.<namespace>`."""
+
+    @field_validator("ports")
+    @classmethod
+    def _ports_unique(cls, ports: list[ServicePort]) -> list[ServicePort]:
+        if names := repeated([p.name for p in ports]):
+            raise ValueError(f"port names must be unique; repeated: {', '.join(names)}")
+        if numbers := repeated([p.port for p in ports]):
+            raise ValueError(
+                f"port numbers must be unique; repeated: {', '.join(map(str, numbers))}"
+            )
+        return ports
+
+
+class Service(Resource):
+    """A named set of workloads and the ports they serve."""
+
+    kind: Literal["Service"] = "Service"
+    spec: ServiceSpec

@@ -1,0 +1,5 @@
+"""`python -m mycelium.cli`: the same as the `myc` script."""
+
+from mycelium.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""One module per `myc` verb; each exports one `*_command` function for `main.py`."""

@@ -1,0 +1,56 @@
+"""`myc apply`: validate manifests locally, then apply them in one transaction."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from mycelium.cli.commands.options import FilenameOption
+from mycelium.cli.kinds import qualified_name
+from mycelium.cli.manifests import read_manifests, validate_locally
+from mycelium.cli.settings import settings_of
+
+
+def apply_command(
+    ctx: typer.Context,
+    *,
+    filenames: FilenameOption,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Validate on the controller too (references to other resources "
+            "included) and show what would change, without writing anything.",
+        ),
+    ] = False,
+) -> None:
+    """Create or update resources from YAML or JSON files.
+
+    Every file is validated here first, and every problem is reported with its file,
+    document, resource and field path; if there is any, nothing is sent. The controller
+    then validates the whole batch again (with the references between resources) and
+    writes it in one transaction: all of it is applied, or none.
+    Each resource is reported as created, configured (changed) or unchanged.
+
+    [bold]Examples[/]
+
+      # one file, a whole directory, or several
+      myc apply -f reviews-route.yaml
+      myc apply -f examples/bookinfo/
+      myc apply -f services.yaml -f routes.yaml
+
+      # from standard input
+      cat route.yaml | myc apply -f -
+
+      # what would change?
+      myc apply -f routes/ --dry-run
+    """
+    files = read_manifests(filenames, sys.stdin)
+    validate_locally(files)
+    with settings_of(ctx).client() as client:
+        outcome = client.apply(files, dry_run=dry_run)
+    suffix = " (dry run)" if dry_run else ""
+    for result in outcome.results:
+        typer.echo(f"{qualified_name(result.kind, result.name)} {result.action}{suffix}")

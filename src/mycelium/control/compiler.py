@@ -1,0 +1,460 @@
+"""The config compiler: resources and registered workloads in, per-proxy config out.
+
+Pure functions over a `MeshState`; no I/O, no clock, no randomness. A proxy's snapshot
+is its `inbound` entry plus, for every service it subscribed to, that service's route
+and the clusters and endpoints the route can send to — so a snapshot grows with what
+the proxy talks to, not with the mesh.
+
+Each compiled piece also names the *topics* it depends on (`service:<svc>.<ns>`,
+`policy:<ns>`, `workload:<ns>/<name>`); `topics_of_change` maps a store change to the
+topics it touches, which is how the discovery server knows whom to recompile and push.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from mycelium.control.state import MeshState, all_hosts, labels_match, service_key
+from mycelium.discovery import config as cfg
+from mycelium.discovery.protocol import NodeInfo, canonical_json
+
+DEFAULT_TRUST_DOMAIN = "cluster.local"
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledEntry:
+    name: str
+    version: str
+    body: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Bundle:
+    """Entries compiled together, and the topics whose change invalidates them."""
+
+    entries: dict[str, CompiledEntry] = field(default_factory=dict)
+    topics: set[str] = field(default_factory=set)
+
+    def add(self, name: str, body: cfg._Body) -> None:
+        data = body.model_dump(mode="json")
+        version = hashlib.blake2b(canonical_json(data), digest_size=8).hexdigest()
+        self.entries[name] = CompiledEntry(name, version, data)
+
+
+def spiffe_id(
+    namespace: str, service_account: str, trust_domain: str = DEFAULT_TRUST_DOMAIN
+) -> str:
+    return f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}"
+
+
+# --- outbound: a service's route, clusters and endpoints -----------------------------------
+
+
+def compile_service(state: MeshState, reference: str, from_namespace: str) -> Bundle:
+    """Everything a caller needs to reach the service that `reference` names."""
+    bundle = Bundle()
+    service = state.resolve_service(reference, from_namespace)
+    if service is None or not state.resolves_by_name(reference, service):
+        # An address, an extra host name or a miss can change meaning whenever any
+        # service appears, goes or changes its VIP or hosts.
+        bundle.topics.add("services")
+    if service is None:
+        bundle.add(
+            f"unresolved/{reference}",
+            cfg.Unresolved(
+                subscription=reference,
+                reason=f"no Service named {reference!r} is visible from namespace "
+                f"{from_namespace!r}",
+            ),
+        )
+        return bundle
+    svc_name = service_key(service.metadata.namespace, service.metadata.name)
+    bundle.topics.add(f"service:{svc_name}")
+    ns = service.metadata.namespace
+
+    http_rules: list[cfg.HttpRule] = []
+    for route in state.http_routes_for(ns, service.metadata.name):
+        for index, rule in enumerate(route.spec.rules):
+            http_rules.append(_compile_http_rule(route, index, rule, bundle, state))
+    default_backend = cfg.WeightedCluster(cluster=svc_name, weight=1)
+    http_rules.append(cfg.HttpRule(name="default", backends=[default_backend]))
+    _add_cluster(state, service, None, bundle)
+
+    tcp_backends: list[cfg.WeightedCluster] = []
+    for route in state.tcp_routes_for(ns, service.metadata.name):
+        for rule in route.spec.rules:
+            tcp_backends.extend(
+                _backend(ref, route.metadata.namespace, bundle, state) for ref in rule.backend_refs
+            )
+        break  # the first TCPRoute (by name) wins; several make no sense for one port
+    if not tcp_backends:
+        tcp_backends = [default_backend]
+
+    bundle.add(
+        f"route/{svc_name}",
+        cfg.ServiceRoute(
+            service=svc_name,
+            hosts=all_hosts(service),
+            vip=str(service.spec.vip) if service.spec.vip else None,
+            ports=[
+                cfg.ServicePort(name=p.name, port=p.port, protocol=p.protocol, opaque=p.opaque)
+                for p in service.spec.ports
+            ],
+            http_rules=http_rules,
+            tcp_backends=tcp_backends,
+        ),
+    )
+    return bundle
+
+
+def _compile_http_rule(
+    route: Any, index: int, rule: Any, bundle: Bundle, state: MeshState
+) -> cfg.HttpRule:
+    ns = route.metadata.namespace
+    matches = [
+        cfg.RouteMatch(
+            path=cfg.StringMatch(type=m.path.type, value=m.path.value) if m.path else None,
+            headers=[cfg.KeyValueMatch(name=h.name, value=h.value, type=h.type) for h in m.headers],
+            query_params=[
+                cfg.KeyValueMatch(name=q.name, value=q.value, type=q.type) for q in m.query_params
+            ],
+            method=m.method,
+        )
+        for m in rule.matches
+    ]
+    filters = rule.filters
+    retries = None
+    if rule.retries is not None:
+        retries = cfg.RetryPolicy(
+            attempts=rule.retries.attempts,
+            per_try_timeout=rule.retries.per_try_timeout,
+            retry_on=list(rule.retries.retry_on),
+            retriable_status_codes=list(rule.retries.retriable_status_codes),
+        )
+    fault = None
+    if rule.fault is not None:
+        delay, abort = rule.fault.delay, rule.fault.abort
+        fault = cfg.FaultPolicy(
+            delay_seconds=delay.fixed_delay if delay else None,
+            delay_percentage=delay.percentage if delay else 0.0,
+            abort_status=abort.http_status if abort else None,
+            abort_percentage=abort.percentage if abort else 0.0,
+        )
+    mirror = None
+    if rule.mirror is not None:
+        target = _backend(rule.mirror.backend_ref, ns, bundle, state)
+        mirror = cfg.MirrorPolicy(
+            cluster=target.cluster, port=target.port, percentage=rule.mirror.percentage
+        )
+    return cfg.HttpRule(
+        name=f"{ns}/{route.metadata.name}#{index}",
+        matches=matches,
+        backends=[_backend(ref, ns, bundle, state) for ref in rule.backend_refs],
+        timeout=rule.timeout,
+        retries=retries,
+        fault=fault,
+        mirror=mirror,
+        request_headers=_header_edits(filters.request_headers if filters else None),
+        response_headers=_header_edits(filters.response_headers if filters else None),
+        rewrite=_rewrite(filters.url_rewrite if filters else None),
+    )
+
+
+def _header_edits(edits: Any) -> cfg.HeaderEdits | None:
+    if edits is None:
+        return None
+    return cfg.HeaderEdits(set=dict(edits.set), add=dict(edits.add), remove=list(edits.remove))
+
+
+def _rewrite(rewrite: Any) -> cfg.Rewrite | None:
+    if rewrite is None:
+        return None
+    path = rewrite.path
+    return cfg.Rewrite(
+        replace_prefix_match=path.replace_prefix_match if path else None,
+        replace_full_path=path.replace_full_path if path else None,
+        hostname=rewrite.hostname,
+    )
+
+
+def _backend(
+    ref: Any, route_namespace: str, bundle: Bundle, state: MeshState
+) -> cfg.WeightedCluster:
+    ns = ref.namespace or route_namespace
+    svc_name = service_key(ns, ref.name)
+    service = state.get("Service", ns, ref.name)
+    bundle.topics.add(f"service:{svc_name}")
+    cluster = f"{svc_name}/{ref.subset}" if ref.subset else svc_name
+    if service is not None:
+        _add_cluster(state, service, ref.subset, bundle)
+    return cfg.WeightedCluster(cluster=cluster, port=ref.port, weight=getattr(ref, "weight", 1))
+
+
+def _add_cluster(state: MeshState, service: Any, subset: str | None, bundle: Bundle) -> None:
+    ns, name = service.metadata.namespace, service.metadata.name
+    svc_name = service_key(ns, name)
+    cluster_name = f"{svc_name}/{subset}" if subset else svc_name
+    if f"cluster/{cluster_name}" in bundle.entries:
+        return
+    policy = state.destination_policy_for(ns, name)
+    subset_labels: dict[str, str] = {}
+    if subset and policy is not None:
+        for s in policy.spec.subsets:
+            if s.name == subset:
+                subset_labels = dict(s.labels)
+    bundle.add(f"cluster/{cluster_name}", _cluster(cluster_name, svc_name, subset, policy))
+
+    port_map = {p.port: p.target_port or p.port for p in service.spec.ports}
+    endpoints = []
+    for wl in state.workloads_of(service):
+        if subset is not None and not all(
+            wl.metadata.labels.get(k) == v for k, v in subset_labels.items()
+        ):
+            continue
+        endpoints.append(
+            cfg.Endpoint(
+                workload=f"{wl.metadata.namespace}/{wl.metadata.name}",
+                address=str(wl.spec.address),
+                ports={str(p): t for p, t in port_map.items()},
+                labels=dict(wl.metadata.labels),
+                identity=spiffe_id(wl.metadata.namespace, wl.spec.service_account),
+                weight=wl.spec.weight,
+                healthy=wl.spec.healthy,
+            )
+        )
+    endpoints.sort(key=lambda e: e.workload)
+    bundle.add(
+        f"endpoints/{cluster_name}", cfg.EndpointSet(cluster=cluster_name, endpoints=endpoints)
+    )
+
+
+def _cluster(cluster_name: str, svc_name: str, subset: str | None, policy: Any) -> cfg.Cluster:
+    if policy is None:
+        return cfg.Cluster(name=cluster_name, service=svc_name, subset=subset)
+    spec = policy.spec
+    lb = spec.load_balancer
+    pool = spec.connection_pool
+    outlier = spec.outlier_detection
+    budget = spec.retry_budget
+    return cfg.Cluster(
+        name=cluster_name,
+        service=svc_name,
+        subset=subset,
+        balancer=lb.type if lb else "P2C_EWMA",
+        consistent_hash=(
+            cfg.ConsistentHash(
+                header=lb.consistent_hash.header,
+                cookie=lb.consistent_hash.cookie,
+                source_ip=bool(lb.consistent_hash.source_ip),
+            )
+            if lb and lb.consistent_hash
+            else None
+        ),
+        connection_pool=(
+            cfg.ConnectionPool(
+                max_connections=pool.max_connections,
+                max_pending_requests=pool.max_pending_requests,
+                max_requests_in_flight=pool.max_requests_in_flight,
+                **_present(connect_timeout=pool.connect_timeout, idle_timeout=pool.idle_timeout),
+            )
+            if pool
+            else cfg.ConnectionPool()
+        ),
+        outlier_detection=(
+            cfg.OutlierDetection(
+                consecutive_5xx=outlier.consecutive_5xx_errors,
+                consecutive_gateway_errors=outlier.consecutive_gateway_errors,
+                interval=outlier.interval,
+                base_ejection_time=outlier.base_ejection_time,
+                max_ejection_percent=outlier.max_ejection_percent,
+            )
+            if outlier
+            else None
+        ),
+        retry_budget=(
+            cfg.RetryBudget(
+                ratio=budget.ratio,
+                min_retries_per_second=budget.min_retries_per_second,
+                ttl=budget.ttl,
+            )
+            if budget
+            else cfg.RetryBudget()
+        ),
+    )
+
+
+def _present(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+# --- inbound: the proxy's own workload -------------------------------------------------------
+
+
+def compile_inbound(
+    state: MeshState, node: NodeInfo, trust_domain: str = DEFAULT_TRUST_DOMAIN
+) -> Bundle:
+    bundle = Bundle()
+    ns = node.namespace
+    workload = node.workload or node.id
+    bundle.topics.update({f"policy:{ns}", f"workload:{ns}/{workload}"})
+    ports: list[cfg.InboundPort] = []
+    peer_auth = _peer_authentication(state, ns, node.labels)
+    for service in state.services_selecting(ns, node.labels):
+        svc_name = service_key(ns, service.metadata.name)
+        bundle.topics.add(f"service:{svc_name}")
+        for p in service.spec.ports:
+            mode = peer_auth.get(p.port, peer_auth.get(0, "PERMISSIVE"))
+            ports.append(
+                cfg.InboundPort(
+                    port=p.port,
+                    target_port=p.target_port or p.port,
+                    service=svc_name,
+                    protocol=p.protocol,
+                    opaque=p.opaque,
+                    mtls=mode,
+                )
+            )
+    ports.sort(key=lambda p: (p.port, p.service))
+    bundle.add(
+        "inbound",
+        cfg.InboundConfig(
+            workload=f"{ns}/{workload}",
+            namespace=ns,
+            identity=spiffe_id(ns, node.service_account, trust_domain),
+            ports=ports,
+            authorization=_authorization(state, ns, node.labels),
+            rate_limits=_rate_limits(state, ns, node.labels),
+        ),
+    )
+    return bundle
+
+
+def _selects(selector: Any, labels: dict[str, str]) -> bool:
+    """A policy without a selector applies to the whole namespace."""
+    if selector is None or not selector.match_labels:
+        return True
+    return labels_match(selector.match_labels, labels)
+
+
+def _peer_authentication(
+    state: MeshState, ns: str, labels: dict[str, str]
+) -> dict[int, cfg.MtlsMode]:
+    """Port -> mTLS mode, port 0 meaning every port. The most specific policy wins:
+    workload-selecting over namespace-wide; then port-level over the policy's default."""
+    namespace_wide: dict[int, cfg.MtlsMode] = {}
+    workload_specific: dict[int, cfg.MtlsMode] = {}
+    for pa in sorted(state.of_kind("PeerAuthentication", ns), key=lambda r: r.metadata.name):
+        selector = pa.spec.selector
+        target = (
+            workload_specific if selector is not None and selector.match_labels else namespace_wide
+        )
+        if not _selects(selector, labels):
+            continue
+        if pa.spec.mtls is not None:
+            target.setdefault(0, pa.spec.mtls.mode)
+        for port, setting in (pa.spec.port_level_mtls or {}).items():
+            target.setdefault(int(port), setting.mode)
+    merged = dict(namespace_wide)
+    merged.update(workload_specific)
+    return merged
+
+
+def _authorization(state: MeshState, ns: str, labels: dict[str, str]) -> list[cfg.AuthzPolicy]:
+    policies = []
+    for ap in sorted(state.of_kind("AuthorizationPolicy", ns), key=lambda r: r.metadata.name):
+        if not _selects(ap.spec.selector, labels):
+            continue
+        rules = []
+        for rule in ap.spec.rules:
+            rules.append(
+                cfg.AuthzRule(
+                    sources=[
+                        cfg.SourceMatch(**s.source.model_dump(mode="json"))
+                        for s in (rule.from_ or [])
+                    ],
+                    operations=[
+                        cfg.OperationMatch(**o.operation.model_dump(mode="json"))
+                        for o in (rule.to or [])
+                    ],
+                    conditions=[
+                        cfg.ConditionMatch(**w.model_dump(mode="json")) for w in (rule.when or [])
+                    ],
+                )
+            )
+        policies.append(
+            cfg.AuthzPolicy(name=f"{ns}/{ap.metadata.name}", action=ap.spec.action, rules=rules)
+        )
+    return policies
+
+
+def _rate_limits(state: MeshState, ns: str, labels: dict[str, str]) -> list[cfg.RateLimit]:
+    selected = {s.metadata.name for s in state.services_selecting(ns, labels)}
+    limits = []
+    for rl in sorted(state.of_kind("RateLimitPolicy", ns), key=lambda r: r.metadata.name):
+        target = rl.spec.target_ref
+        if target.kind == "Service" and target.name not in selected:
+            continue
+        if target.kind == "HTTPRoute":
+            route = state.get("HTTPRoute", ns, target.name)
+            if route is None or not any(
+                p.kind == "Service" and p.name in selected for p in route.spec.parent_refs
+            ):
+                continue
+        limit = rl.spec.limit
+        limits.append(
+            cfg.RateLimit(
+                name=f"{ns}/{rl.metadata.name}",
+                scope=rl.spec.scope,
+                target=f"{target.kind}/{ns}/{target.name}",
+                requests=limit.requests,
+                per_seconds=limit.per,
+                burst=limit.burst if limit.burst is not None else limit.requests,
+            )
+        )
+    return limits
+
+
+# --- whole snapshots and change topics ------------------------------------------------------
+
+
+def compile_snapshot(
+    state: MeshState,
+    node: NodeInfo,
+    subscriptions: list[str] | set[str],
+    trust_domain: str = DEFAULT_TRUST_DOMAIN,
+) -> dict[str, CompiledEntry]:
+    """The complete config of one proxy (the discovery server caches the pieces)."""
+    entries = dict(compile_inbound(state, node, trust_domain).entries)
+    for reference in sorted(subscriptions):
+        entries.update(compile_service(state, reference, node.namespace).entries)
+    return entries
+
+
+def topics_of_change(state: MeshState, old: Any | None, new: Any | None) -> set[str]:
+    """Which compiled pieces a change from `old` to `new` (either may be None) can affect."""
+    topics: set[str] = set()
+    for resource in (old, new):
+        if resource is None:
+            continue
+        kind, ns, name = resource.kind, resource.metadata.namespace, resource.metadata.name
+        if kind == "Service":
+            topics.update({"services", f"service:{service_key(ns, name)}", f"policy:{ns}"})
+        elif kind == "Workload":
+            topics.add(f"workload:{ns}/{name}")
+            for svc in state.services_selecting(ns, resource.metadata.labels):
+                topics.add(f"service:{service_key(ns, svc.metadata.name)}")
+        elif kind in ("HTTPRoute", "TCPRoute"):
+            for parent in resource.spec.parent_refs:
+                parent_ns = parent.namespace or ns
+                topics.add(f"service:{service_key(parent_ns, parent.name)}")
+        elif kind == "DestinationPolicy":
+            host = resource.spec.host.split(".")
+            host_ns = host[1] if len(host) > 1 else ns
+            topics.add(f"service:{service_key(host_ns, host[0])}")
+        elif kind in ("PeerAuthentication", "AuthorizationPolicy", "RateLimitPolicy"):
+            topics.add(f"policy:{ns}")
+        elif kind == "Namespace":
+            topics.add(f"policy:{name}")
+    return topics

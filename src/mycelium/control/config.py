@@ -1,0 +1,61 @@
+"""The controller's settings, parsed once and validated, and where it keeps its files.
+
+`<home>` (default `~/.mycelium`, env `MYC_HOME`) holds:
+- `admin-token`      the REST API's bearer token, generated at first start, mode 0600;
+- `store.db`         the embedded store, when no etcd URL is given;
+- `ca/`              the root CA and the controller's serving certificate.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_API_PORT = 15014
+DEFAULT_DISCOVERY_PORT = 15012
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("MYC_HOME") or Path.home() / ".mycelium")
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerConfig:
+    home: Path
+    store_url: str | None = None  # None: the embedded SQLite store under `home`
+    api_host: str = "127.0.0.1"
+    api_port: int = DEFAULT_API_PORT
+    discovery_host: str = "127.0.0.1"
+    discovery_port: int = DEFAULT_DISCOVERY_PORT
+    trust_domain: str = "cluster.local"
+    heartbeat_seconds: float = 5.0  # proxies heart-beat this often...
+    lease_ttl_seconds: float = 15.0  # ...and vanish from the registry this long after the last
+
+    @property
+    def effective_store_url(self) -> str:
+        return self.store_url or f"sqlite:///{(self.home / 'store.db').resolve()}"
+
+    @property
+    def token_path(self) -> Path:
+        return self.home / "admin-token"
+
+    @property
+    def ca_dir(self) -> Path:
+        return self.home / "ca"
+
+
+def ensure_admin_token(path: Path) -> str:
+    """Read the admin token, creating it (0600, 256 random bits) on first start."""
+    if path.exists():
+        token = path.read_text().strip()
+        if token:
+            return token
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    os.chmod(path, 0o600)
+    return token

@@ -1,0 +1,190 @@
+"""The controller: store, mirror, compiler, discovery server and REST API wired together.
+
+Start-up order matters and is the same every time: open the store, load everything
+under `/mycelium/` into the mirror, bind both listeners (so a port clash fails at once),
+then follow the store's watch from the revision the listing was read at — so no change
+between the listing and the watch is missed. Every change updates the mirror and tells
+the discovery server which topics it touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+
+from aiohttp import web
+
+from mycelium.api import KINDS
+from mycelium.control.ca import issue_serving_certificate
+from mycelium.control.compiler import topics_of_change
+from mycelium.control.config import ControllerConfig, ensure_admin_token
+from mycelium.control.discovery_server import DiscoveryServer
+from mycelium.control.rest_api import build_app
+from mycelium.control.state import MeshState
+from mycelium.discovery.protocol import NodeInfo
+from mycelium.store import CompactedError, LeaseNotFound, Store, StoreError, open_store
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/mycelium/"
+# After a watch failure (store unreachable), retry at this pace.
+WATCH_RETRY_SECONDS = 1.0
+
+
+class Controller:
+    def __init__(self, config: ControllerConfig) -> None:
+        self.config = config
+        self.state = MeshState()
+        self.admin_token = ""
+        self.started_at = time.monotonic()
+        self.discovery_port = config.discovery_port
+        self.api_port = config.api_port
+        self._store: Store | None = None
+        self._discovery: DiscoveryServer | None = None
+        self._runner: web.AppRunner | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        self.synced = asyncio.Event()  # set once the mirror has caught up at start
+
+    @property
+    def store(self) -> Store:
+        assert self._store is not None, "controller not started"
+        return self._store
+
+    @property
+    def discovery(self) -> DiscoveryServer:
+        assert self._discovery is not None, "controller not started"
+        return self._discovery
+
+    async def start(self) -> None:
+        cfg = self.config
+        cfg.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.admin_token = ensure_admin_token(cfg.token_path)
+        self._store = await open_store(cfg.effective_store_url)
+        revision = await self._load_all()
+        self._discovery = DiscoveryServer(
+            self.state,
+            register=self._register,
+            keep_alive=self._keep_alive,
+            trust_domain=cfg.trust_domain,
+            heartbeat_seconds=cfg.heartbeat_seconds,
+            lease_ttl_seconds=cfg.lease_ttl_seconds,
+        )
+        serving = issue_serving_certificate(cfg.ca_dir, cfg.trust_domain, [cfg.discovery_host])
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.minimum_version = ssl.TLSVersion.TLSv1_3
+        tls.load_cert_chain(serving.certificate, serving.key)
+        self.discovery_port = await self._discovery.start(
+            cfg.discovery_host, cfg.discovery_port, tls
+        )
+        self._runner = web.AppRunner(build_app(self), access_log=None, shutdown_timeout=2.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, cfg.api_host, cfg.api_port, reuse_address=True)
+        await site.start()
+        for address in self._runner.addresses:  # the real port when 0 was asked for
+            self.api_port = int(address[1])
+        self._watch_task = asyncio.create_task(self._follow(revision + 1))
+        log.info(
+            "controller ready: api http://%s:%d, discovery %s:%d, store %s",
+            cfg.api_host,
+            self.api_port,
+            cfg.discovery_host,
+            self.discovery_port,
+            self.store.name,
+        )
+
+    async def stop(self) -> None:
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._watch_task
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._discovery is not None:
+            await self._discovery.stop()
+        if self._store is not None:
+            await self._store.close()
+
+    # --- mirroring the store -------------------------------------------------------------
+
+    async def _load_all(self) -> int:
+        listing = await self.store.range(PREFIX)
+        fresh = MeshState()
+        for kv in listing.kvs:
+            try:
+                fresh.put_stored(kv.key, kv.value, kv.mod_revision)
+            except Exception as exc:  # a value written by a newer version, or corrupt
+                log.error("ignoring unreadable resource at %s: %s", kv.key, exc)
+        fresh.revision = listing.revision
+        self.state = fresh
+        if self._discovery is not None:
+            self._discovery.replace_state(fresh)
+        return listing.revision
+
+    async def _follow(self, from_revision: int) -> None:
+        self.synced.set()
+        while True:
+            try:
+                async for event in self.store.watch(PREFIX, from_revision):
+                    self._apply_event(event.type, event.key, event.value, event.revision)
+                    from_revision = event.revision + 1
+            except CompactedError:
+                log.warning("watch history compacted; re-reading the whole store")
+                from_revision = await self._load_all() + 1
+            except StoreError as exc:
+                log.warning("store watch failed (%s); retrying", exc)
+                await asyncio.sleep(WATCH_RETRY_SECONDS)
+
+    def _apply_event(self, kind: str, key: str, value: bytes, revision: int) -> None:
+        try:
+            if kind == "put":
+                old, new = self.state.put_stored(key, value, revision)
+                topics = topics_of_change(self.state, old, new)
+            else:
+                old = self.state.delete(key, revision)
+                topics = topics_of_change(self.state, old, None)
+        except Exception as exc:
+            log.error("ignoring unreadable resource at %s: %s", key, exc)
+            return
+        self.discovery.notify(topics)
+
+    # --- the registry: workloads held by leases ---------------------------------------------
+
+    async def _register(self, node: NodeInfo) -> int | None:
+        assert node.workload is not None
+        assert node.address is not None
+        workload = KINDS["Workload"].model_validate(
+            {
+                "apiVersion": "mycelium.io/v1",
+                "kind": "Workload",
+                "metadata": {
+                    "name": node.workload,
+                    "namespace": node.namespace,
+                    "labels": node.labels,
+                    "annotations": {"mycelium.io/registered-by": node.id},
+                },
+                "spec": {
+                    "address": node.address,
+                    "serviceAccount": node.service_account,
+                    "ports": [{"port": port} for port in node.ports],
+                },
+            }
+        )
+        try:
+            lease = await self.store.grant_lease(self.config.lease_ttl_seconds)
+            await self.store.put(workload.key, workload.to_json_bytes(), lease=lease)
+        except StoreError as exc:
+            log.error("could not register workload %s: %s", workload.ref, exc)
+            return None
+        return lease
+
+    async def _keep_alive(self, lease: int) -> bool:
+        try:
+            await self.store.keep_alive(lease)
+        except LeaseNotFound:
+            return False
+        except StoreError as exc:
+            log.warning("lease keep-alive failed: %s", exc)
+        return True

@@ -1,0 +1,428 @@
+"""The discovery server: ships what the compiler produced to each connected proxy.
+
+Per proxy a `ProxySession` remembers what the proxy acknowledged, what is in flight and
+whether it NACKed. Compiled pieces (`Bundle`s) live in a shared cache: a service's
+outbound bundle is compiled once per change and shared by every proxy subscribed to it.
+Store changes arrive as topics; after a short quiet period (debounce, bounded by a
+maximum delay so a steady trickle cannot starve pushes) the dirty bundles are recompiled
+once and every affected proxy gets one delta. A proxy has at most one push in flight;
+changes that arrive meanwhile are coalesced into the next one, sent on its ACK or NACK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import ssl
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from mycelium import __version__
+from mycelium.control.compiler import Bundle, CompiledEntry, compile_inbound, compile_service
+from mycelium.control.state import MeshState
+from mycelium.discovery import protocol as p
+from mycelium.discovery.errors import ProtocolViolation
+
+log = logging.getLogger(__name__)
+
+# Wait this long after the last change before pushing: a burst of applies becomes one push.
+DEBOUNCE_SECONDS = 0.05
+# ...but never delay a push by more than this, however steady the stream of changes.
+MAX_DEBOUNCE_SECONDS = 0.5
+# A proxy heart-beats at this interval; its workload lease lasts three intervals.
+HEARTBEAT_SECONDS = 5.0
+LEASE_TTL_SECONDS = 15.0
+# A proxy that sends nothing (not even a heartbeat) for this many intervals is gone.
+IDLE_HEARTBEATS = 3
+# The Hello must arrive promptly; a connection that says nothing is dropped.
+HELLO_TIMEOUT_SECONDS = 10.0
+
+type Registrar = Callable[[p.NodeInfo], Awaitable[int | None]]
+type LeaseKeeper = Callable[[int], Awaitable[bool]]
+
+
+def snapshot_version(entries: dict[str, CompiledEntry]) -> str:
+    digest = hashlib.blake2b(digest_size=8)
+    for name in sorted(entries):
+        digest.update(name.encode())
+        digest.update(entries[name].version.encode())
+    return digest.hexdigest()
+
+
+@dataclass(slots=True)
+class ProxySession:
+    node: p.NodeInfo
+    writer: asyncio.StreamWriter
+    subscriptions: set[str] = field(default_factory=set)
+    held: dict[str, str] = field(default_factory=dict)  # what the proxy acknowledged
+    acked_version: str = ""
+    in_flight: tuple[int, str, dict[str, str]] | None = None  # nonce, version, entries
+    sent_version: str = ""
+    dirty: bool = False
+    rejected_version: str | None = None
+    last_nack: tuple[str, str] | None = None  # version, reason
+    connected_since: float = field(default_factory=time.time)
+    last_seen: float = field(default_factory=time.monotonic)
+    lease: int | None = None
+    lease_refreshed: float = 0.0
+    nonce: int = 0
+    pushed_at: float = 0.0
+    push_latency: float | None = None  # seconds from push to ACK, for the last ACK
+
+    @property
+    def state(self) -> str:
+        if self.in_flight is not None or self.dirty:
+            return "pending"
+        if self.last_nack is not None and self.rejected_version == self.sent_version:
+            return "nack"
+        return "synced"
+
+    def send(self, message: p.Welcome | p.Push | p.Refusal | p.Heartbeat) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(p.encode(message))
+
+
+class DiscoveryServer:
+    def __init__(
+        self,
+        state: MeshState,
+        *,
+        register: Registrar | None = None,
+        keep_alive: LeaseKeeper | None = None,
+        authenticate: Callable[[p.Hello], str | None] | None = None,
+        trust_domain: str = "cluster.local",
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
+        lease_ttl_seconds: float = LEASE_TTL_SECONDS,
+    ) -> None:
+        self._state = state
+        self.heartbeat_seconds = heartbeat_seconds
+        self.lease_ttl_seconds = lease_ttl_seconds
+        self._register = register
+        self._keep_alive = keep_alive
+        self._authenticate = authenticate
+        self._trust_domain = trust_domain
+        self.sessions: dict[str, ProxySession] = {}
+        # bundle cache: key -> bundle; topic -> bundle keys; bundle key -> session ids
+        self._bundles: dict[str, Bundle] = {}
+        self._by_topic: dict[str, set[str]] = defaultdict(set)
+        self._users: dict[str, set[str]] = defaultdict(set)
+        self._pending_topics: set[str] = set()
+        self._first_pending: float | None = None
+        self._wake = asyncio.Event()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.pushes = 0
+        self.acks = 0
+        self.nacks = 0
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None) -> int:
+        self._server = await asyncio.start_server(
+            self._serve, host, port, ssl=ssl_context, backlog=4096, limit=2**20
+        )
+        self._spawn(self._flush_loop())
+        self._spawn(self._reaper_loop())
+        sockets = self._server.sockets
+        return int(sockets[0].getsockname()[1]) if sockets else port
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for session in list(self.sessions.values()):
+            session.writer.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- changes ----------------------------------------------------------------------------
+
+    def notify(self, topics: set[str]) -> None:
+        """Called by the controller for each store change, with the topics it touches."""
+        if not topics:
+            return
+        self._pending_topics |= topics
+        if self._first_pending is None:
+            self._first_pending = time.monotonic()
+        self._wake.set()
+
+    def replace_state(self, state: MeshState) -> None:
+        """Swap in a freshly loaded mirror (after a compaction) and recompile everything."""
+        self._state = state
+        self.notify({topic for topic, keys in self._by_topic.items() if keys})
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            # Debounce: wait until changes stop for DEBOUNCE_SECONDS, or the oldest
+            # pending change is MAX_DEBOUNCE_SECONDS old.
+            while True:
+                self._wake.clear()
+                assert self._first_pending is not None
+                remaining = self._first_pending + MAX_DEBOUNCE_SECONDS - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(self._wake.wait(), min(DEBOUNCE_SECONDS, remaining))
+                except TimeoutError:
+                    break
+            topics, self._pending_topics = self._pending_topics, set()
+            self._first_pending = None
+            self._wake.clear()
+            try:
+                self._flush(topics)
+            except Exception:
+                log.exception("recompiling after a change failed; proxies keep their config")
+
+    def _flush(self, topics: set[str]) -> None:
+        dirty_bundles: set[str] = set()
+        for topic in topics:
+            dirty_bundles |= self._by_topic.get(topic, set())
+        affected: set[str] = set()
+        for key in dirty_bundles:
+            if key in self._bundles:
+                self._compile(key)
+                affected |= self._users.get(key, set())
+        for session_id in affected:
+            session = self.sessions.get(session_id)
+            if session is not None:
+                self._schedule_push(session)
+
+    # --- bundles ----------------------------------------------------------------------------
+
+    def _bundle_keys(self, session: ProxySession) -> list[str]:
+        keys = [f"inbound|{session.node.id}"]
+        keys += [f"svc|{session.node.namespace}|{ref}" for ref in sorted(session.subscriptions)]
+        return keys
+
+    def _compile(self, key: str) -> Bundle:
+        old = self._bundles.get(key)
+        if old is not None:
+            for topic in old.topics:
+                self._by_topic[topic].discard(key)
+        kind, rest = key.split("|", 1)
+        if kind == "inbound":
+            session = self.sessions[rest]
+            bundle = compile_inbound(self._state, session.node, self._trust_domain)
+        else:
+            namespace, reference = rest.split("|", 1)
+            bundle = compile_service(self._state, reference, namespace)
+        self._bundles[key] = bundle
+        for topic in bundle.topics:
+            self._by_topic[topic].add(key)
+        return bundle
+
+    def _use(self, session: ProxySession, key: str) -> Bundle:
+        self._users[key].add(session.node.id)
+        return self._bundles.get(key) or self._compile(key)
+
+    def _release(self, session_id: str, key: str) -> None:
+        users = self._users.get(key)
+        if users is None:
+            return
+        users.discard(session_id)
+        if not users:
+            del self._users[key]
+            bundle = self._bundles.pop(key, None)
+            if bundle is not None:
+                for topic in bundle.topics:
+                    self._by_topic[topic].discard(key)
+
+    def desired(self, session: ProxySession) -> dict[str, CompiledEntry]:
+        entries: dict[str, CompiledEntry] = {}
+        for key in self._bundle_keys(session):
+            entries.update(self._use(session, key).entries)
+        return entries
+
+    # --- pushing ----------------------------------------------------------------------------
+
+    def _schedule_push(self, session: ProxySession) -> None:
+        if session.in_flight is not None:
+            session.dirty = True  # coalesced: sent when the proxy answers
+            return
+        self._push(session)
+
+    def _push(self, session: ProxySession, *, full: bool = False) -> None:
+        session.dirty = False
+        entries = self.desired(session)
+        version = snapshot_version(entries)
+        if version == session.rejected_version and not full:
+            return  # the proxy refused exactly this; wait for a change
+        if not full and version == session.acked_version:
+            return
+        changed = [e for n, e in entries.items() if session.held.get(n) != e.version]
+        removed = [n for n in session.held if n not in entries]
+        session.nonce += 1
+        session.in_flight = (session.nonce, version, {n: e.version for n, e in entries.items()})
+        session.sent_version = version
+        session.pushed_at = time.monotonic()
+        self.pushes += 1
+        session.send(
+            p.Push(
+                nonce=session.nonce,
+                version=version,
+                full=full,
+                resources=[
+                    p.Entry(name=e.name, version=e.version, body=e.body)
+                    for e in (entries.values() if full else changed)
+                ],
+                removed=[] if full else removed,
+            )
+        )
+
+    def _on_answer(self, session: ProxySession, message: p.Ack | p.Nack) -> None:
+        if session.in_flight is None or session.in_flight[0] != message.nonce:
+            return  # an answer to a push we already superseded
+        _, version, entries = session.in_flight
+        session.in_flight = None
+        if isinstance(message, p.Ack):
+            self.acks += 1
+            session.held = entries
+            session.acked_version = version
+            session.rejected_version = None
+            session.last_nack = None
+            session.push_latency = time.monotonic() - session.pushed_at
+        else:
+            self.nacks += 1
+            session.rejected_version = version
+            session.last_nack = (version, message.reason)
+            log.warning("proxy %s rejected config %s: %s", session.node.id, version, message.reason)
+        if session.dirty:
+            self._push(session)
+
+    # --- connections --------------------------------------------------------------------------
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        decoder = p.FrameDecoder()
+        session: ProxySession | None = None
+        hello_deadline = time.monotonic() + HELLO_TIMEOUT_SECONDS
+        try:
+            while True:
+                if session is None:
+                    wait = max(0.0, hello_deadline - time.monotonic())
+                    data = await asyncio.wait_for(reader.read(65536), wait)
+                else:
+                    data = await reader.read(65536)
+                if not data:
+                    break
+                for payload in decoder.feed(data):
+                    message = p.parse_client_message(payload)
+                    if session is None:
+                        if not isinstance(message, p.Hello):
+                            raise ProtocolViolation("the first message must be a hello")
+                        session = await self._open_session(message, writer)
+                        if session is None:
+                            return
+                    else:
+                        session.last_seen = time.monotonic()
+                        await self._handle(session, message)
+        except (ProtocolViolation, TimeoutError) as exc:
+            log.info("dropping discovery connection: %s", exc)
+            with contextlib.suppress(Exception):
+                writer.write(p.encode(p.Refusal(code="protocol", message=str(exc))))
+        except (ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            if session is not None:
+                self._close_session(session)
+            writer.close()
+
+    async def _open_session(
+        self, hello: p.Hello, writer: asyncio.StreamWriter
+    ) -> ProxySession | None:
+        if hello.protocol != p.PROTOCOL_VERSION:
+            writer.write(
+                p.encode(
+                    p.Refusal(
+                        code="protocol",
+                        message=f"protocol {hello.protocol} is not supported; "
+                        f"upgrade the proxy to speak {p.PROTOCOL_VERSION}",
+                    )
+                )
+            )
+            return None
+        if self._authenticate is not None:
+            problem = self._authenticate(hello)
+            if problem is not None:
+                writer.write(p.encode(p.Refusal(code="unauthenticated", message=problem)))
+                return None
+        previous = self.sessions.get(hello.node.id)
+        if previous is not None:  # the same proxy reconnected before we noticed it left
+            self._close_session(previous)
+            previous.writer.close()
+        session = ProxySession(node=hello.node, writer=writer)
+        session.subscriptions = set(hello.subscriptions)
+        session.held = dict(hello.held)
+        session.acked_version = hello.version if hello.held else ""
+        self.sessions[hello.node.id] = session
+        if self._register is not None and hello.node.workload and hello.node.address:
+            session.lease = await self._register(hello.node)
+            session.lease_refreshed = time.monotonic()
+        session.send(
+            p.Welcome(
+                controller_version=__version__,
+                heartbeat_interval=self.heartbeat_seconds,
+                lease_ttl=self.lease_ttl_seconds,
+            )
+        )
+        self._push(session, full=not session.held)
+        return session
+
+    async def _handle(self, session: ProxySession, message: p.ClientMessage) -> None:
+        if isinstance(message, p.Ack | p.Nack):
+            self._on_answer(session, message)
+        elif isinstance(message, p.Subscribe):
+            before = set(session.subscriptions)
+            session.subscriptions |= set(message.add)
+            session.subscriptions -= set(message.remove)
+            for ref in before - session.subscriptions:
+                self._release(session.node.id, f"svc|{session.node.namespace}|{ref}")
+            if session.subscriptions != before:
+                self._schedule_push(session)
+        elif isinstance(message, p.Heartbeat):
+            session.send(p.Heartbeat())
+            await self._refresh_lease(session)
+        elif isinstance(message, p.Hello):
+            raise ProtocolViolation("hello sent twice on one stream")
+
+    async def _refresh_lease(self, session: ProxySession) -> None:
+        if session.lease is None or self._keep_alive is None:
+            return
+        now = time.monotonic()
+        if now - session.lease_refreshed < self.lease_ttl_seconds / 3:
+            return
+        session.lease_refreshed = now
+        if not await self._keep_alive(session.lease) and self._register is not None:
+            # The lease expired (e.g. the store was unreachable for a while): register again.
+            session.lease = await self._register(session.node)
+
+    def _close_session(self, session: ProxySession) -> None:
+        if self.sessions.get(session.node.id) is not session:
+            return
+        del self.sessions[session.node.id]
+        for key in self._bundle_keys(session):
+            self._release(session.node.id, key)
+        # The workload lease is left to expire: a proxy that reconnects within its TTL
+        # (to this controller or another) keeps its registration without a flap.
+
+    async def _reaper_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_seconds)
+            deadline = time.monotonic() - IDLE_HEARTBEATS * self.heartbeat_seconds
+            for session in list(self.sessions.values()):
+                if session.last_seen < deadline:
+                    log.info("proxy %s went silent; closing its stream", session.node.id)
+                    self._close_session(session)
+                    session.writer.close()

@@ -1,0 +1,276 @@
+"""The controller's REST API on 15014: apply, get, list, delete, watch, status.
+
+Every `/api/` route needs `Authorization: Bearer <admin token>`. Errors are JSON objects
+`{"error": <code>, "message": <sentence>, "details": [...]}` so the CLI can print the
+sentence and scripts can branch on the code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hmac
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from mycelium import __version__
+from mycelium.api import KINDS, resolve_kind
+from mycelium.api.errors import ResourceValidationError, UnknownKind
+from mycelium.control.apply import SourceFile, apply_resources, validate_files
+from mycelium.store import CompactedError, StoreError
+
+if TYPE_CHECKING:
+    from mycelium.control.controller import Controller
+
+type Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# An apply body is YAML text; a few MiB is far beyond any sane set of resources.
+MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+def error(status: int, code: str, message: str, details: list[Any] | None = None) -> web.Response:
+    body = {"error": code, "message": message, "details": details or []}
+    return web.json_response(body, status=status)
+
+
+def build_app(controller: Controller) -> web.Application:
+    @web.middleware
+    async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith("/api/"):
+            header = request.headers.get("Authorization", "")
+            supplied = header.removeprefix("Bearer ").strip()
+            if not supplied or not hmac.compare_digest(supplied, controller.admin_token):
+                return error(
+                    401,
+                    "unauthorized",
+                    "a valid admin token is required: myc reads it from "
+                    f"{controller.config.token_path} (or MYC_TOKEN)",
+                )
+        try:
+            return await handler(request)
+        except StoreError as exc:
+            return error(503, "store_unavailable", str(exc))
+
+    app = web.Application(middlewares=[authenticate], client_max_size=MAX_BODY_BYTES)
+    api = RestApi(controller)
+    app.on_shutdown.append(api.end_watches)
+    app.add_routes(
+        [
+            web.get("/healthz", api.healthz),
+            web.get("/version", api.version),
+            web.post("/api/v1/apply", api.apply),
+            web.get("/api/v1/resources", api.list),
+            web.get("/api/v1/resources/{kind}/{namespace}/{name}", api.get),
+            web.delete("/api/v1/resources/{kind}/{namespace}/{name}", api.delete),
+            web.get("/api/v1/watch", api.watch),
+            web.get("/api/v1/status", api.status),
+        ]
+    )
+    return app
+
+
+def _with_revisions(value: bytes, mod_revision: int, create_revision: int) -> dict[str, Any]:
+    obj: dict[str, Any] = json.loads(value)
+    obj.setdefault("metadata", {})
+    obj["metadata"]["revision"] = mod_revision
+    obj["metadata"]["createRevision"] = create_revision
+    return obj
+
+
+def _kind_prefix(kind: str | None, namespace: str | None) -> str:
+    if kind is None:
+        return "/mycelium/"
+    prefix = f"/mycelium/{kind.lower()}/"
+    return prefix + f"{namespace}/" if namespace else prefix
+
+
+class RestApi:
+    def __init__(self, controller: Controller) -> None:
+        self._c = controller
+        self._watches: set[asyncio.Task[Any]] = set()
+
+    async def end_watches(self, app: web.Application) -> None:
+        """Watch streams never end by themselves; end them so shutdown does not wait."""
+        for task in list(self._watches):
+            task.cancel()
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def version(self, request: web.Request) -> web.Response:
+        return web.json_response({"version": __version__, "store": self._c.store.name})
+
+    async def apply(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            files = [SourceFile(str(f["name"]), str(f["content"])) for f in body["files"]]
+            dry_run = bool(body.get("dryRun", False))
+        except (ValueError, KeyError, TypeError):
+            return error(
+                400,
+                "bad_request",
+                'the body must be JSON {"files": [{"name": ..., "content": ...}], "dryRun": false}',
+            )
+        try:
+            resources = validate_files(files, self._c.state)
+        except ResourceValidationError as exc:
+            details = [dataclasses.asdict(issue) for issue in exc.issues]
+            return error(422, "invalid", str(exc), details)
+        result = await apply_resources(self._c.store, resources, dry_run=dry_run)
+        return web.json_response(
+            {
+                "revision": result.revision,
+                "results": [
+                    {"kind": r.kind, "namespace": r.namespace, "name": r.name, "action": r.action}
+                    for r in result.results
+                ],
+            }
+        )
+
+    def _kind(self, name: str) -> str:
+        return resolve_kind(name).model_fields["kind"].default  # type: ignore[no-any-return]
+
+    async def list(self, request: web.Request) -> web.Response:
+        kind_name = request.query.get("kind")
+        namespace = request.query.get("namespace") or None
+        try:
+            kind = self._kind(kind_name) if kind_name else None
+        except UnknownKind as exc:
+            return error(400, "unknown_kind", str(exc))
+        listing = await self._c.store.range(_kind_prefix(kind, namespace))
+        items = []
+        for kv in listing.kvs:
+            parts = kv.key.split("/")
+            if kind is None and namespace is not None and parts[3] != namespace:
+                continue
+            items.append(_with_revisions(kv.value, kv.mod_revision, kv.create_revision))
+        return web.json_response({"revision": listing.revision, "items": items})
+
+    def _key(self, request: web.Request) -> tuple[str, str] | web.Response:
+        try:
+            model = resolve_kind(request.match_info["kind"])
+        except UnknownKind as exc:
+            return error(400, "unknown_kind", str(exc))
+        kind = model.model_fields["kind"].default
+        ns, name = request.match_info["namespace"], request.match_info["name"]
+        return kind, f"/mycelium/{kind.lower()}/{ns}/{name}"
+
+    async def get(self, request: web.Request) -> web.Response:
+        found = self._key(request)
+        if isinstance(found, web.Response):
+            return found
+        kind, key = found
+        kv = await self._c.store.get(key)
+        if kv is None:
+            return self._not_found(kind, request)
+        return web.json_response(_with_revisions(kv.value, kv.mod_revision, kv.create_revision))
+
+    async def delete(self, request: web.Request) -> web.Response:
+        found = self._key(request)
+        if isinstance(found, web.Response):
+            return found
+        kind, key = found
+        revision = await self._c.store.delete(key)
+        if revision is None:
+            return self._not_found(kind, request)
+        return web.json_response({"revision": revision})
+
+    def _not_found(self, kind: str, request: web.Request) -> web.Response:
+        ns, name = request.match_info["namespace"], request.match_info["name"]
+        where = "" if ns == "_" else f' in namespace "{ns}"'
+        return error(404, "not_found", f'{kind} "{name}" not found{where}')
+
+    async def watch(self, request: web.Request) -> web.StreamResponse:
+        kind_name = request.query.get("kind")
+        namespace = request.query.get("namespace") or None
+        try:
+            kind = self._kind(kind_name) if kind_name else None
+            start = int(request.query["fromRevision"]) if "fromRevision" in request.query else None
+        except UnknownKind as exc:
+            return error(400, "unknown_kind", str(exc))
+        except ValueError:
+            return error(400, "bad_request", "fromRevision must be an integer")
+        prefix = _kind_prefix(kind, namespace)
+        events = self._c.store.watch(prefix, start)
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        task = asyncio.current_task()
+        assert task is not None
+        self._watches.add(task)
+        try:
+            async for event in events:
+                parts = event.key.split("/")
+                if len(parts) != 5 or (kind is None and namespace and parts[3] != namespace):
+                    continue
+                resource = (
+                    _with_revisions(event.value, event.revision, event.create_revision)
+                    if event.type == "put"
+                    else None
+                )
+                line = {
+                    "type": event.type,
+                    "revision": event.revision,
+                    "kind": _kind_of_segment(parts[2]),
+                    "namespace": parts[3],
+                    "name": parts[4],
+                    "resource": resource,
+                }
+                await response.write(json.dumps(line).encode() + b"\n")
+        except CompactedError as exc:
+            line = {"type": "error", "error": "compacted", "message": str(exc)}
+            await response.write(json.dumps(line).encode() + b"\n")
+        except (ConnectionResetError, ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self._watches.discard(task)
+            with contextlib.suppress(Exception):
+                await events.aclose()  # type: ignore[attr-defined]
+        return response
+
+    async def status(self, request: web.Request) -> web.Response:
+        c = self._c
+        proxies = []
+        for session in sorted(c.discovery.sessions.values(), key=lambda s: s.node.id):
+            nack = session.last_nack
+            proxies.append(
+                {
+                    "id": session.node.id,
+                    "namespace": session.node.namespace,
+                    "workload": session.node.workload,
+                    "role": session.node.role,
+                    "subscriptions": sorted(session.subscriptions),
+                    "connectedSince": session.connected_since,
+                    "versionSent": session.sent_version,
+                    "versionAcked": session.acked_version,
+                    "state": session.state,
+                    "lastNack": {"version": nack[0], "reason": nack[1]} if nack else None,
+                }
+            )
+        return web.json_response(
+            {
+                "controller": {
+                    "version": __version__,
+                    "store": c.store.name,
+                    "revision": c.state.revision,
+                    "uptimeSeconds": round(time.monotonic() - c.started_at, 1),
+                    "discoveryAddress": f"{c.config.discovery_host}:{c.discovery_port}",
+                    "pushes": c.discovery.pushes,
+                    "acks": c.discovery.acks,
+                    "nacks": c.discovery.nacks,
+                },
+                "proxies": proxies,
+                "workloads": sum(1 for _ in c.state.of_kind("Workload")),
+            }
+        )
+
+
+def _kind_of_segment(segment: str) -> str:
+    for kind in KINDS:
+        if kind.lower() == segment:
+            return kind
+    return segment

@@ -1,0 +1,1 @@
+"""The controller <-> proxy discovery protocol and the client every proxy uses."""

@@ -1,0 +1,304 @@
+"""The discovery client every proxy embeds (sidecar, gateway, waypoint, ztunnel).
+
+It keeps one TLS stream to a controller, applies pushed deltas to the current snapshot,
+asks the proxy to accept the result (`on_update` raising means NACK, and the previous
+snapshot stays in force), ACKs, and persists every accepted snapshot to disk. At start
+it loads the last-known-good snapshot from disk first, so a proxy serves even when no
+controller is reachable (static stability); it then reconnects with capped exponential
+backoff and resumes by telling the controller which entry versions it already holds.
+
+Several controllers may be given; the client moves to the next on failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from mycelium.discovery import protocol as p
+from mycelium.discovery.config import parse_entry
+from mycelium.discovery.errors import ControllerRefused, ProtocolViolation
+
+log = logging.getLogger(__name__)
+
+# Reconnect backoff: starts small so a controller restart costs little, capped so that a
+# long outage does not turn into a reconnect storm from every proxy at once.
+BACKOFF_INITIAL_SECONDS = 0.2
+BACKOFF_MAX_SECONDS = 10.0
+CONNECT_TIMEOUT_SECONDS = 5.0
+SNAPSHOT_FILE = "discovery-snapshot.json"
+
+type Snapshot = dict[str, p.Entry]
+type UpdateHook = Callable[[Snapshot, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerAddress:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> ControllerAddress:
+        host, _, port = text.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"controller address {text!r} must look like HOST:PORT")
+        return cls(host.strip("[]"), int(port))
+
+
+def validate_snapshot(snapshot: Snapshot, version: str) -> None:
+    """The default acceptance check: every entry parses as its declared type."""
+    for name, entry in snapshot.items():
+        parse_entry(name, entry.body)
+
+
+class DiscoveryClient:
+    def __init__(
+        self,
+        controllers: list[ControllerAddress],
+        node: p.NodeInfo,
+        *,
+        trust_bundle: Path | ssl.SSLContext | None,
+        state_dir: Path | None = None,
+        on_update: UpdateHook = validate_snapshot,
+        subscriptions: list[str] | None = None,
+        token: str | None = None,
+        server_name: str | None = None,
+    ) -> None:
+        if not controllers:
+            raise ValueError("at least one controller address is required")
+        self.node = node
+        self._controllers = controllers
+        self._tls = self._tls_context(trust_bundle)
+        self._server_name = server_name
+        self._state_dir = state_dir
+        self._on_update = on_update
+        self._token = token
+        self.subscriptions: set[str] = set(subscriptions or [])
+        self.snapshot: Snapshot = {}
+        self.version = ""
+        self.connected = asyncio.Event()
+        self.last_nack: str | None = None
+        self.loaded_from_disk = False
+        self._changed = asyncio.Condition()
+        self._writer: asyncio.StreamWriter | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._heartbeat_interval = 5.0
+        self._stopping = False
+
+    @staticmethod
+    def _tls_context(trust_bundle: Path | ssl.SSLContext | None) -> ssl.SSLContext | None:
+        # Many clients in one process (gateways, benchmarks) can share one context.
+        if trust_bundle is None or isinstance(trust_bundle, ssl.SSLContext):
+            return trust_bundle
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(trust_bundle))
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        return ctx
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the last-known-good snapshot (if any), then keep a stream open in the background."""
+        self._load_from_disk()
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._writer is not None:
+            self._writer.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    async def wait_for(self, predicate: Callable[[Snapshot], bool], timeout: float) -> Snapshot:
+        """Wait until the accepted snapshot satisfies `predicate`."""
+        async with self._changed:
+            await asyncio.wait_for(
+                self._changed.wait_for(lambda: predicate(self.snapshot)), timeout
+            )
+        return self.snapshot
+
+    async def subscribe(self, *references: str, timeout: float | None = None) -> None:
+        """Ask for the outbound config of services; with a timeout, wait until it arrived."""
+        new = [r for r in references if r not in self.subscriptions]
+        self.subscriptions.update(new)
+        if new and self._writer is not None:
+            self._send(p.Subscribe(add=new))
+        if timeout is not None:
+            await self.wait_for(
+                lambda snap: all(
+                    any(
+                        n.startswith(("route/", "unresolved/"))
+                        and (
+                            n == f"unresolved/{r}"
+                            or r in snap[n].body.get("hosts", ())
+                            or r == snap[n].body.get("vip")
+                        )
+                        for n in snap
+                    )
+                    for r in references
+                ),
+                timeout,
+            )
+
+    # --- persistence ----------------------------------------------------------------------------
+
+    def _load_from_disk(self) -> None:
+        if self._state_dir is None:
+            return
+        path = self._state_dir / SNAPSHOT_FILE
+        try:
+            saved = json.loads(path.read_text())
+            snapshot = {e["name"]: p.Entry.model_validate(e) for e in saved["entries"]}
+            self._on_update(snapshot, saved["version"])
+        except FileNotFoundError:
+            return
+        except (ValueError, KeyError, TypeError, ValidationError) as exc:
+            log.warning("ignoring unreadable saved snapshot %s: %s", path, exc)
+            return
+        self.snapshot, self.version = snapshot, saved["version"]
+        self.subscriptions |= set(saved.get("subscriptions", []))
+        self.loaded_from_disk = True
+        log.info("serving the last-known-good snapshot %s from %s", self.version, path)
+
+    def _save_to_disk(self) -> None:
+        if self._state_dir is None:
+            return
+        self._state_dir.mkdir(parents=True, exist_ok=True)
+        path = self._state_dir / SNAPSHOT_FILE
+        tmp = path.with_suffix(".tmp")
+        data = {
+            "version": self.version,
+            "saved_at": time.time(),
+            "subscriptions": sorted(self.subscriptions),
+            "entries": [e.model_dump() for e in self.snapshot.values()],
+        }
+        # Write, flush to disk, then rename: a crash leaves the old or the new file whole.
+        with open(tmp, "w") as f:
+            json.dump(data, f, separators=(",", ":"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    # --- the stream ----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        backoff = BACKOFF_INITIAL_SECONDS
+        index = 0
+        while not self._stopping:
+            address = self._controllers[index % len(self._controllers)]
+            try:
+                await self._session(address)
+                backoff = BACKOFF_INITIAL_SECONDS
+            except ControllerRefused as exc:
+                log.error("%s", exc)
+            except (OSError, ssl.SSLError, TimeoutError, ProtocolViolation) as exc:
+                log.info("discovery stream to %s:%d lost: %s", address.host, address.port, exc)
+            finally:
+                self.connected.clear()
+                self._writer = None
+            if self._stopping:
+                break
+            index += 1
+            # Jitter spreads reconnects of many proxies after a controller restart.
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+            backoff = min(backoff * 2, BACKOFF_MAX_SECONDS)
+
+    async def _session(self, address: ControllerAddress) -> None:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(
+                address.host,
+                address.port,
+                ssl=self._tls,
+                server_hostname=(self._server_name or address.host) if self._tls else None,
+            ),
+            CONNECT_TIMEOUT_SECONDS,
+        )
+        self._writer = writer
+        heartbeat: asyncio.Task[None] | None = None
+        try:
+            self._send(
+                p.Hello(
+                    node=self.node,
+                    token=self._token,
+                    version=self.version,
+                    held={name: e.version for name, e in self.snapshot.items()},
+                    subscriptions=sorted(self.subscriptions),
+                )
+            )
+            decoder = p.FrameDecoder()
+            while True:
+                data = await asyncio.wait_for(reader.read(65536), self._heartbeat_interval * 3)
+                if not data:
+                    raise ConnectionResetError("controller closed the stream")
+                for payload in decoder.feed(data):
+                    message = p.parse_server_message(payload)
+                    if isinstance(message, p.Welcome):
+                        self._heartbeat_interval = message.heartbeat_interval
+                        heartbeat = asyncio.create_task(self._heartbeats())
+                        self.connected.set()
+                    elif isinstance(message, p.Push):
+                        await self._apply(message)
+                    elif isinstance(message, p.Refusal):
+                        raise ControllerRefused(message.code, message.message)
+        finally:
+            if heartbeat is not None:
+                heartbeat.cancel()
+            writer.close()
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat_interval)
+            self._send(p.Heartbeat())
+
+    def _send(self, message: p.Hello | p.Ack | p.Nack | p.Subscribe | p.Heartbeat) -> None:
+        if self._writer is not None and not self._writer.is_closing():
+            self._writer.write(p.encode(message))
+
+    async def _apply(self, push: p.Push) -> None:
+        candidate: Snapshot = {} if push.full else dict(self.snapshot)
+        for name in push.removed:
+            candidate.pop(name, None)
+        for entry in push.resources:
+            candidate[entry.name] = entry
+        try:
+            self._on_update(candidate, push.version)
+        except Exception as exc:  # whatever the proxy objects to becomes the NACK reason
+            reason = _reason(exc)
+            self.last_nack = reason
+            log.warning("rejecting config %s: %s", push.version, reason)
+            self._send(p.Nack(nonce=push.nonce, version=push.version, reason=reason))
+            return
+        self.snapshot, self.version = candidate, push.version
+        self.last_nack = None
+        self._send(p.Ack(nonce=push.nonce, version=push.version))
+        try:
+            self._save_to_disk()
+        except OSError as exc:
+            log.warning("could not persist the snapshot (it stays in memory): %s", exc)
+        async with self._changed:
+            self._changed.notify_all()
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        where = ".".join(str(x) for x in err["loc"])
+        return f"{exc.title}: {where}: {err['msg']}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def entry_bodies(snapshot: Snapshot) -> dict[str, dict[str, Any]]:
+    return {name: entry.body for name, entry in snapshot.items()}

@@ -1,0 +1,1 @@
+"""Support code shared by the test layers: launchers for real servers the tests run."""

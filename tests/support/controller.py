@@ -1,0 +1,74 @@
+"""Talking to a real controller in tests: a small REST client and a discovery-client
+factory, bundled as `Mesh`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from mycelium.control.config import ControllerConfig
+from mycelium.control.controller import Controller
+from mycelium.discovery import protocol as p
+from mycelium.discovery.client import ControllerAddress, DiscoveryClient
+
+
+@dataclass
+class Api:
+    base: str
+    token: str
+    session: aiohttp.ClientSession
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        async with self.session.request(method, self.base + path, headers=headers, **kwargs) as r:
+            return r.status, await r.json()
+
+    async def apply(self, content: str, name: str = "test.yaml") -> tuple[int, Any]:
+        return await self.call(
+            "POST", "/api/v1/apply", json={"files": [{"name": name, "content": content}]}
+        )
+
+
+@dataclass
+class Mesh:
+    controller: Controller
+    api: Api
+    home: Path
+    clients: list[DiscoveryClient]
+
+    def client(
+        self, node_id: str, *, state_dir: Path | None = None, **kwargs: Any
+    ) -> DiscoveryClient:
+        node = p.NodeInfo(
+            id=node_id,
+            namespace=kwargs.pop("namespace", "default"),
+            workload=kwargs.pop("workload", None),
+            labels=kwargs.pop("labels", {}),
+            address=kwargs.pop("address", None),
+            ports=kwargs.pop("ports", []),
+            service_account=kwargs.pop("service_account", "default"),
+        )
+        client = DiscoveryClient(
+            [ControllerAddress("127.0.0.1", self.controller.discovery_port)],
+            node,
+            trust_bundle=self.home / "ca" / "root.pem",
+            state_dir=state_dir,
+            **kwargs,
+        )
+        self.clients.append(client)
+        return client
+
+
+def controller_config(home: Path, **overrides: Any) -> ControllerConfig:
+    settings: dict[str, Any] = {
+        "home": home,
+        "api_port": 0,
+        "discovery_port": 0,
+        "heartbeat_seconds": 0.3,
+        "lease_ttl_seconds": 1.5,
+    }
+    settings.update(overrides)
+    return ControllerConfig(**settings)

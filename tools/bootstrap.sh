@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Bootstrap a fresh clone: find Python >= 3.12, create .venv, install the project, and —
+# when running as root — the Debian packages the tests and the demo use. Idempotent: a
+# second run only checks. Everything it needs comes from the package registries.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=.venv
+STAMP=$VENV/.bootstrapped
+DEBIAN_PACKAGES=(etcd-server etcd-client nftables iproute2 curl procps)
+
+find_python() {
+  # Prefer 3.12 (the target), then any newer 3.x; plain executables before pyenv's.
+  local minor candidate path version
+  for minor in 12 13 14; do
+    candidate=python3.$minor
+    if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'pass' 2>/dev/null; then
+      command -v "$candidate"; return 0
+    fi
+    # pyenv's shims only answer for a selected version, so look in its versions directly.
+    if command -v pyenv >/dev/null 2>&1; then
+      for version in $(pyenv versions --bare 2>/dev/null | grep -E "^3\.$minor\.[0-9]+$" | sort -rV); do
+        path="$(pyenv root)/versions/$version/bin/python3"
+        [ -x "$path" ] && { echo "$path"; return 0; }
+      done
+    fi
+  done
+  if command -v python3 >/dev/null 2>&1 &&
+     python3 -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then
+    command -v python3; return 0
+  fi
+  return 1
+}
+
+install_debian_packages() {
+  [ "$(id -u)" -eq 0 ] || return 0
+  command -v apt-get >/dev/null 2>&1 || return 0
+  local missing=() pkg
+  for pkg in "${DEBIAN_PACKAGES[@]}"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "bootstrap: installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+install_debian_packages
+
+if [ ! -x "$VENV/bin/python" ]; then
+  PY=$(find_python) || {
+    echo "bootstrap: Python 3.12 or newer is required and none was found." >&2
+    echo "           Install python3.12 (e.g. 'apt-get install python3.12-venv') or pyenv 3.12, then retry." >&2
+    exit 1
+  }
+  echo "bootstrap: creating $VENV with $PY"
+  "$PY" -m venv "$VENV"
+fi
+
+if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
+  # pip's own chatter goes to a log; it is shown only when the install fails.
+  if ! "$VENV/bin/python" -m pip install -e '.[dev]' >"$VENV/pip.log" 2>&1; then
+    cat "$VENV/pip.log" >&2
+    echo "bootstrap: pip install failed (log above, also in $VENV/pip.log)" >&2
+    exit 1
+  fi
+  touch "$STAMP"
+fi
