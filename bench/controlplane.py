@@ -91,8 +91,30 @@ spec:
 class Proxy:
     client: DiscoveryClient
     subscriptions: list[str]
-    # route entry name -> (weights seen, time accepted)
-    seen: dict[str, tuple[list[int], float]] = field(default_factory=dict)
+
+
+@dataclass
+class Change:
+    """The route change being timed: which proxies still have to accept it."""
+
+    entry: str = ""
+    weights: list[int] = field(default_factory=list)
+    waiting: set[int] = field(default_factory=set)
+    last_accepted: float = 0.0
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def accepted(self, proxy_index: int, snapshot: Snapshot) -> None:
+        if proxy_index not in self.waiting:
+            return
+        route = snapshot.get(self.entry)
+        if route is None:
+            return
+        weights = [b["weight"] for b in route.body["http_rules"][0]["backends"]]
+        if weights == self.weights:
+            self.waiting.discard(proxy_index)
+            self.last_accepted = time.monotonic()
+            if not self.waiting:
+                self.done.set()
 
 
 class ControllerProcess:
@@ -193,20 +215,16 @@ async def run(backend: str, args: argparse.Namespace) -> dict[str, object]:
             tls = ssl.create_default_context(cafile=str(workdir / "home" / "ca" / "root.pem"))
             tls.minimum_version = ssl.TLSVersion.TLSv1_3
             address = [ControllerAddress("127.0.0.1", ctl.discovery_port)]
+            change = Change()
             for i in range(args.proxies):
                 ns_index, svc_index = i % NAMESPACES, (i // NAMESPACES) % per_ns
                 ns = f"ns-{ns_index}"
-                subs = {f"svc-{rng.randrange(per_ns)}" for _ in range(args.subscriptions)}
+                subs = {f"svc-{rng.randrange(per_ns)}.{ns}" for _ in range(args.subscriptions)}
                 subs.add(HOT)
                 proxy = Proxy(client=None, subscriptions=sorted(subs))  # type: ignore[arg-type]
 
-                def accepted(snapshot: Snapshot, version: str, proxy: Proxy = proxy) -> None:
-                    now = time.monotonic()
-                    for name, entry in snapshot.items():
-                        if name.startswith("route/"):
-                            w = [b["weight"] for b in entry.body["http_rules"][0]["backends"]]
-                            if proxy.seen.get(name, ([], 0.0))[0] != w:
-                                proxy.seen[name] = (w, now)
+                def accepted(snapshot: Snapshot, version: str, index: int = i) -> None:
+                    change.accepted(index, snapshot)
 
                 proxy.client = DiscoveryClient(
                     address,
@@ -240,25 +258,27 @@ async def run(backend: str, args: argparse.Namespace) -> dict[str, object]:
 
             results: dict[str, list[float]] = {"cold": [], "hot": []}
             affected_counts: dict[str, list[int]] = {"cold": [], "hot": []}
-            for change in range(args.changes):
-                kind = "hot" if change % 4 == 3 else "cold"
+            for n in range(args.changes):
+                kind = "hot" if n % 4 == 3 else "cold"
                 if kind == "hot":
                     ns, name = "ns-0", "svc-0"
                 else:
                     ns, name = f"ns-{rng.randrange(NAMESPACES)}", f"svc-{rng.randrange(1, per_ns)}"
-                entry = f"route/{name}.{ns}"
-                affected = [x for x in proxies if entry in x.client.snapshot]
-                w1 = 1 + change
+                change.entry = f"route/{name}.{ns}"
+                change.weights = [1 + n, 100]
+                change.waiting = {
+                    i for i, x in enumerate(proxies) if change.entry in x.client.snapshot
+                }
+                affected = len(change.waiting)
+                change.done.clear()
                 started = time.monotonic()
-                await apply(session, ctl, token, route_yaml(ns, name, w1, 100))
-                deadline = started + 30
-                while not all(x.seen.get(entry, ([], 0))[0] == [w1, 100] for x in affected):
-                    if time.monotonic() > deadline:
-                        raise SystemExit(f"change {change} not acknowledged by all within 30 s")
-                    await asyncio.sleep(0.002)
-                latency = max(x.seen[entry][1] for x in affected) - started
-                results[kind].append(latency)
-                affected_counts[kind].append(len(affected))
+                await apply(session, ctl, token, route_yaml(ns, name, 1 + n, 100))
+                try:
+                    await asyncio.wait_for(change.done.wait(), 30)
+                except TimeoutError:
+                    raise SystemExit(f"change {n} not acknowledged by all within 30 s") from None
+                results[kind].append(change.last_accepted - started)
+                affected_counts[kind].append(affected)
                 # Let heartbeats and the controller settle between changes.
                 await asyncio.sleep(0.2)
             rss = ctl.rss_mb

@@ -39,6 +39,7 @@ ELECTION_TIMEOUT_MS = 500
 
 # The tests write kilobytes; a small quota keeps a runaway test from filling the disk.
 QUOTA_BACKEND_BYTES = 256 * 1024 * 1024
+MAX_TXN_OPS = 4096
 
 # Starting a member and electing a leader takes ~1 s here; leave room for a busy CI box.
 START_DEADLINE_S = 30.0
@@ -179,6 +180,9 @@ class EtcdCluster:
             f"--heartbeat-interval={HEARTBEAT_MS}",
             f"--election-timeout={ELECTION_TIMEOUT_MS}",
             f"--quota-backend-bytes={QUOTA_BACKEND_BYTES}",
+            # An apply is one transaction with a compare per resource; etcd's default of
+            # 128 operations would cap one apply at 128 resources.
+            f"--max-txn-ops={MAX_TXN_OPS}",
             "--logger=zap",
             "--log-outputs=stderr",
             "--log-level=warn",

@@ -16,9 +16,16 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, ClassVar, Final, Literal, Self
+from typing import Annotated, Any, ClassVar, Final, Literal, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, PrivateAttr, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    PrivateAttr,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic.fields import ComputedFieldInfo, FieldInfo
 
 from mycelium.api.errors import ValidationIssue
@@ -59,6 +66,10 @@ class ApiModel(BaseModel):
     )
 
 
+# Read-only metadata the controller adds to what it serves (store revisions).
+SERVER_FIELDS = frozenset({"revision", "createRevision"})
+
+
 class ObjectMeta(ApiModel):
     """Identity and labels of a namespaced resource."""
 
@@ -69,6 +80,15 @@ class ObjectMeta(ApiModel):
     """What Service selectors, subsets and policy selectors match."""
     annotations: dict[str, str] = {}
     """Free-form notes for tools and people; Mycelium does not interpret them."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_server_fields(cls, data: Any) -> Any:
+        # `myc get -o yaml` shows the store revisions; like kubectl's resourceVersion they
+        # are the server's to set, so a round trip through `myc apply` ignores them.
+        if isinstance(data, dict) and SERVER_FIELDS & data.keys():
+            return {k: v for k, v in data.items() if k not in SERVER_FIELDS}
+        return data
 
 
 def _cluster_scoped_namespace(value: str) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 from mycelium.control.state import MeshState, all_hosts, labels_match, service_key
 from mycelium.discovery import config as cfg
-from mycelium.discovery.protocol import NodeInfo, canonical_json
+from mycelium.discovery.protocol import NodeInfo, canonical_json, encode_entry
 
 DEFAULT_TRUST_DOMAIN = "cluster.local"
 
@@ -28,6 +28,7 @@ class CompiledEntry:
     name: str
     version: str
     body: dict[str, Any]
+    wire: bytes  # the entry as it travels in a push, serialised once for every proxy
 
 
 @dataclass(slots=True)
@@ -36,11 +37,23 @@ class Bundle:
 
     entries: dict[str, CompiledEntry] = field(default_factory=dict)
     topics: set[str] = field(default_factory=set)
+    _version: str | None = None
 
     def add(self, name: str, body: cfg._Body) -> None:
         data = body.model_dump(mode="json")
         version = hashlib.blake2b(canonical_json(data), digest_size=8).hexdigest()
-        self.entries[name] = CompiledEntry(name, version, data)
+        self.entries[name] = CompiledEntry(name, version, data, encode_entry(name, version, data))
+        self._version = None
+
+    @property
+    def version(self) -> str:
+        """A hash of the entries' names and versions: equal bundles, equal versions."""
+        if self._version is None:
+            digest = hashlib.blake2b(digest_size=8)
+            for name in sorted(self.entries):
+                digest.update(f"{name}={self.entries[name].version};".encode())
+            self._version = digest.hexdigest()
+        return self._version
 
 
 def spiffe_id(

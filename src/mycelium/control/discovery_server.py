@@ -45,11 +45,12 @@ type Registrar = Callable[[p.NodeInfo], Awaitable[int | None]]
 type LeaseKeeper = Callable[[int], Awaitable[bool]]
 
 
-def snapshot_version(entries: dict[str, CompiledEntry]) -> str:
+def snapshot_version(bundles: list[tuple[str, Bundle]]) -> str:
+    """A proxy's snapshot version: a hash of its bundles' versions, so the same config
+    gets the same version from any controller, and computing it costs one hash a bundle."""
     digest = hashlib.blake2b(digest_size=8)
-    for name in sorted(entries):
-        digest.update(name.encode())
-        digest.update(entries[name].version.encode())
+    for key, bundle in bundles:
+        digest.update(f"{key}={bundle.version};".encode())
     return digest.hexdigest()
 
 
@@ -81,9 +82,12 @@ class ProxySession:
             return "nack"
         return "synced"
 
-    def send(self, message: p.Welcome | p.Push | p.Refusal | p.Heartbeat) -> None:
+    def send(self, message: p.Welcome | p.Refusal | p.Heartbeat) -> None:
+        self.send_frame(p.encode(message))
+
+    def send_frame(self, frame: bytes) -> None:
         if not self.writer.is_closing():
-            self.writer.write(p.encode(message))
+            self.writer.write(frame)
 
 
 class DiscoveryServer:
@@ -240,11 +244,13 @@ class DiscoveryServer:
                 for topic in bundle.topics:
                     self._by_topic[topic].discard(key)
 
-    def desired(self, session: ProxySession) -> dict[str, CompiledEntry]:
+    def desired(self, session: ProxySession) -> tuple[str, dict[str, CompiledEntry]]:
+        """The snapshot version and entries this proxy should hold now."""
+        bundles = [(key, self._use(session, key)) for key in self._bundle_keys(session)]
         entries: dict[str, CompiledEntry] = {}
-        for key in self._bundle_keys(session):
-            entries.update(self._use(session, key).entries)
-        return entries
+        for _, bundle in bundles:
+            entries.update(bundle.entries)
+        return snapshot_version(bundles), entries
 
     # --- pushing ----------------------------------------------------------------------------
 
@@ -256,8 +262,7 @@ class DiscoveryServer:
 
     def _push(self, session: ProxySession, *, full: bool = False) -> None:
         session.dirty = False
-        entries = self.desired(session)
-        version = snapshot_version(entries)
+        version, entries = self.desired(session)
         if version == session.rejected_version and not full:
             return  # the proxy refused exactly this; wait for a change
         if not full and version == session.acked_version:
@@ -269,16 +274,13 @@ class DiscoveryServer:
         session.sent_version = version
         session.pushed_at = time.monotonic()
         self.pushes += 1
-        session.send(
-            p.Push(
-                nonce=session.nonce,
-                version=version,
-                full=full,
-                resources=[
-                    p.Entry(name=e.name, version=e.version, body=e.body)
-                    for e in (entries.values() if full else changed)
-                ],
-                removed=[] if full else removed,
+        session.send_frame(
+            p.encode_push(
+                session.nonce,
+                version,
+                full,
+                [e.wire for e in (entries.values() if full else changed)],
+                [] if full else removed,
             )
         )
 

@@ -36,16 +36,56 @@ class MeshState:
         self.revision = 0
         self._by_key: dict[str, Resource] = {}
         self._by_kind: dict[str, dict[tuple[str, str], Resource]] = defaultdict(dict)
+        # Secondary indexes, so that compiling one service costs the same in a mesh of
+        # ten services or ten thousand.
+        self._by_namespace: dict[tuple[str, str], dict[str, Resource]] = defaultdict(dict)
+        self._routes_by_parent: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+        self._policies_by_host: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self._services_by_address: dict[str, set[str]] = defaultdict(set)
+
+    def _index(self, resource: Any, add: bool) -> None:
+        ns, name, key = resource.metadata.namespace, resource.metadata.name, resource.key
+        names: list[tuple[dict[Any, set[str]], Any]] = []
+        if resource.kind in ("HTTPRoute", "TCPRoute"):
+            for parent in resource.spec.parent_refs:
+                if parent.kind == "Service":
+                    names.append(
+                        (
+                            self._routes_by_parent,
+                            (resource.kind, parent.namespace or ns, parent.name),
+                        )
+                    )
+        elif resource.kind == "DestinationPolicy":
+            names.append((self._policies_by_host, _host_names(resource.spec.host, ns)))
+        elif resource.kind == "Service":
+            if resource.spec.vip is not None:
+                names.append((self._services_by_address, str(resource.spec.vip)))
+            names.extend((self._services_by_address, host) for host in resource.spec.hosts)
+        for index, index_key in names:
+            if add:
+                index[index_key].add(key)
+            else:
+                index[index_key].discard(key)
+                if not index[index_key]:
+                    del index[index_key]
+        by_ns = self._by_namespace[(resource.kind, ns)]
+        if add:
+            by_ns[name] = resource
+        else:
+            by_ns.pop(name, None)
 
     # --- feeding ------------------------------------------------------------------------
 
     def put(self, resource: Resource, revision: int | None = None) -> Resource | None:
         """Insert or replace a resource; return the previous version, if any."""
         previous = self._by_key.get(resource.key)
+        if previous is not None:
+            self._index(previous, add=False)
         self._by_key[resource.key] = resource
         self._by_kind[resource.kind][(resource.metadata.namespace, resource.metadata.name)] = (
             resource
         )
+        self._index(resource, add=True)
         if revision is not None:
             self.revision = max(self.revision, revision)
         return previous
@@ -59,6 +99,7 @@ class MeshState:
         if previous is not None:
             ident = (previous.metadata.namespace, previous.metadata.name)
             self._by_kind[previous.kind].pop(ident, None)
+            self._index(previous, add=False)
         if revision is not None:
             self.revision = max(self.revision, revision)
         return previous
@@ -78,9 +119,10 @@ class MeshState:
         return self._by_key.get(key)
 
     def of_kind(self, kind: str, namespace: str | None = None) -> Iterator[Any]:
-        for (ns, _), resource in self._by_kind[kind].items():
-            if namespace is None or ns == namespace:
-                yield resource
+        if namespace is not None:
+            yield from list(self._by_namespace.get((kind, namespace), {}).values())
+            return
+        yield from list(self._by_kind[kind].values())
 
     def all(self) -> Iterable[Resource]:
         return self._by_key.values()
@@ -100,24 +142,23 @@ class MeshState:
         ]
 
     def http_routes_for(self, namespace: str, name: str) -> list[Any]:
-        """HTTPRoutes attached to Service `name` in `namespace`, oldest name first."""
-        return sorted(
-            (r for r in self.of_kind("HTTPRoute") if _attaches(r, "Service", namespace, name)),
-            key=lambda r: (r.metadata.namespace, r.metadata.name),
-        )
+        """HTTPRoutes attached to Service `name` in `namespace`, ordered by namespace/name."""
+        return self._routes("HTTPRoute", namespace, name)
 
     def tcp_routes_for(self, namespace: str, name: str) -> list[Any]:
+        return self._routes("TCPRoute", namespace, name)
+
+    def _routes(self, kind: str, namespace: str, name: str) -> list[Any]:
+        keys = self._routes_by_parent.get((kind, namespace, name), ())
         return sorted(
-            (r for r in self.of_kind("TCPRoute") if _attaches(r, "Service", namespace, name)),
+            (self._by_key[k] for k in keys),
             key=lambda r: (r.metadata.namespace, r.metadata.name),
         )
 
     def destination_policy_for(self, namespace: str, name: str) -> Any | None:
         """The DestinationPolicy whose host names this service (first by name if several)."""
-        found = [
-            dp
-            for dp in self.of_kind("DestinationPolicy")
-            if _host_names(dp.spec.host, dp.metadata.namespace) == (namespace, name)
+        found: list[Any] = [
+            self._by_key[k] for k in self._policies_by_host.get((namespace, name), ())
         ]
         found.sort(key=lambda dp: (dp.metadata.namespace != namespace, dp.metadata.name))
         return found[0] if found else None
@@ -134,7 +175,7 @@ class MeshState:
         except ValueError:
             pass
         else:
-            return next((s for s in self.of_kind("Service") if str(s.spec.vip) == host), None)
+            return self._service_by_address(host)
         parts = host.split(".")
         if len(parts) == 1:
             candidate = self.get("Service", from_namespace, parts[0])
@@ -148,20 +189,17 @@ class MeshState:
             candidate = None
         if candidate is not None:
             return candidate
-        return next((s for s in self.of_kind("Service") if host in s.spec.hosts), None)
+        return self._service_by_address(host)
+
+    def _service_by_address(self, address: str) -> Any | None:
+        """The Service with this VIP or extra host name (the first by key if several)."""
+        keys = self._services_by_address.get(address)
+        return self._by_key[min(keys)] if keys else None
 
     def resolves_by_name(self, reference: str, service: Any) -> bool:
         """True when `reference` names `service` by its own name (not a VIP or extra host)."""
         name = _strip_port(reference).split(".")[0]
         return name == service.metadata.name and name not in service.spec.hosts
-
-
-def _attaches(route: Any, kind: str, namespace: str, name: str) -> bool:
-    for parent in route.spec.parent_refs:
-        parent_ns = parent.namespace or route.metadata.namespace
-        if parent.kind == kind and parent.name == name and parent_ns == namespace:
-            return True
-    return False
 
 
 def _host_names(host: str, default_namespace: str) -> tuple[str, str]:

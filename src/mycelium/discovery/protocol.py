@@ -177,6 +177,36 @@ class FrameDecoder:
         return frames
 
 
+def encode_entry(name: str, version: str, body: dict[str, Any]) -> bytes:
+    """An `Entry` as JSON, for `encode_push`: the server serialises each entry once."""
+    return json.dumps(
+        {"name": name, "version": version, "body": body}, separators=(",", ":")
+    ).encode()
+
+
+def encode_push(
+    nonce: int, version: str, full: bool, entries: list[bytes], removed: list[str]
+) -> bytes:
+    """The frame of a `Push` from pre-encoded entries (see `encode_entry`).
+
+    Equivalent to `encode(Push(...))`; a push to thousands of proxies then costs a few
+    byte joins each instead of a model serialisation each.
+    """
+    payload = b"".join(
+        [
+            b'{"type":"push","nonce":%d,"version":%s,"full":%s,"resources":['
+            % (nonce, json.dumps(version).encode(), b"true" if full else b"false"),
+            b",".join(entries),
+            b'],"removed":',
+            json.dumps(removed, separators=(",", ":")).encode(),
+            b"}",
+        ]
+    )
+    if len(payload) > MAX_FRAME_BYTES:
+        raise ProtocolViolation(f"push of {len(payload)} bytes exceeds {MAX_FRAME_BYTES}")
+    return _HEADER.pack(len(payload)) + payload
+
+
 def canonical_json(body: dict[str, Any]) -> bytes:
     """The bytes an entry's version is computed from: sorted keys, no whitespace."""
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()

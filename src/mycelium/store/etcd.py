@@ -340,6 +340,12 @@ class EtcdStore:
                 if _lease_missing(exc):
                     leases = [op.lease for op in ops if isinstance(op, Put) and op.lease]
                     raise LeaseNotFound(await _missing_lease(client, leases)) from None
+                if "too many operations in txn" in (exc.details() or ""):
+                    raise StoreError(
+                        f"a transaction of {max(len(compares), len(ops))} operations is more "
+                        "than this etcd accepts (its --max-txn-ops, 128 by default): apply "
+                        "fewer resources at once, or run etcd with a larger --max-txn-ops"
+                    ) from None
                 raise
             if reply.succeeded:
                 deleted = [

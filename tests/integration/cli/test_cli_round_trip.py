@@ -206,3 +206,13 @@ def test_cluster_scoped_kinds_have_no_namespace(controller: Controller) -> None:
     assert controller.myc("delete", "ns", "shop", "-n", "ignored").ok() == (
         "namespace.mycelium.io/shop deleted\n"
     )
+
+
+def test_what_get_prints_can_be_applied_again(controller: Controller, tmp_path: Path) -> None:
+    manifest = tmp_path / "bookinfo.yaml"
+    manifest.write_text(BOOKINFO)
+    controller.myc("apply", "-f", str(manifest)).ok()
+    shown = controller.myc("get", "httproute", "reviews", "-o", "yaml").ok()
+    assert "revision:" in shown  # the server's revisions are part of what get shows...
+    again = controller.myc("apply", "-f", "-", stdin=shown).ok()
+    assert "httproute.mycelium.io/reviews unchanged" in again  # ...and apply ignores them

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 
 import yaml
+from rich.console import Console
 
 from mycelium.cli.render import (
     column_widths,
@@ -18,7 +20,7 @@ from mycelium.cli.render import (
 )
 
 
-def rendered(write) -> list[str]:  # type: ignore[no-untyped-def]
+def rendered(write: Callable[[Console], object]) -> list[str]:
     out = io.StringIO()
     write(console_for(out))
     return [line.rstrip() for line in out.getvalue().splitlines()]
@@ -45,12 +47,11 @@ def test_rows_printed_later_stay_aligned_with_the_first_ones() -> None:
     first = [["MODIFIED", "reviews-long-name", "3"]]
     widths = column_widths(headers, first)
 
-    lines = rendered(
-        lambda c: (
-            print_table(c, headers, first, min_widths=widths),
-            print_table(c, headers, [["DELETED", "a", "4"]], min_widths=widths, show_header=False),
-        )
-    )
+    def listing_then_event(console: Console) -> None:
+        print_table(console, headers, first, min_widths=widths)
+        print_table(console, headers, [["DELETED", "a", "4"]], min_widths=widths, show_header=False)
+
+    lines = rendered(listing_then_event)
 
     assert [line.index("3") if "3" in line else line.index("4") for line in lines[1:]] == [
         lines[0].index("REVISION")
@@ -58,12 +59,11 @@ def test_rows_printed_later_stay_aligned_with_the_first_ones() -> None:
 
 
 def test_fields_align_their_values_across_blocks() -> None:
-    lines = rendered(
-        lambda c: (
-            print_fields(c, [("Name", "reviews"), ("Namespace", "default")]),
-            print_fields(c, [("Workloads", "<none>")]),
-        )
-    )
+    def two_blocks(console: Console) -> None:
+        print_fields(console, [("Name", "reviews"), ("Namespace", "default")])
+        print_fields(console, [("Workloads", "<none>")])
+
+    lines = rendered(two_blocks)
 
     assert {
         line.index(value)

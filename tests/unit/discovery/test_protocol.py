@@ -47,3 +47,17 @@ def test_a_message_of_unknown_type_is_a_protocol_violation() -> None:
 def test_the_server_cannot_send_client_messages() -> None:
     with pytest.raises(ProtocolViolation):
         p.parse_server_message(p.encode(p.Ack(nonce=1, version="x"))[4:])
+
+
+def test_a_push_built_from_pre_encoded_entries_reads_as_the_same_push() -> None:
+    entries = [p.Entry(name="route/a.b", version="v1", body={"x": [1, "two"], "y": None})]
+    frame = p.encode_push(
+        7,
+        "snap-1",
+        False,
+        [p.encode_entry("route/a.b", "v1", {"x": [1, "two"], "y": None})],
+        ["gone"],
+    )
+    expected = p.Push(nonce=7, version="snap-1", full=False, resources=entries, removed=["gone"])
+    decoded = p.parse_server_message(p.FrameDecoder().feed(frame)[0])
+    assert decoded == expected
