@@ -24,4 +24,4 @@ async def mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
         finally:
             for client in mesh.clients:
                 await client.stop()
-            await controller.stop()
+            await mesh.controller.stop()

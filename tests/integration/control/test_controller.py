@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import stat
+from dataclasses import replace
+from pathlib import Path
 
 import aiohttp
 from tests.support.controller import Mesh
 from tests.support.polling import eventually
 
-from mycelium.discovery.client import Snapshot
+from mycelium.control.controller import Controller
+from mycelium.discovery.client import ControllerAddress, DiscoveryClient, Snapshot
 
 SERVICES = """
 apiVersion: mycelium.io/v1
@@ -277,4 +281,76 @@ async def test_a_reconnecting_proxy_resumes_without_a_full_push(mesh: Mesh) -> N
     assert received == []
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 _EMPTY = type("Empty", (), {"body": {"endpoints": []}})()
+
+
+async def test_a_proxy_rides_out_a_controller_restart_and_resumes(
+    mesh: Mesh, tmp_path: Path
+) -> None:
+    await mesh.api.apply(SERVICES + ROUTE % (90, 10))
+    pushes: list[str] = []
+
+    def record(snapshot: Snapshot, version: str) -> None:
+        pushes.append(version)
+
+    client = mesh.client("steady-0", subscriptions=["reviews"], on_update=record)
+    await client.start()
+    await client.wait_for(lambda s: "route/reviews.default" in s, 10)
+    held_version, pushes_before = client.version, len(pushes)
+
+    config = mesh.controller.config
+    port = mesh.controller.discovery_port
+    await mesh.controller.stop()
+    await eventually(lambda: not client.connected.is_set(), what="the client noticing")
+    # Static stability: with no controller, the proxy keeps what it had.
+    assert client.version == held_version
+    assert weights(client.snapshot) == [90, 10]
+
+    restarted = Controller(replace(config, discovery_port=port))
+    await restarted.start()
+    mesh.controller = restarted
+    await eventually(lambda: restarted.discovery.sessions.get("steady-0") is not None)
+    await eventually(lambda: restarted.discovery.sessions["steady-0"].state == "synced")
+    # It resumed from the versions it held: nothing had changed, so nothing was sent.
+    assert len(pushes) == pushes_before
+    assert client.version == held_version
+
+
+async def test_a_proxy_restarts_from_its_saved_snapshot_without_a_controller(
+    mesh: Mesh, tmp_path: Path
+) -> None:
+    await mesh.api.apply(SERVICES + ROUTE % (90, 10))
+    state_dir = tmp_path / "proxy-state"
+    first = mesh.client("saver-0", subscriptions=["reviews"], state_dir=state_dir)
+    await first.start()
+    await first.wait_for(lambda s: "route/reviews.default" in s, 10)
+    await first.stop()
+
+    # The proxy restarts while no controller answers at that address.
+    loaded: list[str] = []
+
+    def record(snapshot: Snapshot, version: str) -> None:
+        loaded.append(version)
+
+    orphan = DiscoveryClient(
+        [ControllerAddress("127.0.0.1", free_port())],
+        first.node,
+        trust_bundle=mesh.home / "ca" / "root.pem",
+        state_dir=state_dir,
+        on_update=record,
+    )
+    await orphan.start()
+    try:
+        assert orphan.loaded_from_disk
+        assert loaded == [first.version]
+        assert weights(orphan.snapshot) == [90, 10]
+        assert orphan.subscriptions == {"reviews"}
+        assert not orphan.connected.is_set()
+    finally:
+        await orphan.stop()
