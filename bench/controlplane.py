@@ -24,10 +24,8 @@ import asyncio
 import json
 import os
 import random
-import socket
 import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,22 +33,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from tests.support.controller_process import ControllerProcess  # noqa: E402
 
 from mycelium.discovery import protocol as p  # noqa: E402
 from mycelium.discovery.client import ControllerAddress, DiscoveryClient, Snapshot  # noqa: E402
 
 NAMESPACES = 10
 HOT = "svc-0.ns-0"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def route_yaml(ns: str, name: str, w1: int, w2: int) -> str:
@@ -117,55 +110,6 @@ class Change:
                 self.done.set()
 
 
-class ControllerProcess:
-    def __init__(self, home: Path, store_url: str | None) -> None:
-        self.home = home
-        self.api_port, self.discovery_port = free_port(), free_port()
-        args = [
-            str(Path(sys.executable).parent / "myc"),
-            "controller",
-            "--home",
-            str(home),
-            "--listen-api",
-            f"127.0.0.1:{self.api_port}",
-            "--listen-discovery",
-            f"127.0.0.1:{self.discovery_port}",
-        ]
-        if store_url:
-            args += ["--store", store_url]
-        self.log = open(home.parent / "controller.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
-        self.base = f"http://127.0.0.1:{self.api_port}"
-
-    async def wait_ready(self, session: aiohttp.ClientSession) -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit("controller exited; see controller.log")
-            try:
-                async with session.get(self.base + "/healthz") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-        raise SystemExit("controller did not start")
-
-    @property
-    def rss_mb(self) -> float:
-        return psutil.Process(self.proc.pid).memory_info().rss / 2**20
-
-    @property
-    def cpu_seconds(self) -> float:
-        t = psutil.Process(self.proc.pid).cpu_times()
-        return t.user + t.system
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(15)
-        self.log.close()
-
-
 async def apply(
     session: aiohttp.ClientSession, ctl: ControllerProcess, token: str, text: str
 ) -> None:
@@ -197,11 +141,11 @@ async def run(backend: str, args: argparse.Namespace) -> dict[str, object]:
         etcd = EtcdCluster.start(1)
         store_url = etcd.url
     ctl = ControllerProcess(workdir / "home", store_url)
+    await ctl.start()
     proxies: list[Proxy] = []
     try:
         async with aiohttp.ClientSession() as session:
-            await ctl.wait_ready(session)
-            token = (workdir / "home" / "admin-token").read_text().strip()
+            token = ctl.token
             per_ns = args.services // NAMESPACES
             names = [f"svc-{i}" for i in range(per_ns)]
             t0 = time.monotonic()

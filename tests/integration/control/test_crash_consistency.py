@@ -4,24 +4,14 @@ nothing is half-applied. A real `myc controller` process on the embedded store."
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
+from tests.support.controller_process import ControllerProcess
 
 # Several applies in flight at once, so that the kill lands inside some of them.
 CONCURRENT_APPLIERS = 4
 RESOURCES_PER_BATCH = 6
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def batch(i: int) -> str:
@@ -44,71 +34,6 @@ spec:
 """
     )
     return "---\n".join(docs)
-
-
-class ControllerProcess:
-    def __init__(self, home: Path) -> None:
-        self.home = home
-        self.api_port = free_port()
-        self.discovery_port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
-
-    async def start(self) -> None:
-        self._spawn()
-        await self._wait_ready()
-
-    def _spawn(self) -> None:
-        myc = Path(sys.executable).parent / "myc"
-        self.log = self.home.parent / "controller.log"
-        self.home.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    str(myc),
-                    "controller",
-                    "--home",
-                    str(self.home),
-                    "--listen-api",
-                    f"127.0.0.1:{self.api_port}",
-                    "--listen-discovery",
-                    f"127.0.0.1:{self.discovery_port}",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    async def _wait_ready(self) -> None:
-        assert self.proc is not None
-        deadline = asyncio.get_running_loop().time() + 30
-        async with aiohttp.ClientSession() as session:
-            while True:
-                assert self.proc.poll() is None, self.log.read_text()
-                try:
-                    async with session.get(self.base + "/healthz") as r:
-                        if r.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                assert asyncio.get_running_loop().time() < deadline, "controller did not start"
-                await asyncio.sleep(0.05)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-
-    @property
-    def token(self) -> str:
-        return (self.home / "admin-token").read_text().strip()
 
 
 async def test_sigkill_during_applies_loses_nothing_acknowledged_and_half_applies_nothing(
