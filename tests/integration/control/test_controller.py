@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import ssl
 import stat
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +16,7 @@ from tests.support.controller import Mesh
 from tests.support.polling import eventually
 
 from mycelium.control.controller import Controller
+from mycelium.discovery import protocol as p
 from mycelium.discovery.client import ControllerAddress, DiscoveryClient, Snapshot
 
 SERVICES = """
@@ -354,3 +356,76 @@ async def test_a_proxy_restarts_from_its_saved_snapshot_without_a_controller(
         assert not orphan.connected.is_set()
     finally:
         await orphan.stop()
+
+
+async def test_a_proxy_subscribes_on_demand_and_hears_about_unknown_names(mesh: Mesh) -> None:
+    await mesh.api.apply(SERVICES)
+    client = mesh.client("lazy-0")
+    await client.start()
+    await client.connected.wait()
+    assert not any(name.startswith("route/") for name in client.snapshot)
+
+    await client.subscribe("ratings.default.svc.cluster.local", "nowhere", timeout=10)
+    assert "route/ratings.default" in client.snapshot
+    assert "no Service named 'nowhere'" in client.snapshot["unresolved/nowhere"].body["reason"]
+
+    # When the missing service appears, the proxy is told without asking again.
+    await mesh.api.apply(SERVICES.replace("name: ratings,", "name: nowhere,"))
+    await client.wait_for(lambda s: "route/nowhere.default" in s, 10)
+    assert "unresolved/nowhere" not in client.snapshot
+
+
+async def _tls_connection(mesh: Mesh) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    tls = ssl.create_default_context(cafile=str(mesh.home / "ca" / "root.pem"))
+    return await asyncio.open_connection(
+        "127.0.0.1", mesh.controller.discovery_port, ssl=tls, server_hostname="127.0.0.1"
+    )
+
+
+async def _refusal(reader: asyncio.StreamReader) -> p.Refusal:
+    header = await asyncio.wait_for(reader.readexactly(4), 10)
+    payload = await reader.readexactly(int.from_bytes(header, "big"))
+    message = p.parse_server_message(payload)
+    assert isinstance(message, p.Refusal)
+    return message
+
+
+async def test_garbage_on_the_discovery_port_is_refused_without_harming_proxies(
+    mesh: Mesh,
+) -> None:
+    await mesh.api.apply(SERVICES + ROUTE % (90, 10))
+    good = mesh.client("good-0", subscriptions=["reviews"])
+    await good.start()
+    await good.wait_for(lambda s: "route/reviews.default" in s, 10)
+
+    # Not a hello first.
+    reader, writer = await _tls_connection(mesh)
+    writer.write(p.encode(p.Heartbeat()))
+    assert "first message must be a hello" in (await _refusal(reader)).message
+    writer.close()
+
+    # A frame that announces more than the limit.
+    reader, writer = await _tls_connection(mesh)
+    writer.write((p.MAX_FRAME_BYTES + 1).to_bytes(4, "big"))
+    assert "limit" in (await _refusal(reader)).message
+    writer.close()
+
+    # Valid framing, nonsense inside.
+    reader, writer = await _tls_connection(mesh)
+    writer.write(len(b"{nope").to_bytes(4, "big") + b"{nope")
+    assert "malformed message from proxy" in (await _refusal(reader)).message
+    writer.close()
+
+    # The well-behaved proxy never noticed.
+    await mesh.api.apply(SERVICES + ROUTE % (10, 90))
+    await good.wait_for(lambda s: weights(s) == [10, 90], 10)
+    assert good.connected.is_set()
+
+
+async def test_a_proxy_that_goes_silent_is_dropped(mesh: Mesh) -> None:
+    _, writer = await _tls_connection(mesh)
+    writer.write(p.encode(p.Hello(node=p.NodeInfo(id="mute-0"))))
+    await eventually(lambda: "mute-0" in mesh.controller.discovery.sessions)
+    # No heartbeats from here on: after three missed intervals (0.3 s each here) it is gone.
+    await eventually(lambda: "mute-0" not in mesh.controller.discovery.sessions, timeout=5)
+    writer.close()
