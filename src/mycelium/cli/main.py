@@ -58,7 +58,7 @@ app = typer.Typer(
         "-o yaml|json|wide|name, -f FILE.\n\n"
         "[bold]Examples[/]\n\n"
         "  myc controller &                  # a controller with an embedded store\n"
-        "  myc apply -f examples/bookinfo/   # every manifest of a directory\n"
+        "  myc apply -f examples/resources/ # every manifest of a directory\n"
         "  myc get services                  # a table of the default namespace\n"
         "  myc describe service reviews      # workloads and proxies behind it\n"
         "  myc status                        # connected proxies and their versions"

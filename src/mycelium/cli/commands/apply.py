@@ -38,7 +38,7 @@ def apply_command(
 
       # one file, a whole directory, or several
       myc apply -f reviews-route.yaml
-      myc apply -f examples/bookinfo/
+      myc apply -f examples/resources/
       myc apply -f services.yaml -f routes.yaml
 
       # from standard input

@@ -62,7 +62,7 @@ def delete_command(
       myc delete httproute reviews
       myc delete svc ratings -n shop
       myc delete -f reviews-route.yaml
-      myc delete -f examples/bookinfo/ --ignore-not-found
+      myc delete -f examples/resources/ --ignore-not-found
     """
     if filenames:
         if kind is not None:
