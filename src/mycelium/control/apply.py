@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from mycelium.api import Resource
 from mycelium.api.errors import ResourceValidationError, ValidationIssue
@@ -65,10 +65,28 @@ def validate_files(files: Sequence[SourceFile], state: MeshState) -> list[Resour
     issues.extend(duplicate_issues(resources))
     if issues:
         raise ResourceValidationError(issues)
-    issues = check_references(resources, state.exists, list(state.of_kind("DestinationPolicy")))
+    issues = check_references(resources, state.exists, _stored_policies(resources, state))
     if issues:
         raise ResourceValidationError(issues)
     return resources
+
+
+def _stored_policies(resources: Sequence[Resource], state: MeshState) -> list[Any]:
+    """The stored DestinationPolicies of the services the batch sends traffic to: the
+    reference check needs their subsets, and only theirs (not the whole mesh's)."""
+    targets: set[tuple[str, str]] = set()
+    for resource in resources:
+        if resource.kind not in ("HTTPRoute", "TCPRoute"):
+            continue
+        ns = resource.metadata.namespace
+        for rule in resource.spec.rules:  # type: ignore[attr-defined]
+            refs = list(rule.backend_refs)
+            mirror = getattr(rule, "mirror", None)
+            if mirror is not None:
+                refs.append(mirror.backend_ref)
+            targets.update((ref.namespace or ns, ref.name) for ref in refs)
+    found = (state.destination_policy_for(ns, name) for ns, name in sorted(targets))
+    return [policy for policy in found if policy is not None]
 
 
 async def apply_resources(

@@ -95,6 +95,7 @@ class DiscoveryClient:
         self._writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task[None] | None = None
         self._heartbeat_interval = 5.0
+        self._last_heard = 0.0
         self._stopping = False
 
     @staticmethod
@@ -239,10 +240,15 @@ class DiscoveryClient:
                 )
             )
             decoder = p.FrameDecoder()
+            self._last_heard = time.monotonic()
             while True:
-                data = await asyncio.wait_for(reader.read(65536), self._heartbeat_interval * 3)
+                if heartbeat is None:  # before the welcome: bound the wait directly
+                    data = await asyncio.wait_for(reader.read(65536), CONNECT_TIMEOUT_SECONDS)
+                else:  # afterwards the heartbeat task watches for silence
+                    data = await reader.read(65536)
                 if not data:
                     raise ConnectionResetError("controller closed the stream")
+                self._last_heard = time.monotonic()
                 for payload in decoder.feed(data):
                     message = p.parse_server_message(payload)
                     if isinstance(message, p.Welcome):
@@ -259,8 +265,16 @@ class DiscoveryClient:
             writer.close()
 
     async def _heartbeats(self) -> None:
+        """Send heartbeats; close the stream when the controller has been silent for
+        three intervals (it answers every heartbeat), so the reconnect logic takes over.
+        One timer per stream, rather than a timeout around every read."""
         while True:
             await asyncio.sleep(self._heartbeat_interval)
+            if time.monotonic() - self._last_heard > 3 * self._heartbeat_interval:
+                log.info("the controller went silent; reconnecting")
+                if self._writer is not None:
+                    self._writer.close()
+                return
             self._send(p.Heartbeat())
 
     def _send(self, message: p.Hello | p.Ack | p.Nack | p.Subscribe | p.Heartbeat) -> None:
