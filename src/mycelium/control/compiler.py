@@ -40,7 +40,7 @@ class Bundle:
     _version: str | None = None
 
     def add(self, name: str, body: cfg._Body) -> None:
-        data = body.model_dump(mode="json")
+        data = cfg.to_body(body)
         version = hashlib.blake2b(canonical_json(data), digest_size=8).hexdigest()
         self.entries[name] = CompiledEntry(name, version, data, encode_entry(name, version, data))
         self._version = None
@@ -383,23 +383,21 @@ def _authorization(state: MeshState, ns: str, labels: dict[str, str]) -> list[cf
         for rule in ap.spec.rules:
             rules.append(
                 cfg.AuthzRule(
-                    sources=[
-                        cfg.SourceMatch(**s.source.model_dump(mode="json"))
-                        for s in (rule.from_ or [])
-                    ],
-                    operations=[
-                        cfg.OperationMatch(**o.operation.model_dump(mode="json"))
-                        for o in (rule.to or [])
-                    ],
-                    conditions=[
-                        cfg.ConditionMatch(**w.model_dump(mode="json")) for w in (rule.when or [])
-                    ],
+                    sources=[cfg.SourceMatch(**_plain(s.source)) for s in (rule.from_ or [])],
+                    operations=[cfg.OperationMatch(**_plain(o.operation)) for o in (rule.to or [])],
+                    conditions=[cfg.ConditionMatch(**_plain(w)) for w in (rule.when or [])],
                 )
             )
         policies.append(
             cfg.AuthzPolicy(name=f"{ns}/{ap.metadata.name}", action=ap.spec.action, rules=rules)
         )
     return policies
+
+
+def _plain(model: Any) -> dict[str, Any]:
+    """An API model's fields as JSON-ready values, keyed by their Python names."""
+    data: dict[str, Any] = model.model_dump(mode="json")
+    return data
 
 
 def _rate_limits(state: MeshState, ns: str, labels: dict[str, str]) -> list[cfg.RateLimit]:

