@@ -23,7 +23,16 @@ from urllib.parse import urlsplit
 import typer
 from typer.core import TyperGroup
 
-from mycelium.cli.commands import apply, controller, delete, describe, get, status, version
+from mycelium.cli.commands import (
+    apply,
+    controller,
+    delete,
+    describe,
+    get,
+    proxy,
+    status,
+    version,
+)
 from mycelium.cli.errors import CliError
 from mycelium.cli.settings import DEFAULT_CONTROLLER_URL, DEFAULT_HOME, CliSettings
 from mycelium.errors import MeshError
@@ -126,6 +135,7 @@ def help_text(doc: str | None) -> str:
 
 COMMANDS: dict[str, Callable[..., None]] = {
     "controller": controller.controller_command,
+    "proxy": proxy.proxy_command,
     "apply": apply.apply_command,
     "get": get.get_command,
     "describe": describe.describe_command,

@@ -126,17 +126,7 @@ def _compile_http_rule(
     route: Any, index: int, rule: Any, bundle: Bundle, state: MeshState
 ) -> cfg.HttpRule:
     ns = route.metadata.namespace
-    matches = [
-        cfg.RouteMatch(
-            path=cfg.StringMatch(type=m.path.type, value=m.path.value) if m.path else None,
-            headers=[cfg.KeyValueMatch(name=h.name, value=h.value, type=h.type) for h in m.headers],
-            query_params=[
-                cfg.KeyValueMatch(name=q.name, value=q.value, type=q.type) for q in m.query_params
-            ],
-            method=m.method,
-        )
-        for m in rule.matches
-    ]
+    matches = [_route_match(m) for m in rule.matches]
     filters = rule.filters
     retries = None
     if rule.retries is not None:
@@ -172,6 +162,17 @@ def _compile_http_rule(
         request_headers=_header_edits(filters.request_headers if filters else None),
         response_headers=_header_edits(filters.response_headers if filters else None),
         rewrite=_rewrite(filters.url_rewrite if filters else None),
+    )
+
+
+def _route_match(m: Any) -> cfg.RouteMatch:
+    return cfg.RouteMatch(
+        path=cfg.StringMatch(type=m.path.type, value=m.path.value) if m.path else None,
+        headers=[cfg.KeyValueMatch(name=h.name, value=h.value, type=h.type) for h in m.headers],
+        query_params=[
+            cfg.KeyValueMatch(name=q.name, value=q.value, type=q.type) for q in m.query_params
+        ],
+        method=m.method,
     )
 
 
@@ -401,29 +402,54 @@ def _plain(model: Any) -> dict[str, Any]:
 
 
 def _rate_limits(state: MeshState, ns: str, labels: dict[str, str]) -> list[cfg.RateLimit]:
-    selected = {s.metadata.name for s in state.services_selecting(ns, labels)}
+    """The buckets this workload enforces on what it serves.
+
+    A policy on a Service counts every request to the Service's ports. A policy on an
+    HTTPRoute counts the requests its rules match: with scope "workload" in one bucket,
+    with scope "route" in one bucket per rule.
+    """
+    selected = {s.metadata.name: s for s in state.services_selecting(ns, labels)}
     limits = []
     for rl in sorted(state.of_kind("RateLimitPolicy", ns), key=lambda r: r.metadata.name):
-        target = rl.spec.target_ref
-        if target.kind == "Service" and target.name not in selected:
+        target, limit = rl.spec.target_ref, rl.spec.limit
+        common = {
+            "scope": rl.spec.scope,
+            "target": f"{target.kind}/{ns}/{target.name}",
+            "requests": limit.requests,
+            "per_seconds": limit.per,
+            "burst": limit.burst if limit.burst is not None else limit.requests,
+        }
+        name = f"{ns}/{rl.metadata.name}"
+        if target.kind == "Service":
+            service = selected.get(target.name)
+            if service is not None:
+                ports = [p.port for p in service.spec.ports]
+                limits.append(cfg.RateLimit(name=name, ports=ports, **common))
             continue
-        if target.kind == "HTTPRoute":
-            route = state.get("HTTPRoute", ns, target.name)
-            if route is None or not any(
-                p.kind == "Service" and p.name in selected for p in route.spec.parent_refs
-            ):
-                continue
-        limit = rl.spec.limit
-        limits.append(
-            cfg.RateLimit(
-                name=f"{ns}/{rl.metadata.name}",
-                scope=rl.spec.scope,
-                target=f"{target.kind}/{ns}/{target.name}",
-                requests=limit.requests,
-                per_seconds=limit.per,
-                burst=limit.burst if limit.burst is not None else limit.requests,
-            )
+        route = state.get("HTTPRoute", ns, target.name)
+        if route is None:
+            continue
+        ports = sorted(
+            {
+                p.port
+                for parent in route.spec.parent_refs
+                if parent.kind == "Service" and parent.name in selected
+                for p in selected[parent.name].spec.ports
+            }
         )
+        if not ports:
+            continue
+        rules = [[_route_match(m) for m in rule.matches] for rule in route.spec.rules]
+        if rl.spec.scope == "route":
+            for index, matches in enumerate(rules):
+                limits.append(
+                    cfg.RateLimit(name=f"{name}#{index}", ports=ports, matches=matches, **common)
+                )
+        else:
+            every = [m for matches in rules for m in matches]
+            if any(not matches for matches in rules):
+                every = []  # a rule without matches takes every request
+            limits.append(cfg.RateLimit(name=name, ports=ports, matches=every, **common))
     return limits
 
 
@@ -460,6 +486,11 @@ def topics_of_change(state: MeshState, old: Any | None, new: Any | None) -> set[
             for parent in resource.spec.parent_refs:
                 parent_ns = parent.namespace or ns
                 topics.add(f"service:{service_key(parent_ns, parent.name)}")
+            if kind == "HTTPRoute" and any(
+                rl.spec.target_ref.kind == "HTTPRoute" and rl.spec.target_ref.name == name
+                for rl in state.of_kind("RateLimitPolicy", ns)
+            ):
+                topics.add(f"policy:{ns}")  # the serving side counts this route's requests
         elif kind == "DestinationPolicy":
             host = resource.spec.host.split(".")
             host_ns = host[1] if len(host) > 1 else ns

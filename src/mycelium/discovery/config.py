@@ -78,12 +78,17 @@ class AuthzPolicy(_Body, frozen=True, kw_only=True):
 
 
 class RateLimit(_Body, frozen=True, kw_only=True):
-    name: str
+    """One token bucket on the serving side. It counts the requests to `ports` that
+    match any of `matches` (no matches: every request)."""
+
+    name: str  # "<ns>/<policy>" (plus "#<rule>" for a per-rule bucket)
     scope: Literal["route", "workload"]
     target: str  # the Service or HTTPRoute it applies to, "<kind>/<ns>/<name>"
     requests: int
     per_seconds: float
     burst: int
+    ports: list[int] = []
+    matches: list[RouteMatch] = []
 
 
 class InboundConfig(_Body, frozen=True, kw_only=True):

@@ -1,0 +1,183 @@
+"""`myc proxy`: run a sidecar proxy in the foreground (the runtime starts these for pods)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mycelium.cli.errors import InputError
+from mycelium.cli.settings import settings_of
+
+
+def _labels(values: list[str]) -> dict[str, str]:
+    labels = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="'--label'")
+        labels[key] = value
+    return labels
+
+
+def proxy_command(
+    ctx: typer.Context,
+    *,
+    node_id: Annotated[
+        str, typer.Option("--id", metavar="ID", help="This proxy's unique, stable name.")
+    ],
+    namespace: Annotated[str, typer.Option("--namespace", "-n", help="Its namespace.")] = "default",
+    workload: Annotated[
+        str | None,
+        typer.Option(
+            "--workload",
+            help="Register as this Workload (with --address); it lives as long as the proxy.",
+        ),
+    ] = None,
+    service_account: Annotated[
+        str, typer.Option("--service-account", help="Its identity's service account.")
+    ] = "default",
+    label: Annotated[
+        list[str] | None,
+        typer.Option("--label", "-l", metavar="KEY=VALUE", help="A workload label; repeat."),
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option("--address", help="The workload's address, as peers reach it."),
+    ] = None,
+    port: Annotated[
+        list[int] | None,
+        typer.Option("--port", "-p", help="A port the app serves (repeat)."),
+    ] = None,
+    controller: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--discovery",
+            metavar="HOST:PORT",
+            help="A controller's discovery address (repeat for several).",
+        ),
+    ] = None,
+    trust_bundle: Annotated[
+        Path | None,
+        typer.Option(
+            "--trust-bundle",
+            metavar="FILE",
+            help="The mesh root CA, to verify the controller. Default: HOME/ca/root.pem.",
+        ),
+    ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-dir",
+            metavar="DIR",
+            help="Where the last-known-good config is kept, to start without a controller.",
+        ),
+    ] = None,
+    outbound: Annotated[
+        str, typer.Option("--outbound", metavar="[HOST:]PORT", help="The app's calls go here.")
+    ] = "127.0.0.1:15001",
+    inbound_address: Annotated[
+        str | None,
+        typer.Option(
+            "--inbound-address",
+            metavar="IP",
+            help="Serve each inbound service port on this address (explicit mode).",
+        ),
+    ] = None,
+    app_address: Annotated[
+        str, typer.Option("--app-address", metavar="IP", help="Where the local app listens.")
+    ] = "127.0.0.1",
+    upstream: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--upstream",
+            metavar="SERVICE[:PORT]=[HOST:]PORT",
+            help="A local port for one service, for apps that cannot use HTTP_PROXY.",
+        ),
+    ] = None,
+    subscribe: Annotated[
+        list[str] | None,
+        typer.Option("--subscribe", metavar="SERVICE", help="Fetch a service's config at start."),
+    ] = None,
+    admin: Annotated[
+        str, typer.Option("--admin", metavar="[HOST:]PORT", help="Admin endpoints (loopback).")
+    ] = "127.0.0.1:15000",
+    health: Annotated[
+        str, typer.Option("--health", metavar="[HOST:]PORT", help="Readiness endpoint.")
+    ] = "127.0.0.1:15021",
+    access_log: Annotated[
+        str | None,
+        typer.Option("--access-log", metavar="FILE|-", help="JSON lines, one per request."),
+    ] = None,
+    drain_seconds: Annotated[
+        float, typer.Option("--drain-seconds", help="How long SIGTERM waits for requests.")
+    ] = 10.0,
+) -> None:
+    """Run a sidecar proxy in the foreground until SIGTERM, then drain.
+
+    The proxy takes all of its traffic configuration from a controller's discovery
+    stream (and, when the controller is away, from the last configuration it saved).
+    In explicit mode the app sends its HTTP calls to the outbound port (HTTP_PROXY, or
+    a Host header naming the service), or to a local port per service (--upstream);
+    the proxy serves each of the workload's service ports on --inbound-address and
+    hands the requests to the app on --app-address.
+
+    [bold]Examples[/]
+
+      # a caller: reviews.default reachable on 127.0.0.1:19080
+      myc proxy --id productpage-0 --upstream reviews:9080=19080
+
+      # a server: registers itself and serves its ports on 127.0.0.2
+      myc proxy --id reviews-v1-0 --workload reviews-v1-0 -l app=reviews -l version=v1 \\
+          --address 127.0.0.2 --port 9080 --inbound-address 127.0.0.2
+    """
+    from mycelium.discovery.client import ControllerAddress  # noqa: PLC0415
+    from mycelium.discovery.protocol import NodeInfo  # noqa: PLC0415
+    from mycelium.proxy.server import run_proxy  # noqa: PLC0415
+    from mycelium.proxy.settings import ListenAddress, LocalUpstream, ProxySettings  # noqa: PLC0415
+
+    home = settings_of(ctx).home
+    try:
+        controllers = [ControllerAddress.parse(c) for c in (controller or ["127.0.0.1:15012"])]
+        locals_ = []
+        for item in upstream or []:
+            target, sep, listen = item.partition("=")
+            if not sep:
+                raise ValueError(f"--upstream {item!r} must look like SERVICE[:PORT]=[HOST:]PORT")
+            service, _, service_port = target.partition(":")
+            locals_.append(
+                LocalUpstream(
+                    ListenAddress.parse(listen),
+                    service,
+                    int(service_port) if service_port else None,
+                )
+            )
+        settings = ProxySettings(
+            node=NodeInfo(
+                id=node_id,
+                namespace=namespace,
+                workload=workload,
+                service_account=service_account,
+                labels=_labels(label or []),
+                address=address,
+                ports=port or [],
+            ),
+            controllers=controllers,
+            trust_bundle=trust_bundle or home / "ca" / "root.pem",
+            state_dir=state_dir,
+            outbound=ListenAddress.parse(outbound),
+            inbound_address=inbound_address,
+            app_address=app_address,
+            admin=ListenAddress.parse(admin),
+            health=ListenAddress.parse(health),
+            local_upstreams=locals_,
+            subscriptions=subscribe or [],
+            drain_seconds=drain_seconds,
+            access_log=None
+            if access_log is None
+            else ("-" if access_log == "-" else Path(access_log)),
+        )
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    run_proxy(settings)

@@ -1,0 +1,206 @@
+"""The proxy's shared state, one object per process, handed to every connection.
+
+It holds the active config (swapped whole when a snapshot is accepted), the live
+clusters and connection pools (which outlive config changes), the set of open downstream
+connections (for draining), every spawned task (tracked and discarded on completion),
+and the few counters the admin endpoints report. It does no socket work itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, TextIO
+
+from mycelium.discovery import config as cfg
+from mycelium.discovery.client import DiscoveryClient, Snapshot
+from mycelium.proxy.active_config import ActiveConfig, build_active_config
+from mycelium.proxy.errors import UpstreamConnectFailed
+from mycelium.proxy.http.upstream import PoolSet
+from mycelium.proxy.protocols.http1 import Http1Limits, encode_request_head
+from mycelium.proxy.settings import ON_DEMAND_WAIT_SECONDS, ProxySettings
+from mycelium.proxy.upstream.clusters import ClusterRuntime, ClusterSet
+
+if TYPE_CHECKING:
+    from mycelium.proxy.http.downstream import DownstreamHttp1
+    from mycelium.proxy.http.exchange import Exchange
+
+# How long a mirrored (shadow) request may take before it is abandoned.
+MIRROR_TIMEOUT_SECONDS = 5.0
+
+
+class ProxyCore:
+    def __init__(self, settings: ProxySettings, *, rng: random.Random | None = None) -> None:
+        self.settings = settings
+        self.log = logging.getLogger("mycelium.proxy")
+        self.rng = rng or random.Random()
+        self.active = ActiveConfig()
+        self.clusters = ClusterSet(self.rng)
+        self.pools = PoolSet()
+        self.http1_limits = Http1Limits()
+        self.connections: set[DownstreamHttp1] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.draining = False
+        self.discovery: DiscoveryClient | None = None
+        self.config_changed = asyncio.Event()
+        self.counters: Counter[str] = Counter()
+        self._local_apps: dict[int, ClusterRuntime] = {}
+        self._access_log: TextIO | None = None
+        self.on_config: list[Any] = []  # callbacks after a config is accepted
+
+    # --- tasks ------------------------------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    # --- config -----------------------------------------------------------------------------
+
+    def accept_config(self, snapshot: Snapshot, version: str) -> None:
+        """The discovery client's acceptance hook: raising here NACKs the snapshot."""
+        active = build_active_config(snapshot, version, self.rng, self.active)
+        self.clusters.sync(active.clusters, active.endpoints)
+        self.active = active
+        self.counters["config_accepted"] += 1
+        for callback in self.on_config:
+            callback(active)
+        self.config_changed.set()
+        self.config_changed = asyncio.Event()
+
+    async def resolve(self, host: str) -> None:
+        """Subscribe to a service named for the first time and wait for its config."""
+        if self.discovery is None:
+            return
+        name = host.lower()
+        if name.count(":") == 1:
+            name = name.rsplit(":", 1)[0]
+        self.counters["on_demand_subscriptions"] += 1
+        try:
+            await self.discovery.subscribe(name, timeout=ON_DEMAND_WAIT_SECONDS)
+        except TimeoutError:
+            self.log.warning("no config for %r arrived within %ss", name, ON_DEMAND_WAIT_SECONDS)
+
+    def cluster(self, config: ActiveConfig, name: str, port: int) -> ClusterRuntime:
+        settings = config.clusters[name]
+        return self.clusters.get(name, port, settings, config.endpoints.get(name))
+
+    def local_app(self, target_port: int) -> ClusterRuntime:
+        """The local application on `target_port`, as a one-endpoint cluster."""
+        cluster = self._local_apps.get(target_port)
+        if cluster is None:
+            name = f"inbound|{target_port}"
+            settings = cfg.Cluster(name=name, service="local", balancer="ROUND_ROBIN", mtls=False)
+            endpoint = cfg.Endpoint(
+                workload="local",
+                address=self.settings.app_address,
+                ports={str(target_port): target_port},
+                identity="",
+            )
+            cluster = ClusterRuntime(settings, target_port, self.rng)
+            cluster.update(settings, [endpoint])
+            self._local_apps[target_port] = cluster
+        return cluster
+
+    # --- per request ------------------------------------------------------------------------
+
+    def exchange_finished(self, exchange: Exchange) -> None:
+        self.counters["requests"] += 1
+        if exchange.reason:
+            self.counters[f"reason_{exchange.reason}"] += 1
+        if self._access_log is not None:
+            self._write_access_log(exchange)
+        exchange.downstream.exchange_done(exchange)
+
+    def refused(self, reason: str, peer: str) -> None:
+        self.counters[f"refused_{reason}"] += 1
+        self.log.info("refused a request from %s: %s", peer, reason)
+
+    def mirror(
+        self, exchange: Exchange, config: ActiveConfig, policy: cfg.MirrorPolicy, port: int
+    ) -> None:
+        """Send a copy of the request to the mirror cluster and forget about it."""
+        if policy.percentage < 100 and self.rng.random() * 100 >= policy.percentage:
+            return
+        body = exchange.body
+        replay = body.replay() if body is not None else []
+        if replay is None or policy.cluster not in config.clusters:
+            self.counters["mirror_skipped"] += 1
+            return  # a streamed body cannot be copied
+        cluster = self.cluster(config, policy.cluster, policy.port or port)
+        headers = [(n, v + b"-shadow" if n == b"host" else v) for n, v in exchange.headers]
+        length = sum(len(c) for c in replay)
+        headers = [(n, v) for n, v in headers if n not in (b"content-length", b"transfer-encoding")]
+        if body is not None:
+            headers.append((b"content-length", str(length).encode()))
+        head = encode_request_head(exchange.method, exchange.target, headers)
+        self.spawn(self._shadow(cluster, exchange.method, head, replay))
+
+    async def _shadow(
+        self, cluster: ClusterRuntime, method: bytes, head: bytes, body: list[bytes]
+    ) -> None:
+        endpoint = cluster.pick(time.monotonic())
+        if endpoint is None:
+            return
+        pool = self.pools.get(endpoint.address, endpoint.port)
+        try:
+            async with asyncio.timeout(MIRROR_TIMEOUT_SECONDS):
+                conn = await pool.acquire(cluster.settings.connection_pool.connect_timeout)
+                waiter = conn.begin(method, head)
+                for chunk in body:
+                    conn.write(chunk)
+                await waiter
+                done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                conn.attach(_DiscardSink(done))
+                await done
+            self.counters["mirror_sent"] += 1
+        except (TimeoutError, UpstreamConnectFailed, Exception):
+            self.counters["mirror_failed"] += 1
+
+    # --- access log -------------------------------------------------------------------------
+
+    def open_access_log(self, stream: TextIO) -> None:
+        self._access_log = stream
+
+    def _write_access_log(self, exchange: Exchange) -> None:
+        assert self._access_log is not None
+        record = {
+            "ts": time.time(),
+            "direction": exchange.listener.kind,
+            "method": exchange.method.decode("latin-1"),
+            "path": exchange.target.decode("latin-1"),
+            "host": exchange.host,
+            "service": exchange.service,
+            "rule": exchange.rule_name,
+            "status": exchange.status,
+            "reason": exchange.reason or None,
+            "upstream_cluster": exchange.cluster_name or None,
+            "upstream_host": exchange.upstream_host or None,
+            "bytes_sent": exchange.bytes_sent,
+            "duration_ms": round((time.monotonic() - exchange.started) * 1000, 3),
+            "client": exchange.downstream.peer_host,
+        }
+        self._access_log.write(json.dumps(record) + "\n")
+        self._access_log.flush()
+
+
+class _DiscardSink:
+    def __init__(self, done: asyncio.Future[None]) -> None:
+        self._done = done
+
+    def response_data(self, data: bytes) -> None:
+        pass
+
+    def response_end(self, trailers: list[tuple[bytes, bytes]]) -> None:
+        if not self._done.done():
+            self._done.set_result(None)
+
+    def response_failed(self, exc: BaseException) -> None:
+        if not self._done.done():
+            self._done.set_exception(exc)

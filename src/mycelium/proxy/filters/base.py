@@ -1,0 +1,25 @@
+"""The interface every L7 filter implements, as Envoy's decoder and encoder filters do.
+
+A filter sees the request on its way upstream (`on_request`) and the response head on
+its way back (`on_response`). `on_request` returns None to continue, or a number of
+seconds to wait before continuing (a delay fault); to answer the request itself it
+raises a `ProxyError` (an abort fault, a rate limit). Filters are built once per route
+rule and config version (`chain.build_chain`), so per-request work is only the check.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from mycelium.proxy.http.exchange import Exchange
+
+type Headers = list[tuple[bytes, bytes]]
+
+
+class RequestFilter(Protocol):
+    def on_request(self, exchange: Exchange) -> float | None: ...
+
+
+class ResponseFilter(Protocol):
+    def on_response(self, exchange: Exchange, headers: Headers) -> Headers: ...

@@ -1,0 +1,43 @@
+"""Local rate limiting on the serving side (RateLimitPolicy): a token bucket per policy
+(or per route rule), counting the requests it covers. An empty bucket answers 429 with
+`retry-after` and reason `rate_limited`; the request never reaches the app.
+
+Local means per proxy, as Envoy's local rate limit is: three replicas with a limit of
+100/s accept up to 300/s between them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING
+
+from mycelium.discovery import config as cfg
+from mycelium.proxy.errors import RateLimited
+from mycelium.proxy.filters.token_bucket import TokenBucket
+from mycelium.proxy.routing import Matcher, compile_matches
+
+if TYPE_CHECKING:
+    from mycelium.proxy.http.exchange import Exchange
+
+
+class RateLimitFilter:
+    def __init__(self, limit: cfg.RateLimit) -> None:
+        self.name = limit.name
+        self._ports = frozenset(limit.ports)
+        self._matcher: Matcher | None = compile_matches(limit.matches)
+        self.bucket = TokenBucket(limit.requests / limit.per_seconds, limit.burst)
+        self.refused = 0
+
+    def applies(self, port: int) -> bool:
+        return not self._ports or port in self._ports
+
+    def on_request(self, exchange: Exchange) -> float | None:
+        if self._matcher is not None and not self._matcher(exchange.facts):
+            return None
+        now = time.monotonic()
+        if self.bucket.try_take(now):
+            return None
+        self.refused += 1
+        wait = max(1, math.ceil(self.bucket.retry_after(now)))
+        raise RateLimited(f"rate limit {self.name} exceeded; retry in {wait}s", retry_after=wait)

@@ -1,0 +1,1 @@
+"""HTTP data path: downstream and upstream connections and the exchange between them."""

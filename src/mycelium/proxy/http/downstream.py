@@ -1,0 +1,339 @@
+"""The downstream side of HTTP/1.1: one `asyncio.Protocol` per client connection.
+
+Callbacks never await. Bytes go through the sans-IO `RequestParser`; each request
+becomes an `Exchange` task, one at a time per connection (pipelined requests wait their
+turn, in order). The connection is also the sink of the response body: the upstream
+connection writes straight into it, and a slow client pauses the upstream's reading.
+
+Slow or silent clients are bounded: a request head must arrive within
+`HEADER_TIMEOUT_SECONDS` of its first byte, and an idle keep-alive connection is closed
+after `IDLE_TIMEOUT_SECONDS`. Bad bytes get the parser's status and reason, then the
+connection closes; other connections are not affected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING
+
+from mycelium.proxy.errors import REASON_HEADER, ProxyError, RequestTimeout
+from mycelium.proxy.http.body import BodyStream
+from mycelium.proxy.http.exchange import Exchange, Listener
+from mycelium.proxy.protocols.http1 import (
+    DataReceived,
+    Http1Error,
+    MessageEnded,
+    RequestParser,
+    RequestReceived,
+    ResponseReceived,
+    encode_chunk,
+    encode_continue,
+    encode_last_chunk,
+    encode_response_head,
+)
+
+if TYPE_CHECKING:
+    from mycelium.proxy.core import ProxyCore
+    from mycelium.proxy.http.upstream import UpstreamHttp1
+
+# A client has this long to send a whole request head once it started one (slowloris).
+HEADER_TIMEOUT_SECONDS = 10.0
+# An idle keep-alive connection is closed after this long (nginx's default is 75 s).
+IDLE_TIMEOUT_SECONDS = 60.0
+NO_BODY_STATUSES = frozenset({204, 304})
+
+
+class DownstreamHttp1(asyncio.Protocol):
+    def __init__(self, proxy: ProxyCore, listener: Listener) -> None:
+        # connection
+        self.proxy = proxy
+        self.listener = listener
+        self.transport: asyncio.Transport | None = None
+        self.peer_host = ""
+        self.parser = RequestParser(proxy.http1_limits)
+        self.closing = False
+        # requests
+        self._queue: deque[tuple[RequestReceived, BodyStream | None]] = deque()
+        self._receiving: BodyStream | None = None
+        self._active: Exchange | None = None
+        # response
+        self._done: asyncio.Future[None] | None = None
+        self._chunked = False
+        self._keep_alive = True
+        self._upstream: UpstreamHttp1 | None = None
+        self._write_paused = False
+        # timers
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_kind = ""
+
+    # --- asyncio callbacks -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer_host = peer[0] if peer else ""
+        self.proxy.connections.add(self)
+        self._arm("idle")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self._disarm()
+        self.proxy.connections.discard(self)
+        if self._receiving is not None:
+            self._receiving.fail(ConnectionResetError("the client went away"))
+        if self._upstream is not None:
+            self._upstream.abort()  # nobody will read the rest of this response
+        if self._done is not None and not self._done.done():
+            self._done.set_exception(ConnectionResetError("the client went away"))
+
+    def data_received(self, data: bytes) -> None:
+        if self._timer_kind == "idle":
+            self._arm("header")
+        try:
+            events = self.parser.feed(data)
+        except Http1Error as exc:
+            self._refuse(exc)
+            return
+        for event in events:
+            if isinstance(event, RequestReceived):
+                self._disarm()
+                body: BodyStream | None = None
+                if event.framing.kind != "none":
+                    body = BodyStream(self._pause_reading, self._resume_reading)
+                    self._receiving = body
+                    if event.expect_continue:
+                        # We take the body ourselves (Envoy does the same by default):
+                        # the client may send it now; the upstream never sees Expect.
+                        self._write(encode_continue())
+                self._queue.append((event, body))
+            elif isinstance(event, DataReceived) and self._receiving is not None:
+                self._receiving.feed(event.data)
+            elif isinstance(event, MessageEnded) and self._receiving is not None:
+                self._receiving.finish(event.trailers)
+                self._receiving = None
+        self._start_next()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        if self._upstream is not None:
+            self._upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._upstream is not None:
+            self._upstream.resume_reading()
+
+    # --- requests ------------------------------------------------------------------------
+
+    def _start_next(self) -> None:
+        if self._active is not None or not self._queue or self.closing:
+            return
+        head, body = self._queue[0]
+        if body is not None and not body.ready:
+            return  # wait for more of the body (or for enough to stream)
+        self._queue.popleft()
+        exchange = Exchange(self.proxy, self, head, body, self.listener)
+        self._active = exchange
+        self.proxy.spawn(exchange.run())
+
+    def exchange_done(self, exchange: Exchange) -> None:
+        self._active = None
+        self._upstream = None
+        self._done = None
+        if self.closing or self.transport is None:
+            return
+        body = exchange.body
+        unread = body is not None and not body.complete
+        if not self._keep_alive or unread or self.proxy.draining:
+            self._close()
+            return
+        self._keep_alive = True
+        if self._queue:
+            self._start_next()
+        else:
+            self._arm("idle")
+
+    def _pause_reading(self) -> None:
+        if self.transport is not None and not self.closing:
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self.transport is not None and not self.closing:
+            self.transport.resume_reading()
+
+    # --- responses ------------------------------------------------------------------------
+
+    def start_response(
+        self,
+        exchange: Exchange,
+        response: ResponseReceived,
+        headers: list[tuple[bytes, bytes]],
+        upstream: UpstreamHttp1,
+    ) -> asyncio.Future[None]:
+        """Write the response head; the body then flows from `upstream` into this sink."""
+        status = response.status
+        framing = response.framing
+        bodiless = exchange.method == b"HEAD" or status in NO_BODY_STATUSES or status < 200
+        keep_alive = exchange.head.keep_alive and not self.proxy.draining
+        self._chunked = False
+        if bodiless:
+            if framing.kind == "length":
+                headers.append((b"content-length", str(framing.length).encode()))
+        elif framing.kind == "length":
+            headers.append((b"content-length", str(framing.length).encode()))
+        elif framing.kind == "chunked" or (
+            framing.kind == "close" and exchange.head.http_version == b"1.1"
+        ):
+            headers.append((b"transfer-encoding", b"chunked"))
+            self._chunked = True
+        elif framing.kind == "close":
+            keep_alive = False
+        if not keep_alive:
+            headers.append((b"connection", b"close"))
+        self._keep_alive = keep_alive
+        self._write(encode_response_head(status, response.reason, headers))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._done = done
+        self._upstream = upstream
+        if self._write_paused:
+            upstream.pause_reading()
+        upstream.attach(self)
+        return done
+
+    def response_data(self, data: bytes) -> None:
+        if self._active is not None:
+            self._active.bytes_sent += len(data)
+        self._write(encode_chunk(data) if self._chunked else data)
+
+    def response_end(self, trailers: list[tuple[bytes, bytes]]) -> None:
+        if self._chunked:
+            self._write(encode_last_chunk(trailers))
+        self._upstream = None
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)
+
+    def response_failed(self, exc: BaseException) -> None:
+        self._upstream = None
+        if self._done is not None and not self._done.done():
+            self._done.set_exception(exc)
+
+    def local_reply(self, exchange: Exchange, error: ProxyError) -> None:
+        """Answer a request ourselves, saying why in `x-mycelium-reason`."""
+        body = f"{error.reason}: {error.detail}\n".encode()
+        headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+            (REASON_HEADER, error.reason.encode()),
+        ]
+        if error.retry_after is not None:
+            headers.append((b"retry-after", str(int(error.retry_after)).encode()))
+        request_body = exchange.body
+        keep_alive = (
+            exchange.head.keep_alive
+            and not self.proxy.draining
+            and (request_body is None or request_body.complete)
+        )
+        if not keep_alive:
+            headers.append((b"connection", b"close"))
+        self._keep_alive = keep_alive
+        exchange.bytes_sent += len(body)
+        payload = b"" if exchange.method == b"HEAD" else body
+        self._write(encode_response_head(error.status, _phrase(error.status), headers) + payload)
+
+    def abort(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    # --- connection management ------------------------------------------------------------
+
+    def _refuse(self, exc: Http1Error) -> None:
+        """Bad bytes from the client: say what was wrong, then close."""
+        body = f"{exc.reason}: {exc.detail}\n".encode()
+        headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+            (REASON_HEADER, exc.reason.encode()),
+            (b"connection", b"close"),
+        ]
+        self.proxy.refused(exc.reason, self.peer_host)
+        if self._active is None:
+            self._write(encode_response_head(exc.status, _phrase(exc.status), headers) + body)
+        self._close()
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closing:
+            self.transport.write(data)
+
+    def _close(self) -> None:
+        self.closing = True
+        self._disarm()
+        if self.transport is not None:
+            self.transport.close()
+
+    def close_if_idle(self) -> bool:
+        """For draining: close now if no request is in progress."""
+        if self._active is None and not self._queue:
+            self._close()
+            return True
+        return False
+
+    def _arm(self, kind: str) -> None:
+        self._disarm()
+        delay = HEADER_TIMEOUT_SECONDS if kind == "header" else IDLE_TIMEOUT_SECONDS
+        self._timer = asyncio.get_running_loop().call_later(delay, self._timed_out)
+        self._timer_kind = kind
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_kind = ""
+
+    def _timed_out(self) -> None:
+        kind = self._timer_kind
+        self._timer = None
+        self._timer_kind = ""
+        if kind == "header" and self._active is None:
+            error = RequestTimeout(
+                f"the request head did not arrive within {HEADER_TIMEOUT_SECONDS:g}s"
+            )
+            self.proxy.refused(error.reason, self.peer_host)
+            body = f"{error.reason}: {error.detail}\n".encode()
+            self._write(
+                encode_response_head(
+                    408,
+                    b"Request Timeout",
+                    [
+                        (b"content-length", str(len(body)).encode()),
+                        (REASON_HEADER, error.reason.encode()),
+                        (b"connection", b"close"),
+                    ],
+                )
+                + body
+            )
+        self._close()
+
+
+_PHRASES = {
+    400: b"Bad Request",
+    403: b"Forbidden",
+    404: b"Not Found",
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    414: b"URI Too Long",
+    429: b"Too Many Requests",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    501: b"Not Implemented",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+    505: b"HTTP Version Not Supported",
+}
+
+
+def _phrase(status: int) -> bytes:
+    return _PHRASES.get(status, b"Unknown")

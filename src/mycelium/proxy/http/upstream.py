@@ -1,0 +1,265 @@
+"""Upstream HTTP/1.1 connections and their per-endpoint keep-alive pools.
+
+`UpstreamHttp1` is an `asyncio.Protocol` whose callbacks never await. The exchange
+sends a request head (and body) and awaits the response head; body events that arrive
+before the exchange attached its sink are held and flushed on attach, so nothing is lost
+when head and body come in one segment. Flow control is explicit: the sink pauses this
+connection's reading while the downstream client is slow, and `wait_writable` lets a
+request body wait while the upstream's socket buffer is full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+from mycelium.proxy.errors import UpstreamConnectFailed, UpstreamProtocolViolation, UpstreamReset
+from mycelium.proxy.protocols.http1 import (
+    DataReceived,
+    Http1Error,
+    MessageEnded,
+    ResponseParser,
+    ResponseReceived,
+)
+
+# Idle keep-alive connections kept per endpoint; beyond this, released ones are closed.
+MAX_IDLE_PER_ENDPOINT = 64
+# An idle upstream connection is closed after this long; servers commonly time out idle
+# keep-alive connections after 60 s or more, so closing first avoids racing their close.
+IDLE_TIMEOUT_SECONDS = 30.0
+
+
+class ResponseSink(Protocol):
+    """Where an upstream response body goes (the downstream connection)."""
+
+    def response_data(self, data: bytes) -> None: ...
+    def response_end(self, trailers: list[tuple[bytes, bytes]]) -> None: ...
+    def response_failed(self, exc: BaseException) -> None: ...
+
+
+class UpstreamHttp1(asyncio.Protocol):
+    def __init__(self, pool: EndpointPool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = ResponseParser()
+        self.closed = False
+        self.reusable = True
+        self._head: asyncio.Future[ResponseReceived] | None = None
+        self._sink: ResponseSink | None = None
+        self._held: list[DataReceived | MessageEnded] = []
+        self._writable: asyncio.Future[None] | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self.in_response = False
+        self._close_delimited = False
+
+    # --- asyncio callbacks --------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.parser.feed(data)
+        except Http1Error as exc:
+            self._fail(UpstreamProtocolViolation(f"the upstream sent invalid HTTP/1.1: {exc}"))
+            self.abort()
+            return
+        for event in events:
+            if isinstance(event, ResponseReceived):
+                if event.status < 200 and event.status != 101:
+                    continue  # interim responses (100 Continue) are ours to absorb
+                self.reusable = event.keep_alive and event.status != 101
+                self._close_delimited = event.framing.kind == "close"
+                head = self._head
+                if head is not None and not head.done():
+                    head.set_result(event)
+            elif self._sink is not None:
+                self._deliver(event)
+            else:
+                self._held.append(event)
+
+    def eof_received(self) -> bool | None:
+        self.reusable = False
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.reusable = False
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        self.pool.forget(self)
+        head = self._head
+        if head is not None and not head.done():
+            head.set_exception(
+                UpstreamReset("the upstream closed the connection before responding")
+            )
+        elif self.in_response:
+            if self._close_delimited:  # a response delimited by closing: that is its end
+                self._finish([])
+            else:
+                self._fail(UpstreamReset("the upstream closed the connection mid-response"))
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        self._writable = None
+
+    # --- used by the exchange -----------------------------------------------------------
+
+    def begin(self, method: bytes, head: bytes) -> asyncio.Future[ResponseReceived]:
+        """Send a request head; the future resolves with the response head."""
+        assert self.transport is not None
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        self.parser.expect(method)
+        self._sink = None
+        self._held = []
+        self.in_response = True
+        self._head = asyncio.get_running_loop().create_future()
+        self.transport.write(head)
+        return self._head
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    async def wait_writable(self) -> None:
+        if self._writable is not None:
+            await self._writable
+
+    def attach(self, sink: ResponseSink) -> None:
+        """Send the response body to `sink`, starting with anything already received."""
+        self._sink = sink
+        held, self._held = self._held, []
+        for event in held:
+            self._deliver(event)
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def abort(self) -> None:
+        self.reusable = False
+        if self.transport is not None:
+            self.transport.abort()
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _deliver(self, event: DataReceived | MessageEnded) -> None:
+        assert self._sink is not None
+        if isinstance(event, DataReceived):
+            self._sink.response_data(event.data)
+        else:
+            self._finish(event.trailers)
+
+    def _finish(self, trailers: list[tuple[bytes, bytes]]) -> None:
+        sink, self._sink = self._sink, None
+        self.in_response = False
+        self._head = None
+        if sink is not None:
+            sink.response_end(trailers)
+        self.pool.release(self)
+
+    def _fail(self, exc: BaseException) -> None:
+        head = self._head
+        if head is not None and not head.done():
+            head.set_exception(exc)
+            return
+        sink, self._sink = self._sink, None
+        self.in_response = False
+        if sink is not None:
+            sink.response_failed(exc)
+
+    def idle(self, on_timeout: Callable[[], None]) -> None:
+        loop = asyncio.get_running_loop()
+        self._idle_timer = loop.call_later(IDLE_TIMEOUT_SECONDS, on_timeout)
+
+
+class EndpointPool:
+    """Keep-alive connections to one endpoint (address:port)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self._idle: deque[UpstreamHttp1] = deque()
+        self.open = 0  # connections open to this endpoint (idle or busy)
+        self.last_used = time.monotonic()
+
+    async def acquire(self, connect_timeout: float) -> UpstreamHttp1:
+        self.last_used = time.monotonic()
+        while self._idle:
+            conn = self._idle.pop()  # most recently used: warmest, least likely closed
+            if not conn.closed and conn.reusable:
+                return conn
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(connect_timeout):
+                _, protocol = await loop.create_connection(
+                    lambda: UpstreamHttp1(self), self.host, self.port
+                )
+        except TimeoutError:
+            raise UpstreamConnectFailed(
+                f"connecting to {self.host}:{self.port} took longer than {connect_timeout:g}s"
+            ) from None
+        except OSError as exc:
+            raise UpstreamConnectFailed(
+                f"connecting to {self.host}:{self.port} failed: {exc.strerror or exc}"
+            ) from None
+        self.open += 1
+        return protocol
+
+    def release(self, conn: UpstreamHttp1) -> None:
+        if conn.closed:
+            return
+        if not conn.reusable or len(self._idle) >= MAX_IDLE_PER_ENDPOINT:
+            conn.abort() if not conn.reusable else _close(conn)
+            return
+        self._idle.append(conn)
+        conn.idle(lambda: _close(conn))
+
+    def forget(self, conn: UpstreamHttp1) -> None:
+        self.open = max(0, self.open - 1)
+        with contextlib.suppress(ValueError):
+            self._idle.remove(conn)
+
+    def close_idle(self) -> None:
+        while self._idle:
+            _close(self._idle.pop())
+
+
+def _close(conn: UpstreamHttp1) -> None:
+    if conn.transport is not None:
+        conn.transport.close()
+
+
+class PoolSet:
+    """One `EndpointPool` per endpoint address, created on first use."""
+
+    def __init__(self) -> None:
+        self._pools: dict[tuple[str, int], EndpointPool] = {}
+
+    def get(self, host: str, port: int) -> EndpointPool:
+        key = (host, port)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = EndpointPool(host, port)
+        return pool
+
+    def close_idle(self) -> None:
+        for pool in self._pools.values():
+            pool.close_idle()

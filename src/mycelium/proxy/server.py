@@ -1,0 +1,201 @@
+"""The proxy process: listeners bound, discovery running, drained on SIGTERM.
+
+Start-up binds every listener before serving, so a port clash fails at once with the
+port in the message. Config comes only through discovery (the last-known-good snapshot
+from disk first, if any). Inbound listeners in explicit mode follow the config: one per
+inbound service port, opened and closed as services come and go.
+
+Drain (SIGTERM): stop accepting, report not-ready, let requests in flight finish until
+the deadline (responses say `connection: close`, idle keep-alive connections close at
+once), then close what is left and exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+try:
+    import uvloop
+except ImportError:  # uvloop does not build everywhere; asyncio's loop works too
+    uvloop = None  # type: ignore[assignment]
+
+from mycelium.discovery import config as cfg
+from mycelium.discovery.client import DiscoveryClient
+from mycelium.proxy.active_config import ActiveConfig
+from mycelium.proxy.admin import AdminServer
+from mycelium.proxy.core import ProxyCore
+from mycelium.proxy.http.downstream import DownstreamHttp1
+from mycelium.proxy.http.exchange import Listener
+from mycelium.proxy.settings import ListenAddress, ProxySettings
+
+log = logging.getLogger("mycelium.proxy")
+
+
+class ListenError(OSError):
+    """A listener could not bind; the message names the address."""
+
+
+class ProxyServer:
+    def __init__(self, settings: ProxySettings) -> None:
+        self.settings = settings
+        self.core = ProxyCore(settings)
+        self.admin = AdminServer(self.core)
+        self._servers: list[asyncio.Server] = []
+        self._inbound: dict[int, asyncio.Server] = {}
+        self.bound: dict[str, ListenAddress] = {}  # name -> actual address (port 0 resolved)
+
+    async def start(self) -> None:
+        settings, core = self.settings, self.core
+        if settings.access_log == "-":
+            core.open_access_log(sys.stdout)
+        elif settings.access_log is not None:
+            core.open_access_log(_open_for_append(settings.access_log))
+        subscriptions = list(settings.subscriptions) + [u.service for u in settings.local_upstreams]
+        client = DiscoveryClient(
+            settings.controllers,
+            settings.node,
+            trust_bundle=settings.trust_bundle,
+            state_dir=settings.state_dir,
+            on_update=core.accept_config,
+            subscriptions=subscriptions,
+        )
+        core.discovery = client
+        core.on_config.append(self._follow_config)
+        if settings.outbound is not None:
+            await self._listen("outbound", settings.outbound, Listener("outbound"))
+        for upstream in settings.local_upstreams:
+            listener = Listener("local", reference=upstream.service, port=upstream.port)
+            await self._listen(f"local:{upstream.service}", upstream.listen, listener)
+        if settings.admin is not None:
+            server = await self._bind_stream(settings.admin, self.admin.serve_admin)
+            self.bound["admin"] = _address_of(server)
+        if settings.health is not None:
+            server = await self._bind_stream(settings.health, self.admin.serve_health)
+            self.bound["health"] = _address_of(server)
+        await client.start()  # the saved snapshot (if any) is in force from here on
+        if core.active.version:
+            self._follow_config(core.active)
+        self.admin.ready = True
+
+    async def _listen(
+        self, name: str, address: ListenAddress, listener: Listener
+    ) -> asyncio.Server:
+        core = self.core
+        loop = asyncio.get_running_loop()
+
+        def factory() -> DownstreamHttp1:
+            return DownstreamHttp1(core, listener)
+
+        try:
+            server = await loop.create_server(
+                factory, address.host, address.port, reuse_address=True, backlog=1024
+            )
+        except OSError as exc:
+            raise ListenError(f"cannot listen on {address} for {name}: {exc.strerror}") from exc
+        self._servers.append(server)
+        self.bound[name] = _address_of(server)
+        return server
+
+    async def _bind_stream(self, address: ListenAddress, handler: Any) -> asyncio.Server:
+        try:
+            server = await asyncio.start_server(handler, address.host, address.port)
+        except OSError as exc:
+            raise ListenError(f"cannot listen on {address}: {exc.strerror}") from exc
+        self._servers.append(server)
+        return server
+
+    def _follow_config(self, active: ActiveConfig) -> None:
+        """Open and close explicit-mode inbound listeners as the config's ports change.
+
+        Each listens on the inbound address at the app's target port: callers connect to
+        a workload's address and target port, as they would without a mesh.
+        """
+        if self.settings.inbound_address is None:
+            return
+        wanted = {p.target_port: p for p in active.inbound_ports.values()}
+        for port in list(self._inbound):
+            if port not in wanted:
+                self._inbound.pop(port).close()
+        for target_port, inbound in wanted.items():
+            if target_port not in self._inbound:
+                self.core.spawn(self._open_inbound(target_port, inbound))
+
+    async def _open_inbound(self, target_port: int, inbound: cfg.InboundPort) -> None:
+        assert self.settings.inbound_address is not None
+        if target_port in self._inbound:
+            return
+        address = ListenAddress(self.settings.inbound_address, target_port)
+        listener = Listener("inbound", port=inbound.port, inbound_port=inbound)
+        try:
+            server = await self._listen(f"inbound:{target_port}", address, listener)
+        except ListenError as exc:
+            log.error("%s", exc)
+            return
+        self._inbound[target_port] = server
+
+    async def drain(self, deadline_seconds: float | None = None) -> None:
+        core = self.core
+        deadline = time.monotonic() + (
+            self.settings.drain_seconds if deadline_seconds is None else deadline_seconds
+        )
+        core.draining = True
+        for server in [*self._servers, *self._inbound.values()]:
+            server.close()
+        for conn in list(core.connections):
+            conn.close_if_idle()
+        while core.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            for conn in list(core.connections):
+                conn.close_if_idle()
+        for conn in list(core.connections):
+            conn.abort()
+        core.pools.close_idle()
+        if core.discovery is not None:
+            await core.discovery.stop()
+        for task in list(core.tasks):
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*core.tasks, return_exceptions=True)
+
+    async def stop(self) -> None:
+        await self.drain(0)
+
+
+def _open_for_append(path: Path) -> TextIO:
+    return open(path, "a", buffering=1)
+
+
+def _address_of(server: asyncio.Server) -> ListenAddress:
+    host, port = server.sockets[0].getsockname()[:2]
+    return ListenAddress(host, port)
+
+
+async def serve(settings: ProxySettings) -> None:
+    server = ProxyServer(settings)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    bound = ", ".join(f"{name} {addr}" for name, addr in server.bound.items())
+    print(f"proxy {settings.node.id} ready: {bound}", flush=True)
+    await stop.wait()
+    log.info("draining (up to %ss)", settings.drain_seconds)
+    await server.drain()
+
+
+def run_proxy(settings: ProxySettings) -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if uvloop is None:
+        asyncio.run(serve(settings))
+    else:
+        uvloop.run(serve(settings))

@@ -1,0 +1,65 @@
+"""The proxy process's own settings: where it listens and how it finds its controller.
+
+Parsed once at start (from the `myc proxy` command line) into a frozen object. What the
+proxy does with traffic is not here: that comes from the controller, as config entries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from mycelium.discovery.client import ControllerAddress
+from mycelium.discovery.protocol import NodeInfo
+
+# How long a request waits for the config of a service it names for the first time.
+ON_DEMAND_WAIT_SECONDS = 2.0
+# Graceful drain: how long in-flight requests get to finish after SIGTERM.
+DEFAULT_DRAIN_SECONDS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str, default_host: str = "127.0.0.1") -> ListenAddress:
+        host, sep, port = text.rpartition(":")
+        if not port.isdigit():
+            raise ValueError(f"listen address {text!r} must look like [HOST:]PORT")
+        return cls(host.strip("[]") if sep and host else default_host, int(port))
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class LocalUpstream:
+    """Explicit mode for apps that cannot use HTTP_PROXY: a local port per service."""
+
+    listen: ListenAddress
+    service: str  # a service reference: name, name.ns, FQDN or VIP
+    port: int | None = None  # the service port to use; None: the service's first port
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySettings:
+    node: NodeInfo
+    controllers: list[ControllerAddress]
+    trust_bundle: Path | None
+    state_dir: Path | None = None
+    mode: Literal["explicit", "transparent"] = "explicit"
+    outbound: ListenAddress | None = ListenAddress("127.0.0.1", 15001)
+    # transparent mode: one inbound listener, original destination from the kernel
+    inbound: ListenAddress | None = None
+    # explicit mode: inbound listeners on this address, one per inbound service port
+    inbound_address: str | None = None
+    app_address: str = "127.0.0.1"  # where the local app listens
+    admin: ListenAddress | None = ListenAddress("127.0.0.1", 15000)
+    health: ListenAddress | None = ListenAddress("127.0.0.1", 15021)
+    local_upstreams: list[LocalUpstream] = field(default_factory=list)
+    subscriptions: list[str] = field(default_factory=list)
+    drain_seconds: float = DEFAULT_DRAIN_SECONDS
+    access_log: Path | Literal["-"] | None = None

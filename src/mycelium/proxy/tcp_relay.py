@@ -1,0 +1,566 @@
+"""The L4 relay: move bytes between a client connection and its upstream, both ways.
+
+A listener accepts a connection with its own protocol, reads the first bytes to detect
+the protocol, then hands the transport over: `TcpRelay(transport, initial_data=...)`
+takes it (`set_protocol`), holds its reading while the upstream connects, forwards the
+bytes detection already read, and then relays until both directions have ended.
+`connect_and_relay()` does all of that in one await and returns a `RelayResult`.
+
+Invariants:
+- Backpressure, uvicorn-style: when one side's write buffer rises above the high-water
+  mark (its transport calls `pause_writing`), reading from the other side is paused
+  until the buffer drains below the low-water mark (`resume_writing`). The relay holds at
+  most one high-water mark plus one read (256 KiB) per direction, however slow a peer.
+- Half-close: EOF from one side becomes `write_eof()` on the other, and the opposite
+  direction keeps flowing until it ends too; then both transports close.
+- The relay ends once both transports are closed, for exactly one reason (`RelayEnd`);
+  byte counts are final by then. An error on one side closes the other gracefully so
+  that bytes already relayed are still delivered; `abort()`, an idle timeout with bytes
+  stuck in a buffer, and a failed upstream connect reset instead (RST), so that the peer
+  cannot mistake them for a clean end.
+- Callbacks never await; the only task is the upstream connect, tracked and cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import socket
+import struct
+from dataclasses import dataclass
+from typing import Literal
+
+from mycelium.errors import MeshError
+from mycelium.proxy.errors import UpstreamConnectFailed, UpstreamReset, UpstreamTimeout
+
+# Write-buffer marks per transport. The kernel's socket buffers (megabytes once TCP
+# autotuning has grown them) do the bulk buffering; user space only has to keep the
+# next write ready while the kernel drains, so a few reads' worth suffices. 256 KiB is
+# one full read of asyncio or uvloop: the relay rarely pauses on a fast path, and the
+# worst case per connection stays near 512 KiB in each direction.
+HIGH_WATER_BYTES = 256 * 1024
+LOW_WATER_BYTES = 64 * 1024
+
+# Istio's default TCP connect timeout; a mesh-local upstream answers in milliseconds, so
+# reaching it means the endpoint is gone rather than slow.
+DEFAULT_CONNECT_TIMEOUT = 10.0  # seconds
+
+SO_MARK = getattr(socket, "SO_MARK", 36)  # Linux: needs CAP_NET_ADMIN to set
+
+type RelayEnd = Literal[
+    "completed",  # both directions ended with EOF (or the relay finished closing)
+    "idle_timeout",  # no byte moved either way for `idle_timeout` seconds
+    "aborted",  # abort() was called
+    "downstream_lost",  # the client's connection failed or was closed under the relay
+    "upstream_lost",  # the upstream's connection failed (reset, broken pipe) or closed
+    "connect_failed",  # the upstream refused or could not be reached
+    "connect_timeout",  # the upstream did not accept within `connect_timeout`
+]
+type Role = Literal["downstream", "upstream"]
+
+
+class DownstreamLost(MeshError):
+    """The client's connection ended abnormally while the relay was using it."""
+
+
+class RelayIdle(MeshError):
+    """No byte moved either way for the relay's idle timeout."""
+
+
+class RelayAborted(MeshError):
+    """The relay was ended on purpose (drain, shutdown, policy)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RelayResult:
+    """How a relay ended and what it moved; for telemetry and the access log."""
+
+    ended_by: RelayEnd
+    bytes_to_upstream: int  # read from the client (including initial_data), sent upstream
+    bytes_to_downstream: int  # read from the upstream, sent to the client
+    duration: float  # seconds, from hand-over until both transports closed
+    # The largest write buffer seen when flow control engaged (it only measures then);
+    # 0 means no buffer ever reached the high-water mark.
+    peak_buffered_bytes: int
+    upstream_address: tuple[str, int] | None  # None if no upstream connection was made
+    error: MeshError | None = None  # why, for every end but "completed"
+
+
+class _Side(asyncio.Protocol):
+    """One connection of the pair: forwards what it reads to its peer's transport."""
+
+    __slots__ = (
+        "_relay",
+        "bytes_read",
+        "held",
+        "lost",
+        "peak_buffered",
+        "peer",
+        "read_ended",
+        "reading",
+        "role",
+        "transport",
+        "write_blocked",
+    )
+
+    def __init__(self, relay: TcpRelay, role: Role) -> None:
+        self._relay = relay
+        self.role = role
+        self.peer: _Side = self
+        self.transport: asyncio.Transport | None = None
+        self.bytes_read = 0
+        self.reading = True  # our view of the transport's reading state
+        self.held = False  # reading held until the relay starts (downstream, while connecting)
+        self.write_blocked = False  # our write buffer is above the high-water mark
+        self.read_ended = False  # this side sent EOF
+        self.lost = False  # connection_lost was called (or the transport was already gone)
+        self.peak_buffered = 0
+
+    # -- asyncio.Protocol callbacks: none of them awaits --------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._relay._upstream_made(self, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_read += len(data)
+        self._relay.last_activity = self._relay.loop.time()
+        self.peer.transport.write(data)  # type: ignore[union-attr]  # paired before reading
+
+    def eof_received(self) -> bool:
+        if not self.read_ended:
+            self.read_ended = True
+            self._relay._read_ended(self)
+        return True  # keep the transport open: the other direction may still be flowing
+
+    def pause_writing(self) -> None:
+        transport = self.transport
+        if transport is not None:
+            self.peak_buffered = max(self.peak_buffered, transport.get_write_buffer_size())
+        self.write_blocked = True
+        self._relay._update_reading(self.peer)
+
+    def resume_writing(self) -> None:
+        self.write_blocked = False
+        self._relay.last_activity = self._relay.loop.time()  # draining counts as progress
+        self._relay._update_reading(self.peer)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost:
+            self.lost = True
+            self._relay._side_lost(self, exc)
+
+
+class TcpRelay:
+    """Relays one client connection to one upstream connection, both ways.
+
+    Take over a client transport, then either `connect(host, port)` to dial the
+    upstream, or `attach_upstream(transport)` for one that is already connected; await
+    `wait()` for the `RelayResult`. `abort()` ends it at any time.
+
+    A listener that read `initial_data` during detection passes it here, and
+    `downstream_eof=True` if the client had already half-closed (its protocol must have
+    returned True from `eof_received` to keep the transport open).
+    """
+
+    def __init__(
+        self,
+        downstream: asyncio.Transport,
+        *,
+        initial_data: bytes = b"",
+        downstream_eof: bool = False,
+        idle_timeout: float | None = None,
+        high_water: int = HIGH_WATER_BYTES,
+        low_water: int = LOW_WATER_BYTES,
+    ) -> None:
+        if idle_timeout is not None and idle_timeout <= 0:
+            raise ValueError(f"idle_timeout must be positive or None, not {idle_timeout}")
+        # timeouts
+        self.loop = asyncio.get_running_loop()
+        self.idle_timeout = idle_timeout
+        self.last_activity = self.loop.time()
+        self._idle_handle: asyncio.TimerHandle | None = None
+        # connections
+        self._high_water = high_water
+        self._low_water = low_water
+        self._down = _Side(self, "downstream")
+        self._up = _Side(self, "upstream")
+        self._down.peer, self._up.peer = self._up, self._down
+        self._initial_data = initial_data
+        self._downstream_eof = downstream_eof
+        self._connect_task: asyncio.Task[None] | None = None
+        self._upstream_address: tuple[str, int] | None = None
+        # outcome
+        self._started_at = self.loop.time()
+        self._ended_by: RelayEnd | None = None
+        self._error: MeshError | None = None
+        self._finished: asyncio.Future[RelayResult] = self.loop.create_future()
+        self._take_over_downstream(downstream)
+
+    # -- public ------------------------------------------------------------------------
+
+    @property
+    def bytes_to_upstream(self) -> int:
+        return self._down.bytes_read + len(self._initial_data)
+
+    @property
+    def bytes_to_downstream(self) -> int:
+        return self._up.bytes_read
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes the relay holds right now in both transports' write buffers."""
+        return sum(
+            side.transport.get_write_buffer_size()
+            for side in (self._down, self._up)
+            if side.transport is not None and not side.lost
+        )
+
+    @property
+    def done(self) -> bool:
+        return self._finished.done()
+
+    def connect(
+        self,
+        host: str,
+        port: int,
+        *,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        socket_mark: int | None = None,
+    ) -> None:
+        """Start dialling the upstream; relaying starts once it accepts.
+
+        `socket_mark` sets SO_MARK on the upstream socket, so that the pod's nftables
+        rules can exempt the proxy's own traffic from interception (needs CAP_NET_ADMIN).
+        A failure ends the relay ("connect_failed" or "connect_timeout") and resets the
+        client connection.
+        """
+        if self._connect_task is not None or self._up.transport is not None:
+            raise RuntimeError("this relay already has an upstream")
+        task = self.loop.create_task(self._connect(host, port, connect_timeout, socket_mark))
+        self._connect_task = task
+        task.add_done_callback(self._connect_done)
+
+    def attach_upstream(self, upstream: asyncio.Transport) -> None:
+        """Relay to an upstream connection that is already established.
+
+        Whatever its previous protocol read and did not forward is lost: hand it over
+        before it reads, or with its reading paused.
+        """
+        if self._connect_task is not None or self._up.transport is not None:
+            raise RuntimeError("this relay already has an upstream")
+        upstream.set_protocol(self._up)
+        self._upstream_made(self._up, upstream)
+        if upstream.is_closing():
+            self._up.connection_lost(None)
+
+    async def wait(self) -> RelayResult:
+        """The result, once both connections are closed. Cancelling the waiter does not
+        stop the relay: call `abort()` for that."""
+        return await asyncio.shield(self._finished)
+
+    def abort(self) -> None:
+        """End the relay now: reset both connections, stop a connect in progress."""
+        self._end("aborted", RelayAborted("the relay was aborted by the proxy"))
+        if self._connect_task is not None:
+            self._connect_task.cancel()
+        for side in (self._down, self._up):
+            if side.transport is not None and not side.lost:
+                _reset(side.transport)
+        self._maybe_finish()
+
+    # -- hand-over and connect ----------------------------------------------------------
+
+    def _take_over_downstream(self, transport: asyncio.Transport) -> None:
+        side = self._down
+        side.transport = transport
+        side.held = True  # no reading until the upstream is there to write to
+        if transport.is_closing():
+            # closed before the hand-over: its connection_lost went to the old protocol
+            side.reading = False
+            side.lost = True
+            self._end("downstream_lost", DownstreamLost("the client closed before relaying began"))
+            self._maybe_finish()
+            return
+        transport.pause_reading()
+        side.reading = False
+        transport.set_protocol(side)
+        transport.set_write_buffer_limits(high=self._high_water, low=self._low_water)
+
+    async def _connect(
+        self, host: str, port: int, connect_timeout: float, socket_mark: int | None
+    ) -> None:
+        where = f"{host}:{port}"
+        try:
+            async with asyncio.timeout(connect_timeout):
+                sock = await self._dial(host, port, socket_mark)
+                try:
+                    await self.loop.create_connection(lambda: self._up, sock=sock)
+                except BaseException:
+                    sock.close()
+                    raise
+        except TimeoutError:
+            self._fail_connect(
+                "connect_timeout",
+                UpstreamTimeout(
+                    f"the upstream {where} did not accept a connection within "
+                    f"{connect_timeout} s: check that the endpoint is up and reachable"
+                ),
+            )
+        except OSError as exc:
+            self._fail_connect(
+                "connect_failed",
+                UpstreamConnectFailed(
+                    f"connecting to the upstream {where} failed: {exc.strerror or exc}; "
+                    "check that the endpoint is up and listens on that port"
+                ),
+            )
+
+    async def _dial(self, host: str, port: int, socket_mark: int | None) -> socket.socket:
+        last_error: OSError | None = None
+        for family, address in await self._resolve(host, port):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.setblocking(False)
+                if socket_mark is not None:
+                    _set_mark(sock, socket_mark)
+                await self.loop.sock_connect(sock, address)
+            except OSError as exc:
+                sock.close()
+                last_error = exc
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            self._upstream_address = (str(address[0]), int(address[1]))
+            return sock
+        assert last_error is not None  # _resolve returns at least one address
+        raise last_error
+
+    async def _resolve(
+        self, host: str, port: int
+    ) -> list[tuple[socket.AddressFamily, tuple[str, int] | tuple[str, int, int, int]]]:
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            pass
+        else:  # the common case, an endpoint address: no resolver thread needed
+            if ip.version == 4:
+                return [(socket.AF_INET, (host, port))]
+            return [(socket.AF_INET6, (host, port, 0, 0))]
+        infos = await self.loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        if not infos:
+            raise OSError(f"{host} resolved to no address")
+        return [(family, address) for family, _, _, _, address in infos]  # type: ignore[misc]
+
+    def _fail_connect(self, ended_by: RelayEnd, error: MeshError) -> None:
+        self._end(ended_by, error)
+        if self._down.transport is not None and not self._down.lost:
+            _reset(self._down.transport)
+
+    def _connect_done(self, task: asyncio.Task[None]) -> None:
+        self._connect_task = None
+        if not task.cancelled() and task.exception() is not None:
+            # a bug, not a network failure: still end the relay rather than hang it
+            self._fail_connect("connect_failed", UpstreamConnectFailed(repr(task.exception())))
+        self._maybe_finish()
+
+    def _upstream_made(self, side: _Side, transport: asyncio.Transport) -> None:
+        side.transport = transport
+        if self._ended_by is not None:  # aborted, or the client left, while dialling
+            _reset(transport)
+            return
+        transport.set_write_buffer_limits(high=self._high_water, low=self._low_water)
+        if self._upstream_address is None:
+            peer = transport.get_extra_info("peername")
+            if peer is not None:
+                self._upstream_address = (str(peer[0]), int(peer[1]))
+        self._start_relaying()
+
+    def _start_relaying(self) -> None:
+        up = self._up.transport
+        assert up is not None
+        self.last_activity = self.loop.time()
+        if self._initial_data:
+            up.write(self._initial_data)
+        down = self._down
+        down.held = False
+        if self._downstream_eof and not down.read_ended:
+            down.read_ended = True
+            self._read_ended(down)
+        self._update_reading(down)
+        if self.idle_timeout is not None:
+            self._idle_handle = self.loop.call_at(
+                self.last_activity + self.idle_timeout, self._check_idle
+            )
+
+    # -- flow control, half-close, endings ------------------------------------------------
+
+    def _update_reading(self, side: _Side) -> None:
+        """Pause or resume reading `side` so that its peer's write buffer stays bounded."""
+        transport = side.transport
+        if transport is None or side.read_ended or side.lost or transport.is_closing():
+            return  # resuming a transport after EOF would deliver EOF again
+        pause = side.held or side.peer.write_blocked
+        if pause and side.reading:
+            transport.pause_reading()
+            side.reading = False
+        elif not pause and not side.reading:
+            transport.resume_reading()
+            side.reading = True
+
+    def _read_ended(self, side: _Side) -> None:
+        peer = side.peer
+        target = peer.transport
+        if target is not None and not peer.lost and not target.is_closing():
+            if target.can_write_eof():
+                target.write_eof()
+            else:
+                # A TLS transport cannot half-close: ending the relay is the only way to
+                # pass the EOF on, at the cost of the other direction.
+                self._end("completed", None)
+                target.close()
+        if peer.read_ended:
+            self._end("completed", None)
+            for each in (side, peer):
+                if each.transport is not None:
+                    each.transport.close()
+
+    def _side_lost(self, side: _Side, exc: Exception | None) -> None:
+        if self._ended_by is None:
+            reason = exc or "the connection was closed under the relay"
+            if side.role == "upstream":
+                self._end(
+                    "upstream_lost", UpstreamReset(f"the upstream connection ended: {reason}")
+                )
+            else:
+                self._end(
+                    "downstream_lost", DownstreamLost(f"the client connection ended: {reason}")
+                )
+        peer = side.peer
+        if peer.transport is not None and not peer.lost:
+            peer.transport.close()  # flush what was already relayed, then FIN
+        if self._connect_task is not None:  # the client left while the upstream was dialled
+            self._connect_task.cancel()
+        self._maybe_finish()
+
+    def _check_idle(self) -> None:
+        self._idle_handle = None
+        assert self.idle_timeout is not None
+        deadline = self.last_activity + self.idle_timeout
+        if self.loop.time() < deadline:
+            self._idle_handle = self.loop.call_at(deadline, self._check_idle)
+            return
+        self._end(
+            "idle_timeout",
+            RelayIdle(
+                f"no byte moved either way for {self.idle_timeout} s: the connection was "
+                "closed as idle (raise the idle timeout for long-quiet protocols)"
+            ),
+        )
+        for side in (self._down, self._up):
+            transport = side.transport
+            if transport is None or side.lost:
+                continue
+            if transport.get_write_buffer_size():
+                _reset(transport)  # its peer stopped reading: those bytes will never go
+            else:
+                transport.close()
+        if not self.done:  # closing may still be flushing: check again after another period
+            self._idle_handle = self.loop.call_at(
+                self.loop.time() + self.idle_timeout, self._check_idle
+            )
+
+    def _end(self, ended_by: RelayEnd, error: MeshError | None) -> None:
+        if self._ended_by is None:
+            self._ended_by = ended_by
+            self._error = error
+
+    def _maybe_finish(self) -> None:
+        if self._finished.done() or self._connect_task is not None:
+            return
+        if not self._down.lost or not (self._up.lost or self._up.transport is None):
+            return
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+            self._idle_handle = None
+        assert self._ended_by is not None
+        self._finished.set_result(
+            RelayResult(
+                ended_by=self._ended_by,
+                bytes_to_upstream=self.bytes_to_upstream if self._up.transport else 0,
+                bytes_to_downstream=self.bytes_to_downstream,
+                duration=self.loop.time() - self._started_at,
+                peak_buffered_bytes=max(self._down.peak_buffered, self._up.peak_buffered),
+                upstream_address=self._upstream_address,
+                error=self._error,
+            )
+        )
+
+
+class _HeldConnection(asyncio.Protocol):
+    """Placeholder protocol for a socket handed over raw: holds reading until taken over."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.pause_reading()
+
+
+async def connect_and_relay(
+    downstream: asyncio.Transport | socket.socket,
+    upstream_host: str,
+    upstream_port: int,
+    *,
+    initial_data: bytes = b"",
+    downstream_eof: bool = False,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    idle_timeout: float | None = None,
+    socket_mark: int | None = None,
+) -> RelayResult:
+    """Take over the client connection, dial the upstream, relay until both sides end.
+
+    `downstream` is a transport handed over by a listener (see `TcpRelay`) or an
+    accepted socket. Never raises for network failures: a refused, unreachable or slow
+    upstream ends the relay with "connect_failed" or "connect_timeout", the client
+    connection is reset at once, and `RelayResult.error` says why. Cancelling the
+    awaiting task aborts the relay.
+    """
+    if isinstance(downstream, socket.socket):
+        loop = asyncio.get_running_loop()
+        downstream, _ = await loop.connect_accepted_socket(_HeldConnection, downstream)
+    relay = TcpRelay(
+        downstream,
+        initial_data=initial_data,
+        downstream_eof=downstream_eof,
+        idle_timeout=idle_timeout,
+    )
+    if not relay.done:
+        relay.connect(
+            upstream_host, upstream_port, connect_timeout=connect_timeout, socket_mark=socket_mark
+        )
+    try:
+        return await relay.wait()
+    except asyncio.CancelledError:
+        relay.abort()
+        raise
+
+
+def _set_mark(sock: socket.socket, mark: int) -> None:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
+    except PermissionError as exc:
+        raise PermissionError(
+            exc.errno,
+            f"setting SO_MARK {mark:#x} on the upstream socket needs CAP_NET_ADMIN "
+            "(run the proxy as root or grant it that capability)",
+        ) from exc
+
+
+def _reset(transport: asyncio.Transport) -> None:
+    """Close with RST rather than FIN: the peer must not take this for a clean end."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()

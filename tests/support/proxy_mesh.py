@@ -1,0 +1,118 @@
+"""A small real mesh for proxy tests: a controller (embedded store), two versions of a
+`reviews` app on their own loopback addresses, and a caller's sidecar proxy — all on
+loopback, configured only through the controller. The fixture is in
+tests/integration/proxy/conftest.py."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from tests.support.apps import EchoApp
+from tests.support.controller import Api
+from tests.support.polling import eventually
+
+from mycelium.control.controller import Controller
+from mycelium.discovery.client import ControllerAddress
+from mycelium.discovery.protocol import NodeInfo
+from mycelium.proxy.server import ProxyServer
+from mycelium.proxy.settings import ListenAddress, ProxySettings
+
+BASE = """
+apiVersion: mycelium.io/v1
+kind: Service
+metadata: {{name: reviews}}
+spec:
+  selector: {{app: reviews}}
+  ports: [{{name: http, port: 9080, targetPort: {port}}}]
+---
+apiVersion: mycelium.io/v1
+kind: Workload
+metadata: {{name: reviews-v1, labels: {{app: reviews, version: v1}}}}
+spec: {{address: 127.0.0.11}}
+---
+apiVersion: mycelium.io/v1
+kind: Workload
+metadata: {{name: reviews-v2, labels: {{app: reviews, version: v2}}}}
+spec: {{address: 127.0.0.12}}
+---
+apiVersion: mycelium.io/v1
+kind: DestinationPolicy
+metadata: {{name: reviews}}
+spec:
+  host: reviews
+  subsets: [{{name: v1, labels: {{version: v1}}}}, {{name: v2, labels: {{version: v2}}}}]
+"""
+
+
+def free_port_on(*hosts: str) -> int:
+    """A port number free on every given loopback address."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind((hosts[0], 0))
+            port = int(s.getsockname()[1])
+        try:
+            for host in hosts[1:]:
+                with socket.socket() as probe:
+                    probe.bind((host, port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no common free port")
+
+
+@dataclass
+class ProxyMesh:
+    controller: Controller
+    api: Api
+    home: Path
+    v1: EchoApp
+    v2: EchoApp
+    caller: ProxyServer
+    session: aiohttp.ClientSession
+    app_port: int
+
+    @property
+    def outbound(self) -> str:
+        addr = self.caller.bound["outbound"]
+        return f"http://{addr.host}:{addr.port}"
+
+    async def apply(self, text: str) -> None:
+        status, body = await self.api.apply(BASE.format(port=self.app_port) + text)
+        assert status == 200, body
+
+    async def get(
+        self, path: str, host: str = "reviews", **kwargs: object
+    ) -> aiohttp.ClientResponse:
+        headers = {"Host": host, **kwargs.pop("headers", {})}  # type: ignore[dict-item]
+        response = await self.session.get(self.outbound + path, headers=headers, **kwargs)  # type: ignore[arg-type]
+        await response.read()
+        return response
+
+    async def settle(self, version_before: str) -> None:
+        """Wait until the caller accepted a config newer than `version_before`."""
+        await eventually(lambda: self.caller.core.active.version != version_before)
+
+    def proxy(self, node_id: str, **settings: object) -> ProxyServer:
+        node = NodeInfo(
+            id=node_id,
+            namespace="default",
+            workload=settings.pop("workload", None),  # type: ignore[arg-type]
+            labels=settings.pop("labels", {}),  # type: ignore[arg-type]
+            address=settings.pop("address", None),  # type: ignore[arg-type]
+            service_account=settings.pop("service_account", "default"),  # type: ignore[arg-type]
+        )
+        return ProxyServer(
+            ProxySettings(
+                node=node,
+                controllers=[ControllerAddress("127.0.0.1", self.controller.discovery_port)],
+                trust_bundle=self.home / "ca" / "root.pem",
+                outbound=settings.pop("outbound", ListenAddress("127.0.0.1", 0)),  # type: ignore[arg-type]
+                admin=ListenAddress("127.0.0.1", 0),
+                health=ListenAddress("127.0.0.1", 0),
+                drain_seconds=2.0,
+                **settings,  # type: ignore[arg-type]
+            )
+        )
