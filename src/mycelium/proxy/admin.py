@@ -112,9 +112,7 @@ class AdminServer:
         now = time.monotonic()
         out = []
         for cluster in self.core.clusters:
-            ejected = {}
-            if cluster.outlier is not None:
-                ejected = {e.key: cluster.outlier.is_ejected(e, now) for e in cluster.endpoints}
+            ejected = {e.key: cluster.outlier.is_ejected(e, now) for e in cluster.endpoints}
             out.append(
                 {
                     "name": cluster.name,

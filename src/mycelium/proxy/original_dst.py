@@ -17,6 +17,7 @@ import errno
 import ipaddress
 import socket
 import struct
+from typing import Any, Protocol
 
 from mycelium.errors import MeshError
 
@@ -28,6 +29,17 @@ SOCKADDR_IN6_SIZE = 28  # family(2) port(2) flowinfo(4) address(16) scope_id(4)
 _IPV4_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
 
 
+class AcceptedSocket(Protocol):
+    """What is needed of the socket: a `socket.socket`, or what a transport's
+    `get_extra_info("socket")` returns (asyncio's TransportSocket, uvloop's)."""
+
+    @property
+    def family(self) -> int: ...
+    def getsockname(self) -> Any: ...
+    def getpeername(self) -> Any: ...
+    def getsockopt(self, level: int, optname: int, buflen: int, /) -> bytes: ...
+
+
 class OriginalDestinationError(MeshError):
     """The original destination of an accepted connection could not be read."""
 
@@ -36,7 +48,7 @@ class NotRedirected(OriginalDestinationError):
     """The connection reached the proxy directly, not through a REDIRECT rule."""
 
 
-def original_destination(sock: socket.socket) -> tuple[str, int]:
+def original_destination(sock: AcceptedSocket) -> tuple[str, int]:
     """The (address, port) the client connected to before nftables redirected it.
 
     Raises `NotRedirected` for a connection that reached the listener directly, and
@@ -104,7 +116,7 @@ def _same_endpoint(original: tuple[str, int], local: tuple[object, ...]) -> bool
     return (ipaddress.ip_address(original[0]), original[1]) == (local_address, local[1])
 
 
-def _describe(sock: socket.socket) -> str:
+def _describe(sock: AcceptedSocket) -> str:
     try:
         peer = sock.getpeername()
     except OSError:
@@ -113,7 +125,7 @@ def _describe(sock: socket.socket) -> str:
     return f"the connection from {peer[0]}:{peer[1]} to {local[0]}:{local[1]}"
 
 
-def _not_redirected_message(sock: socket.socket, why: str) -> str:
+def _not_redirected_message(sock: AcceptedSocket, why: str) -> str:
     return (
         f"{_describe(sock)} was not redirected to the proxy ({why}): clients must reach it "
         "through the pod's nftables REDIRECT rules, not by connecting to the capture port; "

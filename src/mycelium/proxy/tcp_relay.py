@@ -26,10 +26,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import os
 import socket
 import struct
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 from mycelium.errors import MeshError
 from mycelium.proxy.errors import UpstreamConnectFailed, UpstreamReset, UpstreamTimeout
@@ -97,8 +98,8 @@ class _Side(asyncio.Protocol):
         "lost",
         "peak_buffered",
         "peer",
+        "pending",
         "read_ended",
-        "reading",
         "role",
         "transport",
         "write_blocked",
@@ -110,8 +111,11 @@ class _Side(asyncio.Protocol):
         self.peer: _Side = self
         self.transport: asyncio.Transport | None = None
         self.bytes_read = 0
-        self.reading = True  # our view of the transport's reading state
-        self.held = False  # reading held until the relay starts (downstream, while connecting)
+        # Until the relay starts (downstream, while the upstream connects) reading is
+        # paused, and whatever still arrives waits here: uvloop starts reading right after
+        # connection_made even if that paused it, so a pause alone cannot be trusted.
+        self.held = False
+        self.pending: list[bytes] = []
         self.write_blocked = False  # our write buffer is above the high-water mark
         self.read_ended = False  # this side sent EOF
         self.lost = False  # connection_lost was called (or the transport was already gone)
@@ -120,18 +124,22 @@ class _Side(asyncio.Protocol):
     # -- asyncio.Protocol callbacks: none of them awaits --------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._relay._upstream_made(self, transport)
+        # cast, not isinstance: uvloop's transports do not derive from asyncio's classes
+        self._relay._upstream_made(self, cast(asyncio.Transport, transport))
 
     def data_received(self, data: bytes) -> None:
         self.bytes_read += len(data)
+        if self.held:
+            self._relay._hold(self, data)
+            return
         self._relay.last_activity = self._relay.loop.time()
-        self.peer.transport.write(data)  # type: ignore[union-attr]  # paired before reading
+        self.peer.transport.write(data)  # type: ignore[union-attr]  # set once not held
 
     def eof_received(self) -> bool:
         if not self.read_ended:
             self.read_ended = True
-            self._relay._read_ended(self)
+            if not self.held:  # else passed on when the relay starts
+                self._relay._read_ended(self)
         return True  # keep the transport open: the other direction may still be flowing
 
     def pause_writing(self) -> None:
@@ -202,6 +210,7 @@ class TcpRelay:
 
     @property
     def bytes_to_upstream(self) -> int:
+        """Bytes read from the client, `initial_data` included, and handed upstream."""
         return self._down.bytes_read + len(self._initial_data)
 
     @property
@@ -278,13 +287,12 @@ class TcpRelay:
         side.held = True  # no reading until the upstream is there to write to
         if transport.is_closing():
             # closed before the hand-over: its connection_lost went to the old protocol
-            side.reading = False
             side.lost = True
             self._end("downstream_lost", DownstreamLost("the client closed before relaying began"))
             self._maybe_finish()
             return
-        transport.pause_reading()
-        side.reading = False
+        if transport.is_reading():
+            transport.pause_reading()
         transport.set_protocol(side)
         transport.set_write_buffer_limits(high=self._high_water, low=self._low_water)
 
@@ -309,11 +317,12 @@ class TcpRelay:
                 ),
             )
         except OSError as exc:
+            why = os.strerror(exc.errno) if exc.errno else str(exc)
             self._fail_connect(
                 "connect_failed",
                 UpstreamConnectFailed(
-                    f"connecting to the upstream {where} failed: {exc.strerror or exc}; "
-                    "check that the endpoint is up and listens on that port"
+                    f"connecting to the upstream {where} failed: {why}; check that the "
+                    "endpoint is up and listens on that port"
                 ),
             )
 
@@ -382,12 +391,16 @@ class TcpRelay:
         up = self._up.transport
         assert up is not None
         self.last_activity = self.loop.time()
+        down = self._down
         if self._initial_data:
             up.write(self._initial_data)
-        down = self._down
+        for data in down.pending:
+            up.write(data)
+        down.pending.clear()
         down.held = False
-        if self._downstream_eof and not down.read_ended:
+        if self._downstream_eof:
             down.read_ended = True
+        if down.read_ended:
             self._read_ended(down)
         self._update_reading(down)
         if self.idle_timeout is not None:
@@ -402,13 +415,19 @@ class TcpRelay:
         transport = side.transport
         if transport is None or side.read_ended or side.lost or transport.is_closing():
             return  # resuming a transport after EOF would deliver EOF again
-        pause = side.held or side.peer.write_blocked
-        if pause and side.reading:
-            transport.pause_reading()
-            side.reading = False
-        elif not pause and not side.reading:
+        # uvloop raises on a pause while paused (and a resume while reading) where
+        # asyncio ignores it: ask the transport rather than keep a copy of its state.
+        if side.held or side.peer.write_blocked:
+            if transport.is_reading():
+                transport.pause_reading()
+        elif not transport.is_reading():
             transport.resume_reading()
-            side.reading = True
+
+    def _hold(self, side: _Side, data: bytes) -> None:
+        side.pending.append(data)
+        transport = side.transport
+        if transport is not None and transport.is_reading():
+            transport.pause_reading()  # after connection_made, uvloop honours this one
 
     def _read_ended(self, side: _Side) -> None:
         peer = side.peer
@@ -500,11 +519,25 @@ class TcpRelay:
 
 
 class _HeldConnection(asyncio.Protocol):
-    """Placeholder protocol for a socket handed over raw: holds reading until taken over."""
+    """Protocol of an accepted socket until the relay takes it: keeps what arrives."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.received: list[bytes] = []
+        self.eof = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        transport.pause_reading()
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        self.transport.pause_reading()  # asyncio honours it; uvloop resumes: see data_received
+
+    def data_received(self, data: bytes) -> None:
+        self.received.append(data)
+        if self.transport is not None and self.transport.is_reading():
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        return True
 
 
 async def connect_and_relay(
@@ -528,7 +561,9 @@ async def connect_and_relay(
     """
     if isinstance(downstream, socket.socket):
         loop = asyncio.get_running_loop()
-        downstream, _ = await loop.connect_accepted_socket(_HeldConnection, downstream)
+        downstream, held = await loop.connect_accepted_socket(_HeldConnection, downstream)
+        initial_data = b"".join([initial_data, *held.received])
+        downstream_eof = downstream_eof or held.eof
     relay = TcpRelay(
         downstream,
         initial_data=initial_data,

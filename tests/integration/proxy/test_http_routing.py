@@ -91,7 +91,8 @@ async def test_an_injected_abort_says_it_was_injected(proxy_mesh: ProxyMesh) -> 
     response = await proxy_mesh.get("/")
     assert response.status == 503
     assert response.headers["x-mycelium-reason"] == "fault_injected"
-    assert proxy_mesh.v1.seen[-1]["path"] == "/"  # only the subscribing request got through
+    # Only the first request (before the fault) reached an app.
+    assert len(proxy_mesh.v1.seen) + len(proxy_mesh.v2.seen) == 1
 
 
 async def test_an_injected_delay_delays(proxy_mesh: ProxyMesh) -> None:
@@ -118,7 +119,7 @@ async def test_a_slow_upstream_hits_the_route_timeout(proxy_mesh: ProxyMesh) -> 
     response = await proxy_mesh.get("/?delay=2")
     assert response.status == 504
     assert response.headers["x-mycelium-reason"] == "upstream_timeout"
-    assert "200ms" in (await response.text()) or "0.2s" in (await response.text())
+    assert "within 200ms" in await response.text()
 
 
 async def test_retries_hide_transient_failures_of_safe_requests(proxy_mesh: ProxyMesh) -> None:

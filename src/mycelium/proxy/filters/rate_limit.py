@@ -33,7 +33,8 @@ class RateLimitFilter:
         return not self._ports or port in self._ports
 
     def on_request(self, exchange: Exchange) -> float | None:
-        if self._matcher is not None and not self._matcher(exchange.facts):
+        facts = exchange.facts
+        if self._matcher is not None and facts is not None and not self._matcher(facts):
             return None
         now = time.monotonic()
         if self.bucket.try_take(now):

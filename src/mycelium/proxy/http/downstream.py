@@ -179,8 +179,7 @@ class DownstreamHttp1(asyncio.Protocol):
         keep_alive = exchange.head.keep_alive and not self.proxy.draining
         self._chunked = False
         if bodiless:
-            if framing.kind == "length":
-                headers.append((b"content-length", str(framing.length).encode()))
+            pass  # the upstream's Content-Length, if any, is still among the headers
         elif framing.kind == "length":
             headers.append((b"content-length", str(framing.length).encode()))
         elif framing.kind == "chunked" or (

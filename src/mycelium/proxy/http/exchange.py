@@ -58,6 +58,8 @@ RETRY_BACKOFF_MAX_SECONDS = 0.25
 # Methods that may be repeated without changing the outcome (RFC 9110 §9.2.2).
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 GATEWAY_ERRORS = frozenset({502, 503, 504})
+# Set again by whoever writes a message, from its actual framing.
+FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
 
 type ListenerKind = Literal["outbound", "inbound", "local"]
 
@@ -308,7 +310,7 @@ class Exchange:
         assert last_error is not None
         if isinstance(last_error, (UpstreamConnectFailed, UpstreamReset, UpstreamTimeout)):
             raise last_error
-        raise UpstreamTimeout(f"no response from {cluster.name} within {timeout:g}s")
+        raise UpstreamTimeout(f"no response from {cluster.name} within {_duration(timeout)}")
 
     async def _attempt(
         self,
@@ -329,13 +331,11 @@ class Exchange:
             raise CircuitOpen(f"cluster {cluster.name} is at its limit of requests in flight")
         self.upstream_host = endpoint.key
         pool = self.proxy.pools.get(endpoint.address, endpoint.port)
-        outlier = cluster.outlier
         try:
             conn = await pool.acquire(cluster.settings.connection_pool.connect_timeout)
         except UpstreamConnectFailed:
             cluster.breaker.release_request()
-            if outlier is not None:
-                outlier.record(endpoint, status=None, failure="connect", now=time.monotonic())
+            cluster.outlier.record(endpoint, status=None, failure="connect", now=time.monotonic())
             raise
         endpoint.request_started(now)
         head = encode_request_head(self.method, self.target, self._upstream_headers())
@@ -349,7 +349,7 @@ class Exchange:
             self._attempt_failed(cluster, endpoint, "timeout")
             which = "the route's timeout" if overall else "the per-try timeout"
             raise UpstreamTimeout(
-                f"{endpoint.key} did not answer within {timeout:g}s ({which})"
+                f"{endpoint.key} did not answer within {_duration(timeout)} ({which})"
             ) from None
         except UpstreamReset:
             self._attempt_failed(cluster, endpoint, "reset")
@@ -365,8 +365,7 @@ class Exchange:
         cluster.breaker.release_request()
         now = time.monotonic()
         endpoint.request_finished(now, now - self.started, ok=False)
-        if cluster.outlier is not None:
-            cluster.outlier.record(endpoint, status=None, failure=failure, now=now)
+        cluster.outlier.record(endpoint, status=None, failure=failure, now=now)
 
     def _hash_key(self, cluster: ClusterRuntime) -> bytes | None:
         ch = cluster.settings.consistent_hash
@@ -392,7 +391,11 @@ class Exchange:
         return None
 
     def _upstream_headers(self) -> list[tuple[bytes, bytes]]:
-        headers = strip_hop_by_hop(self.headers, keep_upgrade=self.head.upgrade is not None)
+        headers = [
+            (n, v)
+            for n, v in strip_hop_by_hop(self.headers, keep_upgrade=self.head.upgrade is not None)
+            if n not in FRAMING_HEADERS
+        ]
         body = self.body
         if body is not None:
             framing = self.head.framing
@@ -415,11 +418,8 @@ class Exchange:
             if chunked:
                 conn.write(encode_last_chunk(body.trailers))
             return
-        while True:
-            chunk = await body.next_chunk()
-            if chunk is None:
-                break
-            conn.write(encode_chunk(chunk) if chunked else chunk)
+        while (piece := await body.next_chunk()) is not None:
+            conn.write(encode_chunk(piece) if chunked else piece)
             await conn.wait_writable()
         if chunked:
             conn.write(encode_last_chunk(body.trailers))
@@ -433,7 +433,12 @@ class Exchange:
         chain: RuleChain | None,
     ) -> None:
         self.status = response.status
-        headers = strip_hop_by_hop(response.headers, keep_upgrade=response.status == 101)
+        stripped = strip_hop_by_hop(response.headers, keep_upgrade=response.status == 101)
+        if response.framing.kind == "none":
+            # HEAD, 204, 304: no body, but Content-Length still says what GET would send.
+            headers = [(n, v) for n, v in stripped if n != b"transfer-encoding"]
+        else:
+            headers = [(n, v) for n, v in stripped if n not in FRAMING_HEADERS]
         if chain is not None:
             for response_filter in chain.response:
                 headers = response_filter.on_response(self, headers)
@@ -446,8 +451,7 @@ class Exchange:
             cluster.breaker.release_request()
             ok = response.status < 500
             endpoint.request_finished(now, now - self.started, ok=ok)
-            if cluster.outlier is not None:
-                cluster.outlier.record(endpoint, status=response.status, failure=None, now=now)
+            cluster.outlier.record(endpoint, status=response.status, failure=None, now=now)
 
 
 def retry_allowed(
@@ -483,6 +487,10 @@ def retry_allowed(
     if "gateway-error" in conditions and status in GATEWAY_ERRORS:
         return True
     return "retriable-status-codes" in conditions and status in policy.retriable_status_codes
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds * 1000:.0f}ms" if seconds < 1 else f"{seconds:.3g}s"
 
 
 def _strip_port(host: str) -> str:

@@ -78,10 +78,11 @@ class UpstreamHttp1(asyncio.Protocol):
                 head = self._head
                 if head is not None and not head.done():
                     head.set_result(event)
-            elif self._sink is not None:
-                self._deliver(event)
-            else:
-                self._held.append(event)
+            elif isinstance(event, DataReceived | MessageEnded):
+                if self._sink is not None:
+                    self._deliver(event)
+                else:
+                    self._held.append(event)
 
     def eof_received(self) -> bool | None:
         self.reusable = False

@@ -43,9 +43,14 @@ _RECENT_BUILDS = 8
 
 
 class Balancer(Protocol):
+    """Chooses one of a cluster's available endpoints for the next request."""
+
     def pick(
         self, endpoints: Sequence[EndpointState], *, now: float, hash_key: bytes | None = None
-    ) -> EndpointState | None: ...
+    ) -> EndpointState | None:
+        """One of `endpoints`, or None when it is empty. `now` is monotonic seconds;
+        `hash_key` is the request's affinity key (only consistent hashing reads it)."""
+        ...
 
 
 def _fingerprint(endpoints: Sequence[EndpointState]) -> Fingerprint:
@@ -62,7 +67,7 @@ class _PerEndpointSet[T]:
         self._sequence: Sequence[EndpointState] | None = None
         self._length = -1
         self._epoch = -1
-        self._value: T | None = None
+        self._value: T  # set by the first `get`, before the fast path can match
         self._recent: dict[Fingerprint, T] = {}
         self.builds = 0  # how many times `build` ran (metrics, tests)
 
@@ -72,7 +77,7 @@ class _PerEndpointSet[T]:
             and len(endpoints) == self._length
             and EndpointState.epoch == self._epoch
         ):
-            return self._value  # type: ignore[return-value]
+            return self._value
         fingerprint = _fingerprint(endpoints)
         value = self._recent.pop(fingerprint, None)
         if value is None:
@@ -282,8 +287,17 @@ class PeakEwma(_PowerOfTwoChoices):
         a, b = self._two(endpoints)
         if a is b:
             return a
-        cost_a = self.cost(a, now)
-        cost_b = self.cost(b, now)
+        # `cost` inlined: this runs on every request.
+        latency = a.latency
+        if latency.observations:
+            cost_a = latency.estimate(now) * (a.in_flight + 1)
+        else:
+            cost_a = self.penalty_seconds * a.in_flight
+        latency = b.latency
+        if latency.observations:
+            cost_b = latency.estimate(now) * (b.in_flight + 1)
+        else:
+            cost_b = self.penalty_seconds * b.in_flight
         if cost_a < cost_b:
             return a
         if cost_b < cost_a:
@@ -310,7 +324,8 @@ def hash_key_point(hash_key: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(hash_key, digest_size=8).digest(), "little")
 
 
-def _ring_points(key: str, count: int) -> list[int]:
+def ring_points(key: str, count: int) -> list[int]:
+    """An endpoint's `count` points on the ring."""
     # Points depend on the endpoint key alone (never on the set): adding or removing
     # one endpoint leaves every other endpoint's points where they were.
     points: list[int] = []
@@ -331,7 +346,7 @@ class _Ring:
         placed = sorted(
             (point, index)
             for index, (e, count) in enumerate(zip(endpoints, counts, strict=True))
-            for point in _ring_points(e.key, count)
+            for point in ring_points(e.key, count)
         )
         self.points = [p for p, _ in placed]
         self.owners = [i for _, i in placed]

@@ -37,15 +37,18 @@ class ClusterRuntime:
         self.retry_budget = RetryBudget(budget.ratio, budget.min_retries_per_second, budget.ttl)
 
     @staticmethod
-    def _outlier(settings: cfg.Cluster) -> OutlierDetector | None:
+    def _outlier(settings: cfg.Cluster) -> OutlierDetector:
+        # Without outlier detection a disabled detector still filters the unhealthy and
+        # caches the result, which keeps the balancer on its fast path.
         od = settings.outlier_detection
         if od is None:
-            return None
+            return OutlierDetector.disabled()
         return OutlierDetector(
             consecutive_5xx=od.consecutive_5xx,
             consecutive_gateway_errors=od.consecutive_gateway_errors,
             base_ejection_time=od.base_ejection_time,
             max_ejection_percent=od.max_ejection_percent,
+            interval=od.interval,
         )
 
     @property
@@ -58,8 +61,7 @@ class ClusterRuntime:
                 self.balancer = build_balancer(settings.balancer, self.rng)
             if settings.outlier_detection != self.settings.outlier_detection:
                 self.outlier = self._outlier(settings)
-                if self.outlier is not None:
-                    self.outlier.update_membership(self.endpoints)
+                self.outlier.update_membership(self.endpoints)
             pool = settings.connection_pool
             if pool != self.settings.connection_pool:
                 self.breaker = CircuitBreaker(
@@ -91,15 +93,11 @@ class ClusterRuntime:
             fresh[key] = state
         self._by_key = fresh
         self.endpoints = list(fresh.values())
-        if self.outlier is not None:
-            self.outlier.update_membership(self.endpoints)
+        self.outlier.update_membership(self.endpoints)
 
     def pick(self, now: float, hash_key: bytes | None = None) -> EndpointState | None:
         """An endpoint for the next request: healthy, not ejected, chosen by the balancer."""
-        if self.outlier is not None:
-            candidates = self.outlier.available(self.endpoints, now)
-        else:
-            candidates = [e for e in self.endpoints if e.healthy]
+        candidates = self.outlier.available(self.endpoints, now)
         return self.balancer.pick(candidates, now=now, hash_key=hash_key)
 
 

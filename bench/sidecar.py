@@ -1,0 +1,228 @@
+"""Sidecar benchmark: one proxy hop, HTTP/1.1 keep-alive, small responses.
+
+In one run, on this machine, the same nginx backend (one worker, 12-byte responses) is
+loaded with `wrk -t1 -c32` through:
+
+- nothing (direct),
+- HAProxy 2.6 with one thread, HTTP mode, keep-alive to the backend,
+- nginx with one worker, proxy_pass with upstream keep-alive,
+- a Mycelium sidecar (`myc proxy`, configured by a real controller), one hop.
+
+Rounds are interleaved so that machine noise hits every path alike; the medians of
+requests/s and p99 are reported with ratios to HAProxy, nginx and direct, plus the
+sidecar's RSS when idle and after the load. Needs Debian's haproxy, nginx-light and wrk
+(installed on first run when root). Run it by hand:
+
+    .venv/bin/python bench/sidecar.py --seconds 10 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support.controller_process import ControllerProcess, free_port  # noqa: E402
+
+PACKAGES = {"haproxy": "haproxy", "nginx": "nginx-light", "wrk": "wrk"}
+BODY = "hello world\n"  # 12 bytes, as in DESIGN.md's reference figures
+
+
+def ensure_tools() -> None:
+    missing = [pkg for tool, pkg in PACKAGES.items() if shutil.which(tool) is None]
+    if missing:
+        subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True)
+
+
+def nginx_config(work: Path, listen: int, body: str | None, upstream: int | None) -> Path:
+    conf = work / f"nginx-{listen}.conf"
+    if upstream is None:
+        location = f'return 200 "{body}";'
+        upstream_block = ""
+    else:
+        location = "proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\";"
+        upstream_block = f"upstream backend {{ server 127.0.0.1:{upstream}; keepalive 64; }}"
+    conf.write_text(
+        f"""worker_processes 1;
+daemon off;
+pid {work}/nginx-{listen}.pid;
+error_log {work}/nginx-{listen}.err warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  {upstream_block}
+  server {{
+    listen 127.0.0.1:{listen} backlog=4096;
+    location / {{ default_type text/plain; {location} }}
+  }}
+}}
+"""
+    )
+    return conf
+
+
+def haproxy_config(work: Path, listen: int, upstream: int) -> Path:
+    conf = work / "haproxy.cfg"
+    conf.write_text(
+        f"""global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+frontend fe
+  bind 127.0.0.1:{listen}
+  default_backend be
+backend be
+  http-reuse always
+  server s1 127.0.0.1:{upstream}
+"""
+    )
+    return conf
+
+
+def wait_http(url: str, headers: dict[str, str] | None = None, deadline: float = 30.0) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        try:
+            request = urllib.request.Request(url, headers=headers or {})
+            with urllib.request.urlopen(request, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{url} did not answer 200")
+
+
+def wrk(url: str, seconds: int, headers: dict[str, str] | None = None) -> tuple[float, float]:
+    args = ["wrk", "-t1", "-c32", f"-d{seconds}s", "--latency"]
+    for name, value in (headers or {}).items():
+        args += ["-H", f"{name}: {value}"]
+    out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p99_text = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    assert p99_text is not None, out
+    value, unit = float(p99_text.group(1)), p99_text.group(2)
+    p99_ms = value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+    if "Non-2xx" in out or "Socket errors" in out:
+        print(f"warning: errors through {url}:\n{out}", file=sys.stderr)
+    return rps, p99_ms
+
+
+async def start_mesh(work: Path, backend_port: int) -> tuple[ControllerProcess, subprocess.Popen[bytes], int, int]:
+    controller = ControllerProcess(work / "home")
+    await controller.start()
+    manifest = f"""apiVersion: mycelium.io/v1
+kind: Service
+metadata: {{name: backend}}
+spec:
+  selector: {{app: backend}}
+  ports: [{{name: http, port: 80, targetPort: {backend_port}}}]
+---
+apiVersion: mycelium.io/v1
+kind: Workload
+metadata: {{name: backend-0, labels: {{app: backend}}}}
+spec: {{address: 127.0.0.1}}
+"""
+    env_home = str(work / "home")
+    subprocess.run(
+        [str(Path(sys.executable).parent / "myc"), "--controller", controller.base, "--home", env_home,
+         "apply", "-f", "-"],
+        input=manifest.encode(), check=True, capture_output=True,
+    )
+    outbound, health = free_port(), free_port()
+    proxy = subprocess.Popen(
+        [str(Path(sys.executable).parent / "myc"), "--home", env_home, "proxy",
+         "--id", "bench-client", "--discovery", f"127.0.0.1:{controller.discovery_port}",
+         "--outbound", f"127.0.0.1:{outbound}", "--admin", f"127.0.0.1:{free_port()}",
+         "--health", f"127.0.0.1:{health}", "--subscribe", "backend"],
+        stdout=open(work / "proxy.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
+    )
+    wait_http(f"http://127.0.0.1:{health}/healthz/ready")
+    wait_http(f"http://127.0.0.1:{outbound}/", {"Host": "backend"})
+    return controller, proxy, outbound, health
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    ensure_tools()
+    work = Path(tempfile.mkdtemp(prefix="myc-bench-sidecar-"))
+    backend, nginx_proxy, haproxy_port = free_port(), free_port(), free_port()
+    procs = [
+        subprocess.Popen(["nginx", "-c", str(nginx_config(work, backend, BODY, None))]),
+        subprocess.Popen(["nginx", "-c", str(nginx_config(work, nginx_proxy, None, backend))]),
+        subprocess.Popen(["haproxy", "-f", str(haproxy_config(work, haproxy_port, backend))]),
+    ]
+    controller = proxy = None
+    try:
+        for port in (backend, nginx_proxy, haproxy_port):
+            wait_http(f"http://127.0.0.1:{port}/")
+        controller, proxy, outbound, _ = asyncio.run(start_mesh(work, backend))
+        idle_rss = psutil.Process(proxy.pid).memory_info().rss / 2**20
+        targets = {
+            "direct": (f"http://127.0.0.1:{backend}/", None),
+            "haproxy": (f"http://127.0.0.1:{haproxy_port}/", None),
+            "nginx": (f"http://127.0.0.1:{nginx_proxy}/", None),
+            "mycelium": (f"http://127.0.0.1:{outbound}/", {"Host": "backend"}),
+        }
+        results: dict[str, list[tuple[float, float]]] = {name: [] for name in targets}
+        for round_ in range(args.rounds):
+            for name, (url, headers) in targets.items():
+                results[name].append(wrk(url, args.seconds, headers))
+                print(f"round {round_ + 1} {name:9s} {results[name][-1][0]:10.0f} req/s "
+                      f"p99 {results[name][-1][1]:.2f} ms", flush=True)
+        loaded_rss = psutil.Process(proxy.pid).memory_info().rss / 2**20
+        summary: dict[str, object] = {}
+        medians = {
+            name: (statistics.median(r for r, _ in runs), statistics.median(p for _, p in runs))
+            for name, runs in results.items()
+        }
+        for name, (rps, p99) in medians.items():
+            summary[name] = {"rps": round(rps), "p99_ms": round(p99, 3)}
+        my_rps, my_p99 = medians["mycelium"]
+        summary["ratios"] = {
+            "rps_vs_haproxy": round(my_rps / medians["haproxy"][0], 3),
+            "rps_vs_nginx": round(my_rps / medians["nginx"][0], 3),
+            "rps_vs_direct": round(my_rps / medians["direct"][0], 3),
+            "p99_vs_haproxy": round(my_p99 / medians["haproxy"][1], 3),
+            "p99_vs_nginx": round(my_p99 / medians["nginx"][1], 3),
+        }
+        summary["sidecar_rss_mb"] = {"idle": round(idle_rss, 1), "after_load": round(loaded_rss, 1)}
+        summary["command"] = f"wrk -t1 -c32 -d{args.seconds}s, {args.rounds} interleaved rounds"
+        print(json.dumps(summary, indent=2))
+    finally:
+        if proxy is not None:
+            proxy.terminate()
+            proxy.wait(15)
+        if controller is not None:
+            controller.stop()
+        for proc in procs:
+            proc.terminate()
+            proc.wait(10)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""The header rules of a proxy between its two connections (RFC 9110 section 7.6).
+
+`strip_hop_by_hop` removes what belongs to one connection only before a message is
+forwarded; `add_forwarding` records the hop in X-Forwarded-* and in Forwarded (RFC 7239).
+Both take and return lists of (lowercase name, value) pairs, as the HTTP/1 parser gives
+them, and never modify their input.
+
+The framing of the forwarded message is the sender's to write: `strip_hop_by_hop`
+removes Transfer-Encoding (the next hop's chunking is ours), while Content-Length, which
+is end-to-end, stays (and must be what the forwarded body is).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final, Literal
+
+__all__ = ["HOP_BY_HOP", "add_forwarding", "strip_hop_by_hop"]
+
+type Fields = list[tuple[bytes, bytes]]
+
+# RFC 9110 section 7.6.1 names Connection, Proxy-Connection, Keep-Alive, TE,
+# Transfer-Encoding and Upgrade. TE: trailers is how a gRPC client says it reads
+# trailers, but that is HTTP/2, where RFC 9113 section 8.2.2 keeps it; between HTTP/1.1
+# hops TE only negotiates this connection's codings. Trailer announces the trailers of
+# this connection's chunked body (RFC 9110 section 6.6.2). Proxy-Authorization and
+# Proxy-Authenticate are credentials between a client and this proxy (RFC 9110
+# sections 11.7.1-2), never for the next hop.
+HOP_BY_HOP: Final = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"transfer-encoding",
+        b"upgrade",
+        b"trailer",
+        b"proxy-authorization",
+        b"proxy-authenticate",
+    }
+)
+_HOP_BY_HOP_BUT_UPGRADE: Final = HOP_BY_HOP - {b"upgrade"}
+
+
+def strip_hop_by_hop(
+    headers: Sequence[tuple[bytes, bytes]], *, keep_upgrade: bool = False
+) -> Fields:
+    """`headers` without the hop-by-hop fields and those the Connection field nominates.
+
+    `keep_upgrade` keeps Upgrade (even if nominated), to forward an upgrade request or a
+    101; the caller then adds `connection: upgrade`, which RFC 9110 section 7.8 asks of
+    whoever sends Upgrade.
+    """
+    dropped = _HOP_BY_HOP_BUT_UPGRADE if keep_upgrade else HOP_BY_HOP
+    kept = [field for field in headers if field[0] not in dropped]
+    if len(kept) == len(headers):
+        return kept  # no Connection field, so nothing nominated either
+    nominated = {
+        token.strip().lower()
+        for name, value in headers
+        if name == b"connection"
+        for token in value.split(b",")
+    }
+    nominated.discard(b"")
+    if keep_upgrade:
+        nominated.discard(b"upgrade")
+    if nominated:
+        kept = [field for field in kept if field[0] not in nominated]
+    return kept
+
+
+_REPLACED: Final = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"forwarded"})
+# RFC 9110 section 5.6.2: the characters of a token, which RFC 7239 values may use bare.
+_TCHARS: Final = frozenset(
+    b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+)
+
+
+def add_forwarding(
+    headers: Sequence[tuple[bytes, bytes]],
+    *,
+    client_address: str,
+    proto: Literal["http", "https"],
+    host: bytes | None,
+    by: str | None = None,
+) -> Fields:
+    """`headers` with this hop recorded, for the next one:
+
+    - X-Forwarded-For: `client_address` (an IP address, no port) appended to the list
+      already there, in one field;
+    - X-Forwarded-Proto: `proto`, replacing any earlier value;
+    - X-Forwarded-Host: `host` (the request's Host), unless an earlier hop set it;
+    - Forwarded (RFC 7239): an element `for=...;proto=...[;host=...][;by=...]` appended to
+      the list already there, in one field. IPv6 nodes are written `"[2001:db8::1]"`.
+    """
+    prior_for: list[bytes] = []
+    prior_forwarded: list[bytes] = []
+    has_host = False
+    out: Fields = []
+    for field in headers:
+        name = field[0]
+        if name in _REPLACED:
+            if name == b"x-forwarded-for":
+                prior_for.append(field[1])
+            elif name == b"forwarded":
+                prior_forwarded.append(field[1])
+            continue
+        if name == b"x-forwarded-host":
+            has_host = True
+        out.append(field)
+    prior_for.append(client_address.encode("ascii"))
+    out.append((b"x-forwarded-for", b", ".join(prior_for)))
+    out.append((b"x-forwarded-proto", proto.encode("ascii")))
+    if host is not None and not has_host:
+        out.append((b"x-forwarded-host", host))
+    element = [b"for=" + _forwarded_value(_node(client_address)), b"proto=" + proto.encode()]
+    if host is not None:
+        element.append(b"host=" + _forwarded_value(host.decode("latin-1")))
+    if by is not None:
+        element.append(b"by=" + _forwarded_value(_node(by)))
+    prior_forwarded.append(b";".join(element))
+    out.append((b"forwarded", b", ".join(prior_forwarded)))
+    return out
+
+
+def _node(address: str) -> str:
+    """An RFC 7239 node name: an IPv6 address goes in brackets (section 6)."""
+    if address.count(":") > 1 and not address.startswith("["):
+        return f"[{address}]"
+    return address
+
+
+def _forwarded_value(value: str) -> bytes:
+    """A token as is, anything else as a quoted-string (RFC 7239 section 4)."""
+    raw = value.encode("latin-1")
+    if raw and all(byte in _TCHARS for byte in raw):
+        return raw
+    return b'"' + raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
