@@ -13,7 +13,8 @@ ends and the nftables tables inside it, so nothing is left to undo on the host.
         pod.apply_nftables("table ip capture { ... }")
         pod.run("ip", "route")                    # a subprocess inside the namespace
         sock = pod.call(socket.create_server, ("198.18.0.2", 15001))
-        future = pod.start(asyncio.run, sidecar_main())   # a thread living in the pod
+        with pod.event_loop() as loop:            # an asyncio loop living in the pod
+            server = loop.run(start_sidecar())    # its sockets are the pod's
 
 Safety: the host's namespace is never changed. veth pairs are created with both ends
 already inside their namespaces (`ip link add ... netns A ... peer ... netns B`), so no
@@ -29,18 +30,20 @@ Everything needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN). Without it, `NetnsLab()
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 import secrets
 import shutil
 import subprocess
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 IP = shutil.which("ip") or "/usr/sbin/ip"
 NFT = shutil.which("nft") or "/usr/sbin/nft"
@@ -143,6 +146,75 @@ class Namespace:
     def call[T](self, fn: Callable[..., T], *args: object, timeout: float = 30.0) -> T:
         """Run `fn(*args)` inside the namespace and return its result (blocks the caller)."""
         return self.start(fn, *args).result(timeout=timeout)
+
+    def event_loop(
+        self, loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
+    ) -> NamespaceLoop:
+        """An event loop on a thread inside this namespace, for `with` (see NamespaceLoop)."""
+        return NamespaceLoop(self, loop_factory)
+
+
+class NamespaceLoop:
+    """An asyncio loop running on its own thread inside a namespace: "a process in the pod".
+
+    Servers it starts listen in the namespace and connections it opens leave from it,
+    while the test's own thread stays in the host's namespace and drives it with
+    `run(coro)`. Leaving the `with` block cancels what is still running, closes the
+    loop and joins the thread.
+    """
+
+    def __init__(
+        self, namespace: Namespace, loop_factory: Callable[[], asyncio.AbstractEventLoop]
+    ) -> None:
+        self.namespace = namespace
+        self._loop_factory = loop_factory
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._started = threading.Event()
+        self._thread: Future[None] | None = None
+
+    def __enter__(self) -> Self:
+        thread = self._thread = self.namespace.start(self._serve)
+        deadline = time.monotonic() + COMMAND_TIMEOUT_S
+        while not self._started.wait(0.01):
+            if thread.done():  # entering the namespace failed: raise why
+                thread.result()
+            if time.monotonic() > deadline:
+                raise NetnsCommandFailed(f"no event loop started in {self.namespace.name}")
+        if self._loop is None:  # the loop factory failed: raise why
+            thread.result(timeout=COMMAND_TIMEOUT_S)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.result(timeout=COMMAND_TIMEOUT_S)
+
+    def run[T](self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+        """Run `coro` on the namespace's loop; wait for its result here."""
+        assert self._loop is not None, "use NamespaceLoop in a with block"
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout=timeout)
+        except TimeoutError:
+            future.cancel()
+            raise
+
+    def _serve(self) -> None:
+        try:
+            loop = self._loop = self._loop_factory()
+            asyncio.set_event_loop(loop)  # this thread's own: gather() below looks for it
+        finally:
+            self._started.set()  # also on failure: __enter__ then reports the error
+        try:
+            loop.run_forever()
+            leftovers = asyncio.all_tasks(loop)
+            for task in leftovers:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
 
 
 class NetnsLab:

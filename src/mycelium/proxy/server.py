@@ -56,7 +56,7 @@ class ProxyServer:
         if settings.access_log == "-":
             core.open_access_log(sys.stdout)
         elif settings.access_log is not None:
-            core.open_access_log(_open_for_append(settings.access_log))
+            core.open_access_log(_open_for_append(Path(settings.access_log)))
         subscriptions = list(settings.subscriptions) + [u.service for u in settings.local_upstreams]
         client = DiscoveryClient(
             settings.controllers,

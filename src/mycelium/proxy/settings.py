@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import msgspec
+
 from mycelium.discovery.client import ControllerAddress
 from mycelium.discovery.protocol import NodeInfo
 
@@ -62,4 +64,18 @@ class ProxySettings:
     local_upstreams: list[LocalUpstream] = field(default_factory=list)
     subscriptions: list[str] = field(default_factory=list)
     drain_seconds: float = DEFAULT_DRAIN_SECONDS
-    access_log: Path | Literal["-"] | None = None
+    access_log: str | None = None  # a file path, or "-" for standard output
+
+    def to_json(self) -> bytes:
+        """For handing the settings to a fresh process (see `mycelium.proxy.__main__`)."""
+        return msgspec.json.encode(self, enc_hook=str)
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> ProxySettings:
+        return msgspec.json.decode(data, type=cls, dec_hook=_decode_path)
+
+
+def _decode_path(kind: type, value: object) -> object:
+    if kind is Path and isinstance(value, str):
+        return Path(value)
+    raise NotImplementedError(f"cannot decode {kind}")

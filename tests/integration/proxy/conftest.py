@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
+import uvloop
 from tests.support.apps import EchoApp
 from tests.support.controller import Api, controller_config
 from tests.support.proxy_mesh import BASE, ProxyMesh, free_port_on
@@ -37,3 +39,9 @@ async def proxy_mesh(tmp_path: Path) -> AsyncIterator[ProxyMesh]:
         await v1.stop()
         await v2.stop()
         await controller.stop()
+
+
+@pytest.fixture(scope="session")
+def event_loop_policy() -> asyncio.AbstractEventLoopPolicy:
+    """The proxy runs on uvloop in production, so its tests do too."""
+    return uvloop.EventLoopPolicy()

@@ -539,9 +539,7 @@ def test_abort_resets_both_connections(run: Callable[[Story], None]) -> None:
 
 
 def test_an_upstream_reset_still_delivers_what_it_sent(run: Callable[[Story], None]) -> None:
-    async def answer_then_reset(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    async def answer_then_reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readexactly(5)
         writer.write(b"partial answer")
         await writer.drain()
@@ -614,3 +612,31 @@ def test_cancelling_connect_and_relay_aborts_it(run: Callable[[Story], None]) ->
 
     run(story)
 
+
+def test_attach_upstream_pairs_two_open_connections(run: Callable[[Story], None]) -> None:
+    async def story() -> None:
+        loop = asyncio.get_running_loop()
+        async with upstream_server(echo) as port:
+            # an upstream connection opened beforehand, as a pool or a tunnel would hold it
+            upstream, _ = await loop.create_connection(asyncio.Protocol, LOCALHOST, port)
+            handed: asyncio.Future[TcpRelay] = loop.create_future()
+
+            class HandOver(asyncio.Protocol):
+                def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                    relay = TcpRelay(cast(asyncio.Transport, transport))
+                    relay.attach_upstream(upstream)
+                    handed.set_result(relay)
+
+            server = await loop.create_server(HandOver, LOCALHOST, 0)
+            reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname())
+            writer.write(b"over a pooled connection")
+            assert await reader.readexactly(25) == b"over a pooled connection"
+            writer.write_eof()
+            assert await read_all(reader) == b""
+            writer.close()
+            result = await asyncio.wait_for((await handed).wait(), PROMPTLY)
+            server.close()
+        assert result.ended_by == "completed"
+        assert result.upstream_address == (LOCALHOST, port)
+
+    run(story)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -134,7 +136,6 @@ def proxy_command(
     """
     from mycelium.discovery.client import ControllerAddress  # noqa: PLC0415
     from mycelium.discovery.protocol import NodeInfo  # noqa: PLC0415
-    from mycelium.proxy.server import run_proxy  # noqa: PLC0415
     from mycelium.proxy.settings import ListenAddress, LocalUpstream, ProxySettings  # noqa: PLC0415
 
     home = settings_of(ctx).home
@@ -174,10 +175,13 @@ def proxy_command(
             local_upstreams=locals_,
             subscriptions=subscribe or [],
             drain_seconds=drain_seconds,
-            access_log=None
-            if access_log is None
-            else ("-" if access_log == "-" else Path(access_log)),
+            access_log=access_log,
         )
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    run_proxy(settings)
+    # Replace this process with a lean one: a sidecar should not carry the CLI's
+    # libraries (Typer, rich: ~15 MB) for its whole life.
+    os.execv(
+        sys.executable,
+        [sys.executable, "-m", "mycelium.proxy", settings.to_json().decode()],
+    )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from mycelium.proxy.errors import REASON_HEADER, ProxyError, RequestTimeout
 from mycelium.proxy.http.body import BodyStream
@@ -63,6 +63,7 @@ class DownstreamHttp1(asyncio.Protocol):
         self._keep_alive = True
         self._upstream: UpstreamHttp1 | None = None
         self._write_paused = False
+        self._pending_head = b""
         # timers
         self._timer: asyncio.TimerHandle | None = None
         self._timer_kind = ""
@@ -70,8 +71,8 @@ class DownstreamHttp1(asyncio.Protocol):
     # --- asyncio callbacks -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer_host = peer[0] if peer else ""
         self.proxy.connections.add(self)
@@ -192,23 +193,36 @@ class DownstreamHttp1(asyncio.Protocol):
         if not keep_alive:
             headers.append((b"connection", b"close"))
         self._keep_alive = keep_alive
-        self._write(encode_response_head(status, response.reason, headers))
+        # The head waits for the body bytes that usually came in the same segment, so
+        # that head and body leave in one write (one system call instead of two).
+        self._pending_head = encode_response_head(status, response.reason, headers)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._done = done
         self._upstream = upstream
         if self._write_paused:
             upstream.pause_reading()
         upstream.attach(self)
+        if self._pending_head:  # no body yet: do not hold the head back (streams, SSE)
+            self._write(self._pending_head)
+            self._pending_head = b""
         return done
 
     def response_data(self, data: bytes) -> None:
         if self._active is not None:
             self._active.bytes_sent += len(data)
-        self._write(encode_chunk(data) if self._chunked else data)
+        payload = encode_chunk(data) if self._chunked else data
+        if self._pending_head:
+            payload = self._pending_head + payload
+            self._pending_head = b""
+        self._write(payload)
 
     def response_end(self, trailers: list[tuple[bytes, bytes]]) -> None:
-        if self._chunked:
-            self._write(encode_last_chunk(trailers))
+        ending = encode_last_chunk(trailers) if self._chunked else b""
+        if self._pending_head:
+            ending = self._pending_head + ending
+            self._pending_head = b""
+        if ending:
+            self._write(ending)
         self._upstream = None
         if self._done is not None and not self._done.done():
             self._done.set_result(None)

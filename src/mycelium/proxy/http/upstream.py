@@ -15,7 +15,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, cast
 
 from mycelium.proxy.errors import UpstreamConnectFailed, UpstreamProtocolViolation, UpstreamReset
 from mycelium.proxy.protocols.http1 import (
@@ -59,8 +59,8 @@ class UpstreamHttp1(asyncio.Protocol):
     # --- asyncio callbacks --------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         try:
