@@ -54,7 +54,9 @@ def nginx_config(work: Path, listen: int, body: str | None, upstream: int | None
         location = f'return 200 "{body}";'
         upstream_block = ""
     else:
-        location = "proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\";"
+        location = (
+            'proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection "";'
+        )
         upstream_block = f"upstream backend {{ server 127.0.0.1:{upstream}; keepalive 64; }}"
     conf.write_text(
         f"""worker_processes 1;
@@ -128,9 +130,12 @@ def wrk(url: str, seconds: int, headers: dict[str, str] | None = None) -> tuple[
     return rps, p99_ms
 
 
-async def start_mesh(work: Path, backend_port: int) -> tuple[ControllerProcess, subprocess.Popen[bytes], int, int]:
+def start_mesh(
+    work: Path, backend_port: int
+) -> tuple[ControllerProcess, subprocess.Popen[bytes], int, int]:
+    """A controller, the backend registered as a static workload, and one sidecar."""
     controller = ControllerProcess(work / "home")
-    await controller.start()
+    asyncio.run(controller.start())
     manifest = f"""apiVersion: mycelium.io/v1
 kind: Service
 metadata: {{name: backend}}
@@ -143,27 +148,35 @@ kind: Workload
 metadata: {{name: backend-0, labels: {{app: backend}}}}
 spec: {{address: 127.0.0.1}}
 """
-    env_home = str(work / "home")
+    myc = str(Path(sys.executable).parent / "myc")
+    home = str(work / "home")
     subprocess.run(
-        [str(Path(sys.executable).parent / "myc"), "--controller", controller.base, "--home", env_home,
-         "apply", "-f", "-"],
-        input=manifest.encode(), check=True, capture_output=True,
+        [myc, "--controller", controller.base, "--home", home, "apply", "-f", "-"],
+        input=manifest.encode(),
+        check=True,
+        capture_output=True,
     )
     outbound, health = free_port(), free_port()
-    proxy = subprocess.Popen(
-        [str(Path(sys.executable).parent / "myc"), "--home", env_home, "proxy",
-         "--id", "bench-client", "--discovery", f"127.0.0.1:{controller.discovery_port}",
-         "--outbound", f"127.0.0.1:{outbound}", "--admin", f"127.0.0.1:{free_port()}",
-         "--health", f"127.0.0.1:{health}", "--subscribe", "backend"],
-        stdout=open(work / "proxy.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
-    )
+    with open(work / "proxy.log", "wb") as log:
+        proxy = subprocess.Popen(
+            [
+                *(myc, "--home", home, "proxy", "--id", "bench-client"),
+                *("--discovery", f"127.0.0.1:{controller.discovery_port}"),
+                *("--outbound", f"127.0.0.1:{outbound}", "--admin", f"127.0.0.1:{free_port()}"),
+                *("--health", f"127.0.0.1:{health}", "--subscribe", "backend"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     wait_http(f"http://127.0.0.1:{health}/healthz/ready")
     wait_http(f"http://127.0.0.1:{outbound}/", {"Host": "backend"})
     return controller, proxy, outbound, health
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
@@ -179,7 +192,7 @@ def main() -> None:
     try:
         for port in (backend, nginx_proxy, haproxy_port):
             wait_http(f"http://127.0.0.1:{port}/")
-        controller, proxy, outbound, _ = asyncio.run(start_mesh(work, backend))
+        controller, proxy, outbound, _ = start_mesh(work, backend)
         idle_rss = psutil.Process(proxy.pid).memory_info().rss / 2**20
         targets = {
             "direct": (f"http://127.0.0.1:{backend}/", None),
@@ -191,8 +204,11 @@ def main() -> None:
         for round_ in range(args.rounds):
             for name, (url, headers) in targets.items():
                 results[name].append(wrk(url, args.seconds, headers))
-                print(f"round {round_ + 1} {name:9s} {results[name][-1][0]:10.0f} req/s "
-                      f"p99 {results[name][-1][1]:.2f} ms", flush=True)
+                print(
+                    f"round {round_ + 1} {name:9s} {results[name][-1][0]:10.0f} req/s "
+                    f"p99 {results[name][-1][1]:.2f} ms",
+                    flush=True,
+                )
         loaded_rss = psutil.Process(proxy.pid).memory_info().rss / 2**20
         summary: dict[str, object] = {}
         medians = {
