@@ -21,7 +21,7 @@ from mycelium.discovery import config as cfg
 from mycelium.discovery.client import DiscoveryClient, Snapshot
 from mycelium.proxy.active_config import ActiveConfig, build_active_config
 from mycelium.proxy.errors import UpstreamConnectFailed
-from mycelium.proxy.http.upstream import PoolSet
+from mycelium.proxy.http.upstream import IDLE_TIMEOUT_SECONDS, PoolSet
 from mycelium.proxy.protocols.http1 import Http1Limits, encode_request_head
 from mycelium.proxy.settings import ON_DEMAND_WAIT_SECONDS, ProxySettings
 from mycelium.proxy.upstream.clusters import ClusterRuntime, ClusterSet
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from mycelium.proxy.http.downstream import DownstreamHttp1
     from mycelium.proxy.http.exchange import Exchange
 
+# How often connection timeouts (idle, slow request heads) are checked.
+SWEEP_INTERVAL_SECONDS = 1.0
 # How long a mirrored (shadow) request may take before it is abandoned.
 MIRROR_TIMEOUT_SECONDS = 5.0
 
@@ -60,6 +62,15 @@ class ProxyCore:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task
+
+    async def sweep(self) -> None:
+        """Once a second: enforce connection timeouts without a timer per request."""
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
+            now = time.monotonic()
+            for conn in list(self.connections):
+                conn.check_timeouts(now)
+            self.pools.close_idle(older_than=now - IDLE_TIMEOUT_SECONDS)
 
     # --- config -----------------------------------------------------------------------------
 

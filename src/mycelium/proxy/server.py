@@ -68,6 +68,7 @@ class ProxyServer:
         )
         core.discovery = client
         core.on_config.append(self._follow_config)
+        core.spawn(core.sweep())
         if settings.outbound is not None:
             await self._listen("outbound", settings.outbound, Listener("outbound"))
         for upstream in settings.local_upstreams:

@@ -14,6 +14,7 @@ connection closes; other connections are not affected.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
 HEADER_TIMEOUT_SECONDS = 10.0
 # An idle keep-alive connection is closed after this long (nginx's default is 75 s).
 IDLE_TIMEOUT_SECONDS = 60.0
+# Both are enforced by `ProxyCore`'s sweep, which looks once a second: a timer per
+# request (armed and cancelled twice each) cost more than the whole routing decision.
 NO_BODY_STATUSES = frozenset({204, 304})
 
 
@@ -64,9 +67,10 @@ class DownstreamHttp1(asyncio.Protocol):
         self._upstream: UpstreamHttp1 | None = None
         self._write_paused = False
         self._pending_head = b""
-        # timers
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_kind = ""
+        # timeouts, checked by the core's sweep: when the connection went idle, and when
+        # the first byte of a request head arrived (None: not in that state)
+        self.idle_since: float | None = None
+        self.head_started: float | None = None
 
     # --- asyncio callbacks -----------------------------------------------------------------
 
@@ -76,11 +80,10 @@ class DownstreamHttp1(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer_host = peer[0] if peer else ""
         self.proxy.connections.add(self)
-        self._arm("idle")
+        self.idle_since = time.monotonic()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
-        self._disarm()
         self.proxy.connections.discard(self)
         if self._receiving is not None:
             self._receiving.fail(ConnectionResetError("the client went away"))
@@ -90,8 +93,9 @@ class DownstreamHttp1(asyncio.Protocol):
             self._done.set_exception(ConnectionResetError("the client went away"))
 
     def data_received(self, data: bytes) -> None:
-        if self._timer_kind == "idle":
-            self._arm("header")
+        if self.idle_since is not None:
+            self.idle_since = None
+            self.head_started = time.monotonic()
         try:
             events = self.parser.feed(data)
         except Http1Error as exc:
@@ -99,7 +103,7 @@ class DownstreamHttp1(asyncio.Protocol):
             return
         for event in events:
             if isinstance(event, RequestReceived):
-                self._disarm()
+                self.head_started = None
                 body: BodyStream | None = None
                 if event.framing.kind != "none":
                     body = BodyStream(self._pause_reading, self._resume_reading)
@@ -154,7 +158,7 @@ class DownstreamHttp1(asyncio.Protocol):
         if self._queue:
             self._start_next()
         else:
-            self._arm("idle")
+            self.idle_since = time.monotonic()
 
     def _pause_reading(self) -> None:
         if self.transport is not None and not self.closing:
@@ -282,7 +286,6 @@ class DownstreamHttp1(asyncio.Protocol):
 
     def _close(self) -> None:
         self.closing = True
-        self._disarm()
         if self.transport is not None:
             self.transport.close()
 
@@ -293,41 +296,24 @@ class DownstreamHttp1(asyncio.Protocol):
             return True
         return False
 
-    def _arm(self, kind: str) -> None:
-        self._disarm()
-        delay = HEADER_TIMEOUT_SECONDS if kind == "header" else IDLE_TIMEOUT_SECONDS
-        self._timer = asyncio.get_running_loop().call_later(delay, self._timed_out)
-        self._timer_kind = kind
-
-    def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_kind = ""
-
-    def _timed_out(self) -> None:
-        kind = self._timer_kind
-        self._timer = None
-        self._timer_kind = ""
-        if kind == "header" and self._active is None:
-            error = RequestTimeout(
-                f"the request head did not arrive within {HEADER_TIMEOUT_SECONDS:g}s"
-            )
-            self.proxy.refused(error.reason, self.peer_host)
-            body = f"{error.reason}: {error.detail}\n".encode()
-            self._write(
-                encode_response_head(
-                    408,
-                    b"Request Timeout",
-                    [
-                        (b"content-length", str(len(body)).encode()),
-                        (REASON_HEADER, error.reason.encode()),
-                        (b"connection", b"close"),
-                    ],
+    def check_timeouts(self, now: float) -> None:
+        """Called by the core's sweep: close a connection that idled or dawdled too long."""
+        if self.head_started is not None and now - self.head_started > HEADER_TIMEOUT_SECONDS:
+            if self._active is None:
+                error = RequestTimeout(
+                    f"the request head did not arrive within {HEADER_TIMEOUT_SECONDS:g}s"
                 )
-                + body
-            )
-        self._close()
+                self.proxy.refused(error.reason, self.peer_host)
+                body = f"{error.reason}: {error.detail}\n".encode()
+                headers = [
+                    (b"content-length", str(len(body)).encode()),
+                    (REASON_HEADER, error.reason.encode()),
+                    (b"connection", b"close"),
+                ]
+                self._write(encode_response_head(408, b"Request Timeout", headers) + body)
+            self._close()
+        elif self.idle_since is not None and now - self.idle_since > IDLE_TIMEOUT_SECONDS:
+            self._close()
 
 
 _PHRASES = {

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import Protocol, cast
 
 from mycelium.proxy.errors import UpstreamConnectFailed, UpstreamProtocolViolation, UpstreamReset
@@ -28,8 +27,9 @@ from mycelium.proxy.protocols.http1 import (
 
 # Idle keep-alive connections kept per endpoint; beyond this, released ones are closed.
 MAX_IDLE_PER_ENDPOINT = 64
-# An idle upstream connection is closed after this long; servers commonly time out idle
-# keep-alive connections after 60 s or more, so closing first avoids racing their close.
+# An idle upstream connection is closed after this long (by the core's sweep); servers
+# commonly time out idle keep-alive connections after 60 s or more, so closing first
+# avoids racing their close.
 IDLE_TIMEOUT_SECONDS = 30.0
 
 
@@ -52,7 +52,7 @@ class UpstreamHttp1(asyncio.Protocol):
         self._sink: ResponseSink | None = None
         self._held: list[DataReceived | MessageEnded] = []
         self._writable: asyncio.Future[None] | None = None
-        self._idle_timer: asyncio.TimerHandle | None = None
+        self.idle_since = 0.0
         self.in_response = False
         self._close_delimited = False
 
@@ -91,8 +91,6 @@ class UpstreamHttp1(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.reusable = False
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
         self.pool.forget(self)
         head = self._head
         if head is not None and not head.done():
@@ -120,9 +118,6 @@ class UpstreamHttp1(asyncio.Protocol):
     def begin(self, method: bytes, head: bytes) -> asyncio.Future[ResponseReceived]:
         """Send a request head; the future resolves with the response head."""
         assert self.transport is not None
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
         self.parser.expect(method)
         self._sink = None
         self._held = []
@@ -186,10 +181,6 @@ class UpstreamHttp1(asyncio.Protocol):
         if sink is not None:
             sink.response_failed(exc)
 
-    def idle(self, on_timeout: Callable[[], None]) -> None:
-        loop = asyncio.get_running_loop()
-        self._idle_timer = loop.call_later(IDLE_TIMEOUT_SECONDS, on_timeout)
-
 
 class EndpointPool:
     """Keep-alive connections to one endpoint (address:port)."""
@@ -230,17 +221,20 @@ class EndpointPool:
         if not conn.reusable or len(self._idle) >= MAX_IDLE_PER_ENDPOINT:
             conn.abort() if not conn.reusable else _close(conn)
             return
+        conn.idle_since = time.monotonic()
         self._idle.append(conn)
-        conn.idle(lambda: _close(conn))
 
     def forget(self, conn: UpstreamHttp1) -> None:
         self.open = max(0, self.open - 1)
         with contextlib.suppress(ValueError):
             self._idle.remove(conn)
 
-    def close_idle(self) -> None:
-        while self._idle:
-            _close(self._idle.pop())
+    def close_idle(self, older_than: float | None = None) -> None:
+        """Close idle connections (only those idle since before `older_than`, if given).
+
+        The deque is ordered by release time, oldest first, so the sweep stops early."""
+        while self._idle and (older_than is None or self._idle[0].idle_since < older_than):
+            _close(self._idle.popleft())
 
 
 def _close(conn: UpstreamHttp1) -> None:
@@ -261,6 +255,6 @@ class PoolSet:
             pool = self._pools[key] = EndpointPool(host, port)
         return pool
 
-    def close_idle(self) -> None:
+    def close_idle(self, older_than: float | None = None) -> None:
         for pool in self._pools.values():
-            pool.close_idle()
+            pool.close_idle(older_than)
