@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -41,7 +40,6 @@ async def proxy_mesh(tmp_path: Path) -> AsyncIterator[ProxyMesh]:
         await controller.stop()
 
 
-@pytest.fixture(scope="session")
-def event_loop_policy() -> asyncio.AbstractEventLoopPolicy:
+def pytest_asyncio_loop_factories(config: object, item: object) -> dict[str, object]:
     """The proxy runs on uvloop in production, so its tests do too."""
-    return uvloop.EventLoopPolicy()
+    return {"uvloop": uvloop.new_event_loop}

@@ -42,7 +42,7 @@ BUFFER_BOUND = 2 * MiB
 PROMPTLY = 2.0  # seconds: generous for a busy CI box, far below any timeout involved
 # A story's own deadline, inside its loop: pytest-timeout's signal cannot always
 # interrupt uvloop while it waits in libuv.
-STORY_TIMEOUT = 90.0
+STORY_TIMEOUT = 60.0
 
 type Story = Callable[[], Coroutine[Any, Any, None]]
 type Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -629,8 +629,9 @@ def test_attach_upstream_pairs_two_open_connections(run: Callable[[Story], None]
 
             server = await loop.create_server(HandOver, LOCALHOST, 0)
             reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname())
-            writer.write(b"over a pooled connection")
-            assert await reader.readexactly(25) == b"over a pooled connection"
+            message = b"over a pooled connection"
+            writer.write(message)
+            assert await reader.readexactly(len(message)) == message
             writer.write_eof()
             assert await read_all(reader) == b""
             writer.close()
