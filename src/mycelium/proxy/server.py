@@ -47,7 +47,8 @@ class ProxyServer:
         self.settings = settings
         self.core = ProxyCore(settings)
         self.admin = AdminServer(self.core)
-        self._servers: list[asyncio.Server] = []
+        self._servers: list[asyncio.Server] = []  # data listeners
+        self._operations: list[asyncio.Server] = []  # admin and health: open until the end
         self._inbound: dict[int, asyncio.Server] = {}
         self.bound: dict[str, ListenAddress] = {}  # name -> actual address (port 0 resolved)
 
@@ -77,9 +78,11 @@ class ProxyServer:
         if settings.admin is not None:
             server = await self._bind_stream(settings.admin, self.admin.serve_admin)
             self.bound["admin"] = _address_of(server)
+            self._operations.append(server)
         if settings.health is not None:
             server = await self._bind_stream(settings.health, self.admin.serve_health)
             self.bound["health"] = _address_of(server)
+            self._operations.append(server)
         await client.start()  # the saved snapshot (if any) is in force from here on
         if core.active.version:
             self._follow_config(core.active)
@@ -106,11 +109,9 @@ class ProxyServer:
 
     async def _bind_stream(self, address: ListenAddress, handler: Any) -> asyncio.Server:
         try:
-            server = await asyncio.start_server(handler, address.host, address.port)
+            return await asyncio.start_server(handler, address.host, address.port)
         except OSError as exc:
             raise ListenError(f"cannot listen on {address}: {exc.strerror}") from exc
-        self._servers.append(server)
-        return server
 
     def _follow_config(self, active: ActiveConfig) -> None:
         """Open and close explicit-mode inbound listeners as the config's ports change.
@@ -158,6 +159,8 @@ class ProxyServer:
         for conn in list(core.connections):
             conn.abort()
         core.pools.close_idle()
+        for server in self._operations:
+            server.close()
         if core.discovery is not None:
             await core.discovery.stop()
         for task in list(core.tasks):
