@@ -4,7 +4,11 @@ Starts a controller on the embedded store (home: .myc/demo), applies the bookinf
 resources with `myc apply`, shows them with `myc get`, connects three proxies over the
 real discovery stream (two reviews workloads that register themselves, and productpage
 that calls reviews), shifts reviews' traffic and shows the delta each proxy received.
-The controller keeps running afterwards; `make demo-down` stops it.
+
+Then real traffic: two reviews apps (v1, v2) behind their own sidecars, and a caller's
+sidecar on 127.0.0.1:15001; requests are sent through it and the split, the shift and
+an injected fault are counted from the answers. Everything keeps running afterwards;
+`make demo-down` stops it all.
 """
 
 from __future__ import annotations
@@ -17,6 +21,10 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -27,7 +35,7 @@ from mycelium.discovery.client import ControllerAddress, DiscoveryClient, Snapsh
 
 ROOT = Path(__file__).resolve().parent.parent
 HOME = ROOT / ".myc" / "demo"
-PID_FILE = HOME / "controller.pid"
+PID_FILE = HOME / "controller.pid"  # every *.pid under HOME is stopped by demo-down
 BOOKINFO = ROOT / "examples" / "resources" / "bookinfo.yaml"
 API_PORT, DISCOVERY_PORT = 15014, 15012
 MYC = str(Path(sys.executable).parent / "myc")
@@ -83,16 +91,118 @@ def start_controller() -> None:
 
 
 def stop_controller() -> None:
-    pid = running_pid()
-    if pid is None:
-        console.print("no demo controller is running")
-        return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while running_pid() is not None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    PID_FILE.unlink(missing_ok=True)
-    console.print(f"stopped the demo controller (pid {pid})")
+    stopped = 0
+    for pid_file in sorted(HOME.glob("*.pid")):
+        try:
+            pid = int(pid_file.read_text())
+            os.kill(pid, signal.SIGTERM)
+            stopped += 1
+        except (ValueError, ProcessLookupError):
+            pass
+        pid_file.unlink(missing_ok=True)
+    console.print(f"stopped the demo ({stopped} processes)" if stopped else "nothing was running")
+
+
+def start_process(name: str, args: list[str]) -> subprocess.Popen[bytes]:
+    """A background process of the demo, its pid kept for `make demo-down`."""
+    with open(HOME / f"{name}.log", "ab") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    (HOME / f"{name}.pid").write_text(str(proc.pid))
+    return proc
+
+
+def wait_for(what: str, check: Callable[[], bool], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            sys.exit(f"{what} did not come up; see the logs in {HOME}")
+        time.sleep(0.1)
+
+
+REVIEWS = {"v1": ("127.0.0.31", "127.0.0.131"), "v2": ("127.0.0.32", "127.0.0.132")}
+CALLER = "http://127.0.0.1:15001"
+
+
+def start_data_plane() -> None:
+    """Two reviews apps behind their sidecars, and a caller's sidecar on 15001."""
+    python = sys.executable
+    app = str(ROOT / "examples" / "demo_app.py")
+    for version, (pod, app_ip) in REVIEWS.items():
+        start_process(f"app-reviews-{version}", [python, app, f"reviews-{version}", app_ip, "9080"])
+        start_process(
+            f"sidecar-reviews-{version}",
+            [
+                *(MYC, "--home", str(HOME), "proxy", "--id", f"reviews-{version}-pod"),
+                *("--namespace", "bookinfo", "--workload", f"reviews-{version}-pod"),
+                *("-l", "app=reviews", "-l", f"version={version}", "--port", "9080"),
+                *("--address", pod, "--inbound-address", pod, "--app-address", app_ip),
+                *("--service-account", "bookinfo-reviews", "--outbound", "127.0.0.1:0"),
+                *("--admin", "127.0.0.1:0", "--health", "127.0.0.1:0"),
+            ],
+        )
+    start_process(
+        "sidecar-productpage",
+        [
+            *(MYC, "--home", str(HOME), "proxy", "--id", "productpage-pod"),
+            *("--namespace", "bookinfo", "--service-account", "bookinfo-productpage"),
+            *("--subscribe", "reviews"),
+        ],
+    )
+    wait_for("the caller's sidecar", lambda: port_open(15001))
+
+
+def send(count: int) -> Counter[str]:
+    """`count` requests through the caller's sidecar; what answered, or why not."""
+    seen: Counter[str] = Counter()
+    for _ in range(count):
+        request = urllib.request.Request(CALLER + "/reviews/0", headers={"Host": "reviews"})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                seen[response.headers.get("x-served-by", "?")] += 1
+        except urllib.error.HTTPError as error:
+            seen[f"{error.code} {error.headers.get('x-mycelium-reason', '')}"] += 1
+    return seen
+
+
+def show(title: str, seen: Counter[str]) -> None:
+    table = Table(title=title)
+    table.add_column("answered by (or why not)")
+    table.add_column("requests", justify="right")
+    for name, count in sorted(seen.items()):
+        table.add_row(name, str(count))
+    console.print(table)
+
+
+def apply_text(text: str) -> None:
+    env = {**os.environ, "MYC_HOME": str(HOME)}
+    subprocess.run([MYC, "apply", "-f", "-"], input=text.encode(), check=True, env=env)
+
+
+def traffic_demo() -> None:
+    console.rule("real traffic: reviews v1 and v2 behind sidecars, called through 15001")
+    with console.status("starting two apps and three sidecars..."):
+        start_data_plane()
+        wait_for("the reviews workloads", lambda: "reviews-v1" in send(5))
+    bookinfo = BOOKINFO.read_text()
+    show("200 requests, route 90/10", send(200))
+    console.print("[bold cyan]$ myc apply -f - (reviews 0/100)[/]")
+    apply_text(bookinfo.replace("weight: 90", "weight: 0").replace("weight: 10", "weight: 100"))
+    time.sleep(0.5)  # the push takes tens of milliseconds; this is for the reader's eye
+    show("200 requests after the shift", send(200))
+    console.print("[bold cyan]$ myc apply -f - (abort 50 % with 503)[/]")
+    apply_text(
+        bookinfo.replace(
+            "      timeout: 2s\n",
+            "      timeout: 2s\n      fault: {abort: {httpStatus: 503, percentage: 50}}\n",
+        )
+    )
+    time.sleep(0.5)
+    show("200 requests with an injected fault", send(200))
+    apply_text(bookinfo)
+    console.print(
+        "Try it: [bold]curl -si -H 'Host: reviews' http://127.0.0.1:15001/[/] "
+        "(the caller's sidecar), and [bold]MYC_HOME=.myc/demo .venv/bin/myc status[/]."
+    )
 
 
 def proxy(node_id: str, **node: object) -> DiscoveryClient:
@@ -214,11 +324,12 @@ def main() -> None:
     myc("get", "services", "-n", "bookinfo")
     myc("get", "httproutes", "-n", "bookinfo", "-o", "wide")
     asyncio.run(proxies_demo())
+    traffic_demo()
     console.rule("done")
     console.print(
-        "The controller keeps running: try [bold]MYC_HOME=.myc/demo .venv/bin/myc get all -A[/]. "
-        "The demo proxies have exited, so their workloads leave the registry within 15 s "
-        "(their leases expire). Stop it with [bold]make demo-down[/]."
+        "The controller, the apps and their sidecars keep running "
+        "(the three discovery-only demo proxies have exited; their workloads leave the "
+        "registry when their leases expire). Stop everything with [bold]make demo-down[/]."
     )
 
 
