@@ -18,6 +18,10 @@ from mycelium.proxy.filters.chain import RuleChain, build_chain
 from mycelium.proxy.filters.rate_limit import RateLimitFilter
 from mycelium.proxy.routing import CompiledRoute, compile_route
 
+# Distinct names cached per config: more than any mesh has services under all their
+# names, few enough that a client inventing Host values cannot grow the cache much.
+MAX_RESOLVED_NAMES = 4096
+
 
 @dataclass(slots=True)
 class ActiveConfig:
@@ -30,6 +34,26 @@ class ActiveConfig:
     unresolved: dict[str, str] = field(default_factory=dict)  # subscription -> reason
     rate_limits: list[RateLimitFilter] = field(default_factory=list)
     inbound_ports: dict[int, cfg.InboundPort] = field(default_factory=dict)
+    # Names requests used (a Host value as received, or a local listener's service),
+    # resolved to their service and route; bounded by `MAX_RESOLVED_NAMES`. The one
+    # thing that grows after the build: a memo of what the fields above already say.
+    resolved: dict[str | bytes, tuple[str, CompiledRoute]] = field(default_factory=dict)
+
+    def resolve(self, name: str | bytes) -> tuple[str, CompiledRoute] | None:
+        """The service and route for a Host value (bytes) or a service name, cached."""
+        found = self.resolved.get(name)
+        if found is not None:
+            return found
+        text = name.decode("latin-1") if isinstance(name, bytes) else name
+        service = self.service_for(text)
+        if service is None:
+            return None
+        route = self.routes.get(service)
+        if route is None:
+            return None
+        if len(self.resolved) < MAX_RESOLVED_NAMES:
+            self.resolved[name] = (service, route)
+        return service, route
 
     def service_for(self, host: str) -> str | None:
         """The service a Host header (or VIP) names; a `:port` suffix is ignored."""

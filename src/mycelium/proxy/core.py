@@ -215,3 +215,6 @@ class _DiscardSink:
     def response_failed(self, exc: BaseException) -> None:
         if not self._done.done():
             self._done.set_exception(exc)
+
+    def response_flush(self) -> None:
+        pass

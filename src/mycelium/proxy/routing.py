@@ -20,20 +20,54 @@ from urllib.parse import parse_qsl
 from mycelium.discovery import config as cfg
 
 
-@dataclass(slots=True)
 class RequestFacts:
-    """What matching looks at; built once per request by the protocol shell."""
+    """What matching looks at; built once per request by the protocol shell.
 
-    method: str
-    path: str  # without the query string
-    query: str  # raw, without '?'
-    headers: Mapping[str, str]  # lower-case names; repeated headers joined with ","
-    _params: dict[str, str] | None = None
+    `headers` has lower-case names, repeated headers joined with ","; built from the
+    raw fields (`from_fields`) only when a matcher first asks, since most rules never
+    look at headers."""
+
+    __slots__ = ("_fields", "_headers", "_params", "method", "path", "query")
+
+    def __init__(
+        self,
+        method: str,
+        path: str,  # without the query string
+        query: str,  # raw, without '?'
+        headers: Mapping[str, str] | None,
+        fields: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self._headers = headers
+        self._fields = fields
+        self._params: dict[str, str] | None = None
 
     @classmethod
     def from_target(cls, method: str, target: str, headers: Mapping[str, str]) -> RequestFacts:
         path, _, query = target.partition("?")
         return cls(method, path or "/", query, headers)
+
+    @classmethod
+    def from_fields(
+        cls, method: str, target: str, fields: list[tuple[bytes, bytes]]
+    ) -> RequestFacts:
+        """Facts whose `headers` are folded from the raw `fields` on first use."""
+        path, _, query = target.partition("?")
+        return cls(method, path or "/", query, None, fields)
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        headers = self._headers
+        if headers is None:
+            folded: dict[str, str] = {}
+            for name, value in self._fields or ():
+                key = name.decode("latin-1")
+                text = value.decode("latin-1")
+                folded[key] = f"{folded[key]},{text}" if key in folded else text
+            headers = self._headers = folded
+        return headers
 
     def query_param(self, name: str) -> str | None:
         if self._params is None:
@@ -50,8 +84,20 @@ class CompiledRule:
     cumulative: list[int] = field(default_factory=list)
     total: int = 0
     state: Any = None  # per-rule filter objects, attached by the filter chain builder
+    # Whether a request on this rule may have to wait (a delay fault) or fans out (a
+    # mirror): such requests take the exchange's asynchronous path from the start.
+    waits: bool = False
+    # Whether the rule leaves the request head as it came (no rewrite, no header edits),
+    # so that it can be forwarded as received.
+    keeps_head: bool = True
 
     def __post_init__(self) -> None:
+        rule = self.rule
+        fault = rule.fault
+        self.waits = rule.mirror is not None or (
+            fault is not None and fault.delay_seconds is not None
+        )
+        self.keeps_head = rule.rewrite is None and rule.request_headers is None
         running = 0
         for backend in self.rule.backends:
             running += backend.weight
@@ -71,6 +117,9 @@ class CompiledRoute:
     route: cfg.ServiceRoute
     rules: list[CompiledRule]
     _ordered: list[tuple[Matcher | None, CompiledRule]]
+    # The rule every request takes when the most specific candidate matches everything
+    # (a route with one rule and no matches): no request facts are needed to find it.
+    catch_all: CompiledRule | None = None
 
     def match(self, facts: RequestFacts) -> CompiledRule | None:
         for matcher, rule in self._ordered:
@@ -89,7 +138,9 @@ def compile_route(route: cfg.ServiceRoute) -> CompiledRoute:
         for match in compiled.rule.matches:
             candidates.append((_specificity(match), index, _matcher(match), compiled))
     candidates.sort(key=lambda c: (c[0], c[1]))
-    return CompiledRoute(route, rules, [(m, r) for _, _, m, r in candidates])
+    ordered = [(m, r) for _, _, m, r in candidates]
+    catch_all = ordered[0][1] if ordered and ordered[0][0] is None else None
+    return CompiledRoute(route, rules, ordered, catch_all)
 
 
 def compile_matches(matches: list[cfg.RouteMatch]) -> Matcher | None:

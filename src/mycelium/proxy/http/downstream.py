@@ -1,9 +1,10 @@
 """The downstream side of HTTP/1.1: one `asyncio.Protocol` per client connection.
 
 Callbacks never await. Bytes go through the sans-IO `RequestParser`; each request
-becomes an `Exchange` task, one at a time per connection (pipelined requests wait their
-turn, in order). The connection is also the sink of the response body: the upstream
-connection writes straight into it, and a slow client pauses the upstream's reading.
+becomes an `Exchange`, one at a time per connection (pipelined requests wait their
+turn, in order), which runs inside this callback when it can and as a task otherwise.
+The connection is also the sink of the response body: the upstream connection writes
+straight into it, and a slow client pauses the upstream's reading.
 
 Slow or silent clients are bounded: a request head must arrive within
 `HEADER_TIMEOUT_SECONDS` of its first byte, and an idle keep-alive connection is closed
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, cast
 
 from mycelium.proxy.errors import REASON_HEADER, ProxyError, RequestTimeout
 from mycelium.proxy.http.body import BodyStream
-from mycelium.proxy.http.exchange import Exchange, Listener
+from mycelium.proxy.http.exchange import NO_BODY_STATUSES, Exchange, Listener
 from mycelium.proxy.protocols.http1 import (
     DataReceived,
     Http1Error,
@@ -44,7 +45,6 @@ HEADER_TIMEOUT_SECONDS = 10.0
 IDLE_TIMEOUT_SECONDS = 60.0
 # Both are enforced by `ProxyCore`'s sweep, which looks once a second: a timer per
 # request (armed and cancelled twice each) cost more than the whole routing decision.
-NO_BODY_STATUSES = frozenset({204, 304})
 
 
 class DownstreamHttp1(asyncio.Protocol):
@@ -56,12 +56,12 @@ class DownstreamHttp1(asyncio.Protocol):
         self.peer_host = ""
         self.parser = RequestParser(proxy.http1_limits)
         self.closing = False
+        self._lost = False  # the client's side of the connection is gone
         # requests
         self._queue: deque[tuple[RequestReceived, BodyStream | None]] = deque()
         self._receiving: BodyStream | None = None
         self._active: Exchange | None = None
         # response
-        self._done: asyncio.Future[None] | None = None
         self._chunked = False
         self._keep_alive = True
         self._upstream: UpstreamHttp1 | None = None
@@ -84,13 +84,20 @@ class DownstreamHttp1(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
-        self.proxy.connections.discard(self)
+        self._lost = True
+        active = self._active
+        if active is None or not active.deadline:
+            self.proxy.connections.discard(self)
+        # else: the sweep must still time out the response head that request awaits (its
+        # default timeout has no timer of its own); `exchange_done` lets go of us then.
         if self._receiving is not None:
             self._receiving.fail(ConnectionResetError("the client went away"))
-        if self._upstream is not None:
-            self._upstream.abort()  # nobody will read the rest of this response
-        if self._done is not None and not self._done.done():
-            self._done.set_exception(ConnectionResetError("the client went away"))
+        upstream = self._upstream
+        if upstream is not None:
+            self._upstream = None
+            upstream.abort()  # nobody will read the rest of this response
+            if self._active is not None:
+                self._active.response_over(ConnectionResetError("the client went away"))
 
     def data_received(self, data: bytes) -> None:
         if self.idle_since is not None:
@@ -141,12 +148,13 @@ class DownstreamHttp1(asyncio.Protocol):
         self._queue.popleft()
         exchange = Exchange(self.proxy, self, head, body, self.listener)
         self._active = exchange
-        self.proxy.spawn(exchange.run())
+        exchange.start()
 
     def exchange_done(self, exchange: Exchange) -> None:
         self._active = None
         self._upstream = None
-        self._done = None
+        if self._lost:
+            self.proxy.connections.discard(self)
         if self.closing or self.transport is None:
             return
         body = exchange.body
@@ -176,8 +184,16 @@ class DownstreamHttp1(asyncio.Protocol):
         response: ResponseReceived,
         headers: list[tuple[bytes, bytes]],
         upstream: UpstreamHttp1,
-    ) -> asyncio.Future[None]:
-        """Write the response head; the body then flows from `upstream` into this sink."""
+        *,
+        raw_head: bytes | None = None,
+        hold_head: bool = False,
+    ) -> None:
+        """Write the response head; the body then flows from `upstream` into this sink,
+        and `exchange.response_over` is called when it ended or failed.
+
+        `raw_head` is the upstream's head to send as is, when it needs no change;
+        `hold_head` keeps the head until `response_flush` (the caller is inside the
+        upstream's read, whose body bytes will follow)."""
         status = response.status
         framing = response.framing
         bodiless = exchange.method == b"HEAD" or status in NO_BODY_STATUSES or status < 200
@@ -194,22 +210,28 @@ class DownstreamHttp1(asyncio.Protocol):
             self._chunked = True
         elif framing.kind == "close":
             keep_alive = False
-        if not keep_alive:
-            headers.append((b"connection", b"close"))
         self._keep_alive = keep_alive
+        if raw_head is not None:  # the exchange checked that it needs no change
+            self._pending_head = raw_head
+        else:
+            if not keep_alive:
+                headers.append((b"connection", b"close"))
+            self._pending_head = encode_response_head(status, response.reason, headers)
         # The head waits for the body bytes that usually came in the same segment, so
         # that head and body leave in one write (one system call instead of two).
-        self._pending_head = encode_response_head(status, response.reason, headers)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._done = done
         self._upstream = upstream
         if self._write_paused:
             upstream.pause_reading()
         upstream.attach(self)
-        if self._pending_head:  # no body yet: do not hold the head back (streams, SSE)
+        if self._pending_head and not hold_head:
+            # no body yet: do not hold the head back (streams, SSE)
             self._write(self._pending_head)
             self._pending_head = b""
-        return done
+
+    def response_flush(self) -> None:
+        if self._pending_head:
+            self._write(self._pending_head)
+            self._pending_head = b""
 
     def response_data(self, data: bytes) -> None:
         if self._active is not None:
@@ -228,13 +250,13 @@ class DownstreamHttp1(asyncio.Protocol):
         if ending:
             self._write(ending)
         self._upstream = None
-        if self._done is not None and not self._done.done():
-            self._done.set_result(None)
+        if self._active is not None:
+            self._active.response_over(None)
 
     def response_failed(self, exc: BaseException) -> None:
         self._upstream = None
-        if self._done is not None and not self._done.done():
-            self._done.set_exception(exc)
+        if self._active is not None:
+            self._active.response_over(exc)
 
     def local_reply(self, exchange: Exchange, error: ProxyError) -> None:
         """Answer a request ourselves, saying why in `x-mycelium-reason`."""
@@ -297,7 +319,11 @@ class DownstreamHttp1(asyncio.Protocol):
         return False
 
     def check_timeouts(self, now: float) -> None:
-        """Called by the core's sweep: close a connection that idled or dawdled too long."""
+        """Called by the core's sweep: close a connection that idled or dawdled too long,
+        and end a request whose response head is overdue."""
+        active = self._active
+        if active is not None and active.deadline and now > active.deadline:
+            active.timed_out()
         if self.head_started is not None and now - self.head_started > HEADER_TIMEOUT_SECONDS:
             if self._active is None:
                 error = RequestTimeout(

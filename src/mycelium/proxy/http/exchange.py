@@ -10,11 +10,18 @@ The response head decides; its body is then streamed by the connections themselv
 (upstream → downstream) under their flow control, without passing through here.
 Retry *policy* (what may be retried) is `retry_allowed`; the *mechanism* is the loop in
 `_forward`.
+
+Two paths, one behaviour. The common request is routed and sent synchronously inside
+the downstream's read callback, and its response head handled in the upstream's (`start`,
+no task). Whatever must wait (an on-demand subscription, a delay fault, a mirror, a new
+connection, a retry) goes the asynchronous way (`run`, `_continue`), which picks up where
+the synchronous path stood, so that every request is counted and accounted for once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import TYPE_CHECKING, Literal
 
@@ -60,6 +67,10 @@ IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"
 GATEWAY_ERRORS = frozenset({502, 503, 504})
 # Set again by whoever writes a message, from its actual framing.
 FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
+# Response framings whose head goes to the client as received, when it is `forwardable`.
+_FORWARDED_FRAMINGS = frozenset({"length", "chunked"})
+# Responses without a body whatever their fields say (RFC 9110 sections 15.3.5, 15.4.5).
+NO_BODY_STATUSES = frozenset({204, 304})
 
 type ListenerKind = Literal["outbound", "inbound", "local"]
 
@@ -84,10 +95,20 @@ class Listener:
 
 
 class Exchange:
-    __slots__ = (
+    __slots__ = (  # the private ones are the synchronous path's state (see `start`)
+        "_chain",
+        "_cluster",
+        "_conn",
+        "_done",
+        "_endpoint",
+        "_finished",
+        "_rule",
+        "_sent_at",
+        "_timer",
         "body",
         "bytes_sent",
         "cluster_name",
+        "deadline",
         "downstream",
         "facts",
         "head",
@@ -135,32 +156,324 @@ class Exchange:
         self.bytes_sent = 0
         self.started = time.monotonic()
         self.response_started = False
+        self.deadline = 0.0  # when the core's sweep times the response head out (0: never)
+        self._done: asyncio.Future[None] | None = None  # the async path awaits the response
+        self._finished = False
+        self._cluster: ClusterRuntime | None = None
+        self._rule: CompiledRule | None = None
+        self._chain: RuleChain | None = None
+        self._conn: UpstreamHttp1 | None = None  # the attempt awaiting its response head
+        self._endpoint: EndpointState | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._sent_at = 0.0
 
-    # --- entry point -----------------------------------------------------------------------
+    # --- entry points ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Begin the exchange: at once, inside the caller's callback, when nothing has to
+        be awaited; otherwise as a task (`run`)."""
+        head = self.head
+        if self.target[:1] == b"/" and head.upgrade is None:
+            body = self.body
+            if body is None or body.replay() is not None:
+                try:
+                    if self.listener.kind == "inbound":
+                        self._start_inbound_now()
+                        return
+                    if self._start_now():
+                        return
+                except Exception as exc:  # a bug must cost one request, no more
+                    self._failed(exc)
+                    self._finish()
+                    return
+        self.proxy.spawn(self.run())
 
     async def run(self) -> None:
+        """The asynchronous path: route, wait where a rule says so, forward, retry."""
         try:
             if self.listener.kind == "inbound":
                 await self._inbound()
             else:
                 await self._outbound()
-        except ProxyError as exc:
+        except Exception as exc:  # a bug must cost one request, not the connection's others
+            self._failed(exc)
+        finally:
+            self._finish()
+
+    def _failed(self, exc: BaseException) -> None:
+        """Answer for a request that went wrong (or cut a response that had started)."""
+        if isinstance(exc, ProxyError):
             self.reason = exc.reason
             self.status = exc.status
-            if not self.response_started:
-                self.downstream.local_reply(self, exc)
-            else:
-                self.downstream.abort()
-        except Exception as exc:  # a bug must cost one request, not the connection's others
+            error = exc
+        else:
             self.reason = "internal_error"
             self.status = 500
-            self.proxy.log.exception("request failed inside the proxy: %s", exc)
-            if not self.response_started:
-                self.downstream.local_reply(self, ProxyError(f"internal error: {exc}"))
-            else:
-                self.downstream.abort()
-        finally:
+            self.proxy.log.error("request failed inside the proxy: %s", exc, exc_info=exc)
+            error = ProxyError(f"internal error: {exc}")
+        if not self.response_started:
+            self.downstream.local_reply(self, error)
+        else:
+            self.downstream.abort()
+
+    def _finish(self) -> None:
+        if not self._finished:
+            self._finished = True
             self.proxy.exchange_finished(self)
+
+    # --- the synchronous path ----------------------------------------------------------------
+    #
+    # The common request (origin-form, its body complete, a rule with no delay or mirror,
+    # an idle pooled connection to the endpoint) is routed inside the downstream's read
+    # callback and written upstream at once; the response head comes back in a callback
+    # from the upstream connection. No task, future or timeout context is made for it:
+    # a rule's timeout is one `call_at` handle, the default one the core's sweep. Anything
+    # else hands over to the asynchronous path, which continues from where this one stood.
+
+    def _start_now(self) -> bool:
+        """Route and send the request now; False (having changed nothing) to leave it to
+        `run`."""
+        proxy = self.proxy
+        config = proxy.active
+        resolved = config.resolve(self.listener.reference or self.head.host)
+        if resolved is None:
+            return False  # unknown yet: `run` subscribes and waits for its config
+        service, route = resolved
+        rule = route.catch_all
+        if rule is None:
+            facts = RequestFacts.from_fields(
+                self.method.decode("latin-1"), self.target.decode("latin-1"), self.headers
+            )
+            rule = route.match(facts)
+            if rule is None:
+                return False
+            self.facts = facts
+        if rule.waits:
+            return False
+        host = self.head.host.decode("latin-1")
+        self.host = host
+        self.service = service
+        if self.port is None:
+            named = None if self.listener.reference else _port_of(host)
+            self.port = named or _first_http_port(route.route)
+        self.rule_name = rule.rule.name
+        chain: RuleChain = rule.state
+        for request_filter in chain.request:
+            request_filter.on_request(self)  # no delay: `rule.waits` would have said so
+        backend = rule.pick_backend(proxy.rng.random())
+        if backend is None:
+            raise NoHealthyUpstream(f"every backend of rule {rule.rule.name} has weight 0")
+        cluster = proxy.cluster(config, backend.cluster, backend.port or self.port)
+        self.cluster_name = cluster.name
+        self._cluster = cluster
+        self._rule = rule
+        self._chain = chain
+        self._send_now(cluster, rule)
+        return True
+
+    def _start_inbound_now(self) -> None:
+        """What `_inbound` does, with the request sent at once if a connection is idle."""
+        head = self.head
+        self.host = head.host.decode("latin-1")
+        self.facts = RequestFacts.from_fields(
+            self.method.decode("latin-1"), self.target.decode("latin-1"), self.headers
+        )
+        config = self.proxy.active
+        port = self.listener.port or 0
+        for limit in config.rate_limits:
+            if limit.applies(port):
+                limit.on_request(self)
+        self.headers = add_forwarding(
+            self.headers,
+            client_address=self.downstream.peer_host,
+            proto="http",
+            host=head.host or None,
+        )
+        inbound = self.listener.inbound_port or config.inbound_ports.get(port)
+        target_port = inbound.target_port if inbound is not None else port
+        self.service = inbound.service if inbound is not None else ""
+        cluster = self.proxy.local_app(target_port)
+        self.cluster_name = cluster.name
+        self._cluster = cluster
+        self._send_now(cluster, None)
+
+    def _send_now(self, cluster: ClusterRuntime, rule: CompiledRule | None) -> None:
+        now = time.monotonic()
+        self._sent_at = now
+        endpoint = cluster.pick(now, self._hash_key(cluster))
+        if endpoint is None:
+            raise _no_healthy_endpoint(cluster)
+        conn = self.proxy.pools.get(endpoint.address, endpoint.port).take_idle()
+        if conn is None:
+            # Connecting is the async path's work; it goes to the endpoint picked here,
+            # so that the balancer's choices are not spent twice.
+            self.proxy.spawn(self._continue(0, None, endpoint))
+            return
+        cluster.retry_budget.record_request(now)
+        if not cluster.breaker.try_acquire_request():
+            conn.pool.release(conn)
+            raise CircuitOpen(f"cluster {cluster.name} is at its limit of requests in flight")
+        self.upstream_host = endpoint.key
+        endpoint.request_started(now)
+        self._endpoint = endpoint
+        self._conn = conn
+        self.proxy.counters["requests_sync"] += 1
+        settings = rule.rule if rule is not None else None
+        policy = settings.retries if settings is not None else None
+        per_try = policy.per_try_timeout if policy is not None else None
+        timeout = settings.timeout if settings is not None else None
+        if timeout or per_try:
+            limit = min(per_try or math.inf, timeout or DEFAULT_TIMEOUT_SECONDS)
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_at(loop.time() + limit, self.timed_out)
+        else:
+            self.deadline = now + DEFAULT_TIMEOUT_SECONDS
+        head = self.head
+        if rule is not None and rule.keeps_head and head.forwardable:
+            conn.begin_with(self.method, head.raw_head, self)
+        else:
+            request_head = encode_request_head(self.method, self.target, self._upstream_headers())
+            conn.begin_with(self.method, request_head, self)
+        body = self.body
+        if body is not None:
+            replay = body.replay()
+            assert replay is not None  # `start` checked it
+            self._write_replay(conn, body, replay)
+
+    def _disarm(self) -> None:
+        self.deadline = 0.0
+        timer = self._timer
+        if timer is not None:
+            self._timer = None
+            timer.cancel()
+
+    def upstream_responded(self, conn: UpstreamHttp1, response: ResponseReceived) -> None:
+        """The response head to the synchronous attempt (called by the upstream)."""
+        self._disarm()
+        self._conn = None
+        cluster = self._cluster
+        endpoint = self._endpoint
+        assert cluster is not None
+        assert endpoint is not None
+        try:
+            policy = self._rule.rule.retries if self._rule is not None else None
+            if (
+                policy is not None
+                and policy.attempts > 0
+                and retry_allowed(policy, self.method, True, status=response.status)
+            ):
+                last_error = ProxyError(f"upstream answered {response.status}")
+                last_error.reason = f"status_{response.status}"
+                cluster.breaker.release_request()
+                endpoint.request_finished(time.monotonic(), 0.0, ok=False)
+                conn.abort()  # its body is not wanted; a fresh connection is cheaper
+                self.proxy.counters["sync_retries_handed_over"] += 1
+                self.proxy.spawn(self._continue(1, last_error))
+                return
+            self.status = response.status
+            headers, raw = self._response_head(response, self._chain)
+            self.response_started = True
+            self.downstream.start_response(
+                self, response, headers, conn, raw_head=raw, hold_head=True
+            )
+        except Exception as exc:  # a bug must cost one request, no more
+            self._failed(exc)
+            self._finish()
+
+    def upstream_failed(self, conn: UpstreamHttp1, exc: BaseException) -> None:
+        """The synchronous attempt's connection failed before a response head."""
+        self._disarm()
+        self._conn = None
+        self._attempt_over(exc, "reset")
+
+    def timed_out(self) -> None:
+        """The synchronous attempt's response head is overdue (a timer, or the sweep)."""
+        conn = self._conn
+        self._disarm()
+        if conn is None or self._finished:
+            return
+        self._conn = None
+        conn.detach_listener()
+        conn.abort()
+        rule = self._rule.rule if self._rule is not None else None
+        policy = rule.retries if rule is not None else None
+        per_try = policy.per_try_timeout if policy is not None else None
+        overall = (rule.timeout if rule is not None else None) or DEFAULT_TIMEOUT_SECONDS
+        limit = min(per_try or math.inf, overall)
+        which = "the route's timeout" if limit == overall else "the per-try timeout"
+        key = self._endpoint.key if self._endpoint is not None else "the upstream"
+        self._attempt_over(
+            UpstreamTimeout(f"{key} did not answer within {_duration(limit)} ({which})"),
+            "timeout",
+        )
+
+    def _attempt_over(self, exc: BaseException, failure: Literal["timeout", "reset"]) -> None:
+        cluster = self._cluster
+        endpoint = self._endpoint
+        assert cluster is not None
+        assert endpoint is not None
+        self._attempt_failed(cluster, endpoint, failure)
+        policy = self._rule.rule.retries if self._rule is not None else None
+        if (
+            isinstance(exc, (UpstreamReset, UpstreamTimeout))
+            and policy is not None
+            and policy.attempts > 0
+            and retry_allowed(policy, self.method, True, error=exc)
+        ):
+            self.proxy.counters["sync_retries_handed_over"] += 1
+            self.proxy.spawn(self._continue(1, exc))
+            return
+        self._failed(exc)
+        self._finish()
+
+    def response_over(self, exc: BaseException | None) -> None:
+        """The response body ended (`exc` None) or failed (called by the downstream)."""
+        done = self._done
+        if done is not None:  # the async path awaits it
+            if not done.done():
+                if exc is None:
+                    done.set_result(None)
+                else:
+                    done.set_exception(exc)
+            return
+        if self._finished:
+            return
+        cluster = self._cluster
+        endpoint = self._endpoint
+        if cluster is not None and endpoint is not None:
+            now = time.monotonic()
+            cluster.breaker.release_request()
+            status = self.status
+            endpoint.request_finished(now, now - self.started, ok=status < 500)
+            cluster.outlier.record(endpoint, status=status, failure=None, now=now)
+        if exc is not None:
+            self._failed(exc)
+        self._finish()
+
+    async def _continue(
+        self, attempt: int, last_error: ProxyError | None, endpoint: EndpointState | None = None
+    ) -> None:
+        """The asynchronous path from `attempt` on, after the synchronous one handed over."""
+        cluster = self._cluster
+        rule = self._rule
+        assert cluster is not None
+        try:
+            timeout = (rule.rule.timeout if rule is not None else None) or DEFAULT_TIMEOUT_SECONDS
+            spent = time.monotonic() - self._sent_at
+            deadline = asyncio.get_running_loop().time() + timeout - spent
+            await self._forward(
+                cluster,
+                rule,
+                self._chain,
+                first=attempt,
+                last_error=last_error,
+                deadline=deadline,
+                first_endpoint=endpoint,
+            )
+        except Exception as exc:  # a bug must cost one request, no more
+            self._failed(exc)
+        finally:
+            self._finish()
 
     # --- outbound ----------------------------------------------------------------------------
 
@@ -254,20 +567,32 @@ class Exchange:
     # --- forwarding with retries ----------------------------------------------------------
 
     async def _forward(
-        self, cluster: ClusterRuntime, rule: CompiledRule | None, chain: RuleChain | None
+        self,
+        cluster: ClusterRuntime,
+        rule: CompiledRule | None,
+        chain: RuleChain | None,
+        *,
+        first: int = 0,
+        last_error: ProxyError | None = None,
+        deadline: float | None = None,
+        first_endpoint: EndpointState | None = None,
     ) -> None:
+        """Attempt, and retry as the rule allows, from attempt number `first` (more than
+        0 when the synchronous path made the first attempts and failed with
+        `last_error`); `deadline` is the route's, in loop time, if already running;
+        `first_endpoint` is where the first attempt goes, if already picked."""
         self.cluster_name = cluster.name
         policy = rule.rule.retries if rule is not None else None
         timeout = (rule.rule.timeout if rule is not None else None) or DEFAULT_TIMEOUT_SECONDS
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        if deadline is None:
+            deadline = loop.time() + timeout
         attempts = 1 + (policy.attempts if policy is not None else 0)
         budget = cluster.retry_budget
-        now = time.monotonic()
-        budget.record_request(now)
+        if first == 0:
+            budget.record_request(time.monotonic())
         replay = self.body.replay() if self.body is not None else []
-        last_error: ProxyError | None = None
-        for attempt in range(attempts):
+        for attempt in range(first, attempts):
             if attempt > 0:
                 if not budget.try_retry(time.monotonic()):
                     assert last_error is not None
@@ -286,8 +611,13 @@ class Exchange:
             remaining = deadline - loop.time()
             budget_for_try = min(per_try, remaining) if per_try else remaining
             try:
+                picked, first_endpoint = first_endpoint, None
                 conn, endpoint, response = await self._attempt(
-                    cluster, replay, budget_for_try, overall=budget_for_try == remaining
+                    cluster,
+                    replay,
+                    budget_for_try,
+                    overall=budget_for_try == remaining,
+                    picked=picked,
                 )
             except (UpstreamConnectFailed, UpstreamReset, UpstreamTimeout) as exc:
                 last_error = exc
@@ -319,14 +649,12 @@ class Exchange:
         timeout: float,
         *,
         overall: bool,
+        picked: EndpointState | None = None,
     ) -> tuple[UpstreamHttp1, EndpointState, ResponseReceived]:
         now = time.monotonic()
-        endpoint = cluster.pick(now, self._hash_key(cluster))
+        endpoint = picked or cluster.pick(now, self._hash_key(cluster))
         if endpoint is None:
-            raise NoHealthyUpstream(
-                f"cluster {cluster.name} has no healthy endpoint "
-                f"({len(cluster.endpoints)} known, the rest ejected or unhealthy)"
-            )
+            raise _no_healthy_endpoint(cluster)
         if not cluster.breaker.try_acquire_request():
             raise CircuitOpen(f"cluster {cluster.name} is at its limit of requests in flight")
         self.upstream_host = endpoint.key
@@ -413,16 +741,49 @@ class Exchange:
             return
         chunked = self.head.framing.kind == "chunked"
         if replay is not None:
-            for chunk in replay:
-                conn.write(encode_chunk(chunk) if chunked else chunk)
-            if chunked:
-                conn.write(encode_last_chunk(body.trailers))
+            self._write_replay(conn, body, replay)
             return
         while (piece := await body.next_chunk()) is not None:
             conn.write(encode_chunk(piece) if chunked else piece)
             await conn.wait_writable()
         if chunked:
             conn.write(encode_last_chunk(body.trailers))
+
+    def _response_head(
+        self, response: ResponseReceived, chain: RuleChain | None
+    ) -> tuple[list[tuple[bytes, bytes]], bytes | None]:
+        """The response's fields for the client, or its head as received when it needs
+        no change at all (then the fields are not worked out)."""
+        if (
+            response.forwardable
+            and (chain is None or not chain.response)
+            and response.framing.kind in _FORWARDED_FRAMINGS
+            and response.status >= 200
+            and response.status not in NO_BODY_STATUSES
+            and self.method != b"HEAD"
+            and self.head.keep_alive
+            and not self.proxy.draining
+        ):
+            return [], response.raw_head
+        stripped = strip_hop_by_hop(response.headers, keep_upgrade=response.status == 101)
+        if response.framing.kind == "none":
+            # HEAD, 204, 304: no body, but Content-Length still says what GET would send.
+            headers = [(n, v) for n, v in stripped if n != b"transfer-encoding"]
+        else:
+            headers = [(n, v) for n, v in stripped if n not in FRAMING_HEADERS]
+        if chain is not None:
+            for response_filter in chain.response:
+                headers = response_filter.on_response(self, headers)
+        return headers, None
+
+    def _write_replay(self, conn: UpstreamHttp1, body: BodyStream, replay: list[bytes]) -> None:
+        if self.head.framing.kind == "chunked":
+            for chunk in replay:
+                conn.write(encode_chunk(chunk))
+            conn.write(encode_last_chunk(body.trailers))
+        else:
+            for chunk in replay:
+                conn.write(chunk)
 
     async def _respond(
         self,
@@ -433,17 +794,11 @@ class Exchange:
         chain: RuleChain | None,
     ) -> None:
         self.status = response.status
-        stripped = strip_hop_by_hop(response.headers, keep_upgrade=response.status == 101)
-        if response.framing.kind == "none":
-            # HEAD, 204, 304: no body, but Content-Length still says what GET would send.
-            headers = [(n, v) for n, v in stripped if n != b"transfer-encoding"]
-        else:
-            headers = [(n, v) for n, v in stripped if n not in FRAMING_HEADERS]
-        if chain is not None:
-            for response_filter in chain.response:
-                headers = response_filter.on_response(self, headers)
+        headers, raw = self._response_head(response, chain)
         self.response_started = True
-        done = self.downstream.start_response(self, response, headers, conn)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._done = done  # set before the head goes: the body may end while it does
+        self.downstream.start_response(self, response, headers, conn, raw_head=raw)
         try:
             await done
         finally:
@@ -487,6 +842,13 @@ def retry_allowed(
     if "gateway-error" in conditions and status in GATEWAY_ERRORS:
         return True
     return "retriable-status-codes" in conditions and status in policy.retriable_status_codes
+
+
+def _no_healthy_endpoint(cluster: ClusterRuntime) -> NoHealthyUpstream:
+    return NoHealthyUpstream(
+        f"cluster {cluster.name} has no healthy endpoint "
+        f"({len(cluster.endpoints)} known, the rest ejected or unhealthy)"
+    )
 
 
 def _duration(seconds: float) -> str:

@@ -1,7 +1,8 @@
 """Upstream HTTP/1.1 connections and their per-endpoint keep-alive pools.
 
 `UpstreamHttp1` is an `asyncio.Protocol` whose callbacks never await. The exchange
-sends a request head (and body) and awaits the response head; body events that arrive
+sends a request head (and body) and awaits the response head (`begin`), or takes it in a
+callback (`begin_with`: no future per request); body events that arrive
 before the exchange attached its sink are held and flushed on attach, so nothing is lost
 when head and body come in one segment. Flow control is explicit: the sink pauses this
 connection's reading while the downstream client is slow, and `wait_writable` lets a
@@ -39,6 +40,15 @@ class ResponseSink(Protocol):
     def response_data(self, data: bytes) -> None: ...
     def response_end(self, trailers: list[tuple[bytes, bytes]]) -> None: ...
     def response_failed(self, exc: BaseException) -> None: ...
+    def response_flush(self) -> None:
+        """The bytes received in one read were all delivered: write what was held."""
+
+
+class ResponseListener(Protocol):
+    """Who takes a response head in a callback rather than awaiting it (`begin_with`)."""
+
+    def upstream_responded(self, conn: UpstreamHttp1, response: ResponseReceived) -> None: ...
+    def upstream_failed(self, conn: UpstreamHttp1, exc: BaseException) -> None: ...
 
 
 class UpstreamHttp1(asyncio.Protocol):
@@ -49,6 +59,7 @@ class UpstreamHttp1(asyncio.Protocol):
         self.closed = False
         self.reusable = True
         self._head: asyncio.Future[ResponseReceived] | None = None
+        self._listener: ResponseListener | None = None
         self._sink: ResponseSink | None = None
         self._held: list[DataReceived | MessageEnded] = []
         self._writable: asyncio.Future[None] | None = None
@@ -75,6 +86,11 @@ class UpstreamHttp1(asyncio.Protocol):
                     continue  # interim responses (100 Continue) are ours to absorb
                 self.reusable = event.keep_alive and event.status != 101
                 self._close_delimited = event.framing.kind == "close"
+                listener = self._listener
+                if listener is not None:
+                    self._listener = None
+                    listener.upstream_responded(self, event)
+                    continue
                 head = self._head
                 if head is not None and not head.done():
                     head.set_result(event)
@@ -83,6 +99,9 @@ class UpstreamHttp1(asyncio.Protocol):
                     self._deliver(event)
                 else:
                     self._held.append(event)
+        sink = self._sink
+        if sink is not None:
+            sink.response_flush()
 
     def eof_received(self) -> bool | None:
         self.reusable = False
@@ -92,8 +111,14 @@ class UpstreamHttp1(asyncio.Protocol):
         self.closed = True
         self.reusable = False
         self.pool.forget(self)
+        listener = self._listener
         head = self._head
-        if head is not None and not head.done():
+        if listener is not None:
+            self._listener = None
+            listener.upstream_failed(
+                self, UpstreamReset("the upstream closed the connection before responding")
+            )
+        elif head is not None and not head.done():
             head.set_exception(
                 UpstreamReset("the upstream closed the connection before responding")
             )
@@ -125,6 +150,21 @@ class UpstreamHttp1(asyncio.Protocol):
         self._head = asyncio.get_running_loop().create_future()
         self.transport.write(head)
         return self._head
+
+    def begin_with(self, method: bytes, head: bytes, listener: ResponseListener) -> None:
+        """Send a request head; `listener` gets the response head in a callback."""
+        assert self.transport is not None
+        self.parser.expect(method)
+        self._sink = None
+        self._held = []
+        self.in_response = True
+        self._head = None
+        self._listener = listener
+        self.transport.write(head)
+
+    def detach_listener(self) -> None:
+        """The listener gave up on this response (a timeout): it will not be called."""
+        self._listener = None
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
@@ -172,6 +212,11 @@ class UpstreamHttp1(asyncio.Protocol):
         self.pool.release(self)
 
     def _fail(self, exc: BaseException) -> None:
+        listener = self._listener
+        if listener is not None:
+            self._listener = None
+            listener.upstream_failed(self, exc)
+            return
         head = self._head
         if head is not None and not head.done():
             head.set_exception(exc)
@@ -191,6 +236,15 @@ class EndpointPool:
         self._idle: deque[UpstreamHttp1] = deque()
         self.open = 0  # connections open to this endpoint (idle or busy)
         self.last_used = time.monotonic()
+
+    def take_idle(self) -> UpstreamHttp1 | None:
+        """An idle keep-alive connection ready for a request, if there is one."""
+        idle = self._idle
+        while idle:
+            conn = idle.pop()  # most recently used: warmest, least likely closed
+            if not conn.closed and conn.reusable:
+                return conn
+        return None
 
     async def acquire(self, connect_timeout: float) -> UpstreamHttp1:
         self.last_used = time.monotonic()

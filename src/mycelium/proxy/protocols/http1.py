@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Sequence, Set
+from dataclasses import dataclass, field, fields
 from typing import Final, Literal
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, HttpResponseParser
@@ -176,6 +176,13 @@ class RequestReceived:
     """The client waits for `encode_continue()` (or a final response) before its body."""
     upgrade: bytes | None = None
     """The Upgrade header (b"websocket") when the request asks to switch protocols."""
+    host: bytes = field(default=b"", compare=False)
+    """The Host field's value (b"" in an HTTP/1.0 request without one)."""
+    raw_head: bytes = field(default=b"", compare=False)
+    """The head exactly as received, from the request line to the blank line."""
+    forwardable: bool = field(default=False, compare=False)
+    """`raw_head` may go to the next hop unchanged: HTTP/1.1, and no hop-by-hop field
+    (RFC 9110 section 7.6.1) but `Connection: keep-alive`, no Expect, no Upgrade."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -192,6 +199,12 @@ class ResponseReceived:
     framing: Framing
     upgrade: bool = False
     """The connection stops carrying HTTP after this head: a 101, or a 2xx to CONNECT."""
+    raw_head: bytes = field(default=b"", compare=False)
+    """The head exactly as received, from the status line to the blank line."""
+    forwardable: bool = field(default=False, compare=False)
+    """`raw_head` may go to the next hop unchanged when that hop keeps its connection
+    alive: HTTP/1.1, no upgrade, and no hop-by-hop field (RFC 9110 section 7.6.1) but
+    `Connection: keep-alive` and `Transfer-Encoding: chunked` (a body we chunk again)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -236,6 +249,9 @@ def _slot_setters(cls: type) -> tuple[Callable[[object, object], None], ...]:
     _set_request_framing,
     _set_expect_continue,
     _set_request_upgrade,
+    _set_request_host,
+    _set_request_raw_head,
+    _set_request_forwardable,
 ) = _slot_setters(RequestReceived)
 (
     _set_status,
@@ -245,6 +261,8 @@ def _slot_setters(cls: type) -> tuple[Callable[[object, object], None], ...]:
     _set_response_keep_alive,
     _set_response_framing,
     _set_response_upgrade,
+    _set_response_raw_head,
+    _set_response_forwardable,
 ) = _slot_setters(ResponseReceived)
 
 
@@ -257,6 +275,9 @@ def _request_received(  # noqa: PLR0917 - positional on purpose: one per request
     framing: Framing,
     expect_continue: bool,
     upgrade: bytes | None,
+    host: bytes = b"",
+    raw_head: bytes = b"",
+    forwardable: bool = False,
 ) -> RequestReceived:
     event: RequestReceived = _new(RequestReceived)
     _set_method(event, method)
@@ -267,6 +288,9 @@ def _request_received(  # noqa: PLR0917 - positional on purpose: one per request
     _set_request_framing(event, framing)
     _set_expect_continue(event, expect_continue)
     _set_request_upgrade(event, upgrade)
+    _set_request_host(event, host)
+    _set_request_raw_head(event, raw_head)
+    _set_request_forwardable(event, forwardable)
     return event
 
 
@@ -278,6 +302,8 @@ def _response_received(  # noqa: PLR0917 - positional on purpose: one per respon
     keep_alive: bool,
     framing: Framing,
     upgrade: bool,
+    raw_head: bytes = b"",
+    forwardable: bool = False,
 ) -> ResponseReceived:
     event: ResponseReceived = _new(ResponseReceived)
     _set_status(event, status)
@@ -287,6 +313,8 @@ def _response_received(  # noqa: PLR0917 - positional on purpose: one per respon
     _set_response_keep_alive(event, keep_alive)
     _set_response_framing(event, framing)
     _set_response_upgrade(event, upgrade)
+    _set_response_raw_head(event, raw_head)
+    _set_response_forwardable(event, forwardable)
     return event
 
 
@@ -305,10 +333,20 @@ def _message_ended(trailers: list[tuple[bytes, bytes]]) -> MessageEnded:
 def _length_framing(length: int) -> Framing:
     if length == 0:
         return _EMPTY
-    framing: Framing = _new(Framing)
-    _set_kind(framing, "length")
-    _set_length(framing, length)
+    framing = _LENGTHS.get(length)
+    if framing is None:
+        framing = _new(Framing)
+        _set_kind(framing, "length")
+        _set_length(framing, length)
+        if length < _MAX_SHARED_LENGTH:
+            _LENGTHS[length] = framing
     return framing
+
+
+# Framings are frozen values: those of the small lengths that make most messages are
+# made once and shared. The bound keeps the table to a few thousand entries at most.
+_MAX_SHARED_LENGTH: Final = 4096
+_LENGTHS: dict[int, Framing] = {}
 
 
 # --- grammar --------------------------------------------------------------------------------
@@ -332,6 +370,35 @@ _HTTP2_PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # RFC 9113 section 
 _FRAMING_FIELDS: Final = frozenset(
     {b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"expect"}
 )
+# The other hop-by-hop fields (RFC 9110 section 7.6.1): a head holding one of them cannot
+# be forwarded as received (`forwardable`).
+_OTHER_HOP_BY_HOP: Final = frozenset(
+    {
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"proxy-authorization",
+        b"proxy-authenticate",
+    }
+)
+# Every field the collector looks at, in one lookup: True for the framing ones.
+_WATCHED_FIELDS: Final = dict.fromkeys(_FRAMING_FIELDS, True) | dict.fromkeys(
+    _OTHER_HOP_BY_HOP, False
+)
+# The framing fields a head forwarded as received may hold (besides Host).
+_PLAIN_REQUEST_FIELDS: Final = frozenset({b"content-length", b"connection"})
+_PLAIN_RESPONSE_FIELDS: Final = frozenset({b"content-length", b"connection", b"transfer-encoding"})
+
+
+def _plain(facts: dict[bytes, list[bytes]], allowed: frozenset[bytes]) -> bool:
+    """Whether framing fields `facts` allow forwarding a head as received: only `allowed`
+    ones, and Connection, if there, saying just keep-alive (HTTP/1.1's default)."""
+    if not facts.keys() <= allowed:
+        return False
+    connection = facts.get(b"connection")
+    return connection is None or (len(connection) == 1 and connection[0].lower() == b"keep-alive")
+
 
 # How llhttp words the errors it finds in a head, and what we call them.
 _LLHTTP_ERRORS: Final[tuple[tuple[str, Http1Reason, str], ...]] = (
@@ -396,11 +463,12 @@ def _diagnose(exc: Exception, section: bytes) -> tuple[Http1Reason, str]:
 class _FieldCollector:
     """llhttp's callbacks: the field lines of the head (or trailers) being parsed."""
 
-    __slots__ = ("at_boundary", "facts", "fields")
+    __slots__ = ("at_boundary", "facts", "fields", "hop_by_hop")
 
     def __init__(self) -> None:
         self.fields: list[tuple[bytes, bytes]] = []
         self.facts: dict[bytes, list[bytes]] = {}  # the framing fields' values, by name
+        self.hop_by_hop = False  # a hop-by-hop field outside the framing ones was seen
         # True while llhttp sits between messages; False once it saw a head that it
         # thinks has a body, which we read ourselves: that llhttp must then be replaced.
         self.at_boundary = True
@@ -411,12 +479,17 @@ class _FieldCollector:
         # RFC 9112 section 5 excludes from the value too.
         value = value.rstrip(b" \t")
         self.fields.append((name, value))
-        if name in _FRAMING_FIELDS:
+        watched = _WATCHED_FIELDS.get(name)
+        if watched is None:
+            return
+        if watched:
             values = self.facts.get(name)
             if values is None:
                 self.facts[name] = [value]
             else:
                 values.append(value)
+        else:
+            self.hop_by_hop = True
 
     def on_message_complete(self) -> None:
         self.at_boundary = True
@@ -802,8 +875,9 @@ class _MessageParser:
         if self._stop_after_message:
             self._stopped = True
 
-    def _take_fields(self) -> tuple[list[tuple[bytes, bytes]], dict[bytes, list[bytes]]]:
-        """The fields of the head just parsed, and the framing ones grouped by name."""
+    def _take_fields(self) -> tuple[list[tuple[bytes, bytes]], dict[bytes, list[bytes]], bool]:
+        """The fields of the head just parsed, the framing ones grouped by name, and
+        whether another hop-by-hop field was among them."""
         collector = self._collector
         fields = collector.fields
         if len(fields) > self.limits.max_header_count:
@@ -811,7 +885,9 @@ class _MessageParser:
         collector.fields = []
         facts = collector.facts
         collector.facts = {}
-        return fields, facts
+        hop_by_hop = collector.hop_by_hop
+        collector.hop_by_hop = False
+        return fields, facts, hop_by_hop
 
     def _first_line(self, head: bytes) -> bytes:
         start = 0
@@ -893,18 +969,26 @@ class _MessageParser:
         return otherwise
 
 
-def _keep_alive(version: bytes, connection: list[bytes] | None) -> tuple[bool, set[bytes]]:
+def _keep_alive(version: bytes, connection: list[bytes] | None) -> tuple[bool, Set[bytes]]:
     """Whether the sender keeps the connection (RFC 9112 section 9.3), and the tokens of
     its Connection fields."""
     if connection is None:
         return version == b"1.1", _NO_TOKENS
+    if len(connection) == 1:  # most often a lone keep-alive or close
+        known = _SINGLE_TOKENS.get(connection[0].lower())
+        if known is not None:
+            return (b"close" not in known) if version == b"1.1" else (b"keep-alive" in known), known
     tokens = {token.strip().lower() for value in connection for token in value.split(b",")}
     if version == b"1.1":
         return b"close" not in tokens, tokens
     return b"keep-alive" in tokens, tokens
 
 
-_NO_TOKENS: Final[set[bytes]] = set()
+_NO_TOKENS: Final[Set[bytes]] = frozenset()
+_SINGLE_TOKENS: Final[dict[bytes, Set[bytes]]] = {
+    b"keep-alive": frozenset({b"keep-alive"}),
+    b"close": frozenset({b"close"}),
+}
 
 
 class RequestParser(_MessageParser):
@@ -963,7 +1047,7 @@ class RequestParser(_MessageParser):
         )
 
     def _start_message(self, head: bytes, events: list[Event]) -> None:
-        fields, facts = self._take_fields()
+        fields, facts, hop_by_hop = self._take_fields()
         method, target, version = self._request_line(head)
         hosts = facts.pop(b"host", ())
         if len(hosts) != 1 and (hosts or version == b"1.1"):
@@ -977,15 +1061,32 @@ class RequestParser(_MessageParser):
                 method, version, facts
             )
             self._stop_after_message = not keep_alive or upgrade is not None or method == b"CONNECT"
+            forwardable = (
+                not hop_by_hop
+                and version == b"1.1"
+                and method != b"CONNECT"
+                and _plain(facts, _PLAIN_REQUEST_FIELDS)
+            )
         else:  # the common case: no field that bears on framing or the connection
             keep_alive = version == b"1.1"
             framing = NO_BODY
             expect_continue = False
             upgrade = None
             self._stop_after_message = not keep_alive
+            forwardable = keep_alive and not hop_by_hop
         events.append(
             _request_received(
-                method, target, version, fields, keep_alive, framing, expect_continue, upgrade
+                method,
+                target,
+                version,
+                fields,
+                keep_alive,
+                framing,
+                expect_continue,
+                upgrade,
+                hosts[0] if hosts else b"",
+                head if head[0] != 13 else head.lstrip(b"\r\n"),
+                forwardable,
             )
         )
         if framing is NO_BODY or framing is _EMPTY:
@@ -1078,7 +1179,7 @@ class ResponseParser(_MessageParser):
         return UpstreamProtocolError(reason, detail)
 
     def _start_message(self, head: bytes, events: list[Event]) -> None:
-        fields, facts = self._take_fields()
+        fields, facts, hop_by_hop = self._take_fields()
         status, reason, version = self._status_line(self._first_line(head))
         keep_alive, _ = _keep_alive(version, facts.get(b"connection"))
         if status < 200 and status != 101:
@@ -1101,8 +1202,24 @@ class ResponseParser(_MessageParser):
             if framing is UNTIL_CLOSE:
                 keep_alive = False
         self._stop_after_message = not keep_alive
+        forwardable = (
+            not upgrade
+            and not hop_by_hop
+            and version == b"1.1"
+            and (not facts or _plain(facts, _PLAIN_RESPONSE_FIELDS))
+        )
         events.append(
-            _response_received(status, reason, version, fields, keep_alive, framing, upgrade)
+            _response_received(
+                status,
+                reason,
+                version,
+                fields,
+                keep_alive,
+                framing,
+                upgrade,
+                head if head[0] != 13 else head.lstrip(b"\r\n"),
+                forwardable,
+            )
         )
         if framing is NO_BODY or framing is _EMPTY:
             self._end_message(events, [], [])
