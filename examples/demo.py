@@ -252,7 +252,7 @@ async def proxies_demo() -> None:
         workload="reviews-v1-demo",
         service_account="bookinfo-reviews",
         labels={"app": "reviews", "version": "v1"},
-        address="198.18.10.11",
+        address="127.0.0.41",
         ports=[9080],
     )
     v2 = proxy(
@@ -260,7 +260,7 @@ async def proxies_demo() -> None:
         workload="reviews-v2-demo",
         service_account="bookinfo-reviews",
         labels={"app": "reviews", "version": "v2"},
-        address="198.18.10.12",
+        address="127.0.0.42",
         ports=[9080],
     )
     page = proxy(
@@ -268,7 +268,7 @@ async def proxies_demo() -> None:
         workload="productpage-demo",
         service_account="bookinfo-productpage",
         labels={"app": "productpage", "version": "v1"},
-        address="198.18.10.21",
+        address="127.0.0.51",
         ports=[9080],
         subscriptions=["reviews", "details"],
     )
@@ -328,8 +328,8 @@ def main() -> None:
     console.rule("done")
     console.print(
         "The controller, the apps and their sidecars keep running "
-        "(the three discovery-only demo proxies have exited; their workloads leave the "
-        "registry when their leases expire). Stop everything with [bold]make demo-down[/]."
+        "(the three discovery-only demo proxies left cleanly, so their workloads were "
+        "deregistered at once). Stop everything with [bold]make demo-down[/]."
     )
 
 

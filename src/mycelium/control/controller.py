@@ -68,6 +68,7 @@ class Controller:
             self.state,
             register=self._register,
             keep_alive=self._keep_alive,
+            revoke=self._revoke,
             trust_domain=cfg.trust_domain,
             heartbeat_seconds=cfg.heartbeat_seconds,
             lease_ttl_seconds=cfg.lease_ttl_seconds,
@@ -179,6 +180,12 @@ class Controller:
             log.error("could not register workload %s: %s", workload.ref, exc)
             return None
         return lease
+
+    async def _revoke(self, lease: int) -> None:
+        try:
+            await self.store.revoke_lease(lease)
+        except StoreError as exc:  # the lease will expire by itself
+            log.warning("could not deregister a leaving workload: %s", exc)
 
     async def _keep_alive(self, lease: int) -> bool:
         try:

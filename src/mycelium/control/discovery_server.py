@@ -97,6 +97,7 @@ class DiscoveryServer:
         *,
         register: Registrar | None = None,
         keep_alive: LeaseKeeper | None = None,
+        revoke: Callable[[int], Awaitable[None]] | None = None,
         authenticate: Callable[[p.Hello], str | None] | None = None,
         trust_domain: str = "cluster.local",
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
@@ -107,6 +108,7 @@ class DiscoveryServer:
         self.lease_ttl_seconds = lease_ttl_seconds
         self._register = register
         self._keep_alive = keep_alive
+        self._revoke = revoke
         self._authenticate = authenticate
         self._trust_domain = trust_domain
         self.sessions: dict[str, ProxySession] = {}
@@ -396,6 +398,11 @@ class DiscoveryServer:
         elif isinstance(message, p.Heartbeat):
             session.send(p.Heartbeat())
             await self._refresh_lease(session)
+        elif isinstance(message, p.Leave):
+            if session.lease is not None and self._revoke is not None:
+                lease, session.lease = session.lease, None
+                await self._revoke(lease)
+            session.writer.close()
         elif isinstance(message, p.Hello):
             raise ProtocolViolation("hello sent twice on one stream")
 

@@ -39,6 +39,8 @@ BACKOFF_INITIAL_SECONDS = 0.2
 BACKOFF_MAX_SECONDS = 10.0
 CONNECT_TIMEOUT_SECONDS = 5.0
 SNAPSHOT_FILE = "discovery-snapshot.json"
+# A clean stop waits this long for its goodbye to be sent, then closes anyway.
+LEAVE_TIMEOUT_SECONDS = 1.0
 
 type Snapshot = dict[str, p.Entry]
 type UpdateHook = Callable[[Snapshot, str], None]
@@ -114,10 +116,17 @@ class DiscoveryClient:
         self._load_from_disk()
         self._task = asyncio.create_task(self._run())
 
-    async def stop(self) -> None:
+    async def stop(self, *, leave: bool = True) -> None:
+        """Stop. With `leave`, say goodbye so the controller deregisters our workload at
+        once; without, the workload stays until its lease expires (as after a crash)."""
         self._stopping = True
-        if self._writer is not None:
-            self._writer.close()
+        writer = self._writer
+        if writer is not None:
+            if leave and self.connected.is_set():
+                self._send(p.Leave())
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(writer.drain(), LEAVE_TIMEOUT_SECONDS)
+            writer.close()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -277,7 +286,7 @@ class DiscoveryClient:
                 return
             self._send(p.Heartbeat())
 
-    def _send(self, message: p.Hello | p.Ack | p.Nack | p.Subscribe | p.Heartbeat) -> None:
+    def _send(self, message: p.ClientMessage) -> None:
         if self._writer is not None and not self._writer.is_closing():
             self._writer.write(p.encode(message))
 

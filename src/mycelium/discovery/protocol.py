@@ -85,6 +85,11 @@ class Heartbeat(_Message, tag="heartbeat", frozen=True, kw_only=True):
     pass
 
 
+class Leave(_Message, tag="leave", frozen=True, kw_only=True):
+    """The proxy is shutting down cleanly: deregister its workload now, not at lease
+    expiry, so nobody is sent to it while the lease runs out."""
+
+
 class Welcome(_Message, tag="welcome", frozen=True, kw_only=True):
     protocol: int = PROTOCOL_VERSION
     controller_version: str
@@ -115,10 +120,10 @@ class Refusal(_Message, tag="refusal", frozen=True, kw_only=True):
     message: str
 
 
-type ClientMessage = Hello | Ack | Nack | Subscribe | Heartbeat
+type ClientMessage = Hello | Ack | Nack | Subscribe | Heartbeat | Leave
 type ServerMessage = Welcome | Push | Refusal | Heartbeat
 
-_client_decoder = msgspec.json.Decoder(Hello | Ack | Nack | Subscribe | Heartbeat)
+_client_decoder = msgspec.json.Decoder(Hello | Ack | Nack | Subscribe | Heartbeat | Leave)
 _server_decoder = msgspec.json.Decoder(Welcome | Push | Refusal | Heartbeat)
 _encoder = msgspec.json.Encoder()
 

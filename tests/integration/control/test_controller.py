@@ -201,12 +201,29 @@ async def test_a_workload_that_stops_heartbeating_is_gone_and_callers_are_told(m
         lambda s: len(s.get("endpoints/ratings.default", _EMPTY).body["endpoints"]) == 1, 10
     )
 
-    await server.stop()  # no more heartbeats: the lease (1.5 s in these tests) runs out
+    # As if it crashed: no goodbye, no more heartbeats; the lease (1.5 s here) runs out.
+    await server.stop(leave=False)
     started = asyncio.get_running_loop().time()
     await caller.wait_for(lambda s: s["endpoints/ratings.default"].body["endpoints"] == [], 10)
     assert asyncio.get_running_loop().time() - started < 1.5 + 1.0
     status, _ = await mesh.api.call("GET", "/api/v1/resources/Workload/default/ratings-0")
     assert status == 404
+
+
+async def test_a_proxy_that_leaves_cleanly_is_deregistered_at_once(mesh: Mesh) -> None:
+    await mesh.api.apply(SERVICES)
+    server = mesh.client(
+        "ratings-1", workload="ratings-1", labels={"app": "ratings"}, address="198.18.0.22"
+    )
+    caller = mesh.client("reviews-1", subscriptions=["ratings"])
+    await server.start()
+    await caller.start()
+    await caller.wait_for(
+        lambda s: len(s.get("endpoints/ratings.default", _EMPTY).body["endpoints"]) == 1, 10
+    )
+    await server.stop()  # a clean stop says goodbye
+    # Well before the 1.5 s lease could expire, callers no longer see it.
+    await caller.wait_for(lambda s: s["endpoints/ratings.default"].body["endpoints"] == [], 1.0)
 
 
 async def test_a_rejected_snapshot_is_nacked_with_its_reason_and_the_old_one_stays(

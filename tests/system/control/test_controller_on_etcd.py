@@ -89,7 +89,7 @@ async def test_config_and_registry_survive_the_loss_of_the_etcd_leader(
     # go on, and expires once they stop (TTL 1.5 s, rounded up to etcd's 2 s).
     status, _ = await mesh.api.call("GET", "/api/v1/resources/Workload/default/ratings-0")
     assert status == 200
-    await ratings.stop()
+    await ratings.stop(leave=False)  # as if it crashed: only the lease can remove it
     await caller.wait_for(lambda s: s["endpoints/ratings.default"].body["endpoints"] == [], 20)
 
     async def gone() -> bool:
