@@ -31,7 +31,7 @@ from mycelium.discovery.client import DiscoveryClient
 from mycelium.proxy.active_config import ActiveConfig
 from mycelium.proxy.admin import AdminServer
 from mycelium.proxy.core import ProxyCore
-from mycelium.proxy.http.downstream import DownstreamHttp1
+from mycelium.proxy.h2.detecting import listener_protocol
 from mycelium.proxy.http.exchange import Listener
 from mycelium.proxy.settings import ListenAddress, ProxySettings
 
@@ -94,8 +94,9 @@ class ProxyServer:
         core = self.core
         loop = asyncio.get_running_loop()
 
-        def factory() -> DownstreamHttp1:
-            return DownstreamHttp1(core, listener)
+        def factory() -> asyncio.Protocol:
+            # HTTP/1 or HTTP/2 (prior knowledge), told apart by the first bytes.
+            return listener_protocol(core, listener)
 
         try:
             server = await loop.create_server(

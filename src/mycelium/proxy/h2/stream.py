@@ -1,0 +1,545 @@
+"""One HTTP/2 stream through the proxy: routed, filtered, forwarded, retried.
+
+The same decisions as the HTTP/1 exchange, reusing its parts: the service from
+`:authority`, `CompiledRoute.match` on `RequestFacts`, the rule's filter chain, a
+backend by weight, the cluster's balancer, outlier detection, circuit breaker and retry
+budget. Retries happen only before any response byte went downstream, and only while
+the request body is still held whole (`REPLAY_LIMIT_BYTES`); gRPC calls are POSTs, so
+only connect failures retry them.
+
+Flow control runs end to end: request bytes are acknowledged to the client when the
+upstream connection takes them, response bytes to the endpoint when the downstream
+connection takes them. Nothing in between grows without a window to match.
+
+Accounting: `ProxyCore.exchange_finished` takes an HTTP/1 `Exchange` (it writes its
+access log and hands it back to the HTTP/1 connection), so streams count themselves in
+`proxy.counters` (`requests`, `h2_streams`, `reason_<reason>`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+from h2.errors import ErrorCodes
+
+from mycelium.proxy.errors import (
+    CircuitOpen,
+    NoHealthyUpstream,
+    NoRoute,
+    ProxyError,
+    RetryBudgetExhausted,
+    UnknownService,
+    UpstreamConnectFailed,
+    UpstreamReset,
+    UpstreamTimeout,
+)
+from mycelium.proxy.h2.upstream import UpstreamHttp2, pools_of
+from mycelium.proxy.http.exchange import (
+    DEFAULT_TIMEOUT_SECONDS,
+    RETRY_BACKOFF_BASE_SECONDS,
+    RETRY_BACKOFF_MAX_SECONDS,
+    Listener,
+    retry_allowed,
+)
+from mycelium.proxy.protocols.headers import add_forwarding
+from mycelium.proxy.protocols.http2 import (
+    REPLAY_LIMIT_BYTES,
+    Fields,
+    Http2Request,
+    grpc_timeout,
+    parse_response,
+    request_block,
+    response_block,
+)
+from mycelium.proxy.routing import CompiledRule, RequestFacts
+
+if TYPE_CHECKING:
+    from mycelium.proxy.core import ProxyCore
+    from mycelium.proxy.filters.chain import RuleChain
+    from mycelium.proxy.h2.downstream import DownstreamHttp2
+    from mycelium.proxy.upstream.clusters import ClusterRuntime
+    from mycelium.proxy.upstream.endpoint import EndpointState
+
+
+class ClientGone(Exception):
+    """The client reset the stream or closed the connection: stop quietly."""
+
+
+class Http2Exchange:
+    def __init__(
+        self,
+        proxy: ProxyCore,
+        downstream: DownstreamHttp2,
+        stream_id: int,
+        request: Http2Request,
+        listener: Listener,
+    ) -> None:
+        self.proxy = proxy
+        self.downstream = downstream
+        self.stream_id = stream_id
+        self.listener = listener
+        self.grpc = request.is_grpc
+        self.scheme = request.scheme
+        # What the filters see and may change (the HTTP/1 exchange's names): the
+        # authority travels as a `host` field while filters run.
+        self.method = request.method
+        self.target = request.path
+        self.host = request.authority.decode("latin-1")
+        self.headers: Fields = [*request.headers, (b"host", request.authority)]
+        self.facts: RequestFacts | None = None
+        self.service = ""
+        self.port = listener.port
+        self.rule_name = ""
+        self.cluster_name = ""
+        self.upstream_host = ""
+        self.status = 0
+        self.reason = ""
+        self.bytes_sent = 0
+        self.started = time.monotonic()
+        self.response_started = False
+        # request body, from the client
+        self._unsent: deque[bytes] = deque()  # arrived while no attempt was bound
+        self._replay: list[bytes] | None = []  # the whole body, while small enough
+        self._replay_size = 0
+        self._body_ended = False
+        self._trailers: Fields | None = None
+        self._acked = 0  # body bytes acknowledged to the client
+        self._sent_this_attempt = 0
+        # the current attempt
+        self._upstream: UpstreamHttp2 | None = None
+        self._upstream_id = 0
+        self._head: asyncio.Future[Fields] | None = None
+        self._block: Fields | None = None  # the request block, built once for every attempt
+        self._early: list[bytes] = []  # response bytes before the head went downstream
+        self._unacked = 0  # response bytes taken from the endpoint, not yet acknowledged
+        self._early_end: tuple[bool, Fields | None] | None = None
+        self._done: asyncio.Future[None] | None = None
+        self._gone = False
+
+    # --- entry point -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        proxy = self.proxy
+        try:
+            if self.listener.kind == "inbound":
+                await self._inbound()
+            else:
+                await self._outbound()
+        except ClientGone:
+            self.reason = self.reason or "client_reset"
+        except ProxyError as exc:
+            self.reason = exc.reason
+            self.status = exc.status
+            self._give_up(exc)
+        except Exception as exc:  # a bug must cost one stream, not the connection's others
+            self.reason = "internal_error"
+            self.status = 500
+            proxy.log.exception("an HTTP/2 stream failed inside the proxy: %s", exc)
+            self._give_up(ProxyError(f"internal error: {exc}"))
+        finally:
+            proxy.counters["requests"] += 1
+            proxy.counters["h2_streams"] += 1
+            if self.reason:
+                proxy.counters[f"reason_{self.reason}"] += 1
+            self.downstream.stream_done(self)
+
+    def _give_up(self, exc: ProxyError) -> None:
+        self._cancel_upstream()
+        if self._gone:
+            return
+        if not self.response_started:
+            self.response_started = True
+            self.bytes_sent += self.downstream.local_reply(self, exc)
+        else:
+            self.downstream.reset_stream(self.stream_id, ErrorCodes.INTERNAL_ERROR)
+
+    # --- events from the downstream connection ---------------------------------------------
+
+    def request_data(self, data: bytes) -> None:
+        if self._replay is not None:
+            if self._replay_size + len(data) <= REPLAY_LIMIT_BYTES:
+                self._replay.append(data)
+                self._replay_size += len(data)
+            else:
+                self._replay = None  # too large to keep: this request will not be retried
+        if self._upstream is not None and not self._upstream.closed:
+            self._upstream.send_data(self._upstream_id, data)
+        else:
+            self._unsent.append(data)
+
+    def request_trailers(self, block: Fields) -> None:
+        self._trailers = block
+
+    def request_end(self) -> None:
+        self._body_ended = True
+        if self._upstream is not None and not self._upstream.closed:
+            self._upstream.end_request(self._upstream_id, self._trailers)
+
+    def client_gone(self) -> None:
+        """The client reset the stream, or its connection closed."""
+        self._gone = True
+        self._cancel_upstream()
+        for future in (self._head, self._done):
+            if future is not None and not future.done():
+                future.set_exception(ClientGone())
+
+    # --- events from the upstream connection (the `ResponseSink`) -------------------------
+
+    def response_headers(self, block: Fields) -> None:
+        if self._head is not None and not self._head.done():
+            self._head.set_result(block)
+
+    def response_data(self, data: bytes) -> None:
+        self._unacked += len(data)
+        if self.response_started and not self._gone:
+            self.bytes_sent += len(data)
+            self.downstream.send_data(self.stream_id, data)
+        else:
+            self._early.append(data)
+
+    def response_trailers(self, block: Fields) -> None:
+        self._end_response(block)
+
+    def response_end(self) -> None:
+        self._end_response(None)
+
+    def _end_response(self, trailers: Fields | None) -> None:
+        if self._early_end is not None:
+            return  # trailers came first; their StreamEnded follows
+        if not self.response_started:
+            self._early_end = (True, trailers)
+            return
+        self._early_end = (True, trailers)
+        if not self._gone:
+            self.downstream.end_response(self.stream_id, trailers)
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)
+
+    def response_failed(self, exc: UpstreamReset) -> None:
+        for future in (self._head, self._done):
+            if future is not None and not future.done():
+                future.set_exception(exc)
+                return
+
+    def request_data_sent(self, size: int) -> None:
+        """The upstream took `size` more body bytes: acknowledge what the client has not
+        had acknowledged yet (a retry sends the start of the body again)."""
+        self._sent_this_attempt += size
+        fresh = self._sent_this_attempt - self._acked
+        if fresh > 0:
+            self._acked += fresh
+            self.downstream.acknowledge(self.stream_id, fresh)
+
+    def response_sent(self, size: int) -> None:
+        """The downstream took `size` response bytes: let the endpoint send as many more."""
+        self._unacked -= size
+        if self._upstream is not None:
+            self._upstream.acknowledge(self._upstream_id, size)
+
+    # --- outbound ----------------------------------------------------------------------------
+
+    async def _outbound(self) -> None:
+        proxy = self.proxy
+        target = self.target.decode("latin-1")
+        facts = RequestFacts.from_fields(self.method.decode("latin-1"), target, self.headers)
+        self.facts = facts
+        config = proxy.active
+        name = self.listener.reference or self.host
+        service = config.service_for(name)
+        if service is None:
+            await proxy.resolve(name)
+            config = proxy.active
+            service = config.service_for(name)
+            if service is None:
+                reason = config.unresolved.get(_strip_port(name))
+                raise UnknownService(reason or f"no service is known by the name {name!r}")
+        self.service = service
+        route = config.routes.get(service)
+        if route is None:
+            raise UnknownService(f"no route for service {service} in config {config.version}")
+        if self.port is None:
+            named = None if self.listener.reference else _port_of(self.host)
+            self.port = named or _first_port(route.route)
+        rule = route.match(facts)
+        if rule is None:
+            raise NoRoute(f"no rule of service {service} matches {facts.method} {facts.path}")
+        self.rule_name = rule.rule.name
+        chain: RuleChain = rule.state
+        for request_filter in chain.request:
+            delay = request_filter.on_request(self)  # type: ignore[arg-type]
+            if delay:
+                await asyncio.sleep(delay)
+        backend = rule.pick_backend(proxy.rng.random())
+        if backend is None:
+            raise NoHealthyUpstream(f"every backend of rule {rule.rule.name} has weight 0")
+        port = backend.port or self.port
+        cluster = proxy.cluster(config, backend.cluster, port)
+        await self._forward(cluster, rule, chain)
+
+    # --- inbound -----------------------------------------------------------------------------
+
+    async def _inbound(self) -> None:
+        config = self.proxy.active
+        self.facts = RequestFacts.from_fields(
+            self.method.decode("latin-1"), self.target.decode("latin-1"), self.headers
+        )
+        port = self.listener.port or 0
+        for limit in config.rate_limits:
+            if limit.applies(port):
+                limit.on_request(self)  # type: ignore[arg-type]
+        self.headers = add_forwarding(
+            self.headers,
+            client_address=self.downstream.peer_host,
+            proto="http",
+            host=self.host.encode("latin-1") if self.host else None,
+        )
+        inbound = self.listener.inbound_port or config.inbound_ports.get(port)
+        target_port = inbound.target_port if inbound is not None else port
+        self.service = inbound.service if inbound is not None else ""
+        await self._forward(self.proxy.local_app(target_port), None, None)
+
+    # --- forwarding with retries ----------------------------------------------------------
+
+    async def _forward(
+        self, cluster: ClusterRuntime, rule: CompiledRule | None, chain: RuleChain | None
+    ) -> None:
+        self.cluster_name = cluster.name
+        policy = rule.rule.retries if rule is not None else None
+        timeout = (rule.rule.timeout if rule is not None else None) or DEFAULT_TIMEOUT_SECONDS
+        client_deadline = grpc_timeout(self.headers) if self.grpc else None
+        if client_deadline is not None:
+            timeout = min(timeout, client_deadline)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        attempts = 1 + (policy.attempts if policy is not None else 0)
+        budget = cluster.retry_budget
+        budget.record_request(time.monotonic())
+        last_error: ProxyError | None = None
+        for attempt in range(attempts):
+            if attempt > 0:
+                if not budget.try_retry(time.monotonic()):
+                    assert last_error is not None
+                    raise RetryBudgetExhausted(
+                        f"retries to {cluster.name} are over budget; last failure: "
+                        f"{last_error.reason}: {last_error.detail}"
+                    )
+                pause = min(
+                    RETRY_BACKOFF_MAX_SECONDS, RETRY_BACKOFF_BASE_SECONDS * (2 ** (attempt - 1))
+                ) * self.proxy.rng.uniform(0.5, 1.0)
+                if loop.time() + pause >= deadline:
+                    break
+                await asyncio.sleep(pause)
+            per_try = policy.per_try_timeout if policy is not None else None
+            remaining = deadline - loop.time()
+            try_timeout = min(per_try, remaining) if per_try else remaining
+            try:
+                endpoint, status, headers = await self._attempt(
+                    cluster, attempt, try_timeout, overall=try_timeout == remaining
+                )
+            except (UpstreamConnectFailed, UpstreamReset, UpstreamTimeout) as exc:
+                last_error = exc
+                replayable = self._replay is not None or isinstance(exc, UpstreamConnectFailed)
+                if attempt + 1 < attempts and retry_allowed(
+                    policy, self.method, replayable, error=exc
+                ):
+                    continue
+                raise
+            if attempt + 1 < attempts and retry_allowed(
+                policy, self.method, self._replay is not None, status=status
+            ):
+                last_error = ProxyError(f"upstream answered {status}")
+                last_error.reason = f"status_{status}"
+                self._attempt_over(cluster, endpoint, ok=False, status=status)
+                self._cancel_upstream()
+                continue
+            await self._respond(cluster, endpoint, status, headers, chain)
+            return
+        assert last_error is not None
+        if isinstance(last_error, (UpstreamConnectFailed, UpstreamReset, UpstreamTimeout)):
+            raise last_error
+        raise UpstreamTimeout(f"no response from {cluster.name} within {_duration(timeout)}")
+
+    async def _attempt(
+        self, cluster: ClusterRuntime, attempt: int, timeout: float, *, overall: bool
+    ) -> tuple[EndpointState, int, Fields]:
+        now = time.monotonic()
+        endpoint = cluster.pick(now, None)
+        if endpoint is None:
+            raise NoHealthyUpstream(
+                f"cluster {cluster.name} has no healthy endpoint "
+                f"({len(cluster.endpoints)} known, the rest ejected or unhealthy)"
+            )
+        if not cluster.breaker.try_acquire_request():
+            raise CircuitOpen(f"cluster {cluster.name} is at its limit of requests in flight")
+        self.upstream_host = endpoint.key
+        pools = pools_of(self.proxy)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            async with asyncio.timeout(timeout):
+                conn = await pools.acquire(
+                    endpoint.address,
+                    endpoint.port,
+                    cluster.settings.connection_pool.connect_timeout,
+                )
+        except (UpstreamConnectFailed, TimeoutError) as exc:
+            cluster.breaker.release_request()
+            cluster.outlier.record(endpoint, status=None, failure="connect", now=time.monotonic())
+            if isinstance(exc, UpstreamConnectFailed):
+                raise
+            raise UpstreamConnectFailed(
+                f"no HTTP/2 connection to {endpoint.key} within {_duration(timeout)}"
+            ) from None
+        if self._gone:
+            cluster.breaker.release_request()
+            raise ClientGone
+        endpoint.request_started(now)
+        self._bind(conn, first=attempt == 0)
+        try:
+            assert self._head is not None
+            async with asyncio.timeout_at(deadline):
+                block = await self._head
+        except TimeoutError:
+            self._cancel_upstream()
+            self._attempt_failed(cluster, endpoint, "timeout")
+            which = "the route's timeout" if overall else "the per-try timeout"
+            raise UpstreamTimeout(
+                f"{endpoint.key} did not answer within {_duration(timeout)} ({which})"
+            ) from None
+        except UpstreamReset:
+            self._upstream = None
+            self._attempt_failed(cluster, endpoint, "reset")
+            raise
+        except ClientGone:
+            cluster.breaker.release_request()
+            endpoint.request_finished(time.monotonic(), 0.0, ok=True)
+            raise
+        status, headers = parse_response(block)
+        return endpoint, status, headers
+
+    def _bind(self, conn: UpstreamHttp2, *, first: bool) -> None:
+        """Open the attempt's stream and send the body so far (all of it, on a retry)."""
+        loop = asyncio.get_running_loop()
+        self._head = loop.create_future()
+        self._early = []
+        self._unacked = 0
+        self._early_end = None
+        self._sent_this_attempt = 0
+        chunks = list(self._unsent) if first else list(self._replay or ())
+        self._unsent.clear()
+        if self._block is None:
+            self._block = request_block(
+                self.method, self.scheme, self._authority(), self.target, self.headers
+            )
+        block = self._block
+        ends_now = self._body_ended and not chunks and self._trailers is None
+        self._upstream = conn
+        self._upstream_id = conn.open_stream(block, self, end_stream=ends_now)
+        for chunk in chunks:
+            conn.send_data(self._upstream_id, chunk)
+        if self._body_ended and not ends_now:
+            conn.end_request(self._upstream_id, self._trailers)
+
+    def _authority(self) -> bytes:
+        """The authority after the filters (a rewrite may have changed the host); the
+        `host` field leaves the headers, since HTTP/2 carries it as `:authority`."""
+        authority = b""
+        for name, value in self.headers:
+            if name == b"host":
+                authority = value
+        self.headers = [(n, v) for n, v in self.headers if n != b"host"]
+        return authority or self.host.encode("latin-1")
+
+    async def _respond(
+        self,
+        cluster: ClusterRuntime,
+        endpoint: EndpointState,
+        status: int,
+        headers: Fields,
+        chain: RuleChain | None,
+    ) -> None:
+        self.status = status
+        if chain is not None:
+            for response_filter in chain.response:
+                headers = response_filter.on_response(self, headers)  # type: ignore[arg-type]
+        if self._gone:
+            raise ClientGone
+        early_end = self._early_end
+        ends_now = early_end is not None and not self._early and early_end[1] is None
+        self.response_started = True
+        self.downstream.send_response(self, response_block(status, headers), end_stream=ends_now)
+        early, self._early = self._early, []
+        for chunk in early:
+            self.bytes_sent += len(chunk)
+            self.downstream.send_data(self.stream_id, chunk)
+        ok = True
+        try:
+            if early_end is not None:
+                if not ends_now:
+                    self.downstream.end_response(self.stream_id, early_end[1])
+            else:
+                self._done = asyncio.get_running_loop().create_future()
+                await self._done
+        except UpstreamReset:
+            ok = False
+            raise
+        except ClientGone:
+            raise
+        finally:
+            self._attempt_over(cluster, endpoint, ok=ok and status < 500, status=status)
+
+    # --- accounting --------------------------------------------------------------------------
+
+    def _attempt_over(
+        self, cluster: ClusterRuntime, endpoint: EndpointState, *, ok: bool, status: int
+    ) -> None:
+        cluster.breaker.release_request()
+        now = time.monotonic()
+        endpoint.request_finished(now, now - self.started, ok=ok)
+        cluster.outlier.record(endpoint, status=status, failure=None, now=now)
+
+    def _attempt_failed(
+        self, cluster: ClusterRuntime, endpoint: EndpointState, failure: str
+    ) -> None:
+        cluster.breaker.release_request()
+        now = time.monotonic()
+        endpoint.request_finished(now, now - self.started, ok=False)
+        cluster.outlier.record(endpoint, status=None, failure=failure, now=now)  # type: ignore[arg-type]
+
+    def _cancel_upstream(self) -> None:
+        conn, self._upstream = self._upstream, None
+        if conn is not None:
+            # Bytes that will never go downstream still hold the endpoint connection's
+            # window: give them back, or every cancelled stream would shrink it for good.
+            unacked, self._unacked = self._unacked, 0
+            conn.acknowledge(self._upstream_id, unacked)
+            conn.cancel(self._upstream_id)
+
+
+def _strip_port(host: str) -> str:
+    if host.startswith("["):
+        return host.split("]", 1)[0] + "]"
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _port_of(host: str) -> int | None:
+    if host.count(":") == 1:
+        port = host.rsplit(":", 1)[1]
+        if port.isdigit():
+            return int(port)
+    return None
+
+
+def _first_port(route: object) -> int:
+    ports = getattr(route, "ports", ())
+    for port in ports:
+        if port.protocol in ("HTTP2", "GRPC", "HTTP"):
+            return int(port.port)
+    return int(ports[0].port) if ports else 80
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds * 1000:.0f}ms" if seconds < 1 else f"{seconds:.3g}s"
