@@ -8,6 +8,10 @@ test can script failures:
 - `delay=0.5`            wait that long before answering
 - `fail_first=2&key=k`   fail (503) the first 2 requests carrying key k, then succeed
 - `size=100000`          send a body of that many bytes
+
+`/ws` is a WebSocket echo: every text or binary message comes back as it was; the text
+`close-please` makes the server close (code 4000); `/ws?decline=1` answers the upgrade
+with a plain 400. `ws_closed` counts sockets the client closed.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 
 @dataclass
@@ -26,11 +30,13 @@ class EchoApp:
     host: str
     port: int = 0
     seen: list[dict[str, Any]] = field(default_factory=list)
+    ws_closed: int = 0
     _failures: Counter[str] = field(default_factory=Counter)
     _runner: web.AppRunner | None = None
 
     async def start(self) -> EchoApp:
         app = web.Application()
+        app.router.add_get("/ws", self._websocket)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -42,6 +48,22 @@ class EchoApp:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        if "decline" in request.query:
+            return web.Response(status=400, text="no upgrade here\n")
+        ws = web.WebSocketResponse(max_msg_size=0)
+        await ws.prepare(request)
+        async for message in ws:
+            if message.type is WSMsgType.TEXT:
+                if message.data == "close-please":
+                    await ws.close(code=4000, message=b"asked to")
+                    return ws
+                await ws.send_str(message.data)
+            elif message.type is WSMsgType.BINARY:
+                await ws.send_bytes(message.data)
+        self.ws_closed += 1  # the client closed it
+        return ws
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()

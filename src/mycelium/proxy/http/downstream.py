@@ -10,6 +10,11 @@ Slow or silent clients are bounded: a request head must arrive within
 `HEADER_TIMEOUT_SECONDS` of its first byte, and an idle keep-alive connection is closed
 after `IDLE_TIMEOUT_SECONDS`. Bad bytes get the parser's status and reason, then the
 connection closes; other connections are not affected.
+
+A request that asks to upgrade stops the parser (and reading) until it is answered: a
+101 hands this connection's transport and the upstream's to a `TcpRelay`, which moves
+raw bytes both ways under flow control from then on (this protocol is done with it);
+any other answer leaves the connection HTTP/1.1, its unread bytes fed to a new parser.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from mycelium.proxy.protocols.http1 import (
     encode_last_chunk,
     encode_response_head,
 )
+from mycelium.proxy.tcp_relay import TcpRelay
 
 if TYPE_CHECKING:
     from mycelium.proxy.core import ProxyCore
@@ -120,6 +126,11 @@ class DownstreamHttp1(asyncio.Protocol):
                         # the client may send it now; the upstream never sees Expect.
                         self._write(encode_continue())
                 self._queue.append((event, body))
+                transport = self.transport
+                if event.upgrade is not None and transport is not None and transport.is_reading():
+                    # The parser stops after it; hold the next bytes in the socket
+                    # until the upstream has answered the upgrade.
+                    transport.pause_reading()
             elif isinstance(event, DataReceived) and self._receiving is not None:
                 self._receiving.feed(event.data)
             elif isinstance(event, MessageEnded) and self._receiving is not None:
@@ -163,10 +174,57 @@ class DownstreamHttp1(asyncio.Protocol):
             self._close()
             return
         self._keep_alive = True
+        if exchange.head.upgrade is not None and self.parser.stopped:
+            self._resume_http1()
+            return
         if self._queue:
             self._start_next()
         else:
             self.idle_since = time.monotonic()
+
+    def _resume_http1(self) -> None:
+        """The upstream declined the upgrade: what the client sent after that request is
+        HTTP/1.1 again, for a new parser."""
+        rest = self.parser.take_remaining()
+        self.parser = RequestParser(self.proxy.http1_limits)
+        self.idle_since = time.monotonic()
+        transport = self.transport
+        if transport is not None and not transport.is_reading():
+            transport.resume_reading()
+        if rest:
+            self.data_received(rest)
+
+    def switch_protocols(self, head: bytes, upstream: UpstreamHttp1) -> bool:
+        """The upstream accepted the upgrade: write its 101 `head`, then relay bytes
+        between the two connections; False (nothing written) if either is gone."""
+        transport = self.transport
+        if transport is None or self.closing or transport.is_closing():
+            return False
+        handed = upstream.hand_over()
+        if handed is None:
+            return False
+        upstream_transport, upstream_rest = handed
+        # Bytes the parsers read past the heads go first, each in its direction.
+        transport.write(head + upstream_rest if upstream_rest else head)
+        client_rest = self.parser.take_remaining()
+        self.transport = None
+        self.closing = True
+        self._upstream = None
+        self.proxy.connections.discard(self)  # the relay owns the connection now
+        relay = TcpRelay(transport, initial_data=client_rest)
+        relay.attach_upstream(upstream_transport)
+        if not upstream_transport.is_closing() and not upstream_transport.is_reading():
+            upstream_transport.resume_reading()  # paused at the 101 by `UpstreamHttp1`
+        self.proxy.counters["upgraded_connections"] += 1
+        self.proxy.spawn(self._relayed(relay))
+        return True
+
+    async def _relayed(self, relay: TcpRelay) -> None:
+        result = await relay.wait()
+        counters = self.proxy.counters
+        counters["upgraded_connections_closed"] += 1
+        counters["upgraded_bytes_to_upstream"] += result.bytes_to_upstream
+        counters["upgraded_bytes_to_downstream"] += result.bytes_to_downstream
 
     def _pause_reading(self) -> None:
         if self.transport is not None and not self.closing:

@@ -16,6 +16,11 @@ the downstream's read callback, and its response head handled in the upstream's 
 no task). Whatever must wait (an on-demand subscription, a delay fault, a mirror, a new
 connection, a retry) goes the asynchronous way (`run`, `_continue`), which picks up where
 the synchronous path stood, so that every request is counted and accounted for once.
+
+An upgrade (WebSocket) always goes the asynchronous way: routed like any request, sent
+once (never retried) on a connection of its own; a 101 hands both connections to a byte
+relay (`DownstreamHttp1.switch_protocols`), any other answer is an ordinary response. A
+101 to a request that did not ask for it is the upstream's protocol error.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from mycelium.proxy.errors import (
     RetryBudgetExhausted,
     UnknownService,
     UpstreamConnectFailed,
+    UpstreamProtocolViolation,
     UpstreamReset,
     UpstreamTimeout,
 )
@@ -46,6 +52,7 @@ from mycelium.proxy.protocols.http1 import (
     encode_chunk,
     encode_last_chunk,
     encode_request_head,
+    encode_response_head,
 )
 from mycelium.proxy.routing import CompiledRule, RequestFacts
 
@@ -355,6 +362,10 @@ class Exchange:
         endpoint = self._endpoint
         assert cluster is not None
         assert endpoint is not None
+        if response.status == 101:  # the synchronous path never sends an upgrade
+            conn.abort()
+            self._attempt_over(_unasked_switch(endpoint), "reset")
+            return
         try:
             policy = self._rule.rule.retries if self._rule is not None else None
             if (
@@ -582,7 +593,9 @@ class Exchange:
         `last_error`); `deadline` is the route's, in loop time, if already running;
         `first_endpoint` is where the first attempt goes, if already picked."""
         self.cluster_name = cluster.name
-        policy = rule.rule.retries if rule is not None else None
+        upgrade = self.head.upgrade is not None
+        # An upgrade is never retried: its connection becomes the client's own stream.
+        policy = rule.rule.retries if rule is not None and not upgrade else None
         timeout = (rule.rule.timeout if rule is not None else None) or DEFAULT_TIMEOUT_SECONDS
         loop = asyncio.get_running_loop()
         if deadline is None:
@@ -617,6 +630,7 @@ class Exchange:
                     replay,
                     budget_for_try,
                     overall=budget_for_try == remaining,
+                    stated=timeout if budget_for_try == remaining else budget_for_try,
                     picked=picked,
                 )
             except (UpstreamConnectFailed, UpstreamReset, UpstreamTimeout) as exc:
@@ -626,6 +640,13 @@ class Exchange:
                 ):
                     continue
                 raise
+            if response.status == 101 and not upgrade:
+                conn.abort()
+                self._attempt_failed(cluster, endpoint, "reset")
+                raise _unasked_switch(endpoint)
+            if response.upgrade:
+                self._switch(conn, endpoint, cluster, response, chain)
+                return
             if attempt + 1 < attempts and retry_allowed(
                 policy, self.method, replay is not None, status=response.status
             ):
@@ -649,6 +670,7 @@ class Exchange:
         timeout: float,
         *,
         overall: bool,
+        stated: float | None = None,  # the timeout to name when it expires, as configured
         picked: EndpointState | None = None,
     ) -> tuple[UpstreamHttp1, EndpointState, ResponseReceived]:
         now = time.monotonic()
@@ -659,8 +681,12 @@ class Exchange:
             raise CircuitOpen(f"cluster {cluster.name} is at its limit of requests in flight")
         self.upstream_host = endpoint.key
         pool = self.proxy.pools.get(endpoint.address, endpoint.port)
+        connect_timeout = cluster.settings.connection_pool.connect_timeout
         try:
-            conn = await pool.acquire(cluster.settings.connection_pool.connect_timeout)
+            if self.head.upgrade is not None:
+                conn = await pool.connect(connect_timeout)
+            else:
+                conn = await pool.acquire(connect_timeout)
         except UpstreamConnectFailed:
             cluster.breaker.release_request()
             cluster.outlier.record(endpoint, status=None, failure="connect", now=time.monotonic())
@@ -677,7 +703,7 @@ class Exchange:
             self._attempt_failed(cluster, endpoint, "timeout")
             which = "the route's timeout" if overall else "the per-try timeout"
             raise UpstreamTimeout(
-                f"{endpoint.key} did not answer within {_duration(timeout)} ({which})"
+                f"{endpoint.key} did not answer within {_duration(stated or timeout)} ({which})"
             ) from None
         except UpstreamReset:
             self._attempt_failed(cluster, endpoint, "reset")
@@ -785,6 +811,36 @@ class Exchange:
             for chunk in replay:
                 conn.write(chunk)
 
+    def _switch(
+        self,
+        conn: UpstreamHttp1,
+        endpoint: EndpointState,
+        cluster: ClusterRuntime,
+        response: ResponseReceived,
+        chain: RuleChain | None,
+    ) -> None:
+        """The upstream accepted the upgrade: send its 101 on and become a byte pipe.
+        For the exchange, the request ends here; the relay lives on by itself."""
+        self.status = response.status
+        headers = strip_hop_by_hop(response.headers, keep_upgrade=True)
+        if chain is not None:
+            for response_filter in chain.response:
+                headers = response_filter.on_response(self, headers)
+        headers.append((b"connection", b"upgrade"))
+        try:
+            switched = self.downstream.switch_protocols(
+                encode_response_head(response.status, response.reason, headers), conn
+            )
+            self.response_started = switched
+        finally:
+            now = time.monotonic()
+            cluster.breaker.release_request()
+            endpoint.request_finished(now, now - self.started, ok=True)
+            cluster.outlier.record(endpoint, status=response.status, failure=None, now=now)
+        if not switched:
+            conn.abort()
+            raise UpstreamReset("a connection ended while switching protocols")
+
     async def _respond(
         self,
         conn: UpstreamHttp1,
@@ -842,6 +898,13 @@ def retry_allowed(
     if "gateway-error" in conditions and status in GATEWAY_ERRORS:
         return True
     return "retriable-status-codes" in conditions and status in policy.retriable_status_codes
+
+
+def _unasked_switch(endpoint: EndpointState) -> UpstreamProtocolViolation:
+    return UpstreamProtocolViolation(
+        f"{endpoint.key} answered 101 Switching Protocols to a request that did not ask to "
+        "upgrade; check the upstream application"
+    )
 
 
 def _no_healthy_endpoint(cluster: ClusterRuntime) -> NoHealthyUpstream:

@@ -7,6 +7,10 @@ before the exchange attached its sink are held and flushed on attach, so nothing
 when head and body come in one segment. Flow control is explicit: the sink pauses this
 connection's reading while the downstream client is slow, and `wait_writable` lets a
 request body wait while the upstream's socket buffer is full.
+
+An upgrade goes on a connection of its own (`EndpointPool.connect`); after a 101 the
+connection stops reading until `hand_over` gives its transport to the byte relay, and
+it never returns to the pool.
 """
 
 from __future__ import annotations
@@ -85,6 +89,9 @@ class UpstreamHttp1(asyncio.Protocol):
                 if event.status < 200 and event.status != 101:
                     continue  # interim responses (100 Continue) are ours to absorb
                 self.reusable = event.keep_alive and event.status != 101
+                if event.upgrade:
+                    # Not HTTP any more: what follows waits for the relay (`hand_over`).
+                    self.pause_reading()
                 self._close_delimited = event.framing.kind == "close"
                 listener = self._listener
                 if listener is not None:
@@ -194,6 +201,21 @@ class UpstreamHttp1(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+    def hand_over(self) -> tuple[asyncio.Transport, bytes] | None:
+        """Give up the connection after a 101: its transport (reading paused) and the
+        bytes read past the response head, or None if it is already gone. The pool
+        forgets it; this protocol gets no more callbacks once the new one is set."""
+        transport = self.transport
+        if transport is None or self.closed or transport.is_closing():
+            return None
+        self.closed = True
+        self.reusable = False
+        self.in_response = False
+        self._sink = None
+        self._head = None
+        self.pool.forget(self)
+        return transport, self.parser.take_remaining()
+
     # --- internals ----------------------------------------------------------------------
 
     def _deliver(self, event: DataReceived | MessageEnded) -> None:
@@ -252,6 +274,11 @@ class EndpointPool:
             conn = self._idle.pop()  # most recently used: warmest, least likely closed
             if not conn.closed and conn.reusable:
                 return conn
+        return await self.connect(connect_timeout)
+
+    async def connect(self, connect_timeout: float) -> UpstreamHttp1:
+        """A new connection, never an idle one (an upgrade takes its connection away)."""
+        self.last_used = time.monotonic()
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(connect_timeout):
