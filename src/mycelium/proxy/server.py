@@ -33,7 +33,8 @@ from mycelium.proxy.admin import AdminServer
 from mycelium.proxy.core import ProxyCore
 from mycelium.proxy.h2.detecting import listener_protocol
 from mycelium.proxy.http.exchange import Listener
-from mycelium.proxy.settings import ListenAddress, ProxySettings
+from mycelium.proxy.settings import ListenAddress, LocalUpstream, ProxySettings
+from mycelium.proxy.tcp_routing import RouterRole, TcpRouting
 
 log = logging.getLogger("mycelium.proxy")
 
@@ -47,6 +48,7 @@ class ProxyServer:
         self.settings = settings
         self.core = ProxyCore(settings)
         self.admin = AdminServer(self.core)
+        self.tcp = TcpRouting(self.core)
         self._servers: list[asyncio.Server] = []  # data listeners
         self._operations: list[asyncio.Server] = []  # admin and health: open until the end
         self._inbound: dict[int, asyncio.Server] = {}
@@ -70,11 +72,18 @@ class ProxyServer:
         core.discovery = client
         core.on_config.append(self._follow_config)
         core.spawn(core.sweep())
-        if settings.outbound is not None:
+        transparent = settings.mode == "transparent"
+        if settings.outbound is not None and transparent:
+            await self._listen_routed("outbound", settings.outbound, "outbound")
+        elif settings.outbound is not None:
             await self._listen("outbound", settings.outbound, Listener("outbound"))
+        if settings.inbound is not None and transparent:
+            await self._listen_routed("inbound", settings.inbound, "inbound")
         for upstream in settings.local_upstreams:
-            listener = Listener("local", reference=upstream.service, port=upstream.port)
-            await self._listen(f"local:{upstream.service}", upstream.listen, listener)
+            # TCP or HTTP as the service port says, decided per connection
+            await self._listen_routed(
+                f"local:{upstream.service}", upstream.listen, "local", upstream
+            )
         if settings.admin is not None:
             server = await self._bind_stream(settings.admin, self.admin.serve_admin)
             self.bound["admin"] = _address_of(server)
@@ -101,6 +110,30 @@ class ProxyServer:
         try:
             server = await loop.create_server(
                 factory, address.host, address.port, reuse_address=True, backlog=1024
+            )
+        except OSError as exc:
+            raise ListenError(f"cannot listen on {address} for {name}: {exc.strerror}") from exc
+        self._servers.append(server)
+        self.bound[name] = _address_of(server)
+        return server
+
+    async def _listen_routed(
+        self,
+        name: str,
+        address: ListenAddress,
+        role: RouterRole,
+        upstream: LocalUpstream | None = None,
+    ) -> asyncio.Server:
+        """A listener whose connections go to the TCP relay or to HTTP (see tcp_routing)."""
+        tcp = self.tcp
+        loop = asyncio.get_running_loop()
+        try:
+            server = await loop.create_server(
+                lambda: tcp.protocol(role, upstream),
+                address.host,
+                address.port,
+                reuse_address=True,
+                backlog=1024,
             )
         except OSError as exc:
             raise ListenError(f"cannot listen on {address} for {name}: {exc.strerror}") from exc
@@ -153,12 +186,13 @@ class ProxyServer:
             server.close()
         for conn in list(core.connections):
             conn.close_if_idle()
-        while core.connections and time.monotonic() < deadline:
+        while (core.connections or self.tcp.relays) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
             for conn in list(core.connections):
                 conn.close_if_idle()
         for conn in list(core.connections):
             conn.abort()
+        self.tcp.abort_all()
         core.pools.close_idle()
         for server in self._operations:
             server.close()

@@ -19,6 +19,9 @@ from mycelium.discovery.protocol import NodeInfo
 ON_DEMAND_WAIT_SECONDS = 2.0
 # Graceful drain: how long in-flight requests get to finish after SIGTERM.
 DEFAULT_DRAIN_SECONDS = 10.0
+# SO_MARK on the proxy's own upstream sockets in transparent mode, which the pod's
+# nftables rules exempt from redirection (1337, as Istio uses for its proxy's uid).
+DEFAULT_SOCKET_MARK = 0x539
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +68,7 @@ class ProxySettings:
     subscriptions: list[str] = field(default_factory=list)
     drain_seconds: float = DEFAULT_DRAIN_SECONDS
     access_log: str | None = None  # a file path, or "-" for standard output
+    socket_mark: int = DEFAULT_SOCKET_MARK  # transparent mode only; needs CAP_NET_ADMIN
 
     def to_json(self) -> bytes:
         """For handing the settings to a fresh process (see `mycelium.proxy.__main__`)."""

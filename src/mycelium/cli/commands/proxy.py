@@ -79,6 +79,22 @@ def proxy_command(
     outbound: Annotated[
         str, typer.Option("--outbound", metavar="[HOST:]PORT", help="The app's calls go here.")
     ] = "127.0.0.1:15001",
+    mode: Annotated[
+        str,
+        typer.Option(
+            "--mode",
+            metavar="explicit|transparent",
+            help="transparent: nftables redirects the pod's traffic to --outbound/--inbound.",
+        ),
+    ] = "explicit",
+    inbound: Annotated[
+        str | None,
+        typer.Option(
+            "--inbound",
+            metavar="[HOST:]PORT",
+            help="Transparent mode: where redirected inbound traffic arrives (e.g. 15006).",
+        ),
+    ] = None,
     inbound_address: Annotated[
         str | None,
         typer.Option(
@@ -154,6 +170,13 @@ def proxy_command(
                     int(service_port) if service_port else None,
                 )
             )
+        if mode not in ("explicit", "transparent"):
+            raise ValueError(f"--mode {mode!r} must be explicit or transparent")
+        if inbound is not None and mode != "transparent":
+            raise ValueError(
+                "--inbound needs --mode transparent (explicit mode: --inbound-address)"
+            )
+        default_host = "0.0.0.0" if mode == "transparent" else "127.0.0.1"
         settings = ProxySettings(
             node=NodeInfo(
                 id=node_id,
@@ -167,7 +190,9 @@ def proxy_command(
             controllers=controllers,
             trust_bundle=trust_bundle or home / "ca" / "root.pem",
             state_dir=state_dir,
+            mode="transparent" if mode == "transparent" else "explicit",
             outbound=ListenAddress.parse(outbound),
+            inbound=ListenAddress.parse(inbound, default_host) if inbound else None,
             inbound_address=inbound_address,
             app_address=app_address,
             admin=ListenAddress.parse(admin),

@@ -1,0 +1,306 @@
+"""Per accepted connection: relay it as bytes (L4), or hand it to the HTTP handlers.
+
+Transparent listeners learn where the client meant to go from SO_ORIGINAL_DST; an
+explicit local listener knows its service. Either way the service port decides: an
+opaque, TCP or TLS port is relayed to an endpoint of a cluster chosen by the route's
+`tcp_backends` weights, at once, without waiting for the client's first bytes (a
+server-speaks-first protocol must not stall); an HTTP port goes to protocol detection
+and the HTTP/1 or HTTP/2 handlers, with a `Listener` that names the service and port.
+
+An outbound destination no config names, even after subscribing on demand by its
+address, is relayed to that very address (passthrough, counted `tcp_passthrough`).
+Bytes that arrive while the decision waits for config are held and replayed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, cast
+
+from mycelium.discovery import config as cfg
+from mycelium.proxy.h2.detecting import listener_protocol
+from mycelium.proxy.http.exchange import Listener
+from mycelium.proxy.original_dst import OriginalDestinationError, original_destination
+from mycelium.proxy.settings import LocalUpstream
+from mycelium.proxy.tcp_relay import TcpRelay
+
+if TYPE_CHECKING:
+    from mycelium.proxy.active_config import ActiveConfig
+    from mycelium.proxy.core import ProxyCore
+
+# Relayed connections that move no byte this long are closed: long enough for a quiet
+# database session, short enough that abandoned connections do not pile up (Istio's
+# default TCP idle timeout is one hour).
+TCP_IDLE_TIMEOUT_SECONDS = 3600.0
+
+type RouterRole = Literal["outbound", "inbound", "local"]
+
+
+@dataclass(frozen=True, slots=True)
+class RelayTo:
+    """Relay the connection's bytes to `host:port` (`cluster` "" for passthrough)."""
+
+    host: str
+    port: int
+    cluster: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ServeHttp:
+    listener: Listener
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    reason: str
+
+
+type Decision = RelayTo | ServeHttp | Refuse
+
+
+def is_opaque(protocol: cfg.Protocol, opaque: bool) -> bool:
+    """Bytes only: the proxy must not wait for (or parse) what the client sends."""
+    return opaque or protocol in ("TCP", "TLS")
+
+
+def service_port(route: cfg.ServiceRoute, port: int | None) -> cfg.ServicePort | None:
+    """The route's port `port`, or its first port when `port` is None."""
+    if port is None:
+        return route.ports[0] if route.ports else None
+    return next((p for p in route.ports if p.port == port), None)
+
+
+def pick_tcp_backend(route: cfg.ServiceRoute, roll: float) -> cfg.WeightedCluster | None:
+    """The backend `roll` (in [0, 1)) falls on, by weight; None if every weight is 0."""
+    total = sum(max(b.weight, 0) for b in route.tcp_backends)
+    if total <= 0:
+        return None
+    point = roll * total
+    for backend in route.tcp_backends:
+        point -= max(backend.weight, 0)
+        if point < 0:
+            return backend
+    return route.tcp_backends[-1]
+
+
+def relay_to_service(
+    core: ProxyCore, config: ActiveConfig, route: cfg.ServiceRoute, port: int
+) -> Decision:
+    backend = pick_tcp_backend(route, core.rng.random())
+    if backend is None or backend.cluster not in config.clusters:
+        return Refuse(f"service {route.service} has no TCP backend")
+    cluster = core.cluster(config, backend.cluster, backend.port or port)
+    endpoint = cluster.pick(time.monotonic())
+    if endpoint is None:
+        return Refuse(f"cluster {cluster.name} has no healthy endpoint")
+    return RelayTo(endpoint.address, endpoint.port, cluster.name)
+
+
+def decide_for_service(
+    core: ProxyCore,
+    config: ActiveConfig,
+    service: str,
+    port: int | None,
+    kind: Literal["outbound", "local"],
+) -> Decision | None:
+    """For a known service: relay or HTTP. None if the port is not one of its ports."""
+    compiled = config.routes.get(service)
+    if compiled is None:
+        return None
+    found = service_port(compiled.route, port)
+    if found is None:
+        return None
+    if is_opaque(found.protocol, found.opaque):
+        return relay_to_service(core, config, compiled.route, found.port)
+    return ServeHttp(Listener(kind, reference=service, port=found.port))
+
+
+def decide_outbound(
+    core: ProxyCore, config: ActiveConfig, address: str, port: int
+) -> Decision | None:
+    """A transparent outbound connection to `address:port`; None while unknown."""
+    service = config.hosts.get(address)
+    if service is None:
+        return None
+    return decide_for_service(core, config, service, port, "outbound")
+
+
+def decide_local(core: ProxyCore, config: ActiveConfig, upstream: LocalUpstream) -> Decision | None:
+    resolved = config.resolve(upstream.service)
+    if resolved is None:
+        return None
+    return decide_for_service(core, config, resolved[0], upstream.port, "local")
+
+
+def decide_inbound(core: ProxyCore, config: ActiveConfig, port: int) -> Decision:
+    """A transparent inbound connection to the workload's `port`."""
+    inbound = config.inbound_ports.get(port)
+    app = core.settings.app_address
+    if inbound is None:
+        return RelayTo(app, port)  # not a service port: the app's own business
+    if is_opaque(inbound.protocol, inbound.opaque):
+        return RelayTo(app, inbound.target_port, f"inbound|{inbound.target_port}")
+    return ServeHttp(Listener("inbound", port=inbound.port, inbound_port=inbound))
+
+
+class TcpRouting:
+    """The listeners' shared part: the relays in progress (for draining) and counters."""
+
+    def __init__(self, core: ProxyCore) -> None:
+        self.core = core
+        self.relays: set[TcpRelay] = set()
+        settings = core.settings
+        self.socket_mark = settings.socket_mark if settings.mode == "transparent" else None
+
+    def protocol(self, role: RouterRole, upstream: LocalUpstream | None = None) -> ConnectionRouter:
+        return ConnectionRouter(self, role, upstream)
+
+    def abort_all(self) -> None:
+        for relay in list(self.relays):
+            relay.abort()
+
+    def start_relay(
+        self, transport: asyncio.Transport, target: RelayTo, held: bytes, eof: bool
+    ) -> None:
+        core = self.core
+        relay = TcpRelay(
+            transport,
+            initial_data=held,
+            downstream_eof=eof,
+            idle_timeout=TCP_IDLE_TIMEOUT_SECONDS,
+        )
+        if relay.done:
+            return
+        relay.connect(target.host, target.port, socket_mark=self.socket_mark)
+        self.relays.add(relay)
+        core.counters["tcp_connections"] += 1
+        if not target.cluster:
+            core.counters["tcp_passthrough"] += 1
+        core.spawn(self._finished(relay))
+
+    async def _finished(self, relay: TcpRelay) -> None:
+        try:
+            result = await relay.wait()
+        finally:
+            self.relays.discard(relay)
+        self.core.counters[f"tcp_ended_{result.ended_by}"] += 1
+        self.core.counters["tcp_bytes_to_upstream"] += result.bytes_to_upstream
+        self.core.counters["tcp_bytes_to_downstream"] += result.bytes_to_downstream
+
+
+class ConnectionRouter(asyncio.Protocol):
+    """An accepted connection's first protocol: decides, then hands the transport over."""
+
+    def __init__(
+        self, routing: TcpRouting, role: RouterRole, upstream: LocalUpstream | None
+    ) -> None:
+        self._routing = routing
+        self._role = role
+        self._upstream = upstream
+        self._transport: asyncio.Transport | None = None
+        self._destination: tuple[str, int] | None = None
+        self._held: list[bytes] = []
+        self._eof = False
+        self._waiting: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        core = self._routing.core
+        if self._role != "local":
+            try:
+                self._destination = original_destination(transport.get_extra_info("socket"))
+            except OriginalDestinationError as exc:
+                if self._role == "outbound":
+                    # Dialled directly, like an explicit proxy: plain outbound HTTP.
+                    self._hand_over(ServeHttp(Listener("outbound")))
+                    return
+                core.refused("not_redirected", _peer(self._transport))
+                core.log.info("%s", exc)
+                self._transport.close()
+                return
+        decision = self._decide()
+        if decision is not None:
+            self._hand_over(decision)
+            return
+        self._transport.pause_reading()
+        self._waiting = core.spawn(self._wait_for_config())
+
+    def data_received(self, data: bytes) -> None:
+        self._held.append(data)
+        # uvloop may resume reading behind our back: hold at most what already came
+        if self._transport is not None and self._transport.is_reading():
+            self._transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        return True  # keep the transport: the relay half-closes upstream in turn
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        if self._waiting is not None:
+            self._waiting.cancel()
+
+    def _decide(self) -> Decision | None:
+        core = self._routing.core
+        config = core.active
+        if self._role == "local":
+            assert self._upstream is not None
+            return decide_local(core, config, self._upstream)
+        assert self._destination is not None
+        address, port = self._destination
+        if self._role == "inbound":
+            return decide_inbound(core, config, port)
+        return decide_outbound(core, config, address, port)
+
+    async def _wait_for_config(self) -> None:
+        core = self._routing.core
+        if self._role == "local":
+            assert self._upstream is not None
+            await core.resolve(self._upstream.service)
+        else:
+            assert self._destination is not None
+            await core.resolve(self._destination[0])
+        decision = self._decide()
+        if decision is None:
+            if self._role == "local":
+                assert self._upstream is not None
+                upstream = self._upstream
+                listener = Listener("local", reference=upstream.service, port=upstream.port)
+                decision = ServeHttp(listener)  # HTTP answers with what is missing
+            else:
+                assert self._destination is not None
+                decision = RelayTo(*self._destination)  # passthrough
+        self._waiting = None
+        self._hand_over(decision)
+
+    def _hand_over(self, decision: Decision) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        self._transport = None
+        held, self._held = b"".join(self._held), []
+        core = self._routing.core
+        if isinstance(decision, Refuse):
+            core.refused("no_tcp_upstream", _peer(transport))
+            core.log.warning("%s", decision.reason)
+            transport.abort()
+            return
+        if isinstance(decision, RelayTo):
+            self._routing.start_relay(transport, decision, held, self._eof)
+            return
+        protocol = listener_protocol(core, decision.listener)
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        if not transport.is_reading():
+            transport.resume_reading()
+        if held and not transport.is_closing():
+            protocol.data_received(held)
+        if self._eof and not transport.is_closing():
+            protocol.eof_received()
+
+
+def _peer(transport: asyncio.BaseTransport) -> str:
+    peer = transport.get_extra_info("peername")
+    return f"{peer[0]}:{peer[1]}" if peer else "?"

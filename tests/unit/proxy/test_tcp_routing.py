@@ -1,0 +1,122 @@
+"""What a connection becomes, decided from config alone: relay, HTTP, or passthrough."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from mycelium.discovery import config as cfg
+from mycelium.discovery.protocol import NodeInfo
+from mycelium.proxy.active_config import ActiveConfig
+from mycelium.proxy.core import ProxyCore
+from mycelium.proxy.routing import compile_route
+from mycelium.proxy.settings import ProxySettings
+from mycelium.proxy.tcp_routing import (
+    RelayTo,
+    ServeHttp,
+    decide_inbound,
+    decide_outbound,
+    is_opaque,
+    pick_tcp_backend,
+    service_port,
+)
+
+
+def _route(*backends: tuple[str, int], opaque: bool = False) -> cfg.ServiceRoute:
+    return cfg.ServiceRoute(
+        service="db.default",
+        hosts=["db", "db.default"],
+        vip="10.0.0.5",
+        ports=[
+            cfg.ServicePort(name="sql", port=3306, protocol="TCP", opaque=opaque),
+            cfg.ServicePort(name="http", port=8080, protocol="HTTP"),
+        ],
+        http_rules=[
+            cfg.HttpRule(
+                name="default", backends=[cfg.WeightedCluster(cluster="db.default", weight=1)]
+            )
+        ],
+        tcp_backends=[cfg.WeightedCluster(cluster=c, weight=w) for c, w in backends],
+    )
+
+
+def _core() -> ProxyCore:
+    node = NodeInfo(id="t", namespace="default", service_account="default")
+    return ProxyCore(ProxySettings(node=node, controllers=[], trust_bundle=None))
+
+
+def _config(route: cfg.ServiceRoute) -> ActiveConfig:
+    active = ActiveConfig(version="1")
+    active.routes[route.service] = compile_route(route)
+    active.hosts[route.vip or ""] = route.service
+    for name in {b.cluster for b in route.tcp_backends}:
+        active.clusters[name] = cfg.Cluster(
+            name=name, service=name, balancer="ROUND_ROBIN", mtls=False
+        )
+        active.endpoints[name] = cfg.EndpointSet(
+            cluster=name,
+            endpoints=[
+                cfg.Endpoint(
+                    workload=name,
+                    address=f"198.18.0.{len(name)}",
+                    ports={"3306": 13306},
+                    identity="",
+                )
+            ],
+        )
+    return active
+
+
+def test_tcp_tls_and_opaque_ports_are_bytes_only() -> None:
+    assert is_opaque("TCP", False)
+    assert is_opaque("TLS", False)
+    assert is_opaque("HTTP", True)
+    assert not is_opaque("HTTP", False)
+    assert not is_opaque("GRPC", False)
+
+
+def test_a_service_port_is_found_by_number_or_is_the_first() -> None:
+    route = _route(("db.default", 1))
+    assert service_port(route, 8080) is route.ports[1]
+    assert service_port(route, None) is route.ports[0]
+    assert service_port(route, 9999) is None
+
+
+def test_tcp_backends_share_connections_by_weight() -> None:
+    route = _route(("a.default", 3), ("b.default", 1))
+    picks = Counter(pick_tcp_backend(route, i / 100).cluster for i in range(100))  # type: ignore[union-attr]
+    assert picks == {"a.default": 75, "b.default": 25}
+    assert pick_tcp_backend(_route(("a.default", 0)), 0.5) is None
+
+
+def test_an_outbound_vip_on_a_tcp_port_relays_to_an_endpoint_of_the_cluster() -> None:
+    config = _config(_route(("db.default", 1)))
+    decision = decide_outbound(_core(), config, "10.0.0.5", 3306)
+    assert isinstance(decision, RelayTo)
+    assert (decision.host, decision.port) == ("198.18.0.10", 13306)
+    assert decision.cluster  # not a passthrough
+
+
+def test_an_outbound_vip_on_an_http_port_goes_to_http_with_its_service() -> None:
+    decision = decide_outbound(_core(), _config(_route(("db.default", 1))), "10.0.0.5", 8080)
+    assert isinstance(decision, ServeHttp)
+    assert (decision.listener.reference, decision.listener.port) == ("db.default", 8080)
+
+
+def test_an_unknown_address_or_port_is_left_undecided_for_passthrough() -> None:
+    config = _config(_route(("db.default", 1)))
+    assert decide_outbound(_core(), config, "10.9.9.9", 3306) is None
+    assert decide_outbound(_core(), config, "10.0.0.5", 9999) is None
+
+
+def test_inbound_ports_relay_or_serve_http_and_others_reach_the_app_as_they_are() -> None:
+    core = _core()
+    config = ActiveConfig(version="1")
+    config.inbound_ports = {
+        3306: cfg.InboundPort(port=3306, target_port=13306, service="db.default", protocol="TCP"),
+        8080: cfg.InboundPort(port=8080, target_port=18080, service="db.default", protocol="HTTP"),
+    }
+    assert decide_inbound(core, config, 3306) == RelayTo("127.0.0.1", 13306, "inbound|13306")
+    http = decide_inbound(core, config, 8080)
+    assert isinstance(http, ServeHttp)
+    assert http.listener.kind == "inbound"
+    assert decide_inbound(core, config, 22) == RelayTo("127.0.0.1", 22)
