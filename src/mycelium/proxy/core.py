@@ -43,7 +43,10 @@ class ProxyCore:
         self.rng = rng or random.Random()
         self.active = ActiveConfig()
         self.clusters = ClusterSet(self.rng)
-        self.pools = PoolSet()
+        # In transparent mode our own upstream connections carry the mark the pod's
+        # nftables exempt from interception.
+        self.socket_mark = settings.socket_mark if settings.mode == "transparent" else None
+        self.pools = PoolSet(self.socket_mark)
         self.http1_limits = Http1Limits()
         self.connections: set[DownstreamHttp1] = set()
         self.tasks: set[asyncio.Task[Any]] = set()

@@ -34,6 +34,7 @@ from typing import Literal, cast
 
 from mycelium.errors import MeshError
 from mycelium.proxy.errors import UpstreamConnectFailed, UpstreamReset, UpstreamTimeout
+from mycelium.proxy.upstream.dial import set_mark
 
 # Write-buffer marks per transport. The kernel's socket buffers (megabytes once TCP
 # autotuning has grown them) do the bulk buffering; user space only has to keep the
@@ -47,7 +48,6 @@ LOW_WATER_BYTES = 64 * 1024
 # reaching it means the endpoint is gone rather than slow.
 DEFAULT_CONNECT_TIMEOUT = 10.0  # seconds
 
-SO_MARK = getattr(socket, "SO_MARK", 36)  # Linux: needs CAP_NET_ADMIN to set
 
 type RelayEnd = Literal[
     "completed",  # both directions ended with EOF (or the relay finished closing)
@@ -333,7 +333,7 @@ class TcpRelay:
             try:
                 sock.setblocking(False)
                 if socket_mark is not None:
-                    _set_mark(sock, socket_mark)
+                    set_mark(sock, socket_mark)
                 await self.loop.sock_connect(sock, address)
             except OSError as exc:
                 sock.close()
@@ -579,17 +579,6 @@ async def connect_and_relay(
     except asyncio.CancelledError:
         relay.abort()
         raise
-
-
-def _set_mark(sock: socket.socket, mark: int) -> None:
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
-    except PermissionError as exc:
-        raise PermissionError(
-            exc.errno,
-            f"setting SO_MARK {mark:#x} on the upstream socket needs CAP_NET_ADMIN "
-            "(run the proxy as root or grant it that capability)",
-        ) from exc
 
 
 def _reset(transport: asyncio.Transport) -> None:

@@ -35,6 +35,7 @@ from h2.exceptions import ProtocolError
 from mycelium.proxy.errors import UpstreamConnectFailed, UpstreamReset
 from mycelium.proxy.h2.channel import H2Channel
 from mycelium.proxy.protocols.http2 import Fields, client_connection, start
+from mycelium.proxy.upstream.dial import connect_upstream
 
 if TYPE_CHECKING:
     from mycelium.proxy.core import ProxyCore
@@ -172,7 +173,8 @@ class UpstreamHttp2(H2Channel):
 class Http2Pools:
     """The proxy's HTTP/2 connections to endpoints, by endpoint."""
 
-    def __init__(self) -> None:
+    def __init__(self, socket_mark: int | None = None) -> None:
+        self.socket_mark = socket_mark  # set in transparent mode: see upstream/dial.py
         self.idle_seconds = IDLE_SECONDS
         self._conns: dict[tuple[str, int], list[UpstreamHttp2]] = {}
         self._connecting: dict[tuple[str, int], asyncio.Future[UpstreamHttp2]] = {}
@@ -203,8 +205,8 @@ class Http2Pools:
         endpoint = f"{address}:{port}"
         try:
             async with asyncio.timeout(connect_timeout):
-                _, conn = await loop.create_connection(
-                    lambda: UpstreamHttp2(endpoint), address, port
+                _, conn = await connect_upstream(
+                    lambda: UpstreamHttp2(endpoint), address, port, self.socket_mark
                 )
         except (OSError, TimeoutError) as exc:
             error = UpstreamConnectFailed(
@@ -255,7 +257,7 @@ def pools_of(proxy: ProxyCore) -> Http2Pools:
     """The HTTP/2 pools of one proxy (kept beside the core, which has no slot for them)."""
     pools = _POOLS.get(proxy)
     if pools is None:
-        pools = _POOLS[proxy] = Http2Pools()
+        pools = _POOLS[proxy] = Http2Pools(proxy.socket_mark)
         proxy.spawn(pools.sweep())  # tracked, so the proxy's drain cancels it
     return pools
 

@@ -29,6 +29,7 @@ from mycelium.proxy.protocols.http1 import (
     ResponseParser,
     ResponseReceived,
 )
+from mycelium.proxy.upstream.dial import connect_upstream
 
 # Idle keep-alive connections kept per endpoint; beyond this, released ones are closed.
 MAX_IDLE_PER_ENDPOINT = 64
@@ -252,9 +253,10 @@ class UpstreamHttp1(asyncio.Protocol):
 class EndpointPool:
     """Keep-alive connections to one endpoint (address:port)."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, socket_mark: int | None = None) -> None:
         self.host = host
         self.port = port
+        self.socket_mark = socket_mark  # set in transparent mode: see upstream/dial.py
         self._idle: deque[UpstreamHttp1] = deque()
         self.open = 0  # connections open to this endpoint (idle or busy)
         self.last_used = time.monotonic()
@@ -279,11 +281,10 @@ class EndpointPool:
     async def connect(self, connect_timeout: float) -> UpstreamHttp1:
         """A new connection, never an idle one (an upgrade takes its connection away)."""
         self.last_used = time.monotonic()
-        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(connect_timeout):
-                _, protocol = await loop.create_connection(
-                    lambda: UpstreamHttp1(self), self.host, self.port
+                _, protocol = await connect_upstream(
+                    lambda: UpstreamHttp1(self), self.host, self.port, self.socket_mark
                 )
         except TimeoutError:
             raise UpstreamConnectFailed(
@@ -326,14 +327,15 @@ def _close(conn: UpstreamHttp1) -> None:
 class PoolSet:
     """One `EndpointPool` per endpoint address, created on first use."""
 
-    def __init__(self) -> None:
+    def __init__(self, socket_mark: int | None = None) -> None:
         self._pools: dict[tuple[str, int], EndpointPool] = {}
+        self._socket_mark = socket_mark
 
     def get(self, host: str, port: int) -> EndpointPool:
         key = (host, port)
         pool = self._pools.get(key)
         if pool is None:
-            pool = self._pools[key] = EndpointPool(host, port)
+            pool = self._pools[key] = EndpointPool(host, port, self._socket_mark)
         return pool
 
     def close_idle(self, older_than: float | None = None) -> None:
