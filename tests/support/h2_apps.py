@@ -85,6 +85,8 @@ class _H2ServerConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, _Stream] = {}
         self.outgoing: dict[int, tuple[memoryview, int, bool]] = {}  # left, size, trailers?
+        self.processed = 0
+        self.last_stream: int | None = None  # set once this connection said GOAWAY
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -111,14 +113,19 @@ class _H2ServerConnection(asyncio.Protocol):
             return
         for event in events:
             if isinstance(event, RequestReceived):
+                if self.last_stream is not None and event.stream_id > self.last_stream:
+                    continue  # after our GOAWAY: never processed, as the frame promised
                 self.streams[event.stream_id] = _Stream(dict(event.headers))  # type: ignore[arg-type]
             elif isinstance(event, DataReceived):
+                if event.stream_id not in self.streams:
+                    continue
                 self.streams[event.stream_id].body += event.data
                 self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             elif isinstance(event, TrailersReceived):
                 self.streams[event.stream_id].trailers = dict(event.headers)  # type: ignore[arg-type]
             elif isinstance(event, StreamEnded):
-                self._request_done(event.stream_id)
+                if event.stream_id in self.streams:
+                    self._request_done(event.stream_id)
             elif isinstance(event, StreamReset):
                 self.outgoing.pop(event.stream_id, None)
                 self.app.resets += 1
@@ -132,6 +139,18 @@ class _H2ServerConnection(asyncio.Protocol):
 
     def _request_done(self, stream_id: int) -> None:
         stream = self.streams.pop(stream_id)
+        self.processed += 1
+        limit = self.app.max_requests_per_connection
+        if limit is not None and self.processed == limit and self.last_stream is None:
+            # As nginx does after keepalive_requests: a graceful GOAWAY; streams the
+            # client opened beyond this one will not be processed.
+            # The frame is written by hand: h2 would refuse to answer the streams still
+            # in progress once told the connection is closing, and nginx answers them.
+            self.last_stream = stream_id
+            self.flush()
+            assert self.transport is not None
+            goaway = GoAwayFrame(stream_id=0, last_stream_id=stream_id, error_code=0)
+            self.transport.write(goaway.serialize())
         headers = stream.headers
         path = headers.get(":path", "/")
         query = {k: v[0] for k, v in parse_qs(urlsplit(path).query).items()}
@@ -220,6 +239,7 @@ class H2EchoApp:
     sent_bytes: int = 0
     blocked: bool = False
     open_connections: set[_H2ServerConnection] = field(default_factory=set)
+    max_requests_per_connection: int | None = None  # then GOAWAY, like nginx
     _server: asyncio.Server | None = None
 
     async def start(self) -> H2EchoApp:

@@ -57,6 +57,11 @@ class UpstreamReset(ProxyError):
     reason = "upstream_reset"
 
 
+class UpstreamUnprocessed(UpstreamReset):
+    """The upstream said it never processed the request (an HTTP/2 GOAWAY above its last
+    stream id, or REFUSED_STREAM): repeating it is safe whatever the method."""
+
+
 class UpstreamProtocolViolation(ProxyError):
     status = 502
     reason = "upstream_protocol_error"

@@ -215,3 +215,20 @@ async def test_an_idle_endpoint_connection_is_closed(h2_mesh: H2Mesh) -> None:
     finally:
         await client.close()
     assert pools.connections()[0].idle_since is not None
+
+
+async def test_streams_an_endpoint_never_processed_are_sent_again(h2_mesh: H2Mesh) -> None:
+    # Like nginx after keepalive_requests: every 15 streams the app says a graceful
+    # GOAWAY and ignores the streams the proxy had already opened beyond the last one.
+    for app in (h2_mesh.v1, h2_mesh.v2):
+        app.max_requests_per_connection = 15
+    client = await H2Client.connect(*h2_mesh.outbound)
+    try:
+        responses = [client.start(f"/n/{i}?delay=0.02") for i in range(60)]
+        await asyncio.wait_for(asyncio.gather(*(r.done for r in responses)), 20)
+    finally:
+        await client.close()
+    assert [r.status for r in responses] == [200] * 60
+    assert h2_mesh.v1.connections + h2_mesh.v2.connections > 2  # GOAWAYs really happened
+    served = [r["path"] for r in h2_mesh.v1.seen + h2_mesh.v2.seen]
+    assert sorted(served) == sorted(f"/n/{i}?delay=0.02" for i in range(60))  # each once

@@ -35,6 +35,7 @@ from mycelium.proxy.errors import (
     UpstreamConnectFailed,
     UpstreamReset,
     UpstreamTimeout,
+    UpstreamUnprocessed,
 )
 from mycelium.proxy.h2.upstream import UpstreamHttp2, pools_of
 from mycelium.proxy.http.exchange import (
@@ -62,6 +63,11 @@ if TYPE_CHECKING:
     from mycelium.proxy.h2.downstream import DownstreamHttp2
     from mycelium.proxy.upstream.clusters import ClusterRuntime
     from mycelium.proxy.upstream.endpoint import EndpointState
+
+
+# A stream the endpoint never processed is sent again on a fresh connection at most this
+# often (an endpoint that refuses everything must not be hammered).
+MAX_UNPROCESSED_REPEATS = 3
 
 
 class ClientGone(Exception):
@@ -336,7 +342,7 @@ class Http2Exchange:
             remaining = deadline - loop.time()
             try_timeout = min(per_try, remaining) if per_try else remaining
             try:
-                endpoint, status, headers = await self._attempt(
+                endpoint, status, headers = await self._attempt_unless_refused(
                     cluster, attempt, try_timeout, overall=try_timeout == remaining
                 )
             except (UpstreamConnectFailed, UpstreamReset, UpstreamTimeout) as exc:
@@ -361,6 +367,21 @@ class Http2Exchange:
         if isinstance(last_error, (UpstreamConnectFailed, UpstreamReset, UpstreamTimeout)):
             raise last_error
         raise UpstreamTimeout(f"no response from {cluster.name} within {_duration(timeout)}")
+
+    async def _attempt_unless_refused(
+        self, cluster: ClusterRuntime, attempt: int, timeout: float, *, overall: bool
+    ) -> tuple[EndpointState, int, Fields]:
+        """An attempt, repeated at once when the endpoint says it never processed it
+        (a graceful GOAWAY, as nginx sends every keepalive_requests streams, or
+        REFUSED_STREAM): that costs no retry and needs no retry policy, only the body."""
+        refusals = 0
+        while True:
+            try:
+                return await self._attempt(cluster, attempt, timeout, overall=overall)
+            except UpstreamUnprocessed:
+                refusals += 1
+                if refusals > MAX_UNPROCESSED_REPEATS or self._replay is None:
+                    raise
 
     async def _attempt(
         self, cluster: ClusterRuntime, attempt: int, timeout: float, *, overall: bool

@@ -32,9 +32,14 @@ from h2.events import (
 )
 from h2.exceptions import ProtocolError
 
-from mycelium.proxy.errors import UpstreamConnectFailed, UpstreamReset
+from mycelium.proxy.errors import UpstreamConnectFailed, UpstreamReset, UpstreamUnprocessed
 from mycelium.proxy.h2.channel import H2Channel
-from mycelium.proxy.protocols.http2 import Fields, client_connection, start
+from mycelium.proxy.protocols.http2 import (
+    Fields,
+    GracefulGoawayFilter,
+    client_connection,
+    start,
+)
 from mycelium.proxy.upstream.dial import connect_upstream
 
 if TYPE_CHECKING:
@@ -63,6 +68,7 @@ class UpstreamHttp2(H2Channel):
         self.sinks: dict[int, ResponseSink] = {}
         self.going_away = False
         self.idle_since: float | None = None  # loop time the last stream ended
+        self._goaway = GracefulGoawayFilter()
 
     # --- asyncio callbacks -----------------------------------------------------------------
 
@@ -76,9 +82,20 @@ class UpstreamHttp2(H2Channel):
         why = f"the HTTP/2 connection to {self.key} closed" + (f" ({exc})" if exc else "")
         self._fail_streams(lambda stream_id: True, why)
 
+    def _take_graceful_goaways(self, data: bytes) -> bytes:
+        """Handle graceful GOAWAYs ourselves (see GracefulGoawayFilter); the rest for h2."""
+        data, goaways = self._goaway.feed(data)
+        for last in goaways:
+            # Streams up to `last` are still answered; the others were never processed.
+            self.going_away = True
+            why = f"{self.key} sent a graceful GOAWAY (last stream {last})"
+            self._fail_streams(partial(operator.lt, last), why, unprocessed=True)
+        return data
+
     def data_received(self, data: bytes) -> None:
+        data = self._take_graceful_goaways(data)
         try:
-            events = self.conn.receive_data(data)
+            events = self.conn.receive_data(data) if data else []
         except ProtocolError as exc:
             self.flush()  # h2 queued the GOAWAY
             self.abort()
@@ -112,7 +129,11 @@ class UpstreamHttp2(H2Channel):
                 sink = sinks.pop(event.stream_id, None)
                 if sink is not None:
                     code = _code_name(event.error_code)
-                    sink.response_failed(UpstreamReset(f"{self.key} reset the stream ({code})"))
+                    why = f"{self.key} reset the stream ({code})"
+                    refused = event.error_code == ErrorCodes.REFUSED_STREAM
+                    sink.response_failed(
+                        UpstreamUnprocessed(why) if refused else UpstreamReset(why)
+                    )
             elif isinstance(event, ConnectionTerminated):
                 self.going_away = True
                 # Streams above last_stream_id were never processed (RFC 9113 section
@@ -121,7 +142,8 @@ class UpstreamHttp2(H2Channel):
                 if event.error_code != ErrorCodes.NO_ERROR:
                     last = 0
                 why = f"{self.key} sent GOAWAY ({_code_name(event.error_code)})"
-                self._fail_streams(partial(operator.lt, last), why)  # last < stream id
+                graceful = event.error_code == ErrorCodes.NO_ERROR
+                self._fail_streams(partial(operator.lt, last), why, unprocessed=graceful)
         self.flush()
         self._note_idle()
         if self.going_away and not self.sinks and self.transport is not None:
@@ -163,11 +185,14 @@ class UpstreamHttp2(H2Channel):
         if not self.sinks and self.idle_since is None:
             self.idle_since = asyncio.get_running_loop().time()
 
-    def _fail_streams(self, which: Callable[[int], bool], why: str) -> None:
+    def _fail_streams(
+        self, which: Callable[[int], bool], why: str, *, unprocessed: bool = False
+    ) -> None:
         for stream_id in [s for s in self.sinks if which(s)]:
             sink = self.sinks.pop(stream_id)
             self.sends.discard(stream_id)
-            sink.response_failed(UpstreamReset(why))
+            error = UpstreamUnprocessed(why) if unprocessed else UpstreamReset(why)
+            sink.response_failed(error)
 
 
 class Http2Pools:

@@ -455,3 +455,56 @@ class SendBuffer:
                 conn.send_headers(stream_id, out.trailers, end_stream=True)
             else:
                 conn.end_stream(stream_id)
+
+
+# --- graceful GOAWAY from an upstream -------------------------------------------------------
+
+_FRAME_HEADER_BYTES = 9
+_GOAWAY = 0x7
+
+
+class GracefulGoawayFilter:
+    """Takes graceful (NO_ERROR) GOAWAY frames out of an upstream's byte stream.
+
+    h2 closes its whole connection state on any GOAWAY it receives, and then refuses the
+    frames of streams the peer is still answering (RFC 9113 §6.8 says those complete).
+    Servers send a graceful GOAWAY routinely (nginx after `keepalive_requests` streams),
+    so the proxy handles it itself: `feed` returns the bytes for h2 without those frames,
+    and the `last_stream_id` of each one it removed. Other frames pass through
+    untouched, a partial frame header or GOAWAY frame waits for its remaining bytes.
+    """
+
+    def __init__(self) -> None:
+        self._pending = b""
+        self._pass_left = 0  # bytes of the current (non-GOAWAY) frame still to pass
+
+    def feed(self, data: bytes) -> tuple[bytes, list[int]]:
+        buf = self._pending + data if self._pending else data
+        self._pending = b""
+        out: list[bytes] = []
+        found: list[int] = []
+        pos, end = 0, len(buf)
+        while pos < end:
+            if self._pass_left:
+                take = min(self._pass_left, end - pos)
+                out.append(buf[pos : pos + take])
+                pos += take
+                self._pass_left -= take
+                continue
+            if end - pos < _FRAME_HEADER_BYTES:
+                self._pending = buf[pos:]
+                break
+            length = int.from_bytes(buf[pos : pos + 3], "big")
+            if buf[pos + 3] == _GOAWAY:
+                if end - pos < _FRAME_HEADER_BYTES + length:
+                    self._pending = buf[pos:]
+                    break
+                payload = buf[pos + _FRAME_HEADER_BYTES : pos + _FRAME_HEADER_BYTES + length]
+                if len(payload) >= 8 and int.from_bytes(payload[4:8], "big") == 0:
+                    found.append(int.from_bytes(payload[0:4], "big") & 0x7FFFFFFF)
+                    pos += _FRAME_HEADER_BYTES + length
+                    continue
+            out.append(buf[pos : pos + _FRAME_HEADER_BYTES])
+            pos += _FRAME_HEADER_BYTES
+            self._pass_left = length
+        return (out[0] if len(out) == 1 else b"".join(out)), found
