@@ -130,12 +130,44 @@ def wrk(url: str, seconds: int, headers: dict[str, str] | None = None) -> tuple[
     return rps, p99_ms
 
 
+def start_sidecar_mesh(
+    work: Path, manifest: str, subscriptions: list[str]
+) -> tuple[ControllerProcess, subprocess.Popen[bytes], int, int]:
+    """A controller holding `manifest`, and one sidecar subscribed to `subscriptions`.
+
+    Returns the controller, the sidecar process, its outbound port and its health port.
+    """
+    controller = ControllerProcess(work / "home")
+    asyncio.run(controller.start())
+    myc = str(Path(sys.executable).parent / "myc")
+    home = str(work / "home")
+    subprocess.run(
+        [myc, "--controller", controller.base, "--home", home, "apply", "-f", "-"],
+        input=manifest.encode(),
+        check=True,
+        capture_output=True,
+    )
+    outbound, health = free_port(), free_port()
+    subscribe = [arg for name in subscriptions for arg in ("--subscribe", name)]
+    with open(work / "proxy.log", "wb") as log:
+        proxy = subprocess.Popen(
+            [
+                *(myc, "--home", home, "proxy", "--id", "bench-sidecar"),
+                *("--discovery", f"127.0.0.1:{controller.discovery_port}"),
+                *("--outbound", f"127.0.0.1:{outbound}", "--admin", f"127.0.0.1:{free_port()}"),
+                *("--health", f"127.0.0.1:{health}", *subscribe),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    wait_http(f"http://127.0.0.1:{health}/healthz/ready")
+    return controller, proxy, outbound, health
+
+
 def start_mesh(
     work: Path, backend_port: int
 ) -> tuple[ControllerProcess, subprocess.Popen[bytes], int, int]:
-    """A controller, the backend registered as a static workload, and one sidecar."""
-    controller = ControllerProcess(work / "home")
-    asyncio.run(controller.start())
+    """The backend registered as a static workload behind one sidecar."""
     manifest = f"""apiVersion: mycelium.io/v1
 kind: Service
 metadata: {{name: backend}}
@@ -148,27 +180,7 @@ kind: Workload
 metadata: {{name: backend-0, labels: {{app: backend}}}}
 spec: {{address: 127.0.0.1}}
 """
-    myc = str(Path(sys.executable).parent / "myc")
-    home = str(work / "home")
-    subprocess.run(
-        [myc, "--controller", controller.base, "--home", home, "apply", "-f", "-"],
-        input=manifest.encode(),
-        check=True,
-        capture_output=True,
-    )
-    outbound, health = free_port(), free_port()
-    with open(work / "proxy.log", "wb") as log:
-        proxy = subprocess.Popen(
-            [
-                *(myc, "--home", home, "proxy", "--id", "bench-client"),
-                *("--discovery", f"127.0.0.1:{controller.discovery_port}"),
-                *("--outbound", f"127.0.0.1:{outbound}", "--admin", f"127.0.0.1:{free_port()}"),
-                *("--health", f"127.0.0.1:{health}", "--subscribe", "backend"),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    wait_http(f"http://127.0.0.1:{health}/healthz/ready")
+    controller, proxy, outbound, health = start_sidecar_mesh(work, manifest, ["backend"])
     wait_http(f"http://127.0.0.1:{outbound}/", {"Host": "backend"})
     return controller, proxy, outbound, health
 

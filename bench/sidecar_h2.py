@@ -18,7 +18,6 @@ Rounds are interleaved; medians are reported with ratios. Run by hand:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import re
 import shutil
@@ -36,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from sidecar import BODY, ensure_tools, wait_http  # noqa: E402
+from sidecar import BODY, ensure_tools, start_sidecar_mesh  # noqa: E402
 from tests.support.controller_process import ControllerProcess, free_port  # noqa: E402
 
 METHOD = "/bench.Echo/Say"
@@ -123,8 +122,7 @@ def start_grpc_server(port: int) -> grpc.Server:
 def start_mesh(
     work: Path, h2_port: int, grpc_port: int
 ) -> tuple[ControllerProcess, subprocess.Popen[bytes], int]:
-    controller = ControllerProcess(work / "home")
-    asyncio.run(controller.start())
+    """The h2c server and the gRPC server as static workloads behind one sidecar."""
     manifest = f"""apiVersion: mycelium.io/v1
 kind: Service
 metadata: {{name: web}}
@@ -149,27 +147,7 @@ kind: Workload
 metadata: {{name: echo-0, labels: {{app: echo}}}}
 spec: {{address: 127.0.0.1}}
 """
-    myc = str(Path(sys.executable).parent / "myc")
-    home = str(work / "home")
-    subprocess.run(
-        [myc, "--controller", controller.base, "--home", home, "apply", "-f", "-"],
-        input=manifest.encode(),
-        check=True,
-        capture_output=True,
-    )
-    outbound, health = free_port(), free_port()
-    with open(work / "proxy.log", "wb") as log:
-        proxy = subprocess.Popen(
-            [
-                *(myc, "--home", home, "proxy", "--id", "bench-h2"),
-                *("--discovery", f"127.0.0.1:{controller.discovery_port}"),
-                *("--outbound", f"127.0.0.1:{outbound}", "--admin", f"127.0.0.1:{free_port()}"),
-                *("--health", f"127.0.0.1:{health}", "--subscribe", "web", "--subscribe", "echo"),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    wait_http(f"http://127.0.0.1:{health}/healthz/ready")
+    controller, proxy, outbound, _ = start_sidecar_mesh(work, manifest, ["web", "echo"])
     return controller, proxy, outbound
 
 
