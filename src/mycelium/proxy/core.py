@@ -29,6 +29,7 @@ from mycelium.proxy.upstream.clusters import ClusterRuntime, ClusterSet
 if TYPE_CHECKING:
     from mycelium.proxy.http.downstream import DownstreamHttp1
     from mycelium.proxy.http.exchange import Exchange
+    from mycelium.proxy.tcp_relay import TcpRelay
 
 # How often connection timeouts (idle, slow request heads) are checked.
 SWEEP_INTERVAL_SECONDS = 1.0
@@ -49,6 +50,8 @@ class ProxyCore:
         self.pools = PoolSet(self.socket_mark)
         self.http1_limits = Http1Limits()
         self.connections: set[DownstreamHttp1] = set()
+        # Byte pipes (TCP services, upgraded connections): tracked so a drain can end them.
+        self.relays: set[TcpRelay] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.draining = False
         self.discovery: DiscoveryClient | None = None

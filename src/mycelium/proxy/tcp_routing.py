@@ -150,7 +150,7 @@ class TcpRouting:
 
     def __init__(self, core: ProxyCore) -> None:
         self.core = core
-        self.relays: set[TcpRelay] = set()
+        self.relays = core.relays  # shared with upgraded HTTP connections, for the drain
         settings = core.settings
         self.socket_mark = settings.socket_mark if settings.mode == "transparent" else None
 

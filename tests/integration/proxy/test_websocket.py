@@ -158,3 +158,19 @@ async def test_a_switch_nobody_asked_for_is_the_upstreams_protocol_error(
     assert statuses == [200, 502, 200, 502]
     assert proxy_mesh.caller.core.counters["requests_sync"] == 2
     assert proxy_mesh.caller.core.counters["upgraded_connections"] == 0
+
+
+async def test_a_drain_ends_an_open_websocket_at_its_deadline(proxy_mesh: ProxyMesh) -> None:
+    async with connect(proxy_mesh) as ws:
+        await ws.send_str("still here")
+        assert await ws.receive_str(timeout=5) == "still here"
+        started = asyncio.get_running_loop().time()
+        await proxy_mesh.caller.drain(0.5)
+        message = await ws.receive(timeout=5)
+        assert message.type in (
+            aiohttp.WSMsgType.CLOSE,
+            aiohttp.WSMsgType.CLOSED,
+            aiohttp.WSMsgType.ERROR,
+        )
+        assert asyncio.get_running_loop().time() - started < 3
+    assert not proxy_mesh.caller.core.relays

@@ -49,6 +49,9 @@ if TYPE_CHECKING:
 HEADER_TIMEOUT_SECONDS = 10.0
 # An idle keep-alive connection is closed after this long (nginx's default is 75 s).
 IDLE_TIMEOUT_SECONDS = 60.0
+# An upgraded connection (WebSocket) with no byte either way for this long is closed;
+# Envoy's default idle timeout for a connection is one hour too.
+UPGRADED_IDLE_TIMEOUT_SECONDS = 3600.0
 # Both are enforced by `ProxyCore`'s sweep, which looks once a second: a timer per
 # request (armed and cancelled twice each) cost more than the whole routing decision.
 
@@ -211,8 +214,11 @@ class DownstreamHttp1(asyncio.Protocol):
         self.closing = True
         self._upstream = None
         self.proxy.connections.discard(self)  # the relay owns the connection now
-        relay = TcpRelay(transport, initial_data=client_rest)
+        relay = TcpRelay(
+            transport, initial_data=client_rest, idle_timeout=UPGRADED_IDLE_TIMEOUT_SECONDS
+        )
         relay.attach_upstream(upstream_transport)
+        self.proxy.relays.add(relay)  # so that a drain ends it at its deadline
         if not upstream_transport.is_closing() and not upstream_transport.is_reading():
             upstream_transport.resume_reading()  # paused at the 101 by `UpstreamHttp1`
         self.proxy.counters["upgraded_connections"] += 1
@@ -220,7 +226,10 @@ class DownstreamHttp1(asyncio.Protocol):
         return True
 
     async def _relayed(self, relay: TcpRelay) -> None:
-        result = await relay.wait()
+        try:
+            result = await relay.wait()
+        finally:
+            self.proxy.relays.discard(relay)
         counters = self.proxy.counters
         counters["upgraded_connections_closed"] += 1
         counters["upgraded_bytes_to_upstream"] += result.bytes_to_upstream
