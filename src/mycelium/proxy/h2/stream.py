@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING
 
 from h2.errors import ErrorCodes
 
+from mycelium.proxy.destination import duration_text, find_route, service_port
 from mycelium.proxy.errors import (
     CircuitOpen,
     NoHealthyUpstream,
     NoRoute,
     ProxyError,
     RetryBudgetExhausted,
-    UnknownService,
     UpstreamConnectFailed,
     UpstreamReset,
     UpstreamTimeout,
@@ -252,23 +252,10 @@ class Http2Exchange:
         target = self.target.decode("latin-1")
         facts = RequestFacts.from_fields(self.method.decode("latin-1"), target, self.headers)
         self.facts = facts
-        config = proxy.active
-        name = self.listener.reference or self.host
-        service = config.service_for(name)
-        if service is None:
-            await proxy.resolve(name)
-            config = proxy.active
-            service = config.service_for(name)
-            if service is None:
-                reason = config.unresolved.get(_strip_port(name))
-                raise UnknownService(reason or f"no service is known by the name {name!r}")
+        config, service, route = await find_route(proxy, self.listener.reference or self.host)
         self.service = service
-        route = config.routes.get(service)
-        if route is None:
-            raise UnknownService(f"no route for service {service} in config {config.version}")
         if self.port is None:
-            named = None if self.listener.reference else _port_of(self.host)
-            self.port = named or _first_port(route.route)
+            self.port = service_port(self.host, bool(self.listener.reference), route.route)
         rule = route.match(facts)
         if rule is None:
             raise NoRoute(f"no rule of service {service} matches {facts.method} {facts.path}")
@@ -366,7 +353,7 @@ class Http2Exchange:
         assert last_error is not None
         if isinstance(last_error, (UpstreamConnectFailed, UpstreamReset, UpstreamTimeout)):
             raise last_error
-        raise UpstreamTimeout(f"no response from {cluster.name} within {_duration(timeout)}")
+        raise UpstreamTimeout(f"no response from {cluster.name} within {duration_text(timeout)}")
 
     async def _attempt_unless_refused(
         self, cluster: ClusterRuntime, attempt: int, timeout: float, *, overall: bool
@@ -412,7 +399,7 @@ class Http2Exchange:
             if isinstance(exc, UpstreamConnectFailed):
                 raise
             raise UpstreamConnectFailed(
-                f"no HTTP/2 connection to {endpoint.key} within {_duration(timeout)}"
+                f"no HTTP/2 connection to {endpoint.key} within {duration_text(timeout)}"
             ) from None
         if self._gone:
             cluster.breaker.release_request()
@@ -428,7 +415,7 @@ class Http2Exchange:
             self._attempt_failed(cluster, endpoint, "timeout")
             which = "the route's timeout" if overall else "the per-try timeout"
             raise UpstreamTimeout(
-                f"{endpoint.key} did not answer within {_duration(timeout)} ({which})"
+                f"{endpoint.key} did not answer within {duration_text(timeout)} ({which})"
             ) from None
         except UpstreamReset:
             self._upstream = None
@@ -538,29 +525,3 @@ class Http2Exchange:
             unacked, self._unacked = self._unacked, 0
             conn.acknowledge(self._upstream_id, unacked)
             conn.cancel(self._upstream_id)
-
-
-def _strip_port(host: str) -> str:
-    if host.startswith("["):
-        return host.split("]", 1)[0] + "]"
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-
-
-def _port_of(host: str) -> int | None:
-    if host.count(":") == 1:
-        port = host.rsplit(":", 1)[1]
-        if port.isdigit():
-            return int(port)
-    return None
-
-
-def _first_port(route: object) -> int:
-    ports = getattr(route, "ports", ())
-    for port in ports:
-        if port.protocol in ("HTTP2", "GRPC", "HTTP"):
-            return int(port.port)
-    return int(ports[0].port) if ports else 80
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds * 1000:.0f}ms" if seconds < 1 else f"{seconds:.3g}s"

@@ -31,13 +31,13 @@ import time
 from typing import TYPE_CHECKING, Literal
 
 from mycelium.discovery import config as cfg
+from mycelium.proxy.destination import duration_text, find_route, service_port
 from mycelium.proxy.errors import (
     CircuitOpen,
     NoHealthyUpstream,
     NoRoute,
     ProxyError,
     RetryBudgetExhausted,
-    UnknownService,
     UpstreamConnectFailed,
     UpstreamProtocolViolation,
     UpstreamReset,
@@ -261,8 +261,7 @@ class Exchange:
         self.host = host
         self.service = service
         if self.port is None:
-            named = None if self.listener.reference else _port_of(host)
-            self.port = named or _first_http_port(route.route)
+            self.port = service_port(host, bool(self.listener.reference), route.route)
         self.rule_name = rule.rule.name
         chain: RuleChain = rule.state
         for request_filter in chain.request:
@@ -414,7 +413,7 @@ class Exchange:
         which = "the route's timeout" if limit == overall else "the per-try timeout"
         key = self._endpoint.key if self._endpoint is not None else "the upstream"
         self._attempt_over(
-            UpstreamTimeout(f"{key} did not answer within {_duration(limit)} ({which})"),
+            UpstreamTimeout(f"{key} did not answer within {duration_text(limit)} ({which})"),
             "timeout",
         )
 
@@ -517,24 +516,10 @@ class Exchange:
     async def _outbound(self) -> None:
         facts = self._request_facts()
         proxy = self.proxy
-        config = proxy.active
-        name = self.listener.reference or self.host
-        service = config.service_for(name)
-        if service is None:
-            await proxy.resolve(name)
-            config = proxy.active
-            service = config.service_for(name)
-            if service is None:
-                reason = config.unresolved.get(_strip_port(name))
-                raise UnknownService(reason or f"no service is known by the name {name!r}")
+        config, service, route = await find_route(proxy, self.listener.reference or self.host)
         self.service = service
-        route = config.routes.get(service)
-        if route is None:
-            raise UnknownService(f"no route for service {service} in config {config.version}")
         if self.port is None:
-            # A local listener's own port says nothing about the service's port.
-            named = None if self.listener.reference else _port_of(self.host)
-            self.port = named or _first_http_port(route.route)
+            self.port = service_port(self.host, bool(self.listener.reference), route.route)
         rule = route.match(facts)
         if rule is None:
             raise NoRoute(f"no rule of service {service} matches {facts.method} {facts.path}")
@@ -661,7 +646,7 @@ class Exchange:
         assert last_error is not None
         if isinstance(last_error, (UpstreamConnectFailed, UpstreamReset, UpstreamTimeout)):
             raise last_error
-        raise UpstreamTimeout(f"no response from {cluster.name} within {_duration(timeout)}")
+        raise UpstreamTimeout(f"no response from {cluster.name} within {duration_text(timeout)}")
 
     async def _attempt(
         self,
@@ -703,7 +688,7 @@ class Exchange:
             self._attempt_failed(cluster, endpoint, "timeout")
             which = "the route's timeout" if overall else "the per-try timeout"
             raise UpstreamTimeout(
-                f"{endpoint.key} did not answer within {_duration(stated or timeout)} ({which})"
+                f"{endpoint.key} did not answer within {duration_text(stated or timeout)} ({which})"
             ) from None
         except UpstreamReset:
             self._attempt_failed(cluster, endpoint, "reset")
@@ -912,28 +897,3 @@ def _no_healthy_endpoint(cluster: ClusterRuntime) -> NoHealthyUpstream:
         f"cluster {cluster.name} has no healthy endpoint "
         f"({len(cluster.endpoints)} known, the rest ejected or unhealthy)"
     )
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds * 1000:.0f}ms" if seconds < 1 else f"{seconds:.3g}s"
-
-
-def _strip_port(host: str) -> str:
-    if host.startswith("["):
-        return host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-
-
-def _port_of(host: str) -> int | None:
-    if host.count(":") == 1:
-        port = host.rsplit(":", 1)[1]
-        if port.isdigit():
-            return int(port)
-    return None
-
-
-def _first_http_port(route: cfg.ServiceRoute) -> int:
-    for port in route.ports:
-        if port.protocol in ("HTTP", "HTTP2", "GRPC"):
-            return port.port
-    return route.ports[0].port if route.ports else 80
