@@ -9,7 +9,6 @@ and the few counters the admin endpoints report. It does no socket work itself.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -19,10 +18,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from mycelium.discovery import config as cfg
 from mycelium.discovery.client import DiscoveryClient, Snapshot
+from mycelium.proxy.access_log import AccessLog, LoggedExchange
 from mycelium.proxy.active_config import ActiveConfig, build_active_config
-from mycelium.proxy.errors import UpstreamConnectFailed
 from mycelium.proxy.http.upstream import IDLE_TIMEOUT_SECONDS, PoolSet
-from mycelium.proxy.protocols.http1 import Http1Limits, encode_request_head
+from mycelium.proxy.protocols.http1 import Http1Limits
 from mycelium.proxy.settings import ON_DEMAND_WAIT_SECONDS, ProxySettings
 from mycelium.proxy.upstream.clusters import ClusterRuntime, ClusterSet
 
@@ -33,8 +32,6 @@ if TYPE_CHECKING:
 
 # How often connection timeouts (idle, slow request heads) are checked.
 SWEEP_INTERVAL_SECONDS = 1.0
-# How long a mirrored (shadow) request may take before it is abandoned.
-MIRROR_TIMEOUT_SECONDS = 5.0
 
 
 class ProxyCore:
@@ -58,7 +55,7 @@ class ProxyCore:
         self.config_changed = asyncio.Event()
         self.counters: Counter[str] = Counter()
         self._local_apps: dict[int, ClusterRuntime] = {}
-        self._access_log: TextIO | None = None
+        self.access_log: AccessLog | None = None
         self.on_config: list[Any] = []  # callbacks after a config is accepted
 
     # --- tasks ------------------------------------------------------------------------------
@@ -70,13 +67,16 @@ class ProxyCore:
         return task
 
     async def sweep(self) -> None:
-        """Once a second: enforce connection timeouts without a timer per request."""
+        """Once a second: enforce connection timeouts without a timer per request, and
+        write out the access log."""
         while True:
             await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
             now = time.monotonic()
             for conn in list(self.connections):
                 conn.check_timeouts(now)
             self.pools.close_idle(older_than=now - IDLE_TIMEOUT_SECONDS)
+            if self.access_log is not None:
+                self.access_log.flush()
 
     # --- config -----------------------------------------------------------------------------
 
@@ -128,99 +128,22 @@ class ProxyCore:
     # --- per request ------------------------------------------------------------------------
 
     def exchange_finished(self, exchange: Exchange) -> None:
+        self.record(exchange)
+        exchange.downstream.exchange_done(exchange)
+
+    def record(self, exchange: LoggedExchange) -> None:
+        """Count a finished request (either protocol) and log it."""
         self.counters["requests"] += 1
         if exchange.reason:
             self.counters[f"reason_{exchange.reason}"] += 1
-        if self._access_log is not None:
-            self._write_access_log(exchange)
-        exchange.downstream.exchange_done(exchange)
+        if self.access_log is not None:
+            self.access_log.record(exchange)
 
     def refused(self, reason: str, peer: str) -> None:
         self.counters[f"refused_{reason}"] += 1
         self.log.info("refused a request from %s: %s", peer, reason)
 
-    def mirror(
-        self, exchange: Exchange, config: ActiveConfig, policy: cfg.MirrorPolicy, port: int
-    ) -> None:
-        """Send a copy of the request to the mirror cluster and forget about it."""
-        if policy.percentage < 100 and self.rng.random() * 100 >= policy.percentage:
-            return
-        body = exchange.body
-        replay = body.replay() if body is not None else []
-        if replay is None or policy.cluster not in config.clusters:
-            self.counters["mirror_skipped"] += 1
-            return  # a streamed body cannot be copied
-        cluster = self.cluster(config, policy.cluster, policy.port or port)
-        headers = [(n, v + b"-shadow" if n == b"host" else v) for n, v in exchange.headers]
-        length = sum(len(c) for c in replay)
-        headers = [(n, v) for n, v in headers if n not in (b"content-length", b"transfer-encoding")]
-        if body is not None:
-            headers.append((b"content-length", str(length).encode()))
-        head = encode_request_head(exchange.method, exchange.target, headers)
-        self.spawn(self._shadow(cluster, exchange.method, head, replay))
-
-    async def _shadow(
-        self, cluster: ClusterRuntime, method: bytes, head: bytes, body: list[bytes]
-    ) -> None:
-        endpoint = cluster.pick(time.monotonic())
-        if endpoint is None:
-            return
-        pool = self.pools.get(endpoint.address, endpoint.port)
-        try:
-            async with asyncio.timeout(MIRROR_TIMEOUT_SECONDS):
-                conn = await pool.acquire(cluster.settings.connection_pool.connect_timeout)
-                waiter = conn.begin(method, head)
-                for chunk in body:
-                    conn.write(chunk)
-                await waiter
-                done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-                conn.attach(_DiscardSink(done))
-                await done
-            self.counters["mirror_sent"] += 1
-        except (TimeoutError, UpstreamConnectFailed, Exception):
-            self.counters["mirror_failed"] += 1
-
     # --- access log -------------------------------------------------------------------------
 
     def open_access_log(self, stream: TextIO) -> None:
-        self._access_log = stream
-
-    def _write_access_log(self, exchange: Exchange) -> None:
-        assert self._access_log is not None
-        record = {
-            "ts": time.time(),
-            "direction": exchange.listener.kind,
-            "method": exchange.method.decode("latin-1"),
-            "path": exchange.target.decode("latin-1"),
-            "host": exchange.host,
-            "service": exchange.service,
-            "rule": exchange.rule_name,
-            "status": exchange.status,
-            "reason": exchange.reason or None,
-            "upstream_cluster": exchange.cluster_name or None,
-            "upstream_host": exchange.upstream_host or None,
-            "bytes_sent": exchange.bytes_sent,
-            "duration_ms": round((time.monotonic() - exchange.started) * 1000, 3),
-            "client": exchange.downstream.peer_host,
-        }
-        self._access_log.write(json.dumps(record) + "\n")
-        self._access_log.flush()
-
-
-class _DiscardSink:
-    def __init__(self, done: asyncio.Future[None]) -> None:
-        self._done = done
-
-    def response_data(self, data: bytes) -> None:
-        pass
-
-    def response_end(self, trailers: list[tuple[bytes, bytes]]) -> None:
-        if not self._done.done():
-            self._done.set_result(None)
-
-    def response_failed(self, exc: BaseException) -> None:
-        if not self._done.done():
-            self._done.set_exception(exc)
-
-    def response_flush(self) -> None:
-        pass
+        self.access_log = AccessLog(stream)

@@ -202,6 +202,8 @@ class ProxyServer:
             task.cancel()
         with contextlib.suppress(Exception):
             await asyncio.gather(*core.tasks, return_exceptions=True)
+        if core.access_log is not None:
+            core.access_log.flush()
 
     async def stop(self) -> None:
         await self.drain(0)

@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import subprocess
 
-from tests.support.h2_apps import H2Client, H2Mesh, h2_mesh
+from tests.support.h2_apps import RATINGS, H2Client, H2Mesh, h2_mesh
 from tests.support.polling import eventually
+from tests.support.proxy_mesh import BASE
 
 from mycelium.proxy.h2.upstream import pools_of
 
@@ -232,3 +233,57 @@ async def test_streams_an_endpoint_never_processed_are_sent_again(h2_mesh: H2Mes
     assert h2_mesh.v1.connections + h2_mesh.v2.connections > 2  # GOAWAYs really happened
     served = [r["path"] for r in h2_mesh.v1.seen + h2_mesh.v2.seen]
     assert sorted(served) == sorted(f"/n/{i}?delay=0.02" for i in range(60))  # each once
+
+
+async def test_consistent_hash_keeps_each_user_on_one_endpoint(h2_mesh: H2Mesh) -> None:
+    client = await H2Client.connect(*h2_mesh.outbound)
+    try:
+        await client.request("/")  # the caller subscribes to reviews on first use
+        caller = h2_mesh.mesh.caller
+        before = caller.core.active.version
+        hashed = (
+            BASE.format(port=h2_mesh.mesh.app_port)
+            + "  loadBalancer: {type: CONSISTENT_HASH, consistentHash: {header: x-user}}\n"
+            + RATINGS.format(port=h2_mesh.grpc_port)
+        )
+        status, body = await h2_mesh.mesh.api.apply(hashed)
+        assert status == 200, body
+        await eventually(lambda: caller.core.active.version != before)
+
+        endpoints_by_user: dict[str, set[str]] = {}
+        for round_ in range(3):
+            for user in (f"user-{i}" for i in range(13)):  # odd: round robin would move them
+                response = await client.request(f"/?r={round_}", headers=[("x-user", user)])
+                endpoints_by_user.setdefault(user, set()).add(response.headers["x-served-by"])
+    finally:
+        await client.close()
+    assert all(len(seen) == 1 for seen in endpoints_by_user.values()), endpoints_by_user
+    assert {e for seen in endpoints_by_user.values() for e in seen} == {"reviews-v1", "reviews-v2"}
+
+
+async def test_mirroring_copies_a_stream_with_its_body_over_http2(h2_mesh: H2Mesh) -> None:
+    client = await H2Client.connect(*h2_mesh.outbound)
+    try:
+        await configure(
+            h2_mesh,
+            client,
+            """  - backendRefs: [{name: reviews, subset: v1}]
+    mirror: {backendRef: {name: reviews, subset: v2}}""",
+        )
+        body = b"order #7" * 1000
+        response = await client.request(
+            "/mirrored", method="POST", body=body, headers=[("x-request-id", "m-1")]
+        )
+    finally:
+        await client.close()
+    assert response.status == 200
+    assert response.headers["x-served-by"] == "reviews-v1"  # the answer is the real one's
+
+    def shadow() -> dict[str, object] | None:
+        return next((r for r in h2_mesh.v2.seen if r["path"] == "/mirrored"), None)
+
+    copy = await eventually(shadow, what="the shadow copy reaching v2")
+    assert copy["authority"] == "reviews:9080-shadow"
+    assert copy["body_bytes"] == len(body)
+    assert copy["headers"]["x-request-id"] == "m-1"  # type: ignore[index]
+    assert h2_mesh.mesh.caller.core.counters["mirror_sent"] >= 1

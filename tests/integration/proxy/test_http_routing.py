@@ -10,7 +10,7 @@ import subprocess
 from collections import Counter
 
 from tests.support.polling import eventually
-from tests.support.proxy_mesh import ProxyMesh
+from tests.support.proxy_mesh import BASE, ProxyMesh
 
 
 def route(rules: str) -> str:
@@ -210,3 +210,27 @@ async def test_a_config_change_does_not_disturb_a_request_in_flight(proxy_mesh: 
     response = await slow
     assert response.status == 200
     assert await served_by(proxy_mesh) == "reviews-v2"
+
+
+async def test_consistent_hash_keeps_each_user_on_one_endpoint(proxy_mesh: ProxyMesh) -> None:
+    await proxy_mesh.get("/")
+    before = proxy_mesh.caller.core.active.version
+    hashed = BASE.format(port=proxy_mesh.app_port) + (
+        "  loadBalancer: {type: CONSISTENT_HASH, consistentHash: {header: x-user}}\n"
+    )
+    status, body = await proxy_mesh.api.apply(hashed)
+    assert status == 200, body
+    await proxy_mesh.settle(before)
+
+    endpoints_by_user: dict[str, set[str]] = {}
+    for round_ in range(3):
+        for user in (f"user-{i}" for i in range(13)):  # odd: round robin would move them
+            endpoint = await served_by(proxy_mesh, f"/?r={round_}", headers={"x-user": user})
+            endpoints_by_user.setdefault(user, set()).add(endpoint)
+
+    assert all(len(seen) == 1 for seen in endpoints_by_user.values()), endpoints_by_user
+    # and the ring spreads users over both endpoints
+    assert {e for seen in endpoints_by_user.values() for e in seen} == {
+        "reviews-v1",
+        "reviews-v2",
+    }

@@ -11,9 +11,9 @@ Flow control runs end to end: request bytes are acknowledged to the client when 
 upstream connection takes them, response bytes to the endpoint when the downstream
 connection takes them. Nothing in between grows without a window to match.
 
-Accounting: `ProxyCore.exchange_finished` takes an HTTP/1 `Exchange` (it writes its
-access log and hands it back to the HTTP/1 connection), so streams count themselves in
-`proxy.counters` (`requests`, `h2_streams`, `reason_<reason>`).
+A finished stream is counted and written to the access log by `ProxyCore.record`, as
+an HTTP/1.1 exchange is; `h2_streams` counts streams alone. A rule's mirror copies the
+stream over HTTP/2 once its body is whole (`whole_body`).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from mycelium.proxy.http.exchange import (
     Listener,
     retry_allowed,
 )
+from mycelium.proxy.mirroring import mirror_http2
 from mycelium.proxy.protocols.headers import add_forwarding
 from mycelium.proxy.protocols.http2 import (
     REPLAY_LIMIT_BYTES,
@@ -56,6 +57,7 @@ from mycelium.proxy.protocols.http2 import (
     response_block,
 )
 from mycelium.proxy.routing import CompiledRule, RequestFacts
+from mycelium.proxy.upstream.hash_key import request_hash_key
 
 if TYPE_CHECKING:
     from mycelium.proxy.core import ProxyCore
@@ -75,6 +77,8 @@ class ClientGone(Exception):
 
 
 class Http2Exchange:
+    protocol = "HTTP/2"
+
     def __init__(
         self,
         proxy: ProxyCore,
@@ -123,6 +127,7 @@ class Http2Exchange:
         self._unacked = 0  # response bytes taken from the endpoint, not yet acknowledged
         self._early_end: tuple[bool, Fields | None] | None = None
         self._done: asyncio.Future[None] | None = None
+        self._body_waiter: asyncio.Future[None] | None = None  # for `whole_body`
         self._gone = False
 
     # --- entry point -----------------------------------------------------------------------
@@ -146,10 +151,8 @@ class Http2Exchange:
             proxy.log.exception("an HTTP/2 stream failed inside the proxy: %s", exc)
             self._give_up(ProxyError(f"internal error: {exc}"))
         finally:
-            proxy.counters["requests"] += 1
             proxy.counters["h2_streams"] += 1
-            if self.reason:
-                proxy.counters[f"reason_{self.reason}"] += 1
+            proxy.record(self)
             self.downstream.stream_done(self)
 
     def _give_up(self, exc: ProxyError) -> None:
@@ -181,16 +184,33 @@ class Http2Exchange:
 
     def request_end(self) -> None:
         self._body_ended = True
+        self._wake_body_waiter()
         if self._upstream is not None and not self._upstream.closed:
             self._upstream.end_request(self._upstream_id, self._trailers)
 
     def client_gone(self) -> None:
         """The client reset the stream, or its connection closed."""
         self._gone = True
+        self._wake_body_waiter()
         self._cancel_upstream()
         for future in (self._head, self._done):
             if future is not None and not future.done():
                 future.set_exception(ClientGone())
+
+    async def whole_body(self) -> tuple[list[bytes], Fields | None] | None:
+        """The request body and trailers once the client has sent them all; None when
+        the body was too large to keep (`REPLAY_LIMIT_BYTES`) or the client went away."""
+        if not self._body_ended and not self._gone:
+            if self._body_waiter is None:
+                self._body_waiter = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._body_waiter)
+        if self._gone or self._replay is None:
+            return None
+        return list(self._replay), self._trailers
+
+    def _wake_body_waiter(self) -> None:
+        if self._body_waiter is not None and not self._body_waiter.done():
+            self._body_waiter.set_result(None)
 
     # --- events from the upstream connection (the `ResponseSink`) -------------------------
 
@@ -270,6 +290,8 @@ class Http2Exchange:
             raise NoHealthyUpstream(f"every backend of rule {rule.rule.name} has weight 0")
         port = backend.port or self.port
         cluster = proxy.cluster(config, backend.cluster, port)
+        if rule.rule.mirror is not None:
+            mirror_http2(proxy, self, config, rule.rule.mirror, port)
         await self._forward(cluster, rule, chain)
 
     # --- inbound -----------------------------------------------------------------------------
@@ -374,7 +396,10 @@ class Http2Exchange:
         self, cluster: ClusterRuntime, attempt: int, timeout: float, *, overall: bool
     ) -> tuple[EndpointState, int, Fields]:
         now = time.monotonic()
-        endpoint = cluster.pick(now, None)
+        key = request_hash_key(
+            cluster.settings.consistent_hash, self.headers, self.downstream.peer_host
+        )
+        endpoint = cluster.pick(now, key)
         if endpoint is None:
             raise NoHealthyUpstream(
                 f"cluster {cluster.name} has no healthy endpoint "
@@ -440,7 +465,7 @@ class Http2Exchange:
         self._unsent.clear()
         if self._block is None:
             self._block = request_block(
-                self.method, self.scheme, self._authority(), self.target, self.headers
+                self.method, self.scheme, self.authority(), self.target, self.headers
             )
         block = self._block
         ends_now = self._body_ended and not chunks and self._trailers is None
@@ -451,7 +476,7 @@ class Http2Exchange:
         if self._body_ended and not ends_now:
             conn.end_request(self._upstream_id, self._trailers)
 
-    def _authority(self) -> bytes:
+    def authority(self) -> bytes:
         """The authority after the filters (a rewrite may have changed the host); the
         `host` field leaves the headers, since HTTP/2 carries it as `:authority`."""
         authority = b""

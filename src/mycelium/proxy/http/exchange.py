@@ -45,6 +45,7 @@ from mycelium.proxy.errors import (
 )
 from mycelium.proxy.filters.chain import RuleChain
 from mycelium.proxy.http.body import BodyStream
+from mycelium.proxy.mirroring import mirror_http1
 from mycelium.proxy.protocols.headers import add_forwarding, strip_hop_by_hop
 from mycelium.proxy.protocols.http1 import (
     RequestReceived,
@@ -55,6 +56,7 @@ from mycelium.proxy.protocols.http1 import (
     encode_response_head,
 )
 from mycelium.proxy.routing import CompiledRule, RequestFacts
+from mycelium.proxy.upstream.hash_key import request_hash_key
 
 if TYPE_CHECKING:
     from mycelium.proxy.core import ProxyCore
@@ -134,6 +136,7 @@ class Exchange:
         "target",
         "upstream_host",
     )
+    protocol = "HTTP/1.1"
 
     def __init__(
         self,
@@ -535,7 +538,7 @@ class Exchange:
         port = backend.port or self.port
         cluster = proxy.cluster(config, backend.cluster, port)
         if rule.rule.mirror is not None:
-            proxy.mirror(self, config, rule.rule.mirror, port)
+            mirror_http1(proxy, self, config, rule.rule.mirror, port)
         await self._forward(cluster, rule, chain)
 
     # --- inbound -----------------------------------------------------------------------------
@@ -707,27 +710,9 @@ class Exchange:
         cluster.outlier.record(endpoint, status=None, failure=failure, now=now)
 
     def _hash_key(self, cluster: ClusterRuntime) -> bytes | None:
-        ch = cluster.settings.consistent_hash
-        if ch is None:
-            return None
-        if ch.header:
-            wanted = ch.header.lower().encode()
-            for name, value in self.headers:
-                if name == wanted:
-                    return value
-            return None
-        if ch.cookie:
-            prefix = ch.cookie.encode() + b"="
-            for name, value in self.headers:
-                if name == b"cookie":
-                    for raw in value.split(b";"):
-                        part = raw.strip()
-                        if part.startswith(prefix):
-                            return part[len(prefix) :]
-            return None
-        if ch.source_ip:
-            return self.downstream.peer_host.encode()
-        return None
+        return request_hash_key(
+            cluster.settings.consistent_hash, self.headers, self.downstream.peer_host
+        )
 
     def _upstream_headers(self) -> list[tuple[bytes, bytes]]:
         headers = [

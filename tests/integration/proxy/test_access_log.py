@@ -1,0 +1,109 @@
+"""The access log: a JSON line per request, HTTP/1.1 and HTTP/2 alike, that says where
+the request went and, when the proxy answered itself, why (the same reason as the
+response's `x-mycelium-reason`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from tests.support.h2_apps import H2Client, H2Mesh, h2_mesh
+from tests.support.polling import eventually
+from tests.support.proxy_mesh import ProxyMesh
+
+from mycelium.proxy.server import ProxyServer
+
+__all__ = ["h2_mesh"]
+
+ONLY_API = """---
+apiVersion: mycelium.io/v1
+kind: HTTPRoute
+metadata: {name: reviews}
+spec:
+  parentRefs: [{name: reviews}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /api}}]
+    backendRefs: [{name: reviews, subset: v1}]
+  - matches: [{path: {type: PathPrefix, value: /admin}}]
+    backendRefs: [{name: reviews, subset: v1}]
+    fault: {abort: {httpStatus: 503, percentage: 100}}
+"""
+
+
+@asynccontextmanager
+async def logging_proxy(mesh: ProxyMesh, log: Path) -> AsyncIterator[ProxyServer]:
+    proxy = mesh.proxy("logged-0", access_log=str(log), subscriptions=["reviews"])
+    await proxy.start()
+    try:
+        # the route was applied first: the proxy's first config holds it
+        await eventually(lambda: proxy.core.active.routes, what="the proxy's first config")
+        yield proxy
+    finally:
+        await proxy.stop()
+
+
+def records(log: Path) -> list[dict[str, Any]]:
+    if not log.exists():
+        return []
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+async def test_http1_requests_are_logged_with_their_route_and_reason(
+    proxy_mesh: ProxyMesh, tmp_path: Path
+) -> None:
+    await proxy_mesh.apply(ONLY_API)
+    log = tmp_path / "access.log"
+    async with logging_proxy(proxy_mesh, log) as proxy:
+        outbound = f"http://127.0.0.1:{proxy.bound['outbound'].port}"
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{outbound}/api/books", headers={"Host": "reviews"}) as ok:
+                assert ok.status == 200
+            async with session.get(f"{outbound}/admin", headers={"Host": "reviews"}) as refused:
+                assert refused.status == 503
+                assert refused.headers["x-mycelium-reason"] == "fault_injected"
+        # written out by the once-a-second sweep, not per request
+        logged = await eventually(lambda: len(records(log)) >= 2 and records(log))
+
+    served, missed = logged
+    assert served["protocol"] == "HTTP/1.1"
+    assert served["path"] == "/api/books"
+    assert served["status"] == 200
+    assert served["reason"] is None
+    assert served["service"] == "reviews.default"
+    assert served["upstream_host"].startswith("127.0.0.11:")
+    assert missed["path"] == "/admin"
+    assert missed["status"] == 503
+    assert missed["reason"] == "fault_injected"
+    assert missed["rule"] != served["rule"]
+    assert missed["upstream_host"] is None
+
+
+async def test_http2_streams_are_logged_like_http1_requests(
+    h2_mesh: H2Mesh, tmp_path: Path
+) -> None:
+    await h2_mesh.apply(ONLY_API)
+    log = tmp_path / "access.log"
+    async with logging_proxy(h2_mesh.mesh, log) as proxy:
+        client = await H2Client.connect("127.0.0.1", proxy.bound["outbound"].port)
+        try:
+            ok = await client.request("/api/books")
+            missed = await client.request("/admin")
+        finally:
+            await client.close()
+        assert ok.status == 200
+        assert missed.status == 503
+        assert missed.headers["x-mycelium-reason"] == "fault_injected"
+        logged = await eventually(lambda: len(records(log)) >= 2 and records(log))
+
+    served, refused = sorted(logged, key=lambda r: r["path"], reverse=True)
+    assert served["protocol"] == refused["protocol"] == "HTTP/2"
+    assert served["path"] == "/api/books"
+    assert served["status"] == 200
+    assert served["upstream_host"].startswith("127.0.0.11:")
+    assert served["bytes_sent"] > 0
+    assert refused["path"] == "/admin"
+    assert refused["reason"] == "fault_injected"
