@@ -57,7 +57,11 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 
-if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
+# The install also compiles the HTTP/1.1 head fast lane (setup.py): redo it when its
+# source changes, or an old build would shadow the new code.
+FAST_LANE=src/mycelium/proxy/protocols/_head_scan.pyx
+if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ setup.py -nt "$STAMP" ] ||
+  [ "$FAST_LANE" -nt "$STAMP" ]; then
   # pip's own chatter goes to a log; it is shown only when the install fails.
   if ! "$VENV/bin/python" -m pip install -e '.[dev]' >"$VENV/pip.log" 2>&1; then
     cat "$VENV/pip.log" >&2

@@ -37,6 +37,7 @@ from typing import Final, Literal
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, HttpResponseParser
 
 from mycelium.errors import ConfigError
+from mycelium.proxy.protocols import head_scan
 from mycelium.proxy.protocols.errors import (
     DownstreamProtocolError,
     Http1Error,
@@ -349,6 +350,16 @@ _MAX_SHARED_LENGTH: Final = 4096
 _LENGTHS: dict[int, Framing] = {}
 
 
+# --- the compiled fast lane -------------------------------------------------------------------
+
+# Whether heads try `_head_scan` first (see proxy/protocols/head_scan.py); tests turn it
+# off to compare both lanes.
+FAST_LANE: bool = head_scan.AVAILABLE
+scan_request_head = head_scan.scan_request_head
+scan_response_head = head_scan.scan_response_head
+_CLOSE: Final = 2  # the lanes' code for `Connection: close`
+
+
 # --- grammar --------------------------------------------------------------------------------
 
 _TCHAR = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"  # RFC 9110 section 5.6.2
@@ -622,6 +633,11 @@ class _MessageParser:
     def _start_message(self, head: bytes, events: list[Event]) -> None:
         raise NotImplementedError
 
+    def _start_scanned(self, head: bytes, events: list[Event]) -> bool:
+        """Start a message from a whole head through the compiled fast lane; False
+        (having changed nothing) when the lane declines it."""
+        raise NotImplementedError
+
     def _settle_probe(self, data: bytes) -> bytes:
         """Hold a client's first bytes while they may still be an HTTP/2 preface (RFC 9113
         section 3.4); return them once they cannot (b"" while undecided)."""
@@ -712,20 +728,20 @@ class _MessageParser:
             expected = self._expected
             if expected is not None and not expected:
                 raise self._refuse("unsolicited_response", "bytes while no request was outstanding")
-            collector = self._collector
-            if not collector.at_boundary:
-                self._llhttp = self._new_llhttp()
-            collector.at_boundary = False
             # The common case, a whole head in one read, takes this short way.
             stop = buf.find(b"\r\n\r\n", pos) + 4
             if 4 <= stop <= pos + self.limits.max_header_bytes:
                 head = buf[pos:stop] if pos or stop != len(buf) else buf
+                if FAST_LANE and self._start_scanned(head, events):
+                    return stop  # llhttp never saw it, and is still between messages
+                self._fresh_llhttp()
                 try:
                     self._llhttp.feed_data(head)
                 except (HttpParserError, HttpParserUpgrade) as exc:
                     self._llhttp_stopped(exc, head, complete=True)
                 self._start_message(head, events)
                 return stop
+            self._fresh_llhttp()
         stop = self._read_section(buf, pos, self._llhttp)
         if stop < 0:
             self._partial_head(section, buf[pos:])
@@ -735,6 +751,13 @@ class _MessageParser:
         self._line_seen = False
         self._start_message(head, events)
         return stop
+
+    def _fresh_llhttp(self) -> None:
+        """Ready llhttp for a new head: the same one if it sits between messages."""
+        collector = self._collector
+        if not collector.at_boundary:
+            self._llhttp = self._new_llhttp()
+        collector.at_boundary = False
 
     def _read_section(
         self, buf: bytes, pos: int, llhttp: HttpRequestParser | HttpResponseParser
@@ -1094,6 +1117,44 @@ class RequestParser(_MessageParser):
         else:
             self._begin_body(framing)
 
+    def _start_scanned(self, head: bytes, events: list[Event]) -> bool:
+        limits = self.limits
+        scanned = scan_request_head(head, limits.max_header_count, limits.max_uri_bytes)
+        if scanned is None:
+            return False
+        method, target, fields, host, length, connection = scanned
+        if length < 0:
+            framing = NO_BODY
+        else:
+            limit = self._body_limit
+            if limit is not None and length > limit:
+                return False  # the full path refuses it, and says why
+            framing = _length_framing(length)
+        # The lane took only HTTP/1.1 heads whose one hop-by-hop field, if any, is
+        # Connection saying keep-alive or close: what the full path would conclude.
+        keep_alive = connection != _CLOSE
+        self._stop_after_message = not keep_alive
+        events.append(
+            _request_received(
+                method,
+                target,
+                b"1.1",
+                fields,
+                keep_alive,
+                framing,
+                False,
+                None,
+                host,
+                head,
+                keep_alive,
+            )
+        )
+        if framing is NO_BODY or framing is _EMPTY:
+            self._end_message(events, [], [])
+        else:
+            self._begin_body(framing)
+        return True
+
     def _request_facts(
         self, method: bytes, version: bytes, facts: dict[bytes, list[bytes]]
     ) -> tuple[bool, Framing, bool, bytes | None]:
@@ -1225,6 +1286,49 @@ class ResponseParser(_MessageParser):
             self._end_message(events, [], [])
         else:
             self._begin_body(framing)
+
+    def _start_scanned(self, head: bytes, events: list[Event]) -> bool:
+        expected = self._expected
+        assert expected is not None
+        method = expected[0]
+        if method in {b"HEAD", b"CONNECT"}:
+            return False  # framed by the request: the full path knows how
+        scanned = scan_response_head(head, self.limits.max_header_count)
+        if scanned is None:
+            return False
+        status, reason, fields, length, chunked, connection = scanned
+        if status in {204, 304}:
+            return False
+        if chunked:
+            framing = CHUNKED
+        elif length >= 0:
+            limit = self._body_limit
+            if limit is not None and length > limit:
+                return False
+            framing = _length_framing(length)
+        else:
+            framing = UNTIL_CLOSE
+        keep_alive = connection != _CLOSE and framing is not UNTIL_CLOSE
+        expected.popleft()
+        self._stop_after_message = not keep_alive
+        events.append(
+            _response_received(
+                status,
+                reason,
+                b"1.1",
+                fields,
+                keep_alive,
+                framing,
+                False,
+                head,
+                connection != _CLOSE,
+            )
+        )
+        if framing is _EMPTY:
+            self._end_message(events, [], [])
+        else:
+            self._begin_body(framing)
+        return True
 
     def _status_line(self, line: bytes) -> tuple[int, bytes, bytes]:
         # llhttp checked the shape: "HTTP/" digit "." digit SP 3DIGIT [SP reason].

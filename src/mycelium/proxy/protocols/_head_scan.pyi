@@ -1,0 +1,6 @@
+def scan_request_head(
+    head: bytes, max_fields: int, max_uri: int
+) -> tuple[bytes, bytes, list[tuple[bytes, bytes]], bytes, int, int] | None: ...
+def scan_response_head(
+    head: bytes, max_fields: int
+) -> tuple[int, bytes, list[tuple[bytes, bytes]], int, bool, int] | None: ...
