@@ -92,7 +92,10 @@ def compile_service(state: MeshState, reference: str, from_namespace: str) -> Bu
         for index, rule in enumerate(route.spec.rules):
             http_rules.append(_compile_http_rule(route, index, rule, bundle, state))
     default_backend = cfg.WeightedCluster(cluster=svc_name, weight=1)
-    http_rules.append(cfg.HttpRule(name="default", backends=[default_backend]))
+    if not http_rules:
+        # No HTTPRoute: every request goes to the service. With one, a request no rule
+        # matches is answered 404 `no_route`, as the Gateway API says it must be.
+        http_rules.append(cfg.HttpRule(name="default", backends=[default_backend]))
     _add_cluster(state, service, None, bundle)
 
     tcp_backends: list[cfg.WeightedCluster] = []

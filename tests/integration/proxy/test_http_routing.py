@@ -234,3 +234,20 @@ async def test_consistent_hash_keeps_each_user_on_one_endpoint(proxy_mesh: Proxy
         "reviews-v1",
         "reviews-v2",
     }
+
+
+async def test_a_request_no_rule_matches_is_answered_no_route(proxy_mesh: ProxyMesh) -> None:
+    await proxy_mesh.get("/")
+    before = proxy_mesh.caller.core.active.version
+    await proxy_mesh.apply(
+        route("""  - matches: [{path: {type: PathPrefix, value: /api}}]
+    backendRefs: [{name: reviews}]""")
+    )
+    await proxy_mesh.settle(before)
+
+    assert (await proxy_mesh.get("/api/books")).status == 200
+    response = await proxy_mesh.get("/admin")
+
+    assert response.status == 404
+    assert response.headers["x-mycelium-reason"] == "no_route"
+    assert "matches GET /admin" in await response.text()

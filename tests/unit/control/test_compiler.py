@@ -74,7 +74,8 @@ CALLER = NodeInfo(
 def test_a_traffic_split_becomes_weighted_subset_clusters_with_their_endpoints() -> None:
     entries = compile_snapshot(mesh(REVIEWS_SPLIT), CALLER, ["reviews"])
     rules = entries["route/reviews.default"].body["http_rules"]
-    assert [r["name"] for r in rules] == ["default/reviews#0", "default/reviews#1", "default"]
+    # no "default" rule after them: a request neither matches is answered 404 no_route
+    assert [r["name"] for r in rules] == ["default/reviews#0", "default/reviews#1"]
     assert rules[0]["matches"][0]["headers"] == [
         {"name": "end-user", "value": "jason", "type": "Exact"}
     ]
