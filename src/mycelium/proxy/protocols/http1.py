@@ -582,6 +582,18 @@ class _MessageParser:
 
     def feed(self, data: bytes) -> list[Event]:
         """Parse `data`, the next bytes of the connection; return the events completed."""
+        if (
+            FAST_LANE
+            and self._state == _HEAD
+            and not self._buf
+            and not self._section
+            and self._probe is None
+            and not self._stopped
+            and self._error is None
+        ):
+            whole = self._whole_message(data)
+            if whole is not None:
+                return whole
         if self._error is not None:
             raise self._error
         if self._stopped:
@@ -597,6 +609,30 @@ class _MessageParser:
         except Http1Error as exc:
             self._error = exc
             raise
+        return events
+
+    def _whole_message(self, data: bytes) -> list[Event] | None:
+        """The most common read: exactly one message, its head taken by the fast lane and
+        its body (by Content-Length) complete. None, having changed nothing, otherwise."""
+        stop = data.find(b"\r\n\r\n") + 4
+        if stop < 4 or stop > self.limits.max_header_bytes:
+            return None
+        rest = len(data) - stop
+        event = self._scanned_head(data if rest == 0 else data[:stop])
+        if event is None:
+            return None
+        framing = event.framing
+        if framing is NO_BODY or framing is _EMPTY:
+            if rest:
+                return None  # pipelined bytes: the general path takes them in turn
+            events: list[Event] = [event, _message_ended([])]
+        elif framing.kind == "length" and framing.length == rest:
+            events = [event, _data_received(data[stop:]), _message_ended([])]
+        else:
+            return None
+        self._take_scanned(event)
+        if self._stop_after_message:
+            self._stopped = True
         return events
 
     def feed_eof(self) -> list[Event]:
@@ -633,10 +669,27 @@ class _MessageParser:
     def _start_message(self, head: bytes, events: list[Event]) -> None:
         raise NotImplementedError
 
-    def _start_scanned(self, head: bytes, events: list[Event]) -> bool:
-        """Start a message from a whole head through the compiled fast lane; False
-        (having changed nothing) when the lane declines it."""
+    def _scanned_head(self, head: bytes) -> RequestReceived | ResponseReceived | None:
+        """The event of a whole head read by the compiled fast lane, or None when the
+        lane declines it. Changes nothing: `_take_scanned` commits to it."""
         raise NotImplementedError
+
+    def _take_scanned(self, event: RequestReceived | ResponseReceived) -> None:
+        """Commit to a head the fast lane read (the lane took no upgrade or CONNECT)."""
+        self._stop_after_message = not event.keep_alive
+
+    def _start_scanned(self, head: bytes, events: list[Event]) -> bool:
+        event = self._scanned_head(head)
+        if event is None:
+            return False
+        self._take_scanned(event)
+        events.append(event)
+        framing = event.framing
+        if framing is NO_BODY or framing is _EMPTY:
+            self._end_message(events, [], [])
+        else:
+            self._begin_body(framing)
+        return True
 
     def _settle_probe(self, data: bytes) -> bytes:
         """Hold a client's first bytes while they may still be an HTTP/2 preface (RFC 9113
@@ -1117,43 +1170,25 @@ class RequestParser(_MessageParser):
         else:
             self._begin_body(framing)
 
-    def _start_scanned(self, head: bytes, events: list[Event]) -> bool:
+    def _scanned_head(self, head: bytes) -> RequestReceived | None:
         limits = self.limits
         scanned = scan_request_head(head, limits.max_header_count, limits.max_uri_bytes)
         if scanned is None:
-            return False
+            return None
         method, target, fields, host, length, connection = scanned
         if length < 0:
             framing = NO_BODY
         else:
             limit = self._body_limit
             if limit is not None and length > limit:
-                return False  # the full path refuses it, and says why
+                return None  # the full path refuses it, and says why
             framing = _length_framing(length)
         # The lane took only HTTP/1.1 heads whose one hop-by-hop field, if any, is
         # Connection saying keep-alive or close: what the full path would conclude.
         keep_alive = connection != _CLOSE
-        self._stop_after_message = not keep_alive
-        events.append(
-            _request_received(
-                method,
-                target,
-                b"1.1",
-                fields,
-                keep_alive,
-                framing,
-                False,
-                None,
-                host,
-                head,
-                keep_alive,
-            )
+        return _request_received(
+            method, target, b"1.1", fields, keep_alive, framing, False, None, host, head, keep_alive
         )
-        if framing is NO_BODY or framing is _EMPTY:
-            self._end_message(events, [], [])
-        else:
-            self._begin_body(framing)
-        return True
 
     def _request_facts(
         self, method: bytes, version: bytes, facts: dict[bytes, list[bytes]]
@@ -1287,48 +1322,34 @@ class ResponseParser(_MessageParser):
         else:
             self._begin_body(framing)
 
-    def _start_scanned(self, head: bytes, events: list[Event]) -> bool:
+    def _scanned_head(self, head: bytes) -> ResponseReceived | None:
         expected = self._expected
-        assert expected is not None
-        method = expected[0]
-        if method in {b"HEAD", b"CONNECT"}:
-            return False  # framed by the request: the full path knows how
+        if not expected or expected[0] in {b"HEAD", b"CONNECT"}:
+            return None  # unsolicited, or framed by the request: the full path knows how
         scanned = scan_response_head(head, self.limits.max_header_count)
         if scanned is None:
-            return False
+            return None
         status, reason, fields, length, chunked, connection = scanned
         if status in {204, 304}:
-            return False
+            return None
         if chunked:
             framing = CHUNKED
         elif length >= 0:
             limit = self._body_limit
             if limit is not None and length > limit:
-                return False
+                return None
             framing = _length_framing(length)
         else:
             framing = UNTIL_CLOSE
         keep_alive = connection != _CLOSE and framing is not UNTIL_CLOSE
-        expected.popleft()
-        self._stop_after_message = not keep_alive
-        events.append(
-            _response_received(
-                status,
-                reason,
-                b"1.1",
-                fields,
-                keep_alive,
-                framing,
-                False,
-                head,
-                connection != _CLOSE,
-            )
+        return _response_received(
+            status, reason, b"1.1", fields, keep_alive, framing, False, head, connection != _CLOSE
         )
-        if framing is _EMPTY:
-            self._end_message(events, [], [])
-        else:
-            self._begin_body(framing)
-        return True
+
+    def _take_scanned(self, event: RequestReceived | ResponseReceived) -> None:
+        assert self._expected is not None
+        self._expected.popleft()
+        self._stop_after_message = not event.keep_alive
 
     def _status_line(self, line: bytes) -> tuple[int, bytes, bytes]:
         # llhttp checked the shape: "HTTP/" digit "." digit SP 3DIGIT [SP reason].
