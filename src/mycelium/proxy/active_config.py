@@ -14,13 +14,23 @@ from dataclasses import dataclass, field
 
 from mycelium.discovery import config as cfg
 from mycelium.discovery.protocol import Entry
+from mycelium.proxy.destination import service_port
 from mycelium.proxy.filters.chain import RuleChain, build_chain
 from mycelium.proxy.filters.rate_limit import RateLimitFilter
 from mycelium.proxy.routing import CompiledRoute, compile_route
+from mycelium.proxy.upstream.clusters import ClusterRuntime
 
 # Distinct names cached per config: more than any mesh has services under all their
 # names, few enough that a client inventing Host values cannot grow the cache much.
 MAX_RESOLVED_NAMES = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    service: str  # "<svc>.<ns>"
+    route: CompiledRoute
+    host: str  # the Host value it was found by ("" for a local listener's service)
+    port: int  # the service port meant: the Host's port, else the first HTTP one
 
 
 @dataclass(slots=True)
@@ -38,6 +48,10 @@ class ActiveConfig:
     # resolved to their service and route; bounded by `MAX_RESOLVED_NAMES`. The one
     # thing that grows after the build: a memo of what the fields above already say.
     resolved: dict[str | bytes, tuple[str, CompiledRoute]] = field(default_factory=dict)
+    # The same names with what an HTTP/1.1 request through them means (`destination`),
+    # and the live clusters requests reached under this config, by (name, port).
+    destinations: dict[str | bytes, Destination] = field(default_factory=dict)
+    live_clusters: dict[tuple[str, int], ClusterRuntime] = field(default_factory=dict)
 
     def resolve(self, name: str | bytes) -> tuple[str, CompiledRoute] | None:
         """The service and route for a Host value (bytes) or a service name, cached."""
@@ -54,6 +68,26 @@ class ActiveConfig:
         if len(self.resolved) < MAX_RESOLVED_NAMES:
             self.resolved[name] = (service, route)
         return service, route
+
+    def destination(self, name: str | bytes) -> Destination | None:
+        """Where a request goes by `name`: a Host value as received (bytes), or a local
+        listener's service (str), whose own port says nothing of the service's. Cached,
+        as `resolve` is."""
+        found = self.destinations.get(name)
+        if found is not None:
+            return found
+        resolved = self.resolve(name)
+        if resolved is None:
+            return None
+        service, route = resolved
+        if isinstance(name, bytes):
+            host = name.decode("latin-1")
+            found = Destination(service, route, host, service_port(host, False, route.route))
+        else:
+            found = Destination(service, route, "", service_port(name, True, route.route))
+        if len(self.destinations) < MAX_RESOLVED_NAMES:
+            self.destinations[name] = found
+        return found
 
     def service_for(self, host: str) -> str | None:
         """The service a Host header (or VIP) names; a `:port` suffix is ignored."""

@@ -90,6 +90,7 @@ class CompiledRule:
     # Whether the rule leaves the request head as it came (no rewrite, no header edits),
     # so that it can be forwarded as received.
     keeps_head: bool = True
+    only: cfg.WeightedCluster | None = None  # the one backend, when there is one
 
     def __post_init__(self) -> None:
         rule = self.rule
@@ -103,9 +104,14 @@ class CompiledRule:
             running += backend.weight
             self.cumulative.append(running)
         self.total = running
+        # The common rule has one backend: no draw needed.
+        backends = self.rule.backends
+        self.only = backends[0] if len(backends) == 1 and running > 0 else None
 
     def pick_backend(self, rnd: float) -> cfg.WeightedCluster | None:
         """The backend for a uniform random number in [0, 1); None if all weights are 0."""
+        if self.only is not None:
+            return self.only
         if self.total <= 0:
             return None
         index = bisect.bisect_right(self.cumulative, rnd * self.total)

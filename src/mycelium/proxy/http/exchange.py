@@ -245,10 +245,10 @@ class Exchange:
         `run`."""
         proxy = self.proxy
         config = proxy.active
-        resolved = config.resolve(self.listener.reference or self.head.host)
-        if resolved is None:
+        destination = config.destination(self.listener.reference or self.head.host)
+        if destination is None:
             return False  # unknown yet: `run` subscribes and waits for its config
-        service, route = resolved
+        route = destination.route
         rule = route.catch_all
         if rule is None:
             facts = RequestFacts.from_fields(
@@ -260,16 +260,15 @@ class Exchange:
             self.facts = facts
         if rule.waits:
             return False
-        host = self.head.host.decode("latin-1")
-        self.host = host
-        self.service = service
+        self.host = destination.host or self.head.host.decode("latin-1")
+        self.service = destination.service
         if self.port is None:
-            self.port = service_port(host, bool(self.listener.reference), route.route)
+            self.port = destination.port
         self.rule_name = rule.rule.name
         chain: RuleChain = rule.state
         for request_filter in chain.request:
             request_filter.on_request(self)  # no delay: `rule.waits` would have said so
-        backend = rule.pick_backend(proxy.rng.random())
+        backend = rule.only or rule.pick_backend(proxy.rng.random())
         if backend is None:
             raise NoHealthyUpstream(f"every backend of rule {rule.rule.name} has weight 0")
         cluster = proxy.cluster(config, backend.cluster, backend.port or self.port)

@@ -62,12 +62,13 @@ class PeakEwmaLatency:
 
     def observe(self, now: float, rtt: float) -> None:
         """Fold in one response time `rtt` (seconds) observed at `now`."""
-        if not self.observations or rtt >= self._value:
+        value = self._value
+        if not self.observations or rtt >= value:
             self._value = rtt
         else:
-            elapsed = max(now - self._at, 0.0)
-            w = math.exp(-elapsed / self.decay_seconds)
-            self._value = self._value * w + rtt * (1.0 - w)
+            elapsed = now - self._at
+            w = math.exp(-elapsed / self.decay_seconds) if elapsed > 0.0 else 1.0
+            self._value = value * w + rtt * (1.0 - w)
         self._at = now
         self.observations += 1
 

@@ -42,6 +42,9 @@ class RetryBudget:
         "_request_sum",
         "_retry_counts",
         "_retry_sum",
+        "_slot",
+        "_span_end",
+        "_span_start",
         "min_retries_per_second",
         "ratio",
         "refused",
@@ -70,6 +73,11 @@ class RetryBudget:
         self._request_sum = 0
         self._retry_sum = 0
         self._bucket: int | None = None  # absolute number of the current bucket
+        # The current bucket's time span and slot: most calls fall inside it, and
+        # checking that is cheaper than working the bucket out again.
+        self._span_start = 0.0
+        self._span_end = 0.0
+        self._slot = 0
         self.retries = 0
         self.refused = 0
 
@@ -96,6 +104,8 @@ class RetryBudget:
         return self._floor + self.ratio * self._request_sum - self._retry_sum
 
     def _advance(self, now: float) -> int:
+        if self._span_start <= now < self._span_end:
+            return self._slot
         bucket = int(now // self._bucket_seconds)
         current = self._bucket
         if current is None or bucket - current >= BUCKETS:
@@ -112,4 +122,7 @@ class RetryBudget:
         elif bucket < current:
             return current % BUCKETS  # the clock stepped back: count it as now
         self._bucket = bucket
-        return bucket % BUCKETS
+        self._span_start = bucket * self._bucket_seconds
+        self._span_end = self._span_start + self._bucket_seconds
+        self._slot = bucket % BUCKETS
+        return self._slot
