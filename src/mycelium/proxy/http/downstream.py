@@ -261,10 +261,38 @@ class DownstreamHttp1(asyncio.Protocol):
         `raw_head` is the upstream's head to send as is, when it needs no change;
         `hold_head` keeps the head until `response_flush` (the caller is inside the
         upstream's read, whose body bytes will follow)."""
+        framing = response.framing
+        keep_alive = exchange.head.keep_alive and not self.proxy.draining
+        if raw_head is not None:
+            # The exchange checked that it needs no change: a body framed by its length or
+            # by chunks (which we write again as chunks), and a connection kept alive.
+            self._chunked = framing.kind == "chunked"
+            self._keep_alive = keep_alive
+            self._pending_head = raw_head
+        else:
+            self._pending_head = self._response_head(exchange, response, headers, keep_alive)
+        # The head waits for the body bytes that usually came in the same segment, so
+        # that head and body leave in one write (one system call instead of two).
+        self._upstream = upstream
+        if self._write_paused:
+            upstream.pause_reading()
+        upstream.attach(self)
+        if self._pending_head and not hold_head:
+            # no body yet: do not hold the head back (streams, SSE)
+            self._write(self._pending_head)
+            self._pending_head = b""
+
+    def _response_head(
+        self,
+        exchange: Exchange,
+        response: ResponseReceived,
+        headers: list[tuple[bytes, bytes]],
+        keep_alive: bool,
+    ) -> bytes:
+        """The head written for the client, with our framing and connection fields."""
         status = response.status
         framing = response.framing
         bodiless = exchange.method == b"HEAD" or status in NO_BODY_STATUSES or status < 200
-        keep_alive = exchange.head.keep_alive and not self.proxy.draining
         self._chunked = False
         if bodiless:
             pass  # the upstream's Content-Length, if any, is still among the headers
@@ -278,22 +306,9 @@ class DownstreamHttp1(asyncio.Protocol):
         elif framing.kind == "close":
             keep_alive = False
         self._keep_alive = keep_alive
-        if raw_head is not None:  # the exchange checked that it needs no change
-            self._pending_head = raw_head
-        else:
-            if not keep_alive:
-                headers.append((b"connection", b"close"))
-            self._pending_head = encode_response_head(status, response.reason, headers)
-        # The head waits for the body bytes that usually came in the same segment, so
-        # that head and body leave in one write (one system call instead of two).
-        self._upstream = upstream
-        if self._write_paused:
-            upstream.pause_reading()
-        upstream.attach(self)
-        if self._pending_head and not hold_head:
-            # no body yet: do not hold the head back (streams, SSE)
-            self._write(self._pending_head)
-            self._pending_head = b""
+        if not keep_alive:
+            headers.append((b"connection", b"close"))
+        return encode_response_head(status, response.reason, headers)
 
     def response_flush(self) -> None:
         if self._pending_head:

@@ -39,6 +39,10 @@ MAX_IDLE_PER_ENDPOINT = 64
 IDLE_TIMEOUT_SECONDS = 30.0
 
 
+# A tuple, not `DataReceived | MessageEnded`: that would build a union on every call.
+_BODY_EVENTS = (DataReceived, MessageEnded)
+
+
 class ResponseSink(Protocol):
     """Where an upstream response body goes (the downstream connection)."""
 
@@ -102,7 +106,7 @@ class UpstreamHttp1(asyncio.Protocol):
                 head = self._head
                 if head is not None and not head.done():
                     head.set_result(event)
-            elif isinstance(event, DataReceived | MessageEnded):
+            elif isinstance(event, _BODY_EVENTS):
                 if self._sink is not None:
                     self._deliver(event)
                 else:
