@@ -273,3 +273,57 @@ def scan_response_head(bytes head, int max_fields):
     if fields is None or facts.hosts:  # Host in a response: the full path judges it
         return None
     return status, reason, fields, facts.length, facts.codings == 1, facts.connection
+
+
+# --- building the events ----------------------------------------------------------------------
+#
+# The parser's events are frozen dataclasses with slots: built from Python, each field
+# costs a descriptor call (about 0.5 us for a request head's eleven). The lane's heads
+# are built here instead: the object is allocated and its slots filled directly, at the
+# offsets the classes' own member descriptors give. The result is the same object the
+# constructor makes; the differential test compares every field of both.
+
+from cpython.ref cimport Py_INCREF
+from cpython.object cimport PyObject, PyTypeObject
+
+cdef extern from "Python.h":
+    ctypedef struct PyMemberDef:
+        Py_ssize_t offset
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef* d_member
+    PyTypeObject PyMemberDescr_Type
+
+cdef enum:
+    MAX_FIELDS = 16
+cdef Py_ssize_t _offsets[2][MAX_FIELDS]
+cdef Py_ssize_t _counts[2]
+cdef object _types = [None, None]
+
+
+def bind_event(int kind, type cls, tuple names):
+    """Learn where `cls` (kind 0: requests, 1: responses) keeps the fields `names`."""
+    if not 0 <= kind <= 1 or len(names) > MAX_FIELDS:
+        raise ValueError("bind_event: kind 0 or 1, at most 16 fields")
+    for i, name in enumerate(names):
+        descriptor = cls.__dict__[name]
+        if type(descriptor) is not <type>&PyMemberDescr_Type:
+            raise TypeError(f"{cls.__name__}.{name} is not a slot")
+        _offsets[kind][i] = (<PyMemberDescrObject*>descriptor).d_member.offset
+    _counts[kind] = len(names)
+    _types[kind] = cls
+
+
+def new_event(int kind, tuple values):
+    """An instance of the class bound to `kind`, its fields set to `values`, in order."""
+    cdef type cls = _types[kind]
+    cdef Py_ssize_t i
+    cdef PyObject** slot
+    if len(values) != _counts[kind]:
+        raise ValueError("new_event: one value per bound field")
+    obj = cls.__new__(cls)
+    for i in range(_counts[kind]):
+        value = values[i]
+        slot = <PyObject**>(<char*><PyObject*>obj + _offsets[kind][i])
+        Py_INCREF(value)
+        slot[0] = <PyObject*>value
+    return obj

@@ -22,6 +22,9 @@ def _declined(*_: Any) -> None:
 
 scan_request_head: Callable[[bytes, int, int], REQUEST_TUPLE | None] = _declined
 scan_response_head: Callable[[bytes, int], RESPONSE_TUPLE | None] = _declined
+# Building events: kind 0 for requests, 1 for responses (see `_head_scan.bind_event`).
+bind_event: Callable[[int, type, tuple[str, ...]], None] | None = None
+new_event: Callable[[int, tuple[Any, ...]], Any] | None = None
 AVAILABLE = False
 WHY_NOT = ""
 
@@ -35,4 +38,6 @@ else:
     else:
         scan_request_head = _head_scan.scan_request_head
         scan_response_head = _head_scan.scan_response_head
+        bind_event = _head_scan.bind_event
+        new_event = _head_scan.new_event
         AVAILABLE = True

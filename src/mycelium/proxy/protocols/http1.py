@@ -267,6 +267,16 @@ def _slot_setters(cls: type) -> tuple[Callable[[object, object], None], ...]:
 ) = _slot_setters(ResponseReceived)
 
 
+# The fast lane builds its heads in C (`_head_scan.new_event`), filling the same slots.
+_REQUEST: Final = 0
+_RESPONSE: Final = 1
+if head_scan.bind_event is not None:
+    head_scan.bind_event(_REQUEST, RequestReceived, tuple(f.name for f in fields(RequestReceived)))
+    head_scan.bind_event(
+        _RESPONSE, ResponseReceived, tuple(f.name for f in fields(ResponseReceived))
+    )
+
+
 def _request_received(  # noqa: PLR0917 - positional on purpose: one per request, hot
     method: bytes,
     target: bytes,
@@ -357,6 +367,7 @@ _LENGTHS: dict[int, Framing] = {}
 FAST_LANE: bool = head_scan.AVAILABLE
 scan_request_head = head_scan.scan_request_head
 scan_response_head = head_scan.scan_response_head
+new_event = head_scan.new_event
 _CLOSE: Final = 2  # the lanes' code for `Connection: close`
 
 
@@ -1186,9 +1197,23 @@ class RequestParser(_MessageParser):
         # The lane took only HTTP/1.1 heads whose one hop-by-hop field, if any, is
         # Connection saying keep-alive or close: what the full path would conclude.
         keep_alive = connection != _CLOSE
-        return _request_received(
-            method, target, b"1.1", fields, keep_alive, framing, False, None, host, head, keep_alive
+        assert new_event is not None  # the lane is compiled, so is its builder
+        forwardable = keep_alive
+        values = (
+            method,
+            target,
+            b"1.1",
+            fields,
+            keep_alive,
+            framing,
+            False,
+            None,
+            host,
+            head,
+            forwardable,
         )
+        event: RequestReceived = new_event(_REQUEST, values)
+        return event
 
     def _request_facts(
         self, method: bytes, version: bytes, facts: dict[bytes, list[bytes]]
@@ -1342,9 +1367,11 @@ class ResponseParser(_MessageParser):
         else:
             framing = UNTIL_CLOSE
         keep_alive = connection != _CLOSE and framing is not UNTIL_CLOSE
-        return _response_received(
-            status, reason, b"1.1", fields, keep_alive, framing, False, head, connection != _CLOSE
-        )
+        assert new_event is not None
+        forwardable = connection != _CLOSE
+        values = (status, reason, b"1.1", fields, keep_alive, framing, False, head, forwardable)
+        event: ResponseReceived = new_event(_RESPONSE, values)
+        return event
 
     def _take_scanned(self, event: RequestReceived | ResponseReceived) -> None:
         assert self._expected is not None
