@@ -28,6 +28,7 @@ from mycelium.proxy.errors import REASON_HEADER, ProxyError, RequestTimeout
 from mycelium.proxy.http.body import BodyStream
 from mycelium.proxy.http.exchange import NO_BODY_STATUSES, Exchange, Listener
 from mycelium.proxy.protocols.http1 import (
+    NO_BODY,
     DataReceived,
     Http1Error,
     MessageEnded,
@@ -109,14 +110,26 @@ class DownstreamHttp1(asyncio.Protocol):
                 self._active.response_over(ConnectionResetError("the client went away"))
 
     def data_received(self, data: bytes) -> None:
-        if self.idle_since is not None:
-            self.idle_since = None
-            self.head_started = time.monotonic()
         try:
             events = self.parser.feed(data)
         except Http1Error as exc:
             self._refuse(exc)
             return
+        if self.idle_since is not None:
+            self.idle_since = None
+            if len(events) == 2 and self._active is None and not self._queue:
+                head = events[0]
+                # The most common read: one whole request without a body, on an idle
+                # connection. It starts at once, without the queue.
+                if (
+                    type(head) is RequestReceived
+                    and head.framing is NO_BODY
+                    and head.upgrade is None
+                    and not self.closing
+                ):
+                    self._start(head, None)
+                    return
+            self.head_started = time.monotonic()  # cleared below if the head is whole
         for event in events:
             if isinstance(event, RequestReceived):
                 self.head_started = None
@@ -160,6 +173,9 @@ class DownstreamHttp1(asyncio.Protocol):
         if body is not None and not body.ready:
             return  # wait for more of the body (or for enough to stream)
         self._queue.popleft()
+        self._start(head, body)
+
+    def _start(self, head: RequestReceived, body: BodyStream | None) -> None:
         exchange = Exchange(self.proxy, self, head, body, self.listener)
         self._active = exchange
         exchange.start()

@@ -295,15 +295,17 @@ cdef extern from "Python.h":
 
 cdef enum:
     MAX_FIELDS = 16
-cdef Py_ssize_t _offsets[2][MAX_FIELDS]
-cdef Py_ssize_t _counts[2]
-cdef object _types = [None, None]
+cdef enum:
+    KINDS = 4
+cdef Py_ssize_t _offsets[KINDS][MAX_FIELDS]
+cdef Py_ssize_t _counts[KINDS]
+cdef object _types = [None] * KINDS
 
 
 def bind_event(int kind, type cls, tuple names):
-    """Learn where `cls` (kind 0: requests, 1: responses) keeps the fields `names`."""
-    if not 0 <= kind <= 1 or len(names) > MAX_FIELDS:
-        raise ValueError("bind_event: kind 0 or 1, at most 16 fields")
+    """Learn where `cls` (one of `KINDS` event kinds) keeps the fields `names`."""
+    if not 0 <= kind < KINDS or len(names) > MAX_FIELDS:
+        raise ValueError("bind_event: kind 0 to 3, at most 16 fields")
     for i, name in enumerate(names):
         descriptor = cls.__dict__[name]
         if type(descriptor) is not <type>&PyMemberDescr_Type:
@@ -315,6 +317,8 @@ def bind_event(int kind, type cls, tuple names):
 
 def new_event(int kind, tuple values):
     """An instance of the class bound to `kind`, its fields set to `values`, in order."""
+    if not 0 <= kind < KINDS or _types[kind] is None:
+        raise ValueError(f"new_event: kind {kind} is not bound")
     cdef type cls = _types[kind]
     cdef Py_ssize_t i
     cdef PyObject** slot

@@ -270,11 +270,18 @@ def _slot_setters(cls: type) -> tuple[Callable[[object, object], None], ...]:
 # The fast lane builds its heads in C (`_head_scan.new_event`), filling the same slots.
 _REQUEST: Final = 0
 _RESPONSE: Final = 1
-if head_scan.bind_event is not None:
-    head_scan.bind_event(_REQUEST, RequestReceived, tuple(f.name for f in fields(RequestReceived)))
-    head_scan.bind_event(
-        _RESPONSE, ResponseReceived, tuple(f.name for f in fields(ResponseReceived))
-    )
+_DATA: Final = 2
+_END: Final = 3
+
+
+def _bind_events() -> None:
+    if head_scan.bind_event is not None:
+        kinds = (RequestReceived, ResponseReceived, DataReceived, MessageEnded)
+        for kind, cls in enumerate(kinds):
+            head_scan.bind_event(kind, cls, tuple(f.name for f in fields(cls)))
+
+
+_bind_events()
 
 
 def _request_received(  # noqa: PLR0917 - positional on purpose: one per request, hot
@@ -633,12 +640,13 @@ class _MessageParser:
         if event is None:
             return None
         framing = event.framing
+        assert new_event is not None  # the lane is compiled, so is its builder
         if framing is NO_BODY or framing is _EMPTY:
             if rest:
                 return None  # pipelined bytes: the general path takes them in turn
-            events: list[Event] = [event, _message_ended([])]
+            events: list[Event] = [event, new_event(_END, ([],))]
         elif framing.kind == "length" and framing.length == rest:
-            events = [event, _data_received(data[stop:]), _message_ended([])]
+            events = [event, new_event(_DATA, (data[stop:],)), new_event(_END, ([],))]
         else:
             return None
         self._take_scanned(event)
