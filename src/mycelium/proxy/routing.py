@@ -11,6 +11,7 @@ with no matches matches everything.
 from __future__ import annotations
 
 import bisect
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -77,6 +78,10 @@ class RequestFacts:
 
 type Matcher = Callable[[RequestFacts], bool]
 
+# When a rule sets no timeout, a response head must still arrive within this (Envoy's
+# default route timeout is 15 s too).
+DEFAULT_TIMEOUT_SECONDS = 15.0
+
 
 @dataclass(slots=True)
 class CompiledRule:
@@ -91,6 +96,10 @@ class CompiledRule:
     # so that it can be forwarded as received.
     keeps_head: bool = True
     only: cfg.WeightedCluster | None = None  # the one backend, when there is one
+    # How long one attempt may wait for its response head when the rule says (its
+    # timeout, or its per-try timeout if shorter); None: the default, which the core's
+    # sweep enforces without a timer of its own.
+    attempt_timeout: float | None = None
 
     def __post_init__(self) -> None:
         rule = self.rule
@@ -99,6 +108,9 @@ class CompiledRule:
             fault is not None and fault.delay_seconds is not None
         )
         self.keeps_head = rule.rewrite is None and rule.request_headers is None
+        per_try = rule.retries.per_try_timeout if rule.retries is not None else None
+        if rule.timeout or per_try:
+            self.attempt_timeout = min(per_try or math.inf, rule.timeout or DEFAULT_TIMEOUT_SECONDS)
         running = 0
         for backend in self.rule.backends:
             running += backend.weight

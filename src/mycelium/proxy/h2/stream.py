@@ -39,7 +39,6 @@ from mycelium.proxy.errors import (
 )
 from mycelium.proxy.h2.upstream import UpstreamHttp2, pools_of
 from mycelium.proxy.http.exchange import (
-    DEFAULT_TIMEOUT_SECONDS,
     RETRY_BACKOFF_BASE_SECONDS,
     RETRY_BACKOFF_MAX_SECONDS,
     Listener,
@@ -56,7 +55,7 @@ from mycelium.proxy.protocols.http2 import (
     request_block,
     response_block,
 )
-from mycelium.proxy.routing import CompiledRule, RequestFacts
+from mycelium.proxy.routing import DEFAULT_TIMEOUT_SECONDS, CompiledRule, RequestFacts
 from mycelium.proxy.upstream.hash_key import request_hash_key
 
 if TYPE_CHECKING:

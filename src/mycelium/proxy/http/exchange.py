@@ -55,7 +55,7 @@ from mycelium.proxy.protocols.http1 import (
     encode_request_head,
     encode_response_head,
 )
-from mycelium.proxy.routing import CompiledRule, RequestFacts
+from mycelium.proxy.routing import DEFAULT_TIMEOUT_SECONDS, CompiledRule, RequestFacts
 from mycelium.proxy.upstream.hash_key import request_hash_key
 
 if TYPE_CHECKING:
@@ -65,9 +65,6 @@ if TYPE_CHECKING:
     from mycelium.proxy.upstream.clusters import ClusterRuntime
     from mycelium.proxy.upstream.endpoint import EndpointState
 
-# When a rule sets no timeout, a response head must still arrive within this (Envoy's
-# default route timeout is 15 s too).
-DEFAULT_TIMEOUT_SECONDS = 15.0
 # Between retries: 25 ms doubling, with jitter (Envoy's default base interval).
 RETRY_BACKOFF_BASE_SECONDS = 0.025
 RETRY_BACKOFF_MAX_SECONDS = 0.25
@@ -308,7 +305,8 @@ class Exchange:
     def _send_now(self, cluster: ClusterRuntime, rule: CompiledRule | None) -> None:
         now = time.monotonic()
         self._sent_at = now
-        endpoint = cluster.pick(now, self._hash_key(cluster))
+        hashed = cluster.settings.consistent_hash is not None
+        endpoint = cluster.pick(now, self._hash_key(cluster) if hashed else None)
         if endpoint is None:
             raise _no_healthy_endpoint(cluster)
         conn = self.proxy.pools.get(endpoint.address, endpoint.port).take_idle()
@@ -326,12 +324,8 @@ class Exchange:
         self._endpoint = endpoint
         self._conn = conn
         self.proxy.counters["requests_sync"] += 1
-        settings = rule.rule if rule is not None else None
-        policy = settings.retries if settings is not None else None
-        per_try = policy.per_try_timeout if policy is not None else None
-        timeout = settings.timeout if settings is not None else None
-        if timeout or per_try:
-            limit = min(per_try or math.inf, timeout or DEFAULT_TIMEOUT_SECONDS)
+        limit = rule.attempt_timeout if rule is not None else None
+        if limit is not None:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_at(loop.time() + limit, self.timed_out)
         else:

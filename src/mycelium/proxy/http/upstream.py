@@ -107,10 +107,13 @@ class UpstreamHttp1(asyncio.Protocol):
                 if head is not None and not head.done():
                     head.set_result(event)
             elif isinstance(event, _BODY_EVENTS):
-                if self._sink is not None:
-                    self._deliver(event)
-                else:
+                sink = self._sink
+                if sink is None:
                     self._held.append(event)
+                elif type(event) is DataReceived:
+                    sink.response_data(event.data)
+                else:
+                    self._finish(event.trailers)  # type: ignore[union-attr]
         sink = self._sink
         if sink is not None:
             sink.response_flush()

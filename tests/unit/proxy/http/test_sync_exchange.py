@@ -7,7 +7,8 @@ import time
 
 from tests.support.wired_proxy import Wired
 
-from mycelium.proxy.http.exchange import DEFAULT_TIMEOUT_SECONDS, Listener
+from mycelium.proxy.http.exchange import Listener
+from mycelium.proxy.routing import DEFAULT_TIMEOUT_SECONDS
 
 RESPONSE_HEAD = (
     b"HTTP/1.1 200 OK\r\nServer: test\r\nContent-Type: text/plain\r\n"
