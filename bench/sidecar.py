@@ -230,6 +230,17 @@ def main() -> None:
         for name, (rps, p99) in medians.items():
             summary[name] = {"rps": round(rps), "p99_ms": round(p99, 3)}
         my_rps, my_p99 = medians["mycelium"]
+        # Each round's own ratio too: the machine's noise moves a whole round, so a
+        # ratio within a round is steadier than a ratio of medians taken apart.
+        per_round = [
+            round(m[0] / h[0], 3)
+            for m, h in zip(results["mycelium"], results["haproxy"], strict=True)
+        ]
+        summary["rps_vs_haproxy_per_round"] = {
+            "median": statistics.median(per_round),
+            "min": min(per_round),
+            "max": max(per_round),
+        }
         summary["ratios"] = {
             "rps_vs_haproxy": round(my_rps / medians["haproxy"][0], 3),
             "rps_vs_nginx": round(my_rps / medians["nginx"][0], 3),

@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 
 VENV=.venv
 STAMP=$VENV/.bootstrapped
-DEBIAN_PACKAGES=(etcd-server etcd-client nftables iproute2 curl procps)
+# gcc and libc6-dev build the proxy's one compiled module (setup.py); a Debian
+# python3.12 also needs python3.12-dev for that, added below when it is the one found.
+DEBIAN_PACKAGES=(etcd-server etcd-client nftables iproute2 curl procps gcc libc6-dev)
 
 find_python() {
   # Prefer 3.12 (the target), then any newer 3.x; plain executables before pyenv's.
@@ -45,10 +47,14 @@ install_debian_packages() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
+PY=$(find_python) || PY=""
+case "$PY" in
+  /usr/bin/python3*) DEBIAN_PACKAGES+=("$(basename "$PY")-dev" "$(basename "$PY")-venv") ;;
+esac
 install_debian_packages
 
 if [ ! -x "$VENV/bin/python" ]; then
-  PY=$(find_python) || {
+  [ -n "$PY" ] || {
     echo "bootstrap: Python 3.12 or newer is required and none was found." >&2
     echo "           Install python3.12 (e.g. 'apt-get install python3.12-venv') or pyenv 3.12, then retry." >&2
     exit 1
