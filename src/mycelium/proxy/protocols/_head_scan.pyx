@@ -112,10 +112,10 @@ cdef struct Facts:
     int connection
 
 
-cdef object _fields(bytes head, Py_ssize_t pos, int max_fields, Facts* facts):
-    """The field lines from `pos` to the blank line that ends `head`; None to decline."""
-    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(head)
-    cdef Py_ssize_t end = PyBytes_GET_SIZE(head) - 2  # where the blank line starts
+cdef object _fields(const unsigned char* p, Py_ssize_t size, Py_ssize_t pos, int max_fields, Facts* facts):
+    """The field lines from `pos` to the blank line that ends the head of `size` bytes at
+    `p`; None to decline."""
+    cdef Py_ssize_t end = size - 2  # where the blank line starts
     cdef Py_ssize_t name_start, name_end, value_start, value_end, i
     cdef int count = 0
     cdef int kind
@@ -203,8 +203,11 @@ cdef inline bint _method_known(const unsigned char* p, Py_ssize_t n) noexcept:
 
 def scan_request_head(bytes head, int max_fields, Py_ssize_t max_uri):
     """A whole request head (no empty lines before it) read in one pass, or None."""
-    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(head)
-    cdef Py_ssize_t size = PyBytes_GET_SIZE(head)
+    return _scan_request(<const unsigned char*>PyBytes_AS_STRING(head), PyBytes_GET_SIZE(head), max_fields, max_uri)
+
+
+cdef object _scan_request(const unsigned char* p, Py_ssize_t size, int max_fields, Py_ssize_t max_uri):
+    """The request head of `size` bytes at `p` (ending with its blank line), or None."""
     cdef Py_ssize_t pos = 0, target_start, target_end
     cdef Facts facts
     if size < 4 or memcmp(p + size - 4, b"\r\n\r\n", 4) != 0:
@@ -230,7 +233,7 @@ def scan_request_head(bytes head, int max_fields, Py_ssize_t max_uri):
     facts.hosts = facts.lengths = facts.codings = facts.connections = facts.connection = 0
     facts.length = -1
     facts.host_start = facts.host_end = 0
-    fields = _fields(head, pos, max_fields, &facts)
+    fields = _fields(p, size, pos, max_fields, &facts)
     if fields is None or facts.hosts != 1 or facts.codings:
         return None
     target = PyBytes_FromStringAndSize(<const char*>p + target_start, target_end - target_start)
@@ -241,8 +244,11 @@ def scan_request_head(bytes head, int max_fields, Py_ssize_t max_uri):
 def scan_response_head(bytes head, int max_fields):
     """A whole response head (no empty lines before it) read in one pass, or None.
     Interim (1xx) responses are declined."""
-    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(head)
-    cdef Py_ssize_t size = PyBytes_GET_SIZE(head)
+    return _scan_response(<const unsigned char*>PyBytes_AS_STRING(head), PyBytes_GET_SIZE(head), max_fields)
+
+
+cdef object _scan_response(const unsigned char* p, Py_ssize_t size, int max_fields):
+    """The response head of `size` bytes at `p` (ending with its blank line), or None."""
     cdef Py_ssize_t pos, reason_start
     cdef int status
     cdef Facts facts
@@ -269,7 +275,7 @@ def scan_response_head(bytes head, int max_fields):
     facts.hosts = facts.lengths = facts.codings = facts.connections = facts.connection = 0
     facts.length = -1
     facts.host_start = facts.host_end = 0
-    fields = _fields(head, pos, max_fields, &facts)
+    fields = _fields(p, size, pos, max_fields, &facts)
     if fields is None or facts.hosts:  # Host in a response: the full path judges it
         return None
     return status, reason, fields, facts.length, facts.codings == 1, facts.connection
@@ -317,6 +323,10 @@ def bind_event(int kind, type cls, tuple names):
 
 def new_event(int kind, tuple values):
     """An instance of the class bound to `kind`, its fields set to `values`, in order."""
+    return _make(kind, values)
+
+
+cdef object _make(int kind, tuple values):
     if not 0 <= kind < KINDS or _types[kind] is None:
         raise ValueError(f"new_event: kind {kind} is not bound")
     cdef type cls = _types[kind]
@@ -331,3 +341,118 @@ def new_event(int kind, tuple values):
         Py_INCREF(value)
         slot[0] = <PyObject*>value
     return obj
+
+
+# --- one whole message in one read --------------------------------------------------------------
+#
+# Most reads on a keep-alive connection carry exactly one message: a GET's head, or a
+# response head with its whole Content-Length body. These return that message's events
+# in one call, deciding as the parser's Python does (`http1._MessageParser.feed`), or
+# None for anything else, which then takes the parser's general path. The caller commits
+# the parser's state (stopping after a message that closes, the response's request).
+
+cdef enum:
+    REQUEST = 0
+    RESPONSE = 1
+    DATA = 2
+    END = 3
+
+
+cdef extern from "string.h":
+    void* memmem(const void* haystack, size_t haystacklen, const void* needle, size_t needlelen)
+
+cdef object _NO_BODY = None
+cdef object _EMPTY = None
+cdef object _length_framing = None
+
+
+def bind_framings(no_body, empty, length_framing):
+    """The parser's shared framings (no body; Content-Length: 0) and its function that
+    gives the framing of a positive length."""
+    global _NO_BODY, _EMPTY, _length_framing
+    _NO_BODY = no_body
+    _EMPTY = empty
+    _length_framing = length_framing
+
+
+cdef Py_ssize_t _head_end(const unsigned char* p, Py_ssize_t size, Py_ssize_t max_head):
+    """Where the head ends (just past its blank line), or -1."""
+    cdef const unsigned char* found = <const unsigned char*>memmem(p, size, b"\r\n\r\n", 4)
+    if found == NULL:
+        return -1
+    cdef Py_ssize_t stop = found - p + 4
+    return stop if stop <= max_head else -1
+
+
+cdef object _framing_of(long long length, Py_ssize_t rest, object body_limit):
+    """The framing of a body of `length` that must be exactly the `rest` of the read."""
+    if length != rest:
+        return None
+    if body_limit is not None and length > body_limit:
+        return None
+    if length == 0:
+        return _EMPTY
+    return _length_framing(length)
+
+
+cdef list _events(object head_event, bytes data, Py_ssize_t stop, Py_ssize_t rest):
+    if rest:
+        body = PyBytes_FromStringAndSize(PyBytes_AS_STRING(data) + stop, rest)
+        return [head_event, _make(DATA, (body,)), _make(END, ([],))]
+    return [head_event, _make(END, ([],))]
+
+
+def whole_request(bytes data, Py_ssize_t max_head, int max_fields, Py_ssize_t max_uri, object body_limit):
+    """The events of `data` when it is exactly one request the lane takes; else None."""
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(data)
+    cdef Py_ssize_t stop = _head_end(p, size, max_head)
+    if stop < 0:
+        return None
+    scanned = _scan_request(p, stop, max_fields, max_uri)
+    if scanned is None:
+        return None
+    method, target, fields, host, length, connection = scanned
+    cdef Py_ssize_t rest = size - stop
+    if length < 0:
+        if rest:
+            return None  # pipelined bytes: the general path takes them in turn
+        framing = _NO_BODY
+    else:
+        framing = _framing_of(length, rest, body_limit)
+        if framing is None:
+            return None
+    keep_alive = connection != CLOSE
+    head = data if rest == 0 else PyBytes_FromStringAndSize(<const char*>p, stop)
+    event = _make(
+        REQUEST,
+        (method, target, b"1.1", fields, keep_alive, framing, False, None, host, head, keep_alive),
+    )
+    return _events(event, data, stop, rest)
+
+
+def whole_response(bytes data, Py_ssize_t max_head, int max_fields, object body_limit):
+    """The events of `data` when it is exactly one response the lane takes, framed by a
+    Content-Length, to a request that is not HEAD or CONNECT (the caller checks that);
+    else None."""
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(data)
+    cdef Py_ssize_t stop = _head_end(p, size, max_head)
+    if stop < 0:
+        return None
+    scanned = _scan_response(p, stop, max_fields)
+    if scanned is None:
+        return None
+    status, reason, fields, length, chunked, connection = scanned
+    if status == 204 or status == 304 or chunked or length < 0:
+        return None
+    cdef Py_ssize_t rest = size - stop
+    framing = _framing_of(length, rest, body_limit)
+    if framing is None:
+        return None
+    keep_alive = connection != CLOSE
+    head = data if rest == 0 else PyBytes_FromStringAndSize(<const char*>p, stop)
+    event = _make(
+        RESPONSE, (status, reason, b"1.1", fields, keep_alive, framing, False, head, keep_alive)
+    )
+    return _events(event, data, stop, rest)

@@ -24,7 +24,11 @@ scan_request_head: Callable[[bytes, int, int], REQUEST_TUPLE | None] = _declined
 scan_response_head: Callable[[bytes, int], RESPONSE_TUPLE | None] = _declined
 # Building events: kind 0 for requests, 1 for responses (see `_head_scan.bind_event`).
 bind_event: Callable[[int, type, tuple[str, ...]], None] | None = None
+bind_framings: Callable[[Any, Any, Callable[[int], Any]], None] | None = None
 new_event: Callable[[int, tuple[Any, ...]], Any] | None = None
+# One whole message in one read: its events, or None (see `_head_scan.whole_request`).
+whole_request: Callable[[bytes, int, int, int, int | None], list[Any] | None] = _declined
+whole_response: Callable[[bytes, int, int, int | None], list[Any] | None] = _declined
 AVAILABLE = False
 WHY_NOT = ""
 
@@ -39,5 +43,8 @@ else:
         scan_request_head = _head_scan.scan_request_head
         scan_response_head = _head_scan.scan_response_head
         bind_event = _head_scan.bind_event
+        bind_framings = _head_scan.bind_framings
         new_event = _head_scan.new_event
+        whole_request = _head_scan.whole_request
+        whole_response = _head_scan.whole_response
         AVAILABLE = True

@@ -274,16 +274,6 @@ _DATA: Final = 2
 _END: Final = 3
 
 
-def _bind_events() -> None:
-    if head_scan.bind_event is not None:
-        kinds = (RequestReceived, ResponseReceived, DataReceived, MessageEnded)
-        for kind, cls in enumerate(kinds):
-            head_scan.bind_event(kind, cls, tuple(f.name for f in fields(cls)))
-
-
-_bind_events()
-
-
 def _request_received(  # noqa: PLR0917 - positional on purpose: one per request, hot
     method: bytes,
     target: bytes,
@@ -375,6 +365,8 @@ FAST_LANE: bool = head_scan.AVAILABLE
 scan_request_head = head_scan.scan_request_head
 scan_response_head = head_scan.scan_response_head
 new_event = head_scan.new_event
+whole_request = head_scan.whole_request
+whole_response = head_scan.whole_response
 _CLOSE: Final = 2  # the lanes' code for `Connection: close`
 
 
@@ -631,28 +623,14 @@ class _MessageParser:
 
     def _whole_message(self, data: bytes) -> list[Event] | None:
         """The most common read: exactly one message, its head taken by the fast lane and
-        its body (by Content-Length) complete. None, having changed nothing, otherwise."""
-        stop = data.find(b"\r\n\r\n") + 4
-        if stop < 4 or stop > self.limits.max_header_bytes:
-            return None
-        rest = len(data) - stop
-        event = self._scanned_head(data if rest == 0 else data[:stop])
-        if event is None:
-            return None
-        framing = event.framing
-        assert new_event is not None  # the lane is compiled, so is its builder
-        if framing is NO_BODY or framing is _EMPTY:
-            if rest:
-                return None  # pipelined bytes: the general path takes them in turn
-            events: list[Event] = [event, new_event(_END, ([],))]
-        elif framing.kind == "length" and framing.length == rest:
-            events = [event, new_event(_DATA, (data[stop:],)), new_event(_END, ([],))]
-        else:
-            return None
-        self._take_scanned(event)
-        if self._stop_after_message:
+        its body (by Content-Length) complete, read in one call to the compiled lane
+        (`whole_request`/`whole_response`). None, having changed nothing, otherwise."""
+        raise NotImplementedError
+
+    def _took_whole(self, head: RequestReceived | ResponseReceived) -> None:
+        if not head.keep_alive:
+            self._stop_after_message = True
             self._stopped = True
-        return events
 
     def feed_eof(self) -> list[Event]:
         """The peer closed its side: end a body delimited by the close, or refuse the
@@ -1189,6 +1167,19 @@ class RequestParser(_MessageParser):
         else:
             self._begin_body(framing)
 
+    def _whole_message(self, data: bytes) -> list[Event] | None:
+        limits = self.limits
+        events = whole_request(
+            data,
+            limits.max_header_bytes,
+            limits.max_header_count,
+            limits.max_uri_bytes,
+            self._body_limit,
+        )
+        if events is not None:
+            self._took_whole(events[0])
+        return events
+
     def _scanned_head(self, head: bytes) -> RequestReceived | None:
         limits = self.limits
         scanned = scan_request_head(head, limits.max_header_count, limits.max_uri_bytes)
@@ -1355,6 +1346,19 @@ class ResponseParser(_MessageParser):
         else:
             self._begin_body(framing)
 
+    def _whole_message(self, data: bytes) -> list[Event] | None:
+        expected = self._expected
+        if not expected or expected[0] in {b"HEAD", b"CONNECT"}:
+            return None  # unsolicited, or framed by the request: the full path knows how
+        limits = self.limits
+        events = whole_response(
+            data, limits.max_header_bytes, limits.max_header_count, self._body_limit
+        )
+        if events is not None:
+            expected.popleft()
+            self._took_whole(events[0])
+        return events
+
     def _scanned_head(self, head: bytes) -> ResponseReceived | None:
         expected = self._expected
         if not expected or expected[0] in {b"HEAD", b"CONNECT"}:
@@ -1493,3 +1497,15 @@ def encode_last_chunk(trailers: Sequence[tuple[bytes, bytes]] = ()) -> bytes:
 def encode_continue() -> bytes:
     """The interim 100 (Continue) that lets a client waiting on Expect send its body."""
     return _CONTINUE
+
+
+def _bind_fast_lane() -> None:
+    """Tell the compiled lane which classes and framings to build its events from."""
+    if head_scan.bind_event is not None and head_scan.bind_framings is not None:
+        kinds = (RequestReceived, ResponseReceived, DataReceived, MessageEnded)
+        for kind, cls in enumerate(kinds):
+            head_scan.bind_event(kind, cls, tuple(f.name for f in fields(cls)))
+        head_scan.bind_framings(NO_BODY, _EMPTY, _length_framing)
+
+
+_bind_fast_lane()
