@@ -251,3 +251,65 @@ async def test_a_request_no_rule_matches_is_answered_no_route(proxy_mesh: ProxyM
     assert response.status == 404
     assert response.headers["x-mycelium-reason"] == "no_route"
     assert "matches GET /admin" in await response.text()
+
+
+async def apply_base_with(proxy_mesh: ProxyMesh, policy_lines: str, rules: str) -> None:
+    """BASE with more DestinationPolicy settings (and a subset v3 that selects nobody),
+    and a route; waits until the caller uses them."""
+    await proxy_mesh.get("/")
+    before = proxy_mesh.caller.core.active.version
+    base = BASE.format(port=proxy_mesh.app_port).replace(
+        "{name: v2, labels: {version: v2}}]",
+        "{name: v2, labels: {version: v2}}, {name: v3, labels: {version: v3}}]",
+    )
+    status, body = await proxy_mesh.api.apply(base + policy_lines + route(rules))
+    assert status == 200, body
+    await proxy_mesh.settle(before)
+
+
+async def test_a_full_cluster_answers_circuit_open_without_queueing(
+    proxy_mesh: ProxyMesh,
+) -> None:
+    await apply_base_with(
+        proxy_mesh,
+        "  connectionPool: {maxRequestsInFlight: 1}\n",
+        "  - backendRefs: [{name: reviews, subset: v1}]",
+    )
+    slow = asyncio.create_task(proxy_mesh.get("/?delay=0.5"))
+    await eventually(lambda: any("delay" in r["path"] for r in proxy_mesh.v1.seen))
+
+    refused = await proxy_mesh.get("/second")
+
+    assert refused.status == 503
+    assert refused.headers["x-mycelium-reason"] == "circuit_open"
+    assert "limit of requests in flight" in await refused.text()
+    assert (await slow).status == 200  # the request in flight was not harmed
+    assert not any(r["path"] == "/second" for r in proxy_mesh.v1.seen)
+
+
+async def test_retries_beyond_the_budget_are_refused_and_say_so(proxy_mesh: ProxyMesh) -> None:
+    await apply_base_with(
+        proxy_mesh,
+        "  retryBudget: {ratio: 0, minRetriesPerSecond: 0}\n",
+        """  - backendRefs: [{name: reviews, subset: v1}]
+    retries: {attempts: 3, retryOn: [5xx]}""",
+    )
+    response = await proxy_mesh.get("/?status=503")
+
+    assert response.status == 503
+    assert response.headers["x-mycelium-reason"] == "retry_budget_exhausted"
+    assert "status_503" in await response.text()  # the last failure is named
+    # the budget allowed no retry: the app saw the request once
+    assert len([r for r in proxy_mesh.v1.seen if r["path"] == "/?status=503"]) == 1
+
+
+async def test_a_subset_with_no_endpoint_answers_no_healthy_upstream(
+    proxy_mesh: ProxyMesh,
+) -> None:
+    await apply_base_with(proxy_mesh, "", "  - backendRefs: [{name: reviews, subset: v3}]")
+
+    response = await proxy_mesh.get("/")
+
+    assert response.status == 503
+    assert response.headers["x-mycelium-reason"] == "no_healthy_upstream"
+    assert "0 known" in await response.text()
