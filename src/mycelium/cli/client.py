@@ -130,6 +130,13 @@ class MeshStatus:
 # --- the client ---------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class JoinToken:
+    token: str
+    identity: str
+    expires_at: float
+
+
 class ControllerClient:
     """Synchronous access to one controller; use as a context manager, one per command."""
 
@@ -199,6 +206,21 @@ class ControllerClient:
         """Delete one resource and return the revision of the delete."""
         body = self._call("DELETE", _resource_path(kind, namespace, name))
         return _parse("DELETE resource", body, lambda b: int(b["revision"]))
+
+    def create_join_token(
+        self, namespace: str, service_account: str, ttl_seconds: float
+    ) -> JoinToken:
+        payload = {
+            "namespace": namespace,
+            "serviceAccount": service_account,
+            "ttlSeconds": ttl_seconds,
+        }
+        body = self._call("POST", "/api/v1/join-tokens", json_body=payload)
+        return _parse(
+            "POST /api/v1/join-tokens",
+            body,
+            lambda b: JoinToken(str(b["token"]), str(b["identity"]), float(b["expiresAt"])),
+        )
 
     def status(self) -> MeshStatus:
         body = self._call("GET", "/api/v1/status")

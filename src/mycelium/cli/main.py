@@ -31,6 +31,7 @@ from mycelium.cli.commands import (
     get,
     proxy,
     status,
+    token,
     version,
 )
 from mycelium.cli.errors import CliError
@@ -145,6 +146,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
 }
 for _name, _function in COMMANDS.items():
     app.command(_name, help=help_text(_function.__doc__))(_function)
+app.add_typer(token.token_app, name="token")
 
 
 def main() -> None:

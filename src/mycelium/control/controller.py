@@ -18,10 +18,11 @@ import time
 from aiohttp import web
 
 from mycelium.api import KINDS
-from mycelium.control.ca import issue_serving_certificate
+from mycelium.control.ca import CertificateAuthority, issue_serving_certificate
 from mycelium.control.compiler import topics_of_change
 from mycelium.control.config import ControllerConfig, ensure_admin_token
 from mycelium.control.discovery_server import DiscoveryServer
+from mycelium.control.join_tokens import JoinTokens, load_or_create_key
 from mycelium.control.rest_api import build_app
 from mycelium.control.state import MeshState
 from mycelium.discovery.protocol import NodeInfo
@@ -46,7 +47,19 @@ class Controller:
         self._discovery: DiscoveryServer | None = None
         self._runner: web.AppRunner | None = None
         self._watch_task: asyncio.Task[None] | None = None
+        self._ca: CertificateAuthority | None = None
+        self._join_tokens: JoinTokens | None = None
         self.synced = asyncio.Event()  # set once the mirror has caught up at start
+
+    @property
+    def ca(self) -> CertificateAuthority:
+        assert self._ca is not None, "controller not started"
+        return self._ca
+
+    @property
+    def join_tokens(self) -> JoinTokens:
+        assert self._join_tokens is not None, "controller not started"
+        return self._join_tokens
 
     @property
     def store(self) -> Store:
@@ -72,6 +85,10 @@ class Controller:
             trust_domain=cfg.trust_domain,
             heartbeat_seconds=cfg.heartbeat_seconds,
             lease_ttl_seconds=cfg.lease_ttl_seconds,
+        )
+        self._ca = CertificateAuthority(cfg.ca_dir, cfg.trust_domain)
+        self._join_tokens = JoinTokens(
+            load_or_create_key(cfg.ca_dir / "join-token.key"), cfg.trust_domain
         )
         serving = issue_serving_certificate(cfg.ca_dir, cfg.trust_domain, [cfg.discovery_host])
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

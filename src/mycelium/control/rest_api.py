@@ -1,6 +1,9 @@
-"""The controller's REST API on 15014: apply, get, list, delete, watch, status.
+"""The controller's REST API on 15014: apply, get, list, delete, watch, status, and
+identity (join tokens, SVIDs).
 
-Every `/api/` route needs `Authorization: Bearer <admin token>`. Errors are JSON objects
+Every `/api/` route needs `Authorization: Bearer <admin token>`. `/identity/v1/svids`
+takes a join token instead (one CSR per token); it moves onto the TLS discovery stream
+once proxies fetch their SVIDs themselves. Errors are JSON objects
 `{"error": <code>, "message": <sentence>, "details": [...]}` so the CLI can print the
 sentence and scripts can branch on the code.
 """
@@ -12,20 +15,27 @@ import contextlib
 import dataclasses
 import hmac
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from cryptography import x509
 
 from mycelium import __version__
 from mycelium.api import KINDS, resolve_kind
 from mycelium.api.errors import ResourceValidationError, UnknownKind
 from mycelium.control.apply import SourceFile, apply_resources, validate_files
+from mycelium.control.ca import CsrRefused
+from mycelium.control.join_tokens import TokenRefused
+from mycelium.errors import MeshError
 from mycelium.store import CompactedError, StoreError
 
 if TYPE_CHECKING:
     from mycelium.control.controller import Controller
+
+log = logging.getLogger("mycelium.control.api")
 
 type Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -69,6 +79,9 @@ def build_app(controller: Controller) -> web.Application:
             web.delete("/api/v1/resources/{kind}/{namespace}/{name}", api.delete),
             web.get("/api/v1/watch", api.watch),
             web.get("/api/v1/status", api.status),
+            web.post("/api/v1/join-tokens", api.mint_join_token),
+            # Authenticated by the join token it carries, not the admin token.
+            web.post("/identity/v1/svids", api.issue_svid),
         ]
     )
     return app
@@ -265,6 +278,64 @@ class RestApi:
                 },
                 "proxies": proxies,
                 "workloads": sum(1 for _ in c.state.of_kind("Workload")),
+            }
+        )
+
+    # --- identity ----------------------------------------------------------------------
+
+    async def mint_join_token(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            namespace = str(body["namespace"])
+            service_account = str(body["serviceAccount"])
+            ttl = float(body.get("ttlSeconds", 600))
+        except (ValueError, KeyError, TypeError):
+            return error(
+                400,
+                "bad_request",
+                "the body must be JSON "
+                '{"namespace": ..., "serviceAccount": ..., "ttlSeconds": 600}',
+            )
+        try:
+            issued = self._c.join_tokens.mint(namespace, service_account, ttl)
+        except MeshError as exc:
+            return error(422, "invalid", str(exc))
+        log.info("join token minted for %s, expires in %.0f s", issued.identity, ttl)
+        return web.json_response(
+            {
+                "token": issued.token,
+                "identity": issued.identity.uri,
+                "expiresAt": issued.expires_at,
+            }
+        )
+
+    async def issue_svid(self, request: web.Request) -> web.Response:
+        peer = request.remote or "?"
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        try:
+            csr = str((await request.json())["csr"]).encode()
+        except (ValueError, KeyError, TypeError):
+            return error(400, "bad_request", 'the body must be JSON {"csr": "<PEM CSR>"}')
+        try:
+            identity = self._c.join_tokens.redeem(token)
+        except TokenRefused as exc:
+            # The reason and the peer, never the token.
+            log.warning("refused an SVID request from %s: join token %s", peer, exc.reason)
+            return error(401, f"token_{exc.reason}", f"the join token was refused: {exc.detail}")
+        try:
+            pem = self._c.ca.issue_svid(csr, identity)
+        except CsrRefused as exc:
+            self._c.join_tokens.refusals[f"csr_{exc.reason}"] += 1
+            log.warning("refused an SVID request from %s for %s: %s", peer, identity, exc.reason)
+            return error(400, exc.reason, str(exc))
+        certificate = x509.load_pem_x509_certificate(pem)
+        log.info("issued an SVID for %s to %s", identity, peer)
+        return web.json_response(
+            {
+                "identity": identity.uri,
+                "certificate": pem.decode(),
+                "trustBundle": self._c.ca.bundle_pem.decode(),
+                "expiresAt": certificate.not_valid_after_utc.timestamp(),
             }
         )
 

@@ -1,0 +1,117 @@
+"""A workload's first certificate: `myc token create` mints a join token, a CSR sent
+with it comes back signed for exactly that identity, and the token is good once. The
+controller is the real `myc controller` process; the SVID is checked with openssl."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from tests.integration.cli.conftest import Controller
+
+from mycelium.identity.csr import new_key_and_request
+from mycelium.identity.spiffe import SpiffeId
+
+REVIEWS = SpiffeId("cluster.local", "shop", "reviews")
+
+
+def ask_for_svid(controller: Controller, token: str, csr_pem: bytes) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        controller.url + "/identity/v1/svids",
+        data=json.dumps({"csr": csr_pem.decode()}).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def mint(controller: Controller, *args: str) -> str:
+    return controller.myc("token", "create", *args).ok().strip()
+
+
+def test_a_join_token_buys_one_svid_for_its_identity(
+    controller: Controller, tmp_path: Path
+) -> None:
+    token = mint(controller, "-n", "shop", "--service-account", "reviews", "--ttl", "10m")
+    request = new_key_and_request(REVIEWS)
+
+    status, answer = ask_for_svid(controller, token, request.csr_pem)
+
+    assert status == 200, answer
+    assert answer["identity"] == REVIEWS.uri
+    certificate = x509.load_pem_x509_certificate(answer["certificate"].encode())
+    assert SpiffeId.from_certificate(certificate) == REVIEWS
+    (tmp_path / "svid.pem").write_text(answer["certificate"])
+    (tmp_path / "bundle.pem").write_text(answer["trustBundle"])
+    verified = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(tmp_path / "bundle.pem"), str(tmp_path / "svid.pem")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert verified.returncode == 0, verified.stderr
+    assert "PRIVATE KEY" not in json.dumps(answer)
+
+    # The same token again, even with a fresh key: replayed.
+    again, refusal = ask_for_svid(controller, token, new_key_and_request(REVIEWS).csr_pem)
+    assert again == 401
+    assert refusal["error"] == "token_replayed"
+    # The log says what was refused and from where, never the token.
+    log = controller.log.read_text()
+    assert "join token replayed" in log
+    assert token not in log
+    assert token.split(".")[2] not in log
+
+
+def test_forged_and_mismatched_requests_are_refused(controller: Controller) -> None:
+    token = mint(controller, "-n", "shop", "--service-account", "reviews")
+    prefix, payload, mac = token.split(".")
+    # A different first character: all six of its bits are MAC bits.
+    forged = f"{prefix}.{payload}.{'B' if mac[0] == 'A' else 'A'}{mac[1:]}"
+
+    status, refusal = ask_for_svid(controller, forged, new_key_and_request(REVIEWS).csr_pem)
+    assert (status, refusal["error"]) == (401, "token_forged")
+
+    # A good token for reviews cannot buy the payments identity.
+    payments = new_key_and_request(SpiffeId("cluster.local", "shop", "payments"))
+    status, refusal = ask_for_svid(controller, token, payments.csr_pem)
+    assert (status, refusal["error"]) == (400, "identity_mismatch")
+
+    status, refusal = ask_for_svid(controller, "", new_key_and_request(REVIEWS).csr_pem)
+    assert (status, refusal["error"]) == (401, "token_malformed")
+
+
+def test_the_cli_prints_the_identity_and_expiry_on_request(controller: Controller) -> None:
+    document = json.loads(
+        controller.myc(
+            "token",
+            "create",
+            "-n",
+            "shop",
+            "--service-account",
+            "reviews",
+            "--ttl",
+            "1h",
+            "-o",
+            "json",
+        ).ok()
+    )
+    assert document["identity"] == REVIEWS.uri
+    assert document["token"].startswith("myc1.")
+    assert document["expiresAt"].endswith("+00:00")
+
+    refused = controller.myc("token", "create", "-n", "Shop")
+    assert refused.code != 0
+    assert "not a lowercase DNS label" in refused.stderr
+    bad_ttl = controller.myc("token", "create", "--ttl", "ten minutes")
+    assert bad_ttl.code != 0
+    assert "--ttl" in bad_ttl.stderr
