@@ -1,0 +1,90 @@
+"""TLS contexts from an SVID, and the peer's SPIFFE ID from a finished handshake.
+
+Both sides of proxy-to-proxy mTLS use TLS 1.3 only, present their SVID, require the
+peer's, and verify it against the trust bundle. SVIDs carry no DNS name, so hostname
+checking is off and the peer is judged by its SPIFFE ID instead (`peer_identity`),
+which policy and telemetry then use.
+
+The private key never touches a disk: `ssl` only loads certificate chains from files,
+so the key is handed over through an anonymous in-memory file (memfd) that is closed
+as soon as it is loaded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import ssl
+from dataclasses import dataclass
+
+from cryptography import x509
+
+from mycelium.errors import MeshError
+from mycelium.identity.spiffe import SpiffeId, SpiffeIdError
+
+
+class PeerIdentityError(MeshError):
+    """The peer presented no SVID, or one that names no mesh identity."""
+
+
+@dataclass(frozen=True, slots=True)
+class Svid:
+    """A workload's certificate, its key and the trust bundle to check peers with."""
+
+    certificate_pem: bytes
+    key_pem: bytes
+    bundle_pem: bytes
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(self.certificate_pem)
+
+    @property
+    def identity(self) -> SpiffeId:
+        return SpiffeId.from_certificate(self.certificate)
+
+    @property
+    def expires_at(self) -> dt.datetime:
+        return self.certificate.not_valid_after_utc
+
+
+def _load_chain(context: ssl.SSLContext, svid: Svid) -> None:
+    fd = os.memfd_create("mycelium-svid", os.MFD_CLOEXEC)
+    try:
+        os.write(fd, svid.certificate_pem + b"\n" + svid.key_pem)
+        context.load_cert_chain(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
+
+
+def _context(purpose: ssl.Purpose, svid: Svid) -> ssl.SSLContext:
+    context = ssl.SSLContext(
+        ssl.PROTOCOL_TLS_SERVER if purpose is ssl.Purpose.CLIENT_AUTH else ssl.PROTOCOL_TLS_CLIENT
+    )
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.check_hostname = False  # SVIDs name a workload, not a host: see peer_identity
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_verify_locations(cadata=svid.bundle_pem.decode())
+    _load_chain(context, svid)
+    return context
+
+
+def server_context(svid: Svid) -> ssl.SSLContext:
+    """For an inbound listener: presents `svid`, requires and verifies the client's."""
+    return _context(ssl.Purpose.CLIENT_AUTH, svid)
+
+
+def client_context(svid: Svid) -> ssl.SSLContext:
+    """For connections to other proxies: presents `svid`, verifies the server's."""
+    return _context(ssl.Purpose.SERVER_AUTH, svid)
+
+
+def peer_identity(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> SpiffeId:
+    """The SPIFFE ID of the peer of a completed, verified handshake."""
+    der = ssl_object.getpeercert(binary_form=True)
+    if not der:
+        raise PeerIdentityError("the peer presented no certificate")
+    try:
+        return SpiffeId.from_certificate(x509.load_der_x509_certificate(der))
+    except SpiffeIdError as exc:
+        raise PeerIdentityError(f"the peer's certificate names no mesh identity: {exc}") from None
