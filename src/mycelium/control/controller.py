@@ -25,6 +25,7 @@ from mycelium.control.discovery_server import DiscoveryServer
 from mycelium.control.join_tokens import JoinTokens, load_or_create_key
 from mycelium.control.rest_api import build_app
 from mycelium.control.state import MeshState
+from mycelium.control.svids import SvidService
 from mycelium.discovery.protocol import NodeInfo
 from mycelium.store import CompactedError, LeaseNotFound, Store, StoreError, open_store
 
@@ -49,6 +50,7 @@ class Controller:
         self._watch_task: asyncio.Task[None] | None = None
         self._ca: CertificateAuthority | None = None
         self._join_tokens: JoinTokens | None = None
+        self._svids: SvidService | None = None
         self.synced = asyncio.Event()  # set once the mirror has caught up at start
 
     @property
@@ -60,6 +62,11 @@ class Controller:
     def join_tokens(self) -> JoinTokens:
         assert self._join_tokens is not None, "controller not started"
         return self._join_tokens
+
+    @property
+    def svids(self) -> SvidService:
+        assert self._svids is not None, "controller not started"
+        return self._svids
 
     @property
     def store(self) -> Store:
@@ -77,18 +84,20 @@ class Controller:
         self.admin_token = ensure_admin_token(cfg.token_path)
         self._store = await open_store(cfg.effective_store_url)
         revision = await self._load_all()
+        self._ca = CertificateAuthority(cfg.ca_dir, cfg.trust_domain)
+        self._join_tokens = JoinTokens(
+            load_or_create_key(cfg.ca_dir / "join-token.key"), cfg.trust_domain
+        )
+        self._svids = SvidService(self._ca, self._join_tokens)
         self._discovery = DiscoveryServer(
             self.state,
             register=self._register,
             keep_alive=self._keep_alive,
             revoke=self._revoke,
+            issue_svid=self.svids.issue,
             trust_domain=cfg.trust_domain,
             heartbeat_seconds=cfg.heartbeat_seconds,
             lease_ttl_seconds=cfg.lease_ttl_seconds,
-        )
-        self._ca = CertificateAuthority(cfg.ca_dir, cfg.trust_domain)
-        self._join_tokens = JoinTokens(
-            load_or_create_key(cfg.ca_dir / "join-token.key"), cfg.trust_domain
         )
         serving = issue_serving_certificate(cfg.ca_dir, cfg.trust_domain, [cfg.discovery_host])
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from mycelium import __version__
 from mycelium.control.compiler import Bundle, CompiledEntry, compile_inbound, compile_service
 from mycelium.control.state import MeshState
+from mycelium.control.svids import IssuedSvid
 from mycelium.discovery import protocol as p
 from mycelium.discovery.errors import ProtocolViolation
 
@@ -43,6 +44,8 @@ HELLO_TIMEOUT_SECONDS = 10.0
 
 type Registrar = Callable[[p.NodeInfo], Awaitable[int | None]]
 type LeaseKeeper = Callable[[int], Awaitable[bool]]
+# csr (PEM), join token, peer -> the SVID, or (reason, sentence)
+type SvidIssuer = Callable[[bytes, str, str], IssuedSvid | tuple[str, str]]
 
 
 def snapshot_version(bundles: list[tuple[str, Bundle]]) -> str:
@@ -82,7 +85,7 @@ class ProxySession:
             return "nack"
         return "synced"
 
-    def send(self, message: p.Welcome | p.Refusal | p.Heartbeat) -> None:
+    def send(self, message: p.ServerMessage) -> None:
         self.send_frame(p.encode(message))
 
     def send_frame(self, frame: bytes) -> None:
@@ -99,6 +102,7 @@ class DiscoveryServer:
         keep_alive: LeaseKeeper | None = None,
         revoke: Callable[[int], Awaitable[None]] | None = None,
         authenticate: Callable[[p.Hello], str | None] | None = None,
+        issue_svid: SvidIssuer | None = None,
         trust_domain: str = "cluster.local",
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
         lease_ttl_seconds: float = LEASE_TTL_SECONDS,
@@ -110,6 +114,7 @@ class DiscoveryServer:
         self._keep_alive = keep_alive
         self._revoke = revoke
         self._authenticate = authenticate
+        self._issue_svid = issue_svid
         self._trust_domain = trust_domain
         self.sessions: dict[str, ProxySession] = {}
         # bundle cache: key -> bundle; topic -> bundle keys; bundle key -> session ids
@@ -379,6 +384,7 @@ class DiscoveryServer:
                 controller_version=__version__,
                 heartbeat_interval=self.heartbeat_seconds,
                 lease_ttl=self.lease_ttl_seconds,
+                trust_domain=self._trust_domain,
             )
         )
         self._push(session, full=not session.held)
@@ -403,8 +409,32 @@ class DiscoveryServer:
                 lease, session.lease = session.lease, None
                 await self._revoke(lease)
             session.writer.close()
+        elif isinstance(message, p.CertificateRequest):
+            session.send(self._certificate(session, message))
         elif isinstance(message, p.Hello):
             raise ProtocolViolation("hello sent twice on one stream")
+
+    def _certificate(
+        self, session: ProxySession, request: p.CertificateRequest
+    ) -> p.CertificateIssued | p.CertificateRefused:
+        if self._issue_svid is None:
+            return p.CertificateRefused(
+                request_id=request.request_id,
+                reason="no_ca",
+                message="this controller signs no certificates",
+            )
+        answer = self._issue_svid(request.csr.encode(), request.token, session.node.id)
+        if isinstance(answer, tuple):
+            reason, message = answer
+            return p.CertificateRefused(
+                request_id=request.request_id, reason=reason, message=message
+            )
+        return p.CertificateIssued(
+            request_id=request.request_id,
+            certificate=answer.certificate.decode(),
+            trust_bundle=answer.trust_bundle.decode(),
+            expires_at=answer.expires_at,
+        )
 
     async def _refresh_lease(self, session: ProxySession) -> None:
         if session.lease is None or self._keep_alive is None:

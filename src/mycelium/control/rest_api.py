@@ -21,14 +21,11 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from cryptography import x509
 
 from mycelium import __version__
 from mycelium.api import KINDS, resolve_kind
 from mycelium.api.errors import ResourceValidationError, UnknownKind
 from mycelium.control.apply import SourceFile, apply_resources, validate_files
-from mycelium.control.ca import CsrRefused
-from mycelium.control.join_tokens import TokenRefused
 from mycelium.errors import MeshError
 from mycelium.store import CompactedError, StoreError
 
@@ -310,32 +307,21 @@ class RestApi:
         )
 
     async def issue_svid(self, request: web.Request) -> web.Response:
-        peer = request.remote or "?"
         token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         try:
             csr = str((await request.json())["csr"]).encode()
         except (ValueError, KeyError, TypeError):
             return error(400, "bad_request", 'the body must be JSON {"csr": "<PEM CSR>"}')
-        try:
-            identity = self._c.join_tokens.redeem(token)
-        except TokenRefused as exc:
-            # The reason and the peer, never the token.
-            log.warning("refused an SVID request from %s: join token %s", peer, exc.reason)
-            return error(401, f"token_{exc.reason}", f"the join token was refused: {exc.detail}")
-        try:
-            pem = self._c.ca.issue_svid(csr, identity)
-        except CsrRefused as exc:
-            self._c.join_tokens.refusals[f"csr_{exc.reason}"] += 1
-            log.warning("refused an SVID request from %s for %s: %s", peer, identity, exc.reason)
-            return error(400, exc.reason, str(exc))
-        certificate = x509.load_pem_x509_certificate(pem)
-        log.info("issued an SVID for %s to %s", identity, peer)
+        answer = self._c.svids.issue(csr, token, request.remote or "?")
+        if isinstance(answer, tuple):
+            reason, message = answer
+            return error(401 if reason.startswith("token_") else 400, reason, message)
         return web.json_response(
             {
-                "identity": identity.uri,
-                "certificate": pem.decode(),
-                "trustBundle": self._c.ca.bundle_pem.decode(),
-                "expiresAt": certificate.not_valid_after_utc.timestamp(),
+                "identity": answer.identity.uri,
+                "certificate": answer.certificate.decode(),
+                "trustBundle": answer.trust_bundle.decode(),
+                "expiresAt": answer.expires_at,
             }
         )
 

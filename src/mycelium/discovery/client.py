@@ -29,7 +29,11 @@ import msgspec
 
 from mycelium.discovery import protocol as p
 from mycelium.discovery.config import parse_entry
-from mycelium.discovery.errors import ControllerRefused, ProtocolViolation
+from mycelium.discovery.errors import (
+    CertificateRefusedError,
+    ControllerRefused,
+    ProtocolViolation,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +103,9 @@ class DiscoveryClient:
         self._heartbeat_interval = 5.0
         self._last_heard = 0.0
         self._stopping = False
+        self.trust_domain = "cluster.local"  # as the controller's Welcome says
+        self._certificate_requests: dict[int, asyncio.Future[p.CertificateIssued]] = {}
+        self._next_request_id = 0
 
     @staticmethod
     def _tls_context(trust_bundle: Path | ssl.SSLContext | None) -> ssl.SSLContext | None:
@@ -262,12 +269,15 @@ class DiscoveryClient:
                     message = p.parse_server_message(payload)
                     if isinstance(message, p.Welcome):
                         self._heartbeat_interval = message.heartbeat_interval
+                        self.trust_domain = message.trust_domain
                         heartbeat = asyncio.create_task(self._heartbeats())
                         self.connected.set()
                     elif isinstance(message, p.Push):
                         await self._apply(message)
                     elif isinstance(message, p.Refusal):
                         raise ControllerRefused(message.code, message.message)
+                    elif isinstance(message, p.CertificateIssued | p.CertificateRefused):
+                        self._answer_certificate(message)
         finally:
             if heartbeat is not None:
                 heartbeat.cancel()
@@ -285,6 +295,36 @@ class DiscoveryClient:
                     self._writer.close()
                 return
             self._send(p.Heartbeat())
+
+    # --- certificates ------------------------------------------------------------------------
+
+    async def request_certificate(
+        self, csr_pem: bytes, token: str, timeout: float = CONNECT_TIMEOUT_SECONDS
+    ) -> p.CertificateIssued:
+        """Have the controller sign `csr_pem` for the identity the join token names.
+        Raises `CertificateRefusedError` (with the controller's reason) or TimeoutError."""
+        async with asyncio.timeout(timeout):
+            await self.connected.wait()
+            self._next_request_id += 1
+            request_id = self._next_request_id
+            answer: asyncio.Future[p.CertificateIssued] = asyncio.get_running_loop().create_future()
+            self._certificate_requests[request_id] = answer
+            try:
+                self._send(
+                    p.CertificateRequest(request_id=request_id, csr=csr_pem.decode(), token=token)
+                )
+                return await answer
+            finally:
+                self._certificate_requests.pop(request_id, None)
+
+    def _answer_certificate(self, message: p.CertificateIssued | p.CertificateRefused) -> None:
+        waiter = self._certificate_requests.get(message.request_id)
+        if waiter is None or waiter.done():
+            return
+        if isinstance(message, p.CertificateIssued):
+            waiter.set_result(message)
+        else:
+            waiter.set_exception(CertificateRefusedError(message.reason, message.message))
 
     def _send(self, message: p.ClientMessage) -> None:
         if self._writer is not None and not self._writer.is_closing():

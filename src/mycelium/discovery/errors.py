@@ -21,3 +21,11 @@ class ControllerRefused(DiscoveryError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"the controller refused this proxy ({code}): {message}")
         self.code = code
+
+
+class CertificateRefusedError(MeshError):
+    """The controller would not sign our CSR; `reason` is its one-word reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason

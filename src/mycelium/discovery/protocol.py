@@ -95,6 +95,30 @@ class Welcome(_Message, tag="welcome", frozen=True, kw_only=True):
     controller_version: str
     heartbeat_interval: float
     lease_ttl: float
+    trust_domain: str = "cluster.local"
+
+
+class CertificateRequest(_Message, tag="csr", frozen=True, kw_only=True):
+    """Sign this CSR (PEM). `token` is a join token, which names the identity."""
+
+    request_id: int
+    csr: str
+    token: str
+
+
+class CertificateIssued(_Message, tag="certificate", frozen=True, kw_only=True):
+    request_id: int
+    certificate: str  # PEM: the SVID
+    trust_bundle: str  # PEM: the roots to verify peers with
+    expires_at: float  # unix time
+
+
+class CertificateRefused(_Message, tag="certificate_refused", frozen=True, kw_only=True):
+    """`reason` in one word (token_replayed, identity_mismatch...), `message` in prose."""
+
+    request_id: int
+    reason: str
+    message: str
 
 
 class Entry(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -120,11 +144,15 @@ class Refusal(_Message, tag="refusal", frozen=True, kw_only=True):
     message: str
 
 
-type ClientMessage = Hello | Ack | Nack | Subscribe | Heartbeat | Leave
-type ServerMessage = Welcome | Push | Refusal | Heartbeat
+type ClientMessage = Hello | Ack | Nack | Subscribe | Heartbeat | Leave | CertificateRequest
+type ServerMessage = Welcome | Push | Refusal | Heartbeat | CertificateIssued | CertificateRefused
 
-_client_decoder = msgspec.json.Decoder(Hello | Ack | Nack | Subscribe | Heartbeat | Leave)
-_server_decoder = msgspec.json.Decoder(Welcome | Push | Refusal | Heartbeat)
+_client_decoder = msgspec.json.Decoder(
+    Hello | Ack | Nack | Subscribe | Heartbeat | Leave | CertificateRequest
+)
+_server_decoder = msgspec.json.Decoder(
+    Welcome | Push | Refusal | Heartbeat | CertificateIssued | CertificateRefused
+)
 _encoder = msgspec.json.Encoder()
 
 
