@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from mycelium.discovery import config as cfg
 from mycelium.discovery.protocol import Entry
 from mycelium.proxy.destination import service_port
+from mycelium.proxy.filters.authorization import Authorizer
 from mycelium.proxy.filters.chain import RuleChain, build_chain
 from mycelium.proxy.filters.rate_limit import RateLimitFilter
 from mycelium.proxy.routing import CompiledRoute, compile_route
@@ -43,6 +44,7 @@ class ActiveConfig:
     endpoints: dict[str, cfg.EndpointSet] = field(default_factory=dict)
     unresolved: dict[str, str] = field(default_factory=dict)  # subscription -> reason
     rate_limits: list[RateLimitFilter] = field(default_factory=list)
+    authorizer: Authorizer = field(default_factory=lambda: Authorizer([]))
     inbound_ports: dict[int, cfg.InboundPort] = field(default_factory=dict)
     # Names requests used (a Host value as received, or a local listener's service),
     # resolved to their service and route; bounded by `MAX_RESOLVED_NAMES`. The one
@@ -132,6 +134,7 @@ def build_active_config(
     _check_references(active)
     if active.inbound is not None:
         active.inbound_ports = {p.port: p for p in active.inbound.ports}
+        active.authorizer = Authorizer(active.inbound.authorization)
         kept = {f.name: f for f in previous.rate_limits} if previous else {}
         for limit in active.inbound.rate_limits:
             old = kept.get(limit.name)

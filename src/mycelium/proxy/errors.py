@@ -72,6 +72,13 @@ class CircuitOpen(ProxyError):
     reason = "circuit_open"
 
 
+class Denied(ProxyError):
+    """An AuthorizationPolicy refused the request."""
+
+    status = 403
+    reason = "denied"
+
+
 class RateLimited(ProxyError):
     status = 429
     reason = "rate_limited"

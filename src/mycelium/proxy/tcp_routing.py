@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, cast
 
 from mycelium.discovery import config as cfg
+from mycelium.proxy.errors import Denied
+from mycelium.proxy.filters.authorization import AccessRequest
 from mycelium.proxy.h2.detecting import listener_protocol
 from mycelium.proxy.http.exchange import Listener
 from mycelium.proxy.original_dst import OriginalDestinationError, original_destination
@@ -55,6 +57,7 @@ class ServeHttp:
 @dataclass(frozen=True, slots=True)
 class Refuse:
     reason: str
+    counter: str = "no_tcp_upstream"  # the `refused_<counter>` that counts it
 
 
 type Decision = RelayTo | ServeHttp | Refuse
@@ -134,13 +137,19 @@ def decide_local(core: ProxyCore, config: ActiveConfig, upstream: LocalUpstream)
     return decide_for_service(core, config, resolved[0], upstream.port, "local")
 
 
-def decide_inbound(core: ProxyCore, config: ActiveConfig, port: int) -> Decision:
-    """A transparent inbound connection to the workload's `port`."""
+def decide_inbound(core: ProxyCore, config: ActiveConfig, port: int, peer: str) -> Decision:
+    """A transparent inbound connection to the workload's `port` from `peer`."""
     inbound = config.inbound_ports.get(port)
     app = core.settings.app_address
     if inbound is None:
         return RelayTo(app, port)  # not a service port: the app's own business
     if is_opaque(inbound.protocol, inbound.opaque):
+        if config.authorizer.active:
+            # Opaque bytes: only the L4 parts of the workload's policies can apply.
+            try:
+                config.authorizer.enforce(AccessRequest(peer, inbound.port), core.counters)
+            except Denied as exc:
+                return Refuse(f"denied: {exc.detail}", "denied")
         return RelayTo(app, inbound.target_port, f"inbound|{inbound.target_port}")
     return ServeHttp(Listener("inbound", port=inbound.port, inbound_port=inbound))
 
@@ -251,7 +260,9 @@ class ConnectionRouter(asyncio.Protocol):
         assert self._destination is not None
         address, port = self._destination
         if self._role == "inbound":
-            return decide_inbound(core, config, port)
+            transport = self._transport
+            peername = transport.get_extra_info("peername") if transport is not None else None
+            return decide_inbound(core, config, port, peername[0] if peername else "")
         return decide_outbound(core, config, address, port)
 
     async def _wait_for_config(self) -> None:
@@ -283,7 +294,7 @@ class ConnectionRouter(asyncio.Protocol):
         held, self._held = b"".join(self._held), []
         core = self._routing.core
         if isinstance(decision, Refuse):
-            core.refused("no_tcp_upstream", _peer(transport))
+            core.refused(decision.counter, _peer(transport))
             core.log.warning("%s", decision.reason)
             transport.abort()
             return

@@ -8,9 +8,11 @@ from mycelium.discovery import config as cfg
 from mycelium.discovery.protocol import NodeInfo
 from mycelium.proxy.active_config import ActiveConfig
 from mycelium.proxy.core import ProxyCore
+from mycelium.proxy.filters.authorization import Authorizer
 from mycelium.proxy.routing import compile_route
 from mycelium.proxy.settings import ProxySettings
 from mycelium.proxy.tcp_routing import (
+    Refuse,
     RelayTo,
     ServeHttp,
     decide_inbound,
@@ -115,8 +117,29 @@ def test_inbound_ports_relay_or_serve_http_and_others_reach_the_app_as_they_are(
         3306: cfg.InboundPort(port=3306, target_port=13306, service="db.default", protocol="TCP"),
         8080: cfg.InboundPort(port=8080, target_port=18080, service="db.default", protocol="HTTP"),
     }
-    assert decide_inbound(core, config, 3306) == RelayTo("127.0.0.1", 13306, "inbound|13306")
-    http = decide_inbound(core, config, 8080)
+    relayed = decide_inbound(core, config, 3306, "198.18.0.9")
+    assert relayed == RelayTo("127.0.0.1", 13306, "inbound|13306")
+    http = decide_inbound(core, config, 8080, "198.18.0.9")
     assert isinstance(http, ServeHttp)
     assert http.listener.kind == "inbound"
-    assert decide_inbound(core, config, 22) == RelayTo("127.0.0.1", 22)
+    assert decide_inbound(core, config, 22, "198.18.0.9") == RelayTo("127.0.0.1", 22)
+
+
+def test_an_opaque_inbound_port_is_refused_when_policy_denies_the_peer() -> None:
+    core = _core()
+    config = ActiveConfig(version="1")
+    config.inbound_ports = {
+        3306: cfg.InboundPort(port=3306, target_port=13306, service="db.default", protocol="TCP"),
+    }
+    only_office = cfg.AuthzRule(sources=[cfg.SourceMatch(ip_blocks=["198.18.1.0/24"])])
+    config.authorizer = Authorizer(
+        [cfg.AuthzPolicy(name="default/db-office", action="ALLOW", rules=[only_office])]
+    )
+
+    refused = decide_inbound(core, config, 3306, "198.18.0.9")
+    assert isinstance(refused, Refuse)
+    assert refused.counter == "denied"
+    assert "198.18.0.9 may not reach port 3306" in refused.reason
+    assert core.counters["authz_denied"] == 1
+    allowed = decide_inbound(core, config, 3306, "198.18.1.7")
+    assert allowed == RelayTo("127.0.0.1", 13306, "inbound|13306")

@@ -37,6 +37,7 @@ from mycelium.proxy.errors import (
     UpstreamTimeout,
     UpstreamUnprocessed,
 )
+from mycelium.proxy.filters.authorization import http_request
 from mycelium.proxy.h2.upstream import UpstreamHttp2, pools_of
 from mycelium.proxy.http.exchange import (
     RETRY_BACKOFF_BASE_SECONDS,
@@ -301,6 +302,11 @@ class Http2Exchange:
             self.method.decode("latin-1"), self.target.decode("latin-1"), self.headers
         )
         port = self.listener.port or 0
+        if config.authorizer.active:
+            request = http_request(
+                self.downstream.peer_host, port, self.method, self.target, self.headers
+            )
+            config.authorizer.enforce(request, self.proxy.counters)
         for limit in config.rate_limits:
             if limit.applies(port):
                 limit.on_request(self)  # type: ignore[arg-type]

@@ -43,6 +43,7 @@ from mycelium.proxy.errors import (
     UpstreamReset,
     UpstreamTimeout,
 )
+from mycelium.proxy.filters.authorization import Authorizer, http_request
 from mycelium.proxy.filters.chain import RuleChain
 from mycelium.proxy.http.body import BodyStream
 from mycelium.proxy.mirroring import mirror_http1
@@ -285,6 +286,7 @@ class Exchange:
         )
         config = self.proxy.active
         port = self.listener.port or 0
+        self._authorize(config.authorizer, port)
         for limit in config.rate_limits:
             if limit.applies(port):
                 limit.on_request(self)
@@ -536,10 +538,19 @@ class Exchange:
 
     # --- inbound -----------------------------------------------------------------------------
 
+    def _authorize(self, authorizer: Authorizer, port: int) -> None:
+        """The workload's AuthorizationPolicies; raises `Denied` (403 `denied`)."""
+        if authorizer.active:
+            request = http_request(
+                self.downstream.peer_host, port, self.method, self.target, self.headers
+            )
+            authorizer.enforce(request, self.proxy.counters)
+
     async def _inbound(self) -> None:
         facts = self._request_facts()
         config = self.proxy.active
         port = self.listener.port or 0
+        self._authorize(config.authorizer, port)
         for limit in config.rate_limits:
             if limit.applies(port):
                 limit.on_request(self)
