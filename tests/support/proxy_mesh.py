@@ -104,6 +104,7 @@ class ProxyMesh:
             address=settings.pop("address", None),  # type: ignore[arg-type]
             service_account=settings.pop("service_account", "default"),  # type: ignore[arg-type]
         )
+        join_token = settings.pop("join_token", None)
         return ProxyServer(
             ProxySettings(
                 node=node,
@@ -114,5 +115,6 @@ class ProxyMesh:
                 health=ListenAddress("127.0.0.1", 0),
                 drain_seconds=2.0,
                 **settings,  # type: ignore[arg-type]
-            )
+            ),
+            join_token=join_token,  # type: ignore[arg-type]
         )

@@ -93,6 +93,7 @@ class AdminServer:
                 "loaded_from_disk": bool(client and client.loaded_from_disk),
                 "connected": bool(client and client.connected.is_set()),
                 "last_nack": client.last_nack if client else None,
+                "identity": _identity(core),
                 "subscriptions": sorted(client.subscriptions) if client else [],
                 "entries": {
                     name: msgspec.to_builtins(entry) for name, entry in sorted(entries.items())
@@ -133,3 +134,11 @@ class AdminServer:
                 }
             )
         return out
+
+
+def _identity(core: ProxyCore) -> dict[str, Any] | None:
+    """This proxy's SVID as the admin shows it: who and until when, never the key."""
+    svid = core.svid
+    if svid is None:
+        return None
+    return {"spiffeId": svid.identity.uri, "expiresAt": svid.expires_at.isoformat()}

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from mycelium.discovery import config as cfg
 from mycelium.discovery.client import DiscoveryClient, Snapshot
+from mycelium.identity.tls import Svid
 from mycelium.proxy.access_log import AccessLog, LoggedExchange
 from mycelium.proxy.active_config import ActiveConfig, build_active_config
 from mycelium.proxy.http.upstream import IDLE_TIMEOUT_SECONDS, PoolSet
@@ -58,6 +59,7 @@ class ProxyCore:
         self.counters: defaultdict[str, int] = defaultdict(int)
         self._local_apps: dict[int, ClusterRuntime] = {}
         self.access_log: AccessLog | None = None
+        self.svid: Svid | None = None  # this proxy's certificate, once fetched
         self.on_config: list[Any] = []  # callbacks after a config is accepted
 
     # --- tasks ------------------------------------------------------------------------------

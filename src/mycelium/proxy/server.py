@@ -30,6 +30,7 @@ from mycelium.discovery import config as cfg
 from mycelium.discovery.client import DiscoveryClient
 from mycelium.proxy.active_config import ActiveConfig
 from mycelium.proxy.admin import AdminServer
+from mycelium.proxy.certificates import fetch_svid
 from mycelium.proxy.core import ProxyCore
 from mycelium.proxy.h2.detecting import listener_protocol
 from mycelium.proxy.http.exchange import Listener
@@ -44,8 +45,10 @@ class ListenError(OSError):
 
 
 class ProxyServer:
-    def __init__(self, settings: ProxySettings) -> None:
+    def __init__(self, settings: ProxySettings, *, join_token: str | None = None) -> None:
         self.settings = settings
+        # A secret: kept out of the settings (which travel on a command line) and logs.
+        self._join_token = join_token
         self.core = ProxyCore(settings)
         self.admin = AdminServer(self.core)
         self.tcp = TcpRouting(self.core)
@@ -72,6 +75,9 @@ class ProxyServer:
         core.discovery = client
         core.on_config.append(self._follow_config)
         core.spawn(core.sweep())
+        if self._join_token:
+            token, self._join_token = self._join_token, None  # used once
+            core.spawn(fetch_svid(core, token))
         transparent = settings.mode == "transparent"
         if settings.outbound is not None and transparent:
             await self._listen_routed("outbound", settings.outbound, "outbound")
@@ -218,8 +224,8 @@ def _address_of(server: asyncio.Server) -> ListenAddress:
     return ListenAddress(host, port)
 
 
-async def serve(settings: ProxySettings) -> None:
-    server = ProxyServer(settings)
+async def serve(settings: ProxySettings, join_token: str | None = None) -> None:
+    server = ProxyServer(settings, join_token=join_token)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -232,11 +238,11 @@ async def serve(settings: ProxySettings) -> None:
     await server.drain()
 
 
-def run_proxy(settings: ProxySettings) -> None:
+def run_proxy(settings: ProxySettings, join_token: str | None = None) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     if uvloop is None:
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, join_token))
     else:
-        uvloop.run(serve(settings))
+        uvloop.run(serve(settings, join_token))

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from tests.integration.cli.conftest import Controller
+from tests.integration.cli.conftest import MYC, Controller, free_port, wait_until
 
 from mycelium.identity.csr import new_key_and_request
 from mycelium.identity.spiffe import SpiffeId
@@ -115,3 +115,39 @@ def test_the_cli_prints_the_identity_and_expiry_on_request(controller: Controlle
     bad_ttl = controller.myc("token", "create", "--ttl", "ten minutes")
     assert bad_ttl.code != 0
     assert "--ttl" in bad_ttl.stderr
+
+
+def test_myc_proxy_takes_its_token_from_the_environment_not_the_command_line(
+    controller: Controller, tmp_path: Path
+) -> None:
+    token = mint(controller, "-n", "default", "--service-account", "reviews")
+    admin_port = free_port()
+    args = [
+        *MYC,
+        *("proxy", "--id", "reviews-cli-0", "--service-account", "reviews"),
+        *("--discovery", f"127.0.0.1:{controller.discovery_port}"),
+        *("--outbound", f"127.0.0.1:{free_port()}", "--admin", f"127.0.0.1:{admin_port}"),
+        *("--health", f"127.0.0.1:{free_port()}"),
+    ]
+    with open(tmp_path / "proxy.log", "wb") as log:
+        proxy = subprocess.Popen(
+            args, env=controller.env(MYC_JOIN_TOKEN=token), stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+
+        def identity() -> Any:
+            try:
+                url = f"http://127.0.0.1:{admin_port}/config_dump"
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    return json.loads(response.read())["identity"]
+            except OSError:
+                return None
+
+        found = wait_until(identity, 20, "the proxy's SVID")
+        assert found["spiffeId"] == "spiffe://cluster.local/ns/default/sa/reviews"
+        cmdline = Path(f"/proc/{proxy.pid}/cmdline").read_bytes()
+        assert token.encode() not in cmdline
+        assert token not in (tmp_path / "proxy.log").read_text()
+    finally:
+        proxy.terminate()
+        proxy.wait(15)

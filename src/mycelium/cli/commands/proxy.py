@@ -131,6 +131,15 @@ def proxy_command(
     drain_seconds: Annotated[
         float, typer.Option("--drain-seconds", help="How long SIGTERM waits for requests.")
     ] = 10.0,
+    join_token: Annotated[
+        str | None,
+        typer.Option(
+            "--join-token",
+            envvar="MYC_JOIN_TOKEN",
+            show_envvar=True,
+            help="A token from `myc token create`: the proxy gets its certificate with it.",
+        ),
+    ] = None,
 ) -> None:
     """Run a sidecar proxy in the foreground until SIGTERM, then drain.
 
@@ -204,6 +213,10 @@ def proxy_command(
         )
     except ValueError as exc:
         raise InputError(str(exc)) from None
+    # The token travels in the environment, not on the command line, where anyone
+    # could read it in the process list.
+    if join_token:
+        os.environ["MYC_JOIN_TOKEN"] = join_token
     # Replace this process with a lean one: a sidecar should not carry the CLI's
     # libraries (Typer, rich: ~15 MB) for its whole life.
     os.execv(
