@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -30,6 +31,7 @@ SERVING_VALIDITY = dt.timedelta(days=7)
 # Workload SVIDs (DESIGN.md: 24 h, renewed at half-life).
 SVID_VALIDITY = dt.timedelta(hours=24)
 MAX_SVID_VALIDITY = dt.timedelta(days=7)
+MIN_SVID_VALIDITY = dt.timedelta(seconds=10)  # short lives are for tests and demos
 # Clocks disagree a little: a certificate is valid from slightly before it was made.
 BACKDATE = dt.timedelta(minutes=1)
 
@@ -196,8 +198,8 @@ class CertificateAuthority:
                 "identity_mismatch",
                 f"the CSR asks for {', '.join(asked)} but the credential is for {identity}",
             )
-        if not dt.timedelta(minutes=1) <= validity <= MAX_SVID_VALIDITY:
-            raise CsrRefused("bad_validity", f"an SVID lives 1 minute to 7 days, not {validity}")
+        if not MIN_SVID_VALIDITY <= validity <= MAX_SVID_VALIDITY:
+            raise CsrRefused("bad_validity", f"an SVID lives 10 s to 7 days, not {validity}")
         now = now or dt.datetime.now(dt.UTC)
         not_after = min(now + validity, self.root.not_valid_after_utc)
         cert = (
@@ -240,6 +242,26 @@ class CertificateAuthority:
             .sign(self._key, hashes.SHA256())
         )
         return cert.public_bytes(serialization.Encoding.PEM)
+
+    def verify_svid(self, certificate_pem: bytes, now: dt.datetime | None = None) -> SpiffeId:
+        """The identity of an SVID this CA signed and that is valid `now`; `CsrRefused`
+        (`untrusted`, `expired`) otherwise. Used to renew: a proxy proves who it is with
+        the certificate it holds."""
+        try:
+            certificate = x509.load_pem_x509_certificate(certificate_pem)
+        except ValueError:
+            raise CsrRefused("untrusted", "the current certificate is not PEM") from None
+        try:
+            certificate.verify_directly_issued_by(self.root)
+        except (ValueError, TypeError, InvalidSignature):
+            raise CsrRefused("untrusted", "the current certificate is not from this CA") from None
+        now = now or dt.datetime.now(dt.UTC)
+        if not certificate.not_valid_before_utc <= now < certificate.not_valid_after_utc:
+            raise CsrRefused("expired", "the current certificate is not valid now")
+        try:
+            return SpiffeId.from_certificate(certificate)
+        except SpiffeIdError as exc:
+            raise CsrRefused("untrusted", str(exc)) from None
 
 
 def _requested_ids(csr: x509.CertificateSigningRequest) -> list[str]:

@@ -30,6 +30,7 @@ class ControllerConfig:
     discovery_host: str = "127.0.0.1"
     discovery_port: int = DEFAULT_DISCOVERY_PORT
     trust_domain: str = "cluster.local"
+    svid_ttl_seconds: float = 24 * 3600  # workload certificates' life (DESIGN.md: 24 h)
     heartbeat_seconds: float = 5.0  # proxies heart-beat this often...
     lease_ttl_seconds: float = 15.0  # ...and vanish from the registry this long after the last
 

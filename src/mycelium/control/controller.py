@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import ssl
 import time
@@ -88,13 +89,16 @@ class Controller:
         self._join_tokens = JoinTokens(
             load_or_create_key(cfg.ca_dir / "join-token.key"), cfg.trust_domain
         )
-        self._svids = SvidService(self._ca, self._join_tokens)
+        self._svids = SvidService(
+            self._ca, self._join_tokens, dt.timedelta(seconds=cfg.svid_ttl_seconds)
+        )
         self._discovery = DiscoveryServer(
             self.state,
             register=self._register,
             keep_alive=self._keep_alive,
             revoke=self._revoke,
             issue_svid=self.svids.issue,
+            renew_svid=self.svids.renew,
             trust_domain=cfg.trust_domain,
             heartbeat_seconds=cfg.heartbeat_seconds,
             lease_ttl_seconds=cfg.lease_ttl_seconds,

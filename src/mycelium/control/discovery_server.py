@@ -46,6 +46,8 @@ type Registrar = Callable[[p.NodeInfo], Awaitable[int | None]]
 type LeaseKeeper = Callable[[int], Awaitable[bool]]
 # csr (PEM), join token, peer -> the SVID, or (reason, sentence)
 type SvidIssuer = Callable[[bytes, str, str], IssuedSvid | tuple[str, str]]
+# csr, current SVID (PEM), proof, peer -> the SVID, or (reason, sentence)
+type SvidRenewer = Callable[[bytes, bytes, str, str], IssuedSvid | tuple[str, str]]
 
 
 def snapshot_version(bundles: list[tuple[str, Bundle]]) -> str:
@@ -103,6 +105,7 @@ class DiscoveryServer:
         revoke: Callable[[int], Awaitable[None]] | None = None,
         authenticate: Callable[[p.Hello], str | None] | None = None,
         issue_svid: SvidIssuer | None = None,
+        renew_svid: SvidRenewer | None = None,
         trust_domain: str = "cluster.local",
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
         lease_ttl_seconds: float = LEASE_TTL_SECONDS,
@@ -115,6 +118,7 @@ class DiscoveryServer:
         self._revoke = revoke
         self._authenticate = authenticate
         self._issue_svid = issue_svid
+        self._renew_svid = renew_svid
         self._trust_domain = trust_domain
         self.sessions: dict[str, ProxySession] = {}
         # bundle cache: key -> bundle; topic -> bundle keys; bundle key -> session ids
@@ -423,7 +427,12 @@ class DiscoveryServer:
                 reason="no_ca",
                 message="this controller signs no certificates",
             )
-        answer = self._issue_svid(request.csr.encode(), request.token, session.node.id)
+        if request.current and self._renew_svid is not None:
+            answer = self._renew_svid(
+                request.csr.encode(), request.current.encode(), request.proof, session.node.id
+            )
+        else:
+            answer = self._issue_svid(request.csr.encode(), request.token, session.node.id)
         if isinstance(answer, tuple):
             reason, message = answer
             return p.CertificateRefused(

@@ -1,4 +1,9 @@
-"""Issuing SVIDs: a join token says which identity, the CA signs the CSR for it.
+"""Issuing SVIDs: a join token (first certificate) or the current SVID (renewal) says
+which identity, and the CA signs the CSR for it.
+
+A renewal proves possession: besides its current certificate the proxy sends the new
+CSR signed with the current key (`proof`, ECDSA-SHA256 over the CSR's DER), so a stolen
+certificate without its key renews nothing.
 
 One service behind both ways a proxy can ask (the TLS discovery stream, and the REST
 endpoint kept for tools). Every refusal is counted by reason and logged with the peer,
@@ -7,13 +12,19 @@ never with the token.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import datetime as dt
 import logging
 from collections import Counter
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
-from mycelium.control.ca import CertificateAuthority, CsrRefused
+from mycelium.control.ca import SVID_VALIDITY, CertificateAuthority, CsrRefused
 from mycelium.control.join_tokens import JoinTokens, TokenRefused
 from mycelium.identity.spiffe import SpiffeId
 
@@ -29,11 +40,46 @@ class IssuedSvid:
 
 
 class SvidService:
-    def __init__(self, ca: CertificateAuthority, join_tokens: JoinTokens) -> None:
+    def __init__(
+        self,
+        ca: CertificateAuthority,
+        join_tokens: JoinTokens,
+        validity: dt.timedelta = SVID_VALIDITY,
+    ) -> None:
         self.ca = ca
         self.join_tokens = join_tokens
+        self.validity = validity
         self.issued = 0
+        self.renewed = 0
         self.refused: Counter[str] = Counter()
+
+    def renew(
+        self, csr_pem: bytes, current_pem: bytes, proof: str, peer: str
+    ) -> IssuedSvid | tuple[str, str]:
+        """A new SVID for the identity of `current_pem`, whose key signed `proof`."""
+        try:
+            identity = self.ca.verify_svid(current_pem)
+            current = x509.load_pem_x509_certificate(current_pem)
+            key = current.public_key()
+            csr_der = x509.load_pem_x509_csr(csr_pem).public_bytes(serialization.Encoding.DER)
+            if not isinstance(key, ec.EllipticCurvePublicKey):
+                raise CsrRefused("bad_proof", "the current certificate's key is not ECDSA")
+            key.verify(base64.b64decode(proof, validate=True), csr_der, ec.ECDSA(hashes.SHA256()))
+        except CsrRefused as exc:
+            return self._refuse(exc.reason, str(exc), peer)
+        except (InvalidSignature, ValueError, binascii.Error):
+            return self._refuse(
+                "bad_proof", "the proof is not the CSR signed with the current key", peer
+            )
+        answer = self._sign(csr_pem, identity, peer)
+        if isinstance(answer, IssuedSvid):
+            self.renewed += 1
+        return answer
+
+    def _refuse(self, reason: str, message: str, peer: str) -> tuple[str, str]:
+        self.refused[reason] += 1
+        log.warning("refused a renewal from %s: %s", peer, reason)
+        return reason, message
 
     def issue(self, csr_pem: bytes, token: str, peer: str) -> IssuedSvid | tuple[str, str]:
         """The SVID, or (reason, sentence) saying why not."""
@@ -44,8 +90,11 @@ class SvidService:
             self.refused[reason] += 1
             log.warning("refused an SVID request from %s: join token %s", peer, exc.reason)
             return reason, f"the join token was refused: {exc.detail}"
+        return self._sign(csr_pem, identity, peer)
+
+    def _sign(self, csr_pem: bytes, identity: SpiffeId, peer: str) -> IssuedSvid | tuple[str, str]:
         try:
-            pem = self.ca.issue_svid(csr_pem, identity)
+            pem = self.ca.issue_svid(csr_pem, identity, self.validity)
         except CsrRefused as exc:
             self.refused[exc.reason] += 1
             log.warning("refused an SVID request from %s for %s: %s", peer, identity, exc.reason)

@@ -299,9 +299,16 @@ class DiscoveryClient:
     # --- certificates ------------------------------------------------------------------------
 
     async def request_certificate(
-        self, csr_pem: bytes, token: str, timeout: float = CONNECT_TIMEOUT_SECONDS
+        self,
+        csr_pem: bytes,
+        token: str = "",
+        timeout: float = CONNECT_TIMEOUT_SECONDS,
+        *,
+        current: bytes = b"",
+        proof: str = "",
     ) -> p.CertificateIssued:
-        """Have the controller sign `csr_pem` for the identity the join token names.
+        """Have the controller sign `csr_pem` for the identity the join token names, or
+        (renewal) that of the `current` SVID, whose key signed the CSR into `proof`.
         Raises `CertificateRefusedError` (with the controller's reason) or TimeoutError."""
         async with asyncio.timeout(timeout):
             await self.connected.wait()
@@ -311,7 +318,13 @@ class DiscoveryClient:
             self._certificate_requests[request_id] = answer
             try:
                 self._send(
-                    p.CertificateRequest(request_id=request_id, csr=csr_pem.decode(), token=token)
+                    p.CertificateRequest(
+                        request_id=request_id,
+                        csr=csr_pem.decode(),
+                        token=token,
+                        current=current.decode(),
+                        proof=proof,
+                    )
                 )
                 return await answer
             finally:

@@ -99,11 +99,15 @@ class Welcome(_Message, tag="welcome", frozen=True, kw_only=True):
 
 
 class CertificateRequest(_Message, tag="csr", frozen=True, kw_only=True):
-    """Sign this CSR (PEM). `token` is a join token, which names the identity."""
+    """Sign this CSR (PEM). The identity comes from `token` (a join token: the first
+    certificate) or from `current` (the SVID held: a renewal), whose key signed the
+    CSR's DER into `proof` (base64)."""
 
     request_id: int
     csr: str
-    token: str
+    token: str = ""
+    current: str = ""
+    proof: str = ""
 
 
 class CertificateIssued(_Message, tag="certificate", frozen=True, kw_only=True):

@@ -1,16 +1,31 @@
-"""The proxy's own SVID: fetched at start with a join token, kept on the core.
+"""The proxy's own SVID: fetched at start with a join token, renewed at half-life.
 
 The key is made here and stays in this process; the CSR goes to the controller over
 the discovery stream. The result (`core.svid`) is what the mTLS listeners and upstream
 pools use; the admin endpoint shows its identity and expiry, never the key. A refused
 request is logged with the controller's reason (never the token) and counted as
 `svid_refused_<reason>`; the proxy keeps serving plaintext.
+
+Renewal starts at half the certificate's life, give or take a tenth of it (jitter keeps
+a fleet of proxies from renewing in the same second), and proves possession: the new
+CSR is signed with the current key. New connections then use the new certificate; open
+ones keep theirs. If the controller cannot be reached the proxy keeps its certificate,
+retries, and from a quarter of the life left warns in the log and in the
+`svid_expiring` counter at every try; an expired certificate counts `svid_expired`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import datetime as dt
 import logging
+import random
 from typing import TYPE_CHECKING
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from mycelium.discovery.errors import CertificateRefusedError
 from mycelium.identity.csr import new_key_and_request
@@ -24,6 +39,74 @@ log = logging.getLogger("mycelium.proxy.certificates")
 
 # Waiting for the controller (the stream reconnects by itself) is bounded per attempt.
 REQUEST_TIMEOUT_SECONDS = 30.0
+RENEW_AT = 0.5  # of the certificate's life
+RENEW_JITTER = 0.1  # of the life, either way
+WARN_WHEN_LEFT = 0.25  # of the life
+MAX_RETRY_SECONDS = 30.0
+
+
+async def run_identity(core: ProxyCore, join_token: str, rng: random.Random) -> None:
+    """Get the first SVID, then keep it renewed for as long as the proxy runs."""
+    if await fetch_svid(core, join_token) is None:
+        return
+    while True:
+        svid = core.svid
+        assert svid is not None
+        # The life counts from when we got it: the CA backdates certificates a little
+        # for clock skew, which would otherwise make half-life come too soon.
+        life = (svid.expires_at - dt.datetime.now(dt.UTC)).total_seconds()
+        await asyncio.sleep(max(0.0, life * (RENEW_AT + rng.uniform(-1, 1) * RENEW_JITTER)))
+        await _renew_until_done(core, svid, life)
+
+
+async def _renew_until_done(core: ProxyCore, svid: Svid, life: float) -> None:
+    retry = min(MAX_RETRY_SECONDS, max(1.0, life / 20))
+    while True:
+        if await renew_svid(core, svid) is not None:
+            return
+        left = (svid.expires_at - dt.datetime.now(dt.UTC)).total_seconds()
+        if left <= 0:
+            core.counters["svid_expired"] += 1
+            log.error("our certificate for %s has expired; still trying to renew", svid.identity)
+        elif left <= life * WARN_WHEN_LEFT:
+            core.counters["svid_expiring"] += 1
+            log.warning(
+                "our certificate for %s expires in %.0f s and could not be renewed yet",
+                svid.identity,
+                left,
+            )
+        await asyncio.sleep(retry)
+
+
+async def renew_svid(core: ProxyCore, svid: Svid) -> Svid | None:
+    """A new SVID for the same identity, proving possession of the current one."""
+    client = core.discovery
+    assert client is not None
+    request = new_key_and_request(svid.identity)
+    current_key = serialization.load_pem_private_key(svid.key_pem, password=None)
+    assert isinstance(current_key, ec.EllipticCurvePrivateKey)
+    csr_der = x509.load_pem_x509_csr(request.csr_pem).public_bytes(serialization.Encoding.DER)
+    proof = base64.b64encode(current_key.sign(csr_der, ec.ECDSA(hashes.SHA256()))).decode()
+    try:
+        issued = await client.request_certificate(
+            request.csr_pem,
+            timeout=REQUEST_TIMEOUT_SECONDS,
+            current=svid.certificate_pem,
+            proof=proof,
+        )
+    except CertificateRefusedError as exc:
+        core.counters[f"svid_refused_{exc.reason}"] += 1
+        log.error("the controller refused to renew our certificate: %s", exc)
+        return None
+    except TimeoutError:
+        core.counters["svid_timeout"] += 1
+        log.warning("no answer to our renewal within %ss", REQUEST_TIMEOUT_SECONDS)
+        return None
+    renewed = Svid(issued.certificate.encode(), request.key_pem(), issued.trust_bundle.encode())
+    core.svid = renewed
+    core.counters["svid_renewed"] += 1
+    log.info("renewed our certificate for %s, valid until %s", renewed.identity, renewed.expires_at)
+    return renewed
 
 
 async def fetch_svid(core: ProxyCore, join_token: str) -> Svid | None:

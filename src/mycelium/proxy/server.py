@@ -30,7 +30,7 @@ from mycelium.discovery import config as cfg
 from mycelium.discovery.client import DiscoveryClient
 from mycelium.proxy.active_config import ActiveConfig
 from mycelium.proxy.admin import AdminServer
-from mycelium.proxy.certificates import fetch_svid
+from mycelium.proxy.certificates import run_identity
 from mycelium.proxy.core import ProxyCore
 from mycelium.proxy.h2.detecting import listener_protocol
 from mycelium.proxy.http.exchange import Listener
@@ -77,7 +77,7 @@ class ProxyServer:
         core.spawn(core.sweep())
         if self._join_token:
             token, self._join_token = self._join_token, None  # used once
-            core.spawn(fetch_svid(core, token))
+            core.spawn(run_identity(core, token, core.rng))
         transparent = settings.mode == "transparent"
         if settings.outbound is not None and transparent:
             await self._listen_routed("outbound", settings.outbound, "outbound")
