@@ -222,6 +222,16 @@ class ControllerClient:
             lambda b: JoinToken(str(b["token"]), str(b["identity"]), float(b["expiresAt"])),
         )
 
+    def check_facts(self) -> dict[str, Any]:
+        """What `myc check` judges (see `mycelium.cli.checks`)."""
+        body = self._call("GET", "/api/v1/check")
+
+        def parse(b: Any) -> dict[str, Any]:
+            float(b["time"]), float(b["caExpiresAt"])  # what every check needs
+            return dict(b)
+
+        return _parse("GET /api/v1/check", body, parse)
+
     def status(self) -> MeshStatus:
         body = self._call("GET", "/api/v1/status")
         return _parse("GET /api/v1/status", body, _parse_status)

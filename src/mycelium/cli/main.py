@@ -25,6 +25,7 @@ from typer.core import TyperGroup
 
 from mycelium.cli.commands import (
     apply,
+    check,
     controller,
     delete,
     describe,
@@ -142,6 +143,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "describe": describe.describe_command,
     "delete": delete.delete_command,
     "status": status.status_command,
+    "check": check.check_command,
     "version": version.version_command,
 }
 for _name, _function in COMMANDS.items():

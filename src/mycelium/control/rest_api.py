@@ -77,6 +77,7 @@ def build_app(controller: Controller) -> web.Application:
             web.get("/api/v1/watch", api.watch),
             web.get("/api/v1/status", api.status),
             web.post("/api/v1/join-tokens", api.mint_join_token),
+            web.get("/api/v1/check", api.check),
             # Authenticated by the join token it carries, not the admin token.
             web.post("/identity/v1/svids", api.issue_svid),
         ]
@@ -275,6 +276,34 @@ class RestApi:
                 },
                 "proxies": proxies,
                 "workloads": sum(1 for _ in c.state.of_kind("Workload")),
+            }
+        )
+
+    async def check(self, request: web.Request) -> web.Response:
+        """The facts `myc check` judges: clocks, certificates, proxies' sync state."""
+        c = self._c
+        now = time.monotonic()
+        proxies = [
+            {
+                "id": session.node.id,
+                "state": session.state,
+                "lastNack": session.last_nack[1] if session.last_nack else None,
+                # how long the last push has gone unanswered (None: nothing pending)
+                "pendingSeconds": round(now - session.pushed_at, 1)
+                if session.in_flight is not None
+                else None,
+            }
+            for session in sorted(c.discovery.sessions.values(), key=lambda s: s.node.id)
+        ]
+        return web.json_response(
+            {
+                "time": time.time(),
+                "caExpiresAt": c.ca.root.not_valid_after_utc.timestamp(),
+                "svids": [
+                    {"proxy": proxy, "identity": identity, "issuedAt": issued, "expiresAt": expires}
+                    for proxy, (identity, issued, expires) in sorted(c.svids.latest.items())
+                ],
+                "proxies": proxies,
             }
         )
 

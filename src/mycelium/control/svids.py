@@ -16,6 +16,7 @@ import base64
 import binascii
 import datetime as dt
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass
 
@@ -52,6 +53,9 @@ class SvidService:
         self.issued = 0
         self.renewed = 0
         self.refused: Counter[str] = Counter()
+        # proxy id -> (identity, issued at, expires at) of the last SVID it got, for
+        # `myc check` (a proxy whose certificate nears expiry has stopped renewing)
+        self.latest: dict[str, tuple[str, float, float]] = {}
 
     def renew(
         self, csr_pem: bytes, current_pem: bytes, proof: str, peer: str
@@ -101,5 +105,6 @@ class SvidService:
             return exc.reason, str(exc)
         self.issued += 1
         expires = x509.load_pem_x509_certificate(pem).not_valid_after_utc.timestamp()
+        self.latest[peer] = (identity.uri, time.time(), expires)
         log.info("issued an SVID for %s to %s", identity, peer)
         return IssuedSvid(identity, pem, self.ca.bundle_pem, expires)
