@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 from mycelium.discovery import config as cfg
 from mycelium.proxy.errors import RateLimited
-from mycelium.proxy.filters.token_bucket import TokenBucket
 from mycelium.proxy.routing import Matcher, compile_matches
+from mycelium.token_bucket import TokenBucket
 
 if TYPE_CHECKING:
     from mycelium.proxy.http.exchange import Exchange

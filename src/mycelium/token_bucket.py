@@ -1,4 +1,5 @@
-"""A token bucket: the admission rule behind local rate limiting.
+"""A token bucket: the admission rule behind the proxies' local rate limiting and the
+controller's per-client limits (so it sits below both).
 
 Tokens drip in at `rate_per_second` up to `burst`; each admitted request takes one. So a
 client may send `burst` requests at once after a quiet spell, and `rate_per_second` on

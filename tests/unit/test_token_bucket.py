@@ -5,7 +5,7 @@ import math
 import pytest
 
 from mycelium.errors import ConfigError
-from mycelium.proxy.filters.token_bucket import TokenBucket
+from mycelium.token_bucket import TokenBucket
 
 
 def test_a_full_bucket_admits_its_burst_at_once_and_then_refuses() -> None:
