@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from mycelium import __version__
+from mycelium.control.client_limits import ClientLimits, retry_after_header
 from mycelium.control.compiler import Bundle, CompiledEntry, compile_inbound, compile_service
 from mycelium.control.state import MeshState
 from mycelium.control.svids import IssuedSvid
@@ -41,6 +42,9 @@ LEASE_TTL_SECONDS = 15.0
 IDLE_HEARTBEATS = 3
 # The Hello must arrive promptly; a connection that says nothing is dropped.
 HELLO_TIMEOUT_SECONDS = 10.0
+
+CSR_RATE_PER_SECOND = 0.1
+CSR_BURST = 5
 
 type Registrar = Callable[[p.NodeInfo], Awaitable[int | None]]
 type LeaseKeeper = Callable[[int], Awaitable[bool]]
@@ -119,6 +123,9 @@ class DiscoveryServer:
         self._authenticate = authenticate
         self._issue_svid = issue_svid
         self._renew_svid = renew_svid
+        # A proxy needs a certificate every few hours; a burst of requests is a bug or
+        # an attack, and each costs a signature.
+        self._certificate_limits = ClientLimits(CSR_RATE_PER_SECOND, CSR_BURST)
         self._trust_domain = trust_domain
         self.sessions: dict[str, ProxySession] = {}
         # bundle cache: key -> bundle; topic -> bundle keys; bundle key -> session ids
@@ -421,6 +428,13 @@ class DiscoveryServer:
     def _certificate(
         self, session: ProxySession, request: p.CertificateRequest
     ) -> p.CertificateIssued | p.CertificateRefused:
+        wait = self._certificate_limits.admit(session.node.id, time.monotonic())
+        if wait is not None:
+            return p.CertificateRefused(
+                request_id=request.request_id,
+                reason="rate_limited",
+                message=f"too many certificate requests; retry in {retry_after_header(wait)} s",
+            )
         if self._issue_svid is None:
             return p.CertificateRefused(
                 request_id=request.request_id,

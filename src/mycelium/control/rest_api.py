@@ -26,6 +26,7 @@ from mycelium import __version__
 from mycelium.api import KINDS, resolve_kind
 from mycelium.api.errors import ResourceValidationError, UnknownKind
 from mycelium.control.apply import SourceFile, apply_resources, validate_files
+from mycelium.control.client_limits import ClientLimits, retry_after_header
 from mycelium.errors import MeshError
 from mycelium.store import CompactedError, StoreError
 
@@ -35,6 +36,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("mycelium.control.api")
 
 type Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Per client address: the API is for people and scripts (a watch is one request); the
+# identity endpoints are for proxies, which need one certificate a day each.
+API_RATE_PER_SECOND = 50.0
+API_BURST = 100
+IDENTITY_RATE_PER_SECOND = 2.0
+IDENTITY_BURST = 10
 
 # An apply body is YAML text; a few MiB is far beyond any sane set of resources.
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -46,12 +54,34 @@ def error(status: int, code: str, message: str, details: list[Any] | None = None
 
 
 def build_app(controller: Controller) -> web.Application:
+    api_limits = ClientLimits(API_RATE_PER_SECOND, API_BURST)
+    identity_limits = ClientLimits(IDENTITY_RATE_PER_SECOND, IDENTITY_BURST)
+
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        peer = request.remote or "?"
+        if request.path.startswith(("/api/", "/identity/")):
+            limits = identity_limits if request.path.startswith("/identity/") else api_limits
+            wait = limits.admit(peer, time.monotonic())
+            if wait is not None:
+                response = error(
+                    429,
+                    "rate_limited",
+                    f"too many requests from {peer}; retry in {retry_after_header(wait)} s",
+                )
+                response.headers["Retry-After"] = retry_after_header(wait)
+                return response
         if request.path.startswith("/api/"):
             header = request.headers.get("Authorization", "")
             supplied = header.removeprefix("Bearer ").strip()
             if not supplied or not hmac.compare_digest(supplied, controller.admin_token):
+                # Who and what, never the token they tried.
+                log.warning(
+                    "refused %s %s from %s: no valid admin token",
+                    request.method,
+                    request.path,
+                    peer,
+                )
                 return error(
                     401,
                     "unauthorized",

@@ -56,3 +56,16 @@ async def test_bad_requests_are_refused_with_their_reason(mesh: Mesh) -> None:
     assert mesh.controller.svids.refused["identity_mismatch"] == 1
     # the stream survives refusals: config still flows
     assert client.connected.is_set()
+
+
+async def test_a_burst_of_certificate_requests_is_refused_after_a_few(mesh: Mesh) -> None:
+    client = mesh.client("busy-0", namespace="shop", service_account="reviews")
+    await client.start()
+    reasons = []
+    for _ in range(8):
+        try:
+            await client.request_certificate(new_key_and_request(REVIEWS).csr_pem, "myc1.x.y")
+        except CertificateRefusedError as exc:
+            reasons.append(exc.reason)
+    # five refused on their merits (a burst of 5), then refused before any work
+    assert reasons == ["token_malformed"] * 5 + ["rate_limited"] * 3
