@@ -103,10 +103,18 @@ def stop_controller() -> None:
     console.print(f"stopped the demo ({stopped} processes)" if stopped else "nothing was running")
 
 
-def start_process(name: str, args: list[str]) -> subprocess.Popen[bytes]:
+def start_process(
+    name: str, args: list[str], env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """A background process of the demo, its pid kept for `make demo-down`."""
     with open(HOME / f"{name}.log", "ab") as log:
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
     (HOME / f"{name}.pid").write_text(str(proc.pid))
     return proc
 
@@ -123,8 +131,23 @@ REVIEWS = {"v1": ("127.0.0.31", "127.0.0.131"), "v2": ("127.0.0.32", "127.0.0.13
 CALLER = "http://127.0.0.1:15001"
 
 
+def join_token(service_account: str) -> dict[str, str]:
+    """The environment that gives a sidecar its identity: a fresh join token."""
+    env = {**os.environ, "MYC_HOME": str(HOME)}
+    token = subprocess.run(
+        [MYC, "token", "create", "-n", "bookinfo", "--service-account", service_account],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    ).stdout.strip()
+    return {"MYC_JOIN_TOKEN": token}
+
+
 def start_data_plane() -> None:
-    """Two reviews apps behind their sidecars, and a caller's sidecar on 15001."""
+    """Two reviews apps behind their sidecars, and a caller's sidecar on 15001. Each
+    sidecar gets its SVID with a join token, so they speak mTLS to each other: the
+    bookinfo namespace is STRICT, and reviews only answers productpage's identity."""
     python = sys.executable
     app = str(ROOT / "examples" / "demo_app.py")
     for version, (pod, app_ip) in REVIEWS.items():
@@ -139,6 +162,7 @@ def start_data_plane() -> None:
                 *("--service-account", "bookinfo-reviews", "--outbound", "127.0.0.1:0"),
                 *("--admin", "127.0.0.1:0", "--health", "127.0.0.1:0"),
             ],
+            join_token("bookinfo-reviews"),
         )
     start_process(
         "sidecar-productpage",
@@ -147,6 +171,7 @@ def start_data_plane() -> None:
             *("--namespace", "bookinfo", "--service-account", "bookinfo-productpage"),
             *("--subscribe", "reviews"),
         ],
+        join_token("bookinfo-productpage"),
     )
     wait_for("the caller's sidecar", lambda: port_open(15001))
 

@@ -239,12 +239,17 @@ def _add_cluster(state: MeshState, service: Any, subset: str | None, bundle: Bun
                 identity=spiffe_id(wl.metadata.namespace, wl.spec.service_account),
                 weight=wl.spec.weight,
                 healthy=wl.spec.healthy,
+                # A workload its proxy registered has that proxy in front: it speaks mTLS.
+                mtls=REGISTERED_BY in wl.metadata.annotations,
             )
         )
     endpoints.sort(key=lambda e: e.workload)
     bundle.add(
         f"endpoints/{cluster_name}", cfg.EndpointSet(cluster=cluster_name, endpoints=endpoints)
     )
+
+
+REGISTERED_BY = "mycelium.io/registered-by"
 
 
 def _cluster(cluster_name: str, svc_name: str, subset: str | None, policy: Any) -> cfg.Cluster:

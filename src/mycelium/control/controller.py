@@ -20,7 +20,7 @@ from aiohttp import web
 
 from mycelium.api import KINDS
 from mycelium.control.ca import CertificateAuthority, issue_serving_certificate
-from mycelium.control.compiler import topics_of_change
+from mycelium.control.compiler import REGISTERED_BY, topics_of_change
 from mycelium.control.config import ControllerConfig, ensure_admin_token
 from mycelium.control.discovery_server import DiscoveryServer
 from mycelium.control.join_tokens import JoinTokens, load_or_create_key
@@ -194,7 +194,7 @@ class Controller:
                     "name": node.workload,
                     "namespace": node.namespace,
                     "labels": node.labels,
-                    "annotations": {"mycelium.io/registered-by": node.id},
+                    "annotations": {REGISTERED_BY: node.id},
                 },
                 "spec": {
                     "address": node.address,

@@ -239,6 +239,7 @@ class Endpoint(_Body, frozen=True, kw_only=True):
     identity: str  # the SPIFFE ID the peer must present
     weight: int = 1
     healthy: bool = True
+    mtls: bool = False  # it runs a proxy, which terminates mTLS (registered by one)
 
 
 class EndpointSet(_Body, frozen=True, kw_only=True):

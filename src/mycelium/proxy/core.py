@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 import time
 from collections import defaultdict
 from collections.abc import Coroutine
@@ -18,10 +19,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from mycelium.discovery import config as cfg
 from mycelium.discovery.client import DiscoveryClient, Snapshot
-from mycelium.identity.tls import Svid
+from mycelium.identity.tls import Svid, client_context
 from mycelium.proxy.access_log import AccessLog, LoggedExchange
 from mycelium.proxy.active_config import ActiveConfig, build_active_config
-from mycelium.proxy.http.upstream import IDLE_TIMEOUT_SECONDS, PoolSet
+from mycelium.proxy.http.upstream import IDLE_TIMEOUT_SECONDS, EndpointPool, PoolSet
 from mycelium.proxy.protocols.http1 import Http1Limits
 from mycelium.proxy.settings import ON_DEMAND_WAIT_SECONDS, ProxySettings
 from mycelium.proxy.upstream.clusters import ClusterRuntime, ClusterSet
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from mycelium.proxy.http.downstream import DownstreamHttp1
     from mycelium.proxy.http.exchange import Exchange
     from mycelium.proxy.tcp_relay import TcpRelay
+    from mycelium.proxy.upstream.endpoint import EndpointState
 
 # How often connection timeouts (idle, slow request heads) are checked.
 SWEEP_INTERVAL_SECONDS = 1.0
@@ -46,6 +48,9 @@ class ProxyCore:
         # nftables exempt from interception.
         self.socket_mark = settings.socket_mark if settings.mode == "transparent" else None
         self.pools = PoolSet(self.socket_mark)
+        # Connections to other proxies, with our SVID; contexts follow renewals.
+        self.mtls_pools = PoolSet(self.socket_mark, tls=self.client_tls)
+        self._client_tls: tuple[object, ssl.SSLContext] | None = None
         self.http1_limits = Http1Limits()
         self.connections: set[DownstreamHttp1] = set()
         # Byte pipes (TCP services, upgraded connections): tracked so a drain can end them.
@@ -79,6 +84,7 @@ class ProxyCore:
             for conn in list(self.connections):
                 conn.check_timeouts(now)
             self.pools.close_idle(older_than=now - IDLE_TIMEOUT_SECONDS)
+            self.mtls_pools.close_idle(older_than=now - IDLE_TIMEOUT_SECONDS)
             if self.access_log is not None:
                 self.access_log.flush()
 
@@ -116,6 +122,22 @@ class ProxyCore:
             cluster = self.clusters.get(name, port, settings, config.endpoints.get(name))
             config.live_clusters[key] = cluster
         return cluster
+
+    def pool_for(self, cluster: ClusterRuntime, endpoint: EndpointState) -> EndpointPool:
+        """mTLS to an endpoint that runs a proxy (the cluster says so and the registry
+        names its identity) once we hold an SVID; plaintext otherwise."""
+        if self.svid is not None and cluster.settings.mtls and endpoint.mtls:
+            return self.mtls_pools.get(endpoint.address, endpoint.port, endpoint.identity)
+        return self.pools.get(endpoint.address, endpoint.port)
+
+    def client_tls(self) -> ssl.SSLContext:
+        """The client context for our current SVID (made once per SVID)."""
+        svid = self.svid
+        assert svid is not None
+        cached = self._client_tls
+        if cached is None or cached[0] is not svid:
+            cached = self._client_tls = (svid, client_context(svid))
+        return cached[1]
 
     def local_app(self, target_port: int) -> ClusterRuntime:
         """The local application on `target_port`, as a one-endpoint cluster."""

@@ -200,6 +200,7 @@ class ProxyServer:
             conn.abort()
         self.tcp.abort_all()
         core.pools.close_idle()
+        core.mtls_pools.close_idle()
         for server in self._operations:
             server.close()
         if core.discovery is not None:

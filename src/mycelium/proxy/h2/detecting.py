@@ -16,13 +16,41 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
+from mycelium.identity.tls import server_context
+from mycelium.identity.tls_session import TlsSession
 from mycelium.proxy.h2.downstream import DownstreamHttp2
 from mycelium.proxy.http.downstream import DownstreamHttp1
 from mycelium.proxy.protocols.detect import DETECTION_TIMEOUT, HTTP2_PREFACE, detect_protocol
+from mycelium.proxy.tls_termination import TlsTerminating
 
 if TYPE_CHECKING:
     from mycelium.proxy.core import ProxyCore
     from mycelium.proxy.http.exchange import Listener
+
+
+class InboundTls:
+    """What a serving listener does with TLS: the port's PeerAuthentication mode, read
+    per connection from the config in force, and the proxy's SVID to terminate with."""
+
+    def __init__(self, proxy: ProxyCore, listener: Listener) -> None:
+        self._proxy = proxy
+        self._listener = listener
+
+    def mode(self) -> str:
+        inbound = self._listener.inbound_port or self._proxy.active.inbound_ports.get(
+            self._listener.port or 0
+        )
+        return inbound.mtls if inbound is not None else "PERMISSIVE"
+
+    def refused_plaintext(self) -> None:
+        self._proxy.counters["mtls_refused_plaintext"] += 1
+
+    def terminator(self, inner: Callable[[], asyncio.Protocol]) -> TlsTerminating | None:
+        svid = self._proxy.svid
+        if svid is None:
+            return None
+        session = TlsSession(server_context(svid), server_side=True)
+        return TlsTerminating(session, inner, self._proxy.counters)
 
 
 class DetectingProtocol(asyncio.Protocol):
@@ -30,9 +58,11 @@ class DetectingProtocol(asyncio.Protocol):
         self,
         http1: Callable[[], asyncio.Protocol],
         http2: Callable[[], asyncio.Protocol],
+        inbound: InboundTls | None = None,
     ) -> None:
         self._http1 = http1
         self._http2 = http2
+        self._inbound = inbound  # a serving listener: TLS and PeerAuthentication apply
         self._transport: asyncio.Transport | None = None
         self._held = b""
         self._timer: asyncio.TimerHandle | None = None
@@ -47,9 +77,36 @@ class DetectingProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         held = self._held + data
         self._held = held
+        inbound = self._inbound
+        if inbound is not None and held:
+            self._inbound = None  # decided once, on the first byte
+            if self._peer_authentication(inbound, held):
+                return
         if len(held) < len(HTTP2_PREFACE) and HTTP2_PREFACE.startswith(held):
             return  # could still be the preface
         self._hand_over(self._http2 if detect_protocol(held) == "http2" else self._http1)
+
+    def _peer_authentication(self, inbound: InboundTls, held: bytes) -> bool:
+        """TLS or plaintext, as the port's mode allows; True when the connection was
+        handed to TLS termination or refused."""
+        mode = inbound.mode()
+        if held[0] == 0x16 and mode != "DISABLE":  # a TLS handshake record
+            http1, http2 = self._http1, self._http2
+            terminator = inbound.terminator(lambda: DetectingProtocol(http1, http2))
+            if terminator is not None:
+                self._hand_over(lambda: terminator)
+                return True
+        if mode == "STRICT":
+            transport = self._transport
+            self._transport = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            inbound.refused_plaintext()
+            if transport is not None:
+                transport.close()
+            return True
+        return False
 
     def eof_received(self) -> bool | None:
         protocol = self._hand_over(self._http1)
@@ -81,5 +138,7 @@ class DetectingProtocol(asyncio.Protocol):
 def listener_protocol(proxy: ProxyCore, listener: Listener) -> asyncio.Protocol:
     """The protocol factory's product for one accepted connection of a proxy listener."""
     return DetectingProtocol(
-        lambda: DownstreamHttp1(proxy, listener), lambda: DownstreamHttp2(proxy, listener)
+        lambda: DownstreamHttp1(proxy, listener),
+        lambda: DownstreamHttp2(proxy, listener),
+        InboundTls(proxy, listener) if listener.kind == "inbound" else None,
     )

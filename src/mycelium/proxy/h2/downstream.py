@@ -66,6 +66,7 @@ class DownstreamHttp2(H2Channel):
         self.proxy = proxy
         self.listener = listener
         self.peer_host = ""
+        self.peer_principal: str | None = None
         self.guard = FloodGuard()
         self.streams: dict[int, Http2Exchange] = {}
         self.idle_since: float | None = None
@@ -76,6 +77,8 @@ class DownstreamHttp2(H2Channel):
         super().connection_made(transport)
         peer = transport.get_extra_info("peername")
         self.peer_host = peer[0] if peer else ""
+        identity = transport.get_extra_info("peer_identity")  # set under mTLS
+        self.peer_principal = identity.uri if identity is not None else None
         # The core's sweep and drain call check_timeouts / close_if_idle / abort, which
         # this class has too.
         self.proxy.connections.add(cast(Any, self))

@@ -304,7 +304,12 @@ class Http2Exchange:
         port = self.listener.port or 0
         if config.authorizer.active:
             request = http_request(
-                self.downstream.peer_host, port, self.method, self.target, self.headers
+                self.downstream.peer_host,
+                port,
+                self.method,
+                self.target,
+                self.headers,
+                principal=self.downstream.peer_principal,
             )
             config.authorizer.enforce(request, self.proxy.counters)
         for limit in config.rate_limits:

@@ -64,6 +64,7 @@ class DownstreamHttp1(asyncio.Protocol):
         self.listener = listener
         self.transport: asyncio.Transport | None = None
         self.peer_host = ""
+        self.peer_principal: str | None = None
         self.parser = RequestParser(proxy.http1_limits)
         self.closing = False
         self._lost = False  # the client's side of the connection is gone
@@ -89,6 +90,9 @@ class DownstreamHttp1(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer_host = peer[0] if peer else ""
+        # The peer's SPIFFE ID when the connection came through mTLS (tls_termination).
+        identity = transport.get_extra_info("peer_identity")
+        self.peer_principal = identity.uri if identity is not None else None
         self.proxy.connections.add(self)
         self.idle_since = time.monotonic()
 

@@ -311,7 +311,7 @@ class Exchange:
         endpoint = cluster.pick(now, self._hash_key(cluster) if hashed else None)
         if endpoint is None:
             raise _no_healthy_endpoint(cluster)
-        conn = self.proxy.pools.get(endpoint.address, endpoint.port).take_idle()
+        conn = self.proxy.pool_for(cluster, endpoint).take_idle()
         if conn is None:
             # Connecting is the async path's work; it goes to the endpoint picked here,
             # so that the balancer's choices are not spent twice.
@@ -541,8 +541,14 @@ class Exchange:
     def _authorize(self, authorizer: Authorizer, port: int) -> None:
         """The workload's AuthorizationPolicies; raises `Denied` (403 `denied`)."""
         if authorizer.active:
+            downstream = self.downstream
             request = http_request(
-                self.downstream.peer_host, port, self.method, self.target, self.headers
+                downstream.peer_host,
+                port,
+                self.method,
+                self.target,
+                self.headers,
+                principal=downstream.peer_principal,
             )
             authorizer.enforce(request, self.proxy.counters)
 
@@ -672,7 +678,7 @@ class Exchange:
         if not cluster.breaker.try_acquire_request():
             raise CircuitOpen(f"cluster {cluster.name} is at its limit of requests in flight")
         self.upstream_host = endpoint.key
-        pool = self.proxy.pools.get(endpoint.address, endpoint.port)
+        pool = self.proxy.pool_for(cluster, endpoint)
         connect_timeout = cluster.settings.connection_pool.connect_timeout
         try:
             if self.head.upgrade is not None:

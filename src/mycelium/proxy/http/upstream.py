@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol, cast
 
+from mycelium.identity.tls import PeerIdentityError, peer_identity
 from mycelium.proxy.errors import UpstreamConnectFailed, UpstreamProtocolViolation, UpstreamReset
 from mycelium.proxy.protocols.http1 import (
     DataReceived,
@@ -260,10 +263,21 @@ class UpstreamHttp1(asyncio.Protocol):
 class EndpointPool:
     """Keep-alive connections to one endpoint (address:port)."""
 
-    def __init__(self, host: str, port: int, socket_mark: int | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        socket_mark: int | None = None,
+        tls: Callable[[], ssl.SSLContext] | None = None,
+        identity: str = "",
+    ) -> None:
         self.host = host
         self.port = port
         self.socket_mark = socket_mark  # set in transparent mode: see upstream/dial.py
+        # mTLS to another proxy: the context (our current SVID) and the SPIFFE ID the
+        # endpoint must present
+        self.tls = tls
+        self.identity = identity
         self._idle: deque[UpstreamHttp1] = deque()
         self.open = 0  # connections open to this endpoint (idle or busy)
         self.last_used = time.monotonic()
@@ -290,8 +304,12 @@ class EndpointPool:
         self.last_used = time.monotonic()
         try:
             async with asyncio.timeout(connect_timeout):
-                _, protocol = await connect_upstream(
-                    lambda: UpstreamHttp1(self), self.host, self.port, self.socket_mark
+                transport, protocol = await connect_upstream(
+                    lambda: UpstreamHttp1(self),
+                    self.host,
+                    self.port,
+                    self.socket_mark,
+                    self.tls() if self.tls is not None else None,
                 )
         except TimeoutError:
             raise UpstreamConnectFailed(
@@ -301,8 +319,24 @@ class EndpointPool:
             raise UpstreamConnectFailed(
                 f"connecting to {self.host}:{self.port} failed: {exc.strerror or exc}"
             ) from None
+        if self.tls is not None:
+            self._check_identity(transport)
         self.open += 1
         return protocol
+
+    def _check_identity(self, connected: asyncio.BaseTransport) -> None:
+        """The endpoint must be who the registry says it is."""
+        transport = cast(asyncio.Transport, connected)
+        try:
+            found = peer_identity(transport.get_extra_info("ssl_object")).uri
+        except PeerIdentityError as exc:
+            transport.abort()
+            raise UpstreamConnectFailed(f"{self.host}:{self.port}: {exc}") from None
+        if self.identity and found != self.identity:
+            transport.abort()
+            raise UpstreamConnectFailed(
+                f"{self.host}:{self.port} presented {found}, not {self.identity}"
+            )
 
     def release(self, conn: UpstreamHttp1) -> None:
         if conn.closed:
@@ -332,17 +366,23 @@ def _close(conn: UpstreamHttp1) -> None:
 
 
 class PoolSet:
-    """One `EndpointPool` per endpoint address, created on first use."""
+    """One `EndpointPool` per endpoint address, created on first use. A set made with
+    `tls` speaks mTLS, each pool checking its endpoint's SPIFFE ID."""
 
-    def __init__(self, socket_mark: int | None = None) -> None:
+    def __init__(
+        self, socket_mark: int | None = None, tls: Callable[[], ssl.SSLContext] | None = None
+    ) -> None:
         self._pools: dict[tuple[str, int], EndpointPool] = {}
         self._socket_mark = socket_mark
+        self._tls = tls
 
-    def get(self, host: str, port: int) -> EndpointPool:
+    def get(self, host: str, port: int, identity: str = "") -> EndpointPool:
         key = (host, port)
         pool = self._pools.get(key)
         if pool is None:
-            pool = self._pools[key] = EndpointPool(host, port, self._socket_mark)
+            pool = self._pools[key] = EndpointPool(
+                host, port, self._socket_mark, self._tls, identity
+            )
         return pool
 
     def close_idle(self, older_than: float | None = None) -> None:

@@ -87,9 +87,11 @@ class ClusterRuntime:
                     labels=dict(ep.labels),
                     identity=ep.identity,
                     healthy=ep.healthy,
+                    mtls=ep.mtls,
                 )
             else:
                 state.weight, state.healthy = ep.weight, ep.healthy
+                state.mtls = ep.mtls
             fresh[key] = state
         self._by_key = fresh
         self.endpoints = list(fresh.values())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import Callable
 
 # Not exported by Python's socket module on every build (Linux: 36).
@@ -27,12 +28,18 @@ def set_mark(sock: socket.socket, mark: int) -> None:
 
 
 async def connect_upstream[P: asyncio.BaseProtocol](
-    factory: Callable[[], P], host: str, port: int, mark: int | None
+    factory: Callable[[], P],
+    host: str,
+    port: int,
+    mark: int | None,
+    tls: ssl.SSLContext | None = None,
 ) -> tuple[asyncio.BaseTransport, P]:
-    """`loop.create_connection`, with the socket marked first when `mark` is set."""
+    """`loop.create_connection`, with the socket marked first when `mark` is set, and
+    TLS on top when `tls` is given (an SVID context: no host name is checked)."""
     loop = asyncio.get_running_loop()
+    name = host if tls is not None else None
     if mark is None:
-        return await loop.create_connection(factory, host, port)
+        return await loop.create_connection(factory, host, port, ssl=tls, server_hostname=name)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -42,4 +49,4 @@ async def connect_upstream[P: asyncio.BaseProtocol](
     except BaseException:
         sock.close()
         raise
-    return await loop.create_connection(factory, sock=sock)
+    return await loop.create_connection(factory, sock=sock, ssl=tls, server_hostname=name)

@@ -125,6 +125,7 @@ class EndpointState:
         "labels",
         "last_started_at",
         "latency",
+        "mtls",
         "port",
         "requests_total",
         "returned_at",
@@ -141,6 +142,7 @@ class EndpointState:
         identity: str = "",
         healthy: bool = True,
         latency: PeakEwmaLatency | None = None,
+        mtls: bool = False,
     ) -> None:
         self.key = key if key is not None else endpoint_key(address, port)
         self.address = address
@@ -148,6 +150,7 @@ class EndpointState:
         self._weight = max(int(weight), 1)
         self.labels = labels if labels is not None else {}
         self.identity = identity
+        self.mtls = mtls  # it runs a proxy: connect with mTLS and expect `identity`
         self._healthy = healthy
         self.in_flight = 0
         self.connections = 0

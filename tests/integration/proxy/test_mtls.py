@@ -1,0 +1,103 @@
+"""mTLS between sidecars, end to end over real sockets: a caller with an SVID reaches a
+STRICT workload through mTLS and is known there by its SPIFFE ID, which authorization
+judges; a caller whose identity the policy does not name gets 403; a plaintext caller
+is refused by the STRICT port and its request never reaches the app."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from tests.integration.proxy.test_inbound_and_operations import RATINGS
+from tests.support.apps import EchoApp
+from tests.support.polling import eventually
+from tests.support.proxy_mesh import ProxyMesh
+
+from mycelium.proxy.server import ProxyServer
+
+SECURE = """---
+apiVersion: mycelium.io/v1
+kind: PeerAuthentication
+metadata: {name: default}
+spec:
+  mtls: {mode: STRICT}
+---
+apiVersion: mycelium.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ratings-viewers}
+spec:
+  selector: {matchLabels: {app: ratings}}
+  action: ALLOW
+  rules:
+  - from: [{source: {principals: ["cluster.local/ns/default/sa/productpage"]}}]
+"""
+
+
+@asynccontextmanager
+async def sidecar(mesh: ProxyMesh, node_id: str, **settings: object) -> AsyncIterator[ProxyServer]:
+    account = str(settings.get("service_account", "default"))
+    token = mesh.controller.join_tokens.mint("default", account, 600).token
+    proxy = mesh.proxy(node_id, join_token=token, **settings)
+    await proxy.start()
+    try:
+        await eventually(lambda: proxy.core.svid is not None, what=f"{node_id}'s SVID")
+        yield proxy
+    finally:
+        await proxy.stop()
+
+
+async def get(mesh: ProxyMesh, caller: ProxyServer, path: str) -> tuple[int, str, str]:
+    url = f"http://127.0.0.1:{caller.bound['outbound'].port}{path}"
+    async with mesh.session.get(url, headers={"Host": "ratings"}) as response:
+        return response.status, response.headers.get("x-mycelium-reason", ""), await response.text()
+
+
+async def test_sidecars_speak_mtls_and_authorize_by_spiffe_id(proxy_mesh: ProxyMesh) -> None:
+    app = await EchoApp("ratings", "127.0.0.1").start()
+    try:
+        await proxy_mesh.apply(RATINGS.format(port=app.port) + SECURE)
+        async with (
+            sidecar(
+                proxy_mesh,
+                "ratings-0",
+                workload="ratings-0",
+                labels={"app": "ratings"},
+                address="127.0.0.21",
+                inbound_address="127.0.0.21",
+                app_address="127.0.0.1",
+                service_account="ratings",
+            ) as server,
+            sidecar(proxy_mesh, "productpage-1", service_account="productpage") as caller,
+            sidecar(proxy_mesh, "stranger-0", service_account="stranger") as stranger,
+        ):
+            await eventually(
+                lambda: (
+                    server.core.active.authorizer.active
+                    and 9080 in server.core.active.inbound_ports
+                ),
+                what="the server's policies",
+            )
+
+            status, _, _ = await eventually(
+                lambda: _ok(get(proxy_mesh, caller, "/stars")), what="a request through mTLS"
+            )
+            assert status == 200
+            assert server.core.counters["mtls_connections"] >= 1
+            assert server.core.counters["authz_allowed"] >= 1
+
+            status, reason, body = await get(proxy_mesh, stranger, "/secret")
+            assert (status, reason) == (403, "denied")
+            assert "spiffe://cluster.local/ns/default/sa/stranger" in body
+
+            # The plain caller has no SVID: the STRICT port refuses it.
+            status, _, _ = await get(proxy_mesh, proxy_mesh.caller, "/plain")
+            assert status >= 500
+            assert server.core.counters["mtls_refused_plaintext"] >= 1
+            assert [r["path"] for r in app.seen] == ["/stars"]
+    finally:
+        await app.stop()
+
+
+async def _ok(pending: object) -> tuple[int, str, str] | None:
+    result = await pending  # type: ignore[misc]
+    return result if result[0] == 200 else None
