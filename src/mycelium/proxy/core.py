@@ -123,10 +123,13 @@ class ProxyCore:
             config.live_clusters[key] = cluster
         return cluster
 
+    def speaks_mtls(self, cluster: ClusterRuntime, endpoint: EndpointState) -> bool:
+        """mTLS to an endpoint that runs a proxy (the cluster says so and its own proxy
+        registered it) once we hold an SVID; plaintext otherwise."""
+        return self.svid is not None and cluster.settings.mtls and endpoint.mtls
+
     def pool_for(self, cluster: ClusterRuntime, endpoint: EndpointState) -> EndpointPool:
-        """mTLS to an endpoint that runs a proxy (the cluster says so and the registry
-        names its identity) once we hold an SVID; plaintext otherwise."""
-        if self.svid is not None and cluster.settings.mtls and endpoint.mtls:
+        if self.speaks_mtls(cluster, endpoint):
             return self.mtls_pools.get(endpoint.address, endpoint.port, endpoint.identity)
         return self.pools.get(endpoint.address, endpoint.port)
 

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 from tests.integration.proxy.test_inbound_and_operations import RATINGS
 from tests.support.apps import EchoApp
+from tests.support.h2_apps import H2Client, H2EchoApp
 from tests.support.polling import eventually
 from tests.support.proxy_mesh import ProxyMesh
 
@@ -101,3 +102,47 @@ async def test_sidecars_speak_mtls_and_authorize_by_spiffe_id(proxy_mesh: ProxyM
 async def _ok(pending: object) -> tuple[int, str, str] | None:
     result = await pending  # type: ignore[misc]
     return result if result[0] == 200 else None
+
+
+async def test_http2_between_sidecars_is_mtls_too(proxy_mesh: ProxyMesh) -> None:
+    app = await H2EchoApp("ratings-h2", "127.0.0.1").start()
+    try:
+        service = RATINGS.format(port=app.port).replace(
+            "ports: [{name: http, port: 9080", "ports: [{name: h2, port: 9080, protocol: HTTP2"
+        )
+        await proxy_mesh.apply(service + SECURE)
+        async with (
+            sidecar(
+                proxy_mesh,
+                "ratings-h2-0",
+                workload="ratings-h2-0",
+                labels={"app": "ratings"},
+                address="127.0.0.22",
+                inbound_address="127.0.0.22",
+                app_address="127.0.0.1",
+                service_account="ratings",
+            ) as server,
+            sidecar(proxy_mesh, "productpage-h2", service_account="productpage") as caller,
+        ):
+            await eventually(
+                lambda: (
+                    server.core.active.authorizer.active
+                    and 9080 in server.core.active.inbound_ports
+                ),
+                what="the server's policies",
+            )
+            client = await H2Client.connect("127.0.0.1", caller.bound["outbound"].port)
+            try:
+
+                async def answered() -> bool:
+                    response = await client.request("/stars", authority="ratings:9080")
+                    return response.status == 200
+
+                await eventually(answered, what="an HTTP/2 request through mTLS")
+            finally:
+                await client.close()
+            assert server.core.counters["mtls_connections"] >= 1
+            assert server.core.counters["authz_allowed"] >= 1
+            assert [r["path"] for r in app.seen][-1] == "/stars"
+    finally:
+        await app.stop()

@@ -422,11 +422,14 @@ class Http2Exchange:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         try:
+            mtls = self.proxy.speaks_mtls(cluster, endpoint)
             async with asyncio.timeout(timeout):
                 conn = await pools.acquire(
                     endpoint.address,
                     endpoint.port,
                     cluster.settings.connection_pool.connect_timeout,
+                    tls=self.proxy.client_tls() if mtls else None,
+                    identity=endpoint.identity if mtls else "",
                 )
         except (UpstreamConnectFailed, TimeoutError) as exc:
             cluster.breaker.release_request()

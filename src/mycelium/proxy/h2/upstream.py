@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import operator
+import ssl
 import weakref
 from collections.abc import Callable
 from functools import partial
@@ -40,7 +41,7 @@ from mycelium.proxy.protocols.http2 import (
     client_connection,
     start,
 )
-from mycelium.proxy.upstream.dial import connect_upstream
+from mycelium.proxy.upstream.dial import check_peer_identity, connect_upstream
 
 if TYPE_CHECKING:
     from mycelium.proxy.core import ProxyCore
@@ -201,15 +202,25 @@ class Http2Pools:
     def __init__(self, socket_mark: int | None = None) -> None:
         self.socket_mark = socket_mark  # set in transparent mode: see upstream/dial.py
         self.idle_seconds = IDLE_SECONDS
-        self._conns: dict[tuple[str, int], list[UpstreamHttp2]] = {}
-        self._connecting: dict[tuple[str, int], asyncio.Future[UpstreamHttp2]] = {}
+        # by (address, port, mTLS or not)
+        self._conns: dict[tuple[str, int, bool], list[UpstreamHttp2]] = {}
+        self._connecting: dict[tuple[str, int, bool], asyncio.Future[UpstreamHttp2]] = {}
 
     def connections(self) -> list[UpstreamHttp2]:
         return [c for conns in self._conns.values() for c in conns]
 
-    async def acquire(self, address: str, port: int, connect_timeout: float) -> UpstreamHttp2:
-        """A connection to `address:port` with room for one more stream."""
-        key = (address, port)
+    async def acquire(
+        self,
+        address: str,
+        port: int,
+        connect_timeout: float,
+        *,
+        tls: ssl.SSLContext | None = None,
+        identity: str = "",
+    ) -> UpstreamHttp2:
+        """A connection to `address:port` with room for one more stream; with `tls`,
+        an mTLS one to an endpoint that must present `identity`."""
+        key = (address, port, tls is not None)
         while True:
             conns = self._conns.get(key)
             if conns:
@@ -230,9 +241,15 @@ class Http2Pools:
         endpoint = f"{address}:{port}"
         try:
             async with asyncio.timeout(connect_timeout):
-                _, conn = await connect_upstream(
-                    lambda: UpstreamHttp2(endpoint), address, port, self.socket_mark
+                transport, conn = await connect_upstream(
+                    lambda: UpstreamHttp2(endpoint), address, port, self.socket_mark, tls
                 )
+            if tls is not None:
+                check_peer_identity(transport, identity, endpoint)
+        except UpstreamConnectFailed as refused:  # the endpoint is not who it should be
+            future.set_exception(refused)
+            future.exception()
+            raise
         except (OSError, TimeoutError) as exc:
             error = UpstreamConnectFailed(
                 f"cannot open an HTTP/2 connection to {endpoint}: "

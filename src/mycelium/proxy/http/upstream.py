@@ -23,7 +23,6 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol, cast
 
-from mycelium.identity.tls import PeerIdentityError, peer_identity
 from mycelium.proxy.errors import UpstreamConnectFailed, UpstreamProtocolViolation, UpstreamReset
 from mycelium.proxy.protocols.http1 import (
     DataReceived,
@@ -32,7 +31,7 @@ from mycelium.proxy.protocols.http1 import (
     ResponseParser,
     ResponseReceived,
 )
-from mycelium.proxy.upstream.dial import connect_upstream
+from mycelium.proxy.upstream.dial import check_peer_identity, connect_upstream
 
 # Idle keep-alive connections kept per endpoint; beyond this, released ones are closed.
 MAX_IDLE_PER_ENDPOINT = 64
@@ -320,23 +319,9 @@ class EndpointPool:
                 f"connecting to {self.host}:{self.port} failed: {exc.strerror or exc}"
             ) from None
         if self.tls is not None:
-            self._check_identity(transport)
+            check_peer_identity(transport, self.identity, f"{self.host}:{self.port}")
         self.open += 1
         return protocol
-
-    def _check_identity(self, connected: asyncio.BaseTransport) -> None:
-        """The endpoint must be who the registry says it is."""
-        transport = cast(asyncio.Transport, connected)
-        try:
-            found = peer_identity(transport.get_extra_info("ssl_object")).uri
-        except PeerIdentityError as exc:
-            transport.abort()
-            raise UpstreamConnectFailed(f"{self.host}:{self.port}: {exc}") from None
-        if self.identity and found != self.identity:
-            transport.abort()
-            raise UpstreamConnectFailed(
-                f"{self.host}:{self.port} presented {found}, not {self.identity}"
-            )
 
     def release(self, conn: UpstreamHttp1) -> None:
         if conn.closed:

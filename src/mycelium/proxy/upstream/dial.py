@@ -11,6 +11,10 @@ import asyncio
 import socket
 import ssl
 from collections.abc import Callable
+from typing import cast
+
+from mycelium.identity.tls import PeerIdentityError, peer_identity
+from mycelium.proxy.errors import UpstreamConnectFailed
 
 # Not exported by Python's socket module on every build (Linux: 36).
 SO_MARK = getattr(socket, "SO_MARK", 36)
@@ -50,3 +54,17 @@ async def connect_upstream[P: asyncio.BaseProtocol](
         sock.close()
         raise
     return await loop.create_connection(factory, sock=sock, ssl=tls, server_hostname=name)
+
+
+def check_peer_identity(connected: asyncio.BaseTransport, expected: str, where: str) -> None:
+    """After an mTLS connect: the endpoint must present `expected` (its registry
+    identity; "" accepts any mesh identity). Aborts and raises otherwise."""
+    transport = cast(asyncio.Transport, connected)
+    try:
+        found = peer_identity(transport.get_extra_info("ssl_object")).uri
+    except PeerIdentityError as exc:
+        transport.abort()
+        raise UpstreamConnectFailed(f"{where}: {exc}") from None
+    if expected and found != expected:
+        transport.abort()
+        raise UpstreamConnectFailed(f"{where} presented {found}, not {expected}")
