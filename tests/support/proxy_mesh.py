@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from tests.support.apps import EchoApp
@@ -118,3 +119,37 @@ class ProxyMesh:
             ),
             join_token=join_token,  # type: ignore[arg-type]
         )
+
+
+# A second service with its own sidecar, for tests of the serving side.
+RATINGS = """---
+apiVersion: mycelium.io/v1
+kind: Service
+metadata: {{name: ratings}}
+spec:
+  selector: {{app: ratings}}
+  ports: [{{name: http, port: 9080, targetPort: {port}}}]
+"""
+
+
+async def start_ratings(mesh: ProxyMesh) -> tuple[EchoApp, ProxyServer]:
+    """A ratings app on 127.0.0.1 behind its own sidecar, which serves it on 127.0.0.21."""
+    app = await EchoApp("ratings", "127.0.0.1").start()
+    await mesh.apply(RATINGS.format(port=app.port))
+    sidecar = mesh.proxy(
+        "ratings-0",
+        workload="ratings-0",
+        labels={"app": "ratings"},
+        address="127.0.0.21",
+        inbound_address="127.0.0.21",
+        app_address="127.0.0.1",
+    )
+    await sidecar.start()
+    return app, sidecar
+
+
+async def admin(server: ProxyServer, path: str, which: str = "admin") -> tuple[int, Any]:
+    address = server.bound[which]
+    url = f"http://{address.host}:{address.port}{path}"
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return response.status, await response.json()

@@ -5,9 +5,8 @@ request."""
 
 from __future__ import annotations
 
-from tests.integration.proxy.test_inbound_and_operations import RATINGS, start_ratings
 from tests.support.polling import eventually
-from tests.support.proxy_mesh import ProxyMesh
+from tests.support.proxy_mesh import RATINGS, ProxyMesh, start_ratings
 
 NO_ADMIN = """---
 apiVersion: mycelium.io/v1

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import json
 
-from tests.integration.proxy.test_inbound_and_operations import admin
 from tests.support.polling import eventually
-from tests.support.proxy_mesh import ProxyMesh
+from tests.support.proxy_mesh import ProxyMesh, admin
 
 from mycelium.identity.spiffe import SpiffeId
 

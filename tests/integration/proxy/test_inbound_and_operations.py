@@ -6,23 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
-import aiohttp
-from tests.support.apps import EchoApp
 from tests.support.polling import eventually
-from tests.support.proxy_mesh import BASE, ProxyMesh
+from tests.support.proxy_mesh import BASE, RATINGS, ProxyMesh, admin, start_ratings
 
-from mycelium.proxy.server import ProxyServer
-
-RATINGS = """---
-apiVersion: mycelium.io/v1
-kind: Service
-metadata: {{name: ratings}}
-spec:
-  selector: {{app: ratings}}
-  ports: [{{name: http, port: 9080, targetPort: {port}}}]
-"""
 LIMIT = """---
 apiVersion: mycelium.io/v1
 kind: RateLimitPolicy
@@ -31,29 +18,6 @@ spec:
   targetRef: {kind: Service, name: ratings}
   limit: {requests: 3, per: 1m}
 """
-
-
-async def start_ratings(mesh: ProxyMesh) -> tuple[EchoApp, ProxyServer]:
-    """A ratings app on 127.0.0.1 behind its own sidecar, which serves it on 127.0.0.21."""
-    app = await EchoApp("ratings", "127.0.0.1").start()
-    await mesh.apply(RATINGS.format(port=app.port))
-    sidecar = mesh.proxy(
-        "ratings-0",
-        workload="ratings-0",
-        labels={"app": "ratings"},
-        address="127.0.0.21",
-        inbound_address="127.0.0.21",
-        app_address="127.0.0.1",
-    )
-    await sidecar.start()
-    return app, sidecar
-
-
-async def admin(server: ProxyServer, path: str, which: str = "admin") -> tuple[int, Any]:
-    address = server.bound[which]
-    url = f"http://{address.host}:{address.port}{path}"
-    async with aiohttp.ClientSession() as session, session.get(url) as response:
-        return response.status, await response.json()
 
 
 async def test_two_hops_carry_forwarding_headers_and_the_serving_side_rate_limits(

@@ -8,11 +8,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from tests.integration.proxy.test_inbound_and_operations import RATINGS
 from tests.support.apps import EchoApp
 from tests.support.h2_apps import H2Client, H2EchoApp
 from tests.support.polling import eventually
-from tests.support.proxy_mesh import ProxyMesh
+from tests.support.proxy_mesh import RATINGS, ProxyMesh
 
 from mycelium.proxy.server import ProxyServer
 
