@@ -65,3 +65,8 @@ class TokenBucket:
             return math.inf
         missing = tokens - self._refill(now)
         return missing / self.rate_per_second if missing > 0 else 0.0
+
+
+def whole_seconds(wait: float) -> int:
+    """A wait as `retry-after` wants it: whole seconds, at least 1."""
+    return max(1, math.ceil(wait))

@@ -9,10 +9,9 @@ which errs on the side of serving).
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 
-from mycelium.token_bucket import TokenBucket
+from mycelium.token_bucket import TokenBucket, whole_seconds
 
 MAX_CLIENTS = 10_000
 
@@ -41,6 +40,5 @@ class ClientLimits:
         return bucket.retry_after(now)
 
 
-def retry_after_header(seconds: float) -> str:
-    """Whole seconds, at least 1, as `retry-after` wants them."""
-    return str(max(1, math.ceil(seconds)))
+def retry_after_header(wait: float) -> str:
+    return str(whole_seconds(wait))

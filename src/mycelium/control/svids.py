@@ -70,19 +70,20 @@ class SvidService:
                 raise CsrRefused("bad_proof", "the current certificate's key is not ECDSA")
             key.verify(base64.b64decode(proof, validate=True), csr_der, ec.ECDSA(hashes.SHA256()))
         except CsrRefused as exc:
-            return self._refuse(exc.reason, str(exc), peer)
+            return self._refuse(peer, "renewal", exc.reason, str(exc))
         except (InvalidSignature, ValueError, binascii.Error):
-            return self._refuse(
-                "bad_proof", "the proof is not the CSR signed with the current key", peer
-            )
+            detail = "the proof is not the CSR signed with the current key"
+            return self._refuse(peer, "renewal", "bad_proof", detail)
         answer = self._sign(csr_pem, identity, peer)
         if isinstance(answer, IssuedSvid):
             self.renewed += 1
         return answer
 
-    def _refuse(self, reason: str, message: str, peer: str) -> tuple[str, str]:
+    def _refuse(self, peer: str, what: str, reason: str, message: str) -> tuple[str, str]:
+        """Count and log a refusal (the reason and the peer, never a credential)."""
         self.refused[reason] += 1
-        log.warning("refused a renewal from %s: %s", peer, reason)
+        said = reason.replace("token_", "join token ", 1)
+        log.warning("refused %s from %s: %s", what, peer, said)
         return reason, message
 
     def issue(self, csr_pem: bytes, token: str, peer: str) -> IssuedSvid | tuple[str, str]:
@@ -90,19 +91,15 @@ class SvidService:
         try:
             identity = self.join_tokens.redeem(token)
         except TokenRefused as exc:
-            reason = f"token_{exc.reason}"
-            self.refused[reason] += 1
-            log.warning("refused an SVID request from %s: join token %s", peer, exc.reason)
-            return reason, f"the join token was refused: {exc.detail}"
+            detail = f"the join token was refused: {exc.detail}"
+            return self._refuse(peer, "an SVID request", f"token_{exc.reason}", detail)
         return self._sign(csr_pem, identity, peer)
 
     def _sign(self, csr_pem: bytes, identity: SpiffeId, peer: str) -> IssuedSvid | tuple[str, str]:
         try:
             pem = self.ca.issue_svid(csr_pem, identity, self.validity)
         except CsrRefused as exc:
-            self.refused[exc.reason] += 1
-            log.warning("refused an SVID request from %s for %s: %s", peer, identity, exc.reason)
-            return exc.reason, str(exc)
+            return self._refuse(peer, f"an SVID for {identity}", exc.reason, str(exc))
         self.issued += 1
         expires = x509.load_pem_x509_certificate(pem).not_valid_after_utc.timestamp()
         self.latest[peer] = (identity.uri, time.time(), expires)

@@ -28,9 +28,9 @@ except ImportError:  # uvloop does not build everywhere; asyncio's loop works to
 
 from mycelium.discovery import config as cfg
 from mycelium.discovery.client import DiscoveryClient
+from mycelium.identity.renewal import run_identity
 from mycelium.proxy.active_config import ActiveConfig
 from mycelium.proxy.admin import AdminServer
-from mycelium.proxy.certificates import run_identity
 from mycelium.proxy.core import ProxyCore
 from mycelium.proxy.h2.detecting import listener_protocol
 from mycelium.proxy.http.exchange import Listener

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -52,6 +52,11 @@ class AccessRequest:
     @property
     def is_http(self) -> bool:
         return self.method is not None
+
+    @property
+    def principal_name(self) -> str | None:
+        """The principal as policies write it: the SPIFFE ID without its scheme."""
+        return self.principal[len(SPIFFE_SCHEME) :] if self.principal else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,14 +90,18 @@ def _in_blocks(blocks: Sequence[str], address: str | None) -> bool:
     return any(ip in ipaddress.ip_network(block, strict=False) for block in blocks)
 
 
-def _field(
-    positive: Sequence[object], negative: Sequence[object], hit: bool, not_hit: bool
+def _member(values: Sequence[object], value: object) -> bool:
+    return value in values
+
+
+def _field[T](
+    positive: Sequence[T], negative: Sequence[T], value: object, test: Callable[..., bool]
 ) -> bool:
-    """A field with its `not` form: if values are given one must match (`hit`), and if
-    negated values are given none may (`not_hit`)."""
-    if positive and not hit:
+    """A field with its `not` form: if values are given, `value` must pass `test` against
+    them; if negated values are given, it must not pass against those."""
+    if positive and not test(positive, value):
         return False
-    return not (negative and not_hit)
+    return not (negative and test(negative, value))
 
 
 class Authorizer:
@@ -155,94 +164,49 @@ class Authorizer:
 
     @staticmethod
     def _source(source: cfg.SourceMatch, request: AccessRequest) -> bool:
-        principal = request.principal
-        name = principal[len(SPIFFE_SCHEME) :] if principal else None
-        namespace = _namespace_of(name)
+        name = request.principal_name
         return (
-            _field(
-                source.principals,
-                source.not_principals,
-                _any_wildcard(source.principals, name),
-                _any_wildcard(source.not_principals, name),
-            )
-            and _field(
-                source.namespaces,
-                source.not_namespaces,
-                _any_wildcard(source.namespaces, namespace),
-                _any_wildcard(source.not_namespaces, namespace),
-            )
-            and _field(
-                source.ip_blocks,
-                source.not_ip_blocks,
-                _in_blocks(source.ip_blocks, request.source_ip),
-                _in_blocks(source.not_ip_blocks, request.source_ip),
-            )
+            _field(source.principals, source.not_principals, name, _any_wildcard)
+            and _field(source.namespaces, source.not_namespaces, _namespace_of(name), _any_wildcard)
+            and _field(source.ip_blocks, source.not_ip_blocks, request.source_ip, _in_blocks)
         )
 
     @staticmethod
     def _operation(operation: cfg.OperationMatch, request: AccessRequest, mode: str) -> bool:
-        ports_ok = _field(
-            operation.ports,
-            operation.not_ports,
-            request.port in operation.ports,
-            request.port in operation.not_ports,
-        )
-        if not ports_ok:
+        if not _field(operation.ports, operation.not_ports, request.port, _member):
             return False
-        http_only = operation.methods or operation.not_methods or operation.paths
         if not request.is_http:
-            if http_only or operation.not_paths:
+            if operation.methods or operation.not_methods or operation.paths or operation.not_paths:
                 return mode == "DENY"  # cannot be judged: refuse more, never allow more
             return True
-        return _field(
-            operation.methods,
-            operation.not_methods,
-            request.method in operation.methods,
-            request.method in operation.not_methods,
-        ) and _field(
-            operation.paths,
-            operation.not_paths,
-            _any_wildcard(operation.paths, request.path),
-            _any_wildcard(operation.not_paths, request.path),
+        return _field(operation.methods, operation.not_methods, request.method, _member) and _field(
+            operation.paths, operation.not_paths, request.path, _any_wildcard
         )
 
     @staticmethod
     def _condition(condition: cfg.ConditionMatch, request: AccessRequest, mode: str) -> bool:
         key = condition.key
         value: str | None
-        ip_key = False
+        test: Callable[[Sequence[str], str | None], bool] = _any_wildcard
         if key.startswith("request.headers["):
             if not request.is_http:
                 return mode == "DENY"
             value = request.headers.get(key[len("request.headers[") : -1].lower())
         elif key in ("source.ip", "remote.ip"):
-            value, ip_key = request.source_ip, True
+            value, test = request.source_ip, _in_blocks
         elif key == "destination.ip":
-            value, ip_key = request.destination_ip, True
+            value, test = request.destination_ip, _in_blocks
         elif key == "destination.port":
             value = str(request.port)
         elif key == "source.principal":
-            value = request.principal[len(SPIFFE_SCHEME) :] if request.principal else None
+            value = request.principal_name
         elif key == "source.namespace":
-            principal = request.principal
-            value = _namespace_of(principal[len(SPIFFE_SCHEME) :] if principal else None)
+            value = _namespace_of(request.principal_name)
         elif key == "connection.sni":
             value = request.sni
         else:
             return mode == "DENY"
-        if ip_key:
-            return _field(
-                condition.values,
-                condition.not_values,
-                _in_blocks(condition.values, value),
-                _in_blocks(condition.not_values, value),
-            )
-        return _field(
-            condition.values,
-            condition.not_values,
-            _any_wildcard(condition.values, value),
-            _any_wildcard(condition.not_values, value),
-        )
+        return _field(condition.values, condition.not_values, value, test)
 
 
 def _namespace_of(principal: str | None) -> str | None:

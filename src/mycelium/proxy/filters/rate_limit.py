@@ -8,14 +8,13 @@ Local means per proxy, as Envoy's local rate limit is: three replicas with a lim
 
 from __future__ import annotations
 
-import math
 import time
 from typing import TYPE_CHECKING
 
 from mycelium.discovery import config as cfg
 from mycelium.proxy.errors import RateLimited
 from mycelium.proxy.routing import Matcher, compile_matches
-from mycelium.token_bucket import TokenBucket
+from mycelium.token_bucket import TokenBucket, whole_seconds
 
 if TYPE_CHECKING:
     from mycelium.proxy.http.exchange import Exchange
@@ -40,5 +39,5 @@ class RateLimitFilter:
         if self.bucket.try_take(now):
             return None
         self.refused += 1
-        wait = max(1, math.ceil(self.bucket.retry_after(now)))
+        wait = whole_seconds(self.bucket.retry_after(now))
         raise RateLimited(f"rate limit {self.name} exceeded; retry in {wait}s", retry_after=wait)

@@ -1,8 +1,10 @@
-"""The proxy's own SVID: fetched at start with a join token, renewed at half-life.
+"""A proxy's own SVID: fetched at start with a join token, renewed at half-life.
 
-The key is made here and stays in this process; the CSR goes to the controller over
-the discovery stream. The result (`core.svid`) is what the mTLS listeners and upstream
-pools use; the admin endpoint shows its identity and expiry, never the key. A refused
+Shared by every kind of proxy (sidecar now; gateways and ztunnel later): it needs only
+a `SvidHolder`, which has the discovery client, counters and the `svid` slot. The key
+is made here and stays in this process; the CSR goes to the controller over the
+discovery stream. The holder's `svid` is what its mTLS listeners and upstream pools
+use; a sidecar's admin endpoint shows its identity and expiry, never the key. A refused
 request is logged with the controller's reason (never the token) and counted as
 `svid_refused_<reason>`; the proxy keeps serving plaintext.
 
@@ -21,21 +23,33 @@ import base64
 import datetime as dt
 import logging
 import random
-from typing import TYPE_CHECKING
+from collections.abc import MutableMapping
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from mycelium.discovery.client import DiscoveryClient
 from mycelium.discovery.errors import CertificateRefusedError
-from mycelium.identity.csr import new_key_and_request
+from mycelium.identity.csr import KeyAndRequest, new_key_and_request
 from mycelium.identity.spiffe import SpiffeId
 from mycelium.identity.tls import Svid
 
-if TYPE_CHECKING:
-    from mycelium.proxy.core import ProxyCore
 
-log = logging.getLogger("mycelium.proxy.certificates")
+class SvidHolder(Protocol):
+    """What keeps an SVID: a proxy's core."""
+
+    svid: Svid | None
+
+    @property
+    def discovery(self) -> DiscoveryClient | None: ...
+
+    @property
+    def counters(self) -> MutableMapping[str, int]: ...
+
+
+log = logging.getLogger("mycelium.identity.renewal")
 
 # Waiting for the controller (the stream reconnects by itself) is bounded per attempt.
 REQUEST_TIMEOUT_SECONDS = 30.0
@@ -45,7 +59,7 @@ WARN_WHEN_LEFT = 0.25  # of the life
 MAX_RETRY_SECONDS = 30.0
 
 
-async def run_identity(core: ProxyCore, join_token: str, rng: random.Random) -> None:
+async def run_identity(core: SvidHolder, join_token: str, rng: random.Random) -> None:
     """Get the first SVID, then keep it renewed for as long as the proxy runs."""
     if await fetch_svid(core, join_token) is None:
         return
@@ -59,7 +73,7 @@ async def run_identity(core: ProxyCore, join_token: str, rng: random.Random) -> 
         await _renew_until_done(core, svid, life)
 
 
-async def _renew_until_done(core: ProxyCore, svid: Svid, life: float) -> None:
+async def _renew_until_done(core: SvidHolder, svid: Svid, life: float) -> None:
     retry = min(MAX_RETRY_SECONDS, max(1.0, life / 20))
     while True:
         if await renew_svid(core, svid) is not None:
@@ -78,59 +92,62 @@ async def _renew_until_done(core: ProxyCore, svid: Svid, life: float) -> None:
         await asyncio.sleep(retry)
 
 
-async def renew_svid(core: ProxyCore, svid: Svid) -> Svid | None:
-    """A new SVID for the same identity, proving possession of the current one."""
-    client = core.discovery
-    assert client is not None
-    request = new_key_and_request(svid.identity)
-    current_key = serialization.load_pem_private_key(svid.key_pem, password=None)
-    assert isinstance(current_key, ec.EllipticCurvePrivateKey)
-    csr_der = x509.load_pem_x509_csr(request.csr_pem).public_bytes(serialization.Encoding.DER)
-    proof = base64.b64encode(current_key.sign(csr_der, ec.ECDSA(hashes.SHA256()))).decode()
-    try:
-        issued = await client.request_certificate(
-            request.csr_pem,
-            timeout=REQUEST_TIMEOUT_SECONDS,
-            current=svid.certificate_pem,
-            proof=proof,
-        )
-    except CertificateRefusedError as exc:
-        core.counters[f"svid_refused_{exc.reason}"] += 1
-        log.error("the controller refused to renew our certificate: %s", exc)
-        return None
-    except TimeoutError:
-        core.counters["svid_timeout"] += 1
-        log.warning("no answer to our renewal within %ss", REQUEST_TIMEOUT_SECONDS)
-        return None
-    renewed = Svid(issued.certificate.encode(), request.key_pem(), issued.trust_bundle.encode())
-    core.svid = renewed
-    core.counters["svid_renewed"] += 1
-    log.info("renewed our certificate for %s, valid until %s", renewed.identity, renewed.expires_at)
-    return renewed
-
-
-async def fetch_svid(core: ProxyCore, join_token: str) -> Svid | None:
-    """Get this proxy's first SVID; None (logged and counted) when refused."""
+async def fetch_svid(core: SvidHolder, join_token: str) -> Svid | None:
+    """Get the first SVID; None (logged and counted) when refused."""
     client = core.discovery
     assert client is not None, "the discovery client starts first"
     await client.connected.wait()
     node = client.node
     identity = SpiffeId(client.trust_domain, node.namespace, node.service_account)
     request = new_key_and_request(identity)
+    svid = await _ask(core, request, "certificate request", token=join_token)
+    if svid is not None:
+        core.counters["svid_issued"] += 1
+        log.info("identity %s, certificate valid until %s", svid.identity, svid.expires_at)
+    return svid
+
+
+async def renew_svid(core: SvidHolder, svid: Svid) -> Svid | None:
+    """A new SVID for the same identity, proving possession of the current one."""
+    request = new_key_and_request(svid.identity)
+    current_key = serialization.load_pem_private_key(svid.key_pem, password=None)
+    assert isinstance(current_key, ec.EllipticCurvePrivateKey)
+    csr_der = x509.load_pem_x509_csr(request.csr_pem).public_bytes(serialization.Encoding.DER)
+    proof = base64.b64encode(current_key.sign(csr_der, ec.ECDSA(hashes.SHA256()))).decode()
+    renewed = await _ask(core, request, "renewal", current=svid.certificate_pem, proof=proof)
+    if renewed is not None:
+        core.counters["svid_renewed"] += 1
+        log.info(
+            "renewed our certificate for %s, valid until %s", renewed.identity, renewed.expires_at
+        )
+    return renewed
+
+
+async def _ask(
+    core: SvidHolder,
+    request: KeyAndRequest,
+    what: str,
+    *,
+    token: str = "",
+    current: bytes = b"",
+    proof: str = "",
+) -> Svid | None:
+    """Send `request` with its credential; keep and return the SVID that comes back,
+    or log and count why none did."""
+    client = core.discovery
+    assert client is not None
     try:
         issued = await client.request_certificate(
-            request.csr_pem, join_token, timeout=REQUEST_TIMEOUT_SECONDS
+            request.csr_pem, token, REQUEST_TIMEOUT_SECONDS, current=current, proof=proof
         )
     except CertificateRefusedError as exc:
         core.counters[f"svid_refused_{exc.reason}"] += 1
-        log.error("the controller refused our certificate request for %s: %s", identity, exc)
+        log.error("the controller refused our %s: %s", what, exc)
         return None
     except TimeoutError:
         core.counters["svid_timeout"] += 1
-        log.error("no answer to our certificate request within %ss", REQUEST_TIMEOUT_SECONDS)
+        log.warning("no answer to our %s within %ss", what, REQUEST_TIMEOUT_SECONDS)
         return None
     svid = Svid(issued.certificate.encode(), request.key_pem(), issued.trust_bundle.encode())
     core.svid = svid
-    core.counters["svid_issued"] += 1
-    log.info("identity %s, certificate valid until %s", svid.identity, svid.expires_at)
     return svid
