@@ -22,6 +22,10 @@ from cryptography import x509
 from mycelium.errors import MeshError
 from mycelium.identity.spiffe import SpiffeId, SpiffeIdError
 
+# The ALPN protocol of sidecar-to-sidecar mTLS: a serving sidecar tells the mesh's TLS
+# from an app's own TLS by it before decrypting anything (see proxy/protocols/tls_hello).
+MESH_ALPN = "mycelium-mtls"
+
 
 class PeerIdentityError(MeshError):
     """The peer presented no SVID, or one that names no mesh identity."""
@@ -66,6 +70,7 @@ def _context(purpose: ssl.Purpose, svid: Svid) -> ssl.SSLContext:
     context.verify_mode = ssl.CERT_REQUIRED
     context.load_verify_locations(cadata=svid.bundle_pem.decode())
     _load_chain(context, svid)
+    context.set_alpn_protocols([MESH_ALPN])
     return context
 
 

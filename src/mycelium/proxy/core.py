@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from mycelium.discovery import config as cfg
 from mycelium.discovery.client import DiscoveryClient, Snapshot
-from mycelium.identity.tls import Svid, client_context
+from mycelium.identity.tls import Svid, client_context, server_context
 from mycelium.proxy.access_log import AccessLog, LoggedExchange
 from mycelium.proxy.active_config import ActiveConfig, build_active_config
 from mycelium.proxy.http.upstream import IDLE_TIMEOUT_SECONDS, EndpointPool, PoolSet
@@ -51,6 +51,7 @@ class ProxyCore:
         # Connections to other proxies, with our SVID; contexts follow renewals.
         self.mtls_pools = PoolSet(self.socket_mark, tls=self.client_tls)
         self._client_tls: tuple[object, ssl.SSLContext] | None = None
+        self._server_tls: tuple[object, ssl.SSLContext] | None = None
         self.http1_limits = Http1Limits()
         self.connections: set[DownstreamHttp1] = set()
         # Byte pipes (TCP services, upgraded connections): tracked so a drain can end them.
@@ -140,6 +141,16 @@ class ProxyCore:
         cached = self._client_tls
         if cached is None or cached[0] is not svid:
             cached = self._client_tls = (svid, client_context(svid))
+        return cached[1]
+
+    def server_tls(self) -> ssl.SSLContext:
+        """The serving context for our current SVID (made once per SVID: building one
+        loads the bundle and the key, far too slow for every connection)."""
+        svid = self.svid
+        assert svid is not None
+        cached = self._server_tls
+        if cached is None or cached[0] is not svid:
+            cached = self._server_tls = (svid, server_context(svid))
         return cached[1]
 
     def local_app(self, target_port: int) -> ClusterRuntime:

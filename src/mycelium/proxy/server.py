@@ -35,7 +35,7 @@ from mycelium.proxy.core import ProxyCore
 from mycelium.proxy.h2.detecting import listener_protocol
 from mycelium.proxy.http.exchange import Listener
 from mycelium.proxy.settings import ListenAddress, LocalUpstream, ProxySettings
-from mycelium.proxy.tcp_routing import RouterRole, TcpRouting
+from mycelium.proxy.tcp_routing import RouterRole, TcpRouting, is_opaque
 
 log = logging.getLogger("mycelium.proxy")
 
@@ -129,13 +129,15 @@ class ProxyServer:
         address: ListenAddress,
         role: RouterRole,
         upstream: LocalUpstream | None = None,
+        *,
+        port: int | None = None,
     ) -> asyncio.Server:
         """A listener whose connections go to the TCP relay or to HTTP (see tcp_routing)."""
         tcp = self.tcp
         loop = asyncio.get_running_loop()
         try:
             server = await loop.create_server(
-                lambda: tcp.protocol(role, upstream),
+                lambda: tcp.protocol(role, upstream, port),
                 address.host,
                 address.port,
                 reuse_address=True,
@@ -174,9 +176,14 @@ class ProxyServer:
         if target_port in self._inbound:
             return
         address = ListenAddress(self.settings.inbound_address, target_port)
-        listener = Listener("inbound", port=inbound.port, inbound_port=inbound)
+        name = f"inbound:{target_port}"
         try:
-            server = await self._listen(f"inbound:{target_port}", address, listener)
+            if is_opaque(inbound.protocol, inbound.opaque):
+                # relayed (or mTLS-ended first) as the router decides for that port
+                server = await self._listen_routed(name, address, "inbound", port=inbound.port)
+            else:
+                listener = Listener("inbound", port=inbound.port, inbound_port=inbound)
+                server = await self._listen(name, address, listener)
         except ListenError as exc:
             log.error("%s", exc)
             return

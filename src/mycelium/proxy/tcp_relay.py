@@ -28,12 +28,16 @@ import contextlib
 import ipaddress
 import os
 import socket
+import ssl
 import struct
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Literal, cast
 
 from mycelium.errors import MeshError
+from mycelium.identity.tls_session import TlsRefused, TlsSession
 from mycelium.proxy.errors import UpstreamConnectFailed, UpstreamReset, UpstreamTimeout
+from mycelium.proxy.tls_layer import TlsLayer
 from mycelium.proxy.upstream.dial import set_mark
 
 # Write-buffer marks per transport. The kernel's socket buffers (megabytes once TCP
@@ -237,17 +241,24 @@ class TcpRelay:
         *,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         socket_mark: int | None = None,
+        tls: ssl.SSLContext | None = None,
+        expected_peer: str = "",
+        counters: MutableMapping[str, int] | None = None,
     ) -> None:
         """Start dialling the upstream; relaying starts once it accepts.
 
         `socket_mark` sets SO_MARK on the upstream socket, so that the pod's nftables
         rules can exempt the proxy's own traffic from interception (needs CAP_NET_ADMIN).
+        `tls` (an SVID client context) wraps the upstream in mTLS, and the peer must then
+        be `expected_peer` (a SPIFFE ID; "" accepts any); the handshake counts towards
+        the connect timeout, and `counters` get `mtls_upstream_*`.
         A failure ends the relay ("connect_failed" or "connect_timeout") and resets the
         client connection.
         """
         if self._connect_task is not None or self._up.transport is not None:
             raise RuntimeError("this relay already has an upstream")
-        task = self.loop.create_task(self._connect(host, port, connect_timeout, socket_mark))
+        mtls = None if tls is None else (tls, expected_peer, counters)
+        task = self.loop.create_task(self._connect(host, port, connect_timeout, socket_mark, mtls))
         self._connect_task = task
         task.add_done_callback(self._connect_done)
 
@@ -297,17 +308,32 @@ class TcpRelay:
         transport.set_write_buffer_limits(high=self._high_water, low=self._low_water)
 
     async def _connect(
-        self, host: str, port: int, connect_timeout: float, socket_mark: int | None
+        self,
+        host: str,
+        port: int,
+        connect_timeout: float,
+        socket_mark: int | None,
+        mtls: tuple[ssl.SSLContext, str, MutableMapping[str, int] | None] | None,
     ) -> None:
         where = f"{host}:{port}"
         try:
             async with asyncio.timeout(connect_timeout):
                 sock = await self._dial(host, port, socket_mark)
-                try:
-                    await self.loop.create_connection(lambda: self._up, sock=sock)
-                except BaseException:
-                    sock.close()
-                    raise
+                if mtls is None:
+                    try:
+                        await self.loop.create_connection(lambda: self._up, sock=sock)
+                    except BaseException:
+                        sock.close()
+                        raise
+                else:
+                    await self._handshake(sock, *mtls)
+        except TlsRefused as exc:
+            self._fail_connect(
+                "connect_failed",
+                UpstreamConnectFailed(
+                    f"mTLS with the upstream {where} failed ({exc.reason}): {exc.detail}"
+                ),
+            )
         except TimeoutError:
             self._fail_connect(
                 "connect_timeout",
@@ -325,6 +351,32 @@ class TcpRelay:
                     "endpoint is up and listens on that port"
                 ),
             )
+
+    async def _handshake(
+        self,
+        sock: socket.socket,
+        context: ssl.SSLContext,
+        expected_peer: str,
+        counters: MutableMapping[str, int] | None,
+    ) -> None:
+        layer = TlsLayer(
+            TlsSession(context, server_side=False),
+            lambda: self._up,
+            counters,
+            expected_peer=expected_peer,
+            counter_prefix="mtls_upstream",
+        )
+        try:
+            await self.loop.create_connection(lambda: layer, sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+        try:
+            await layer.established  # the upstream side starts relaying from inside it
+        except BaseException:
+            if layer.inner is None:
+                layer.transport.abort()
+            raise
 
     async def _dial(self, host: str, port: int, socket_mark: int | None) -> socket.socket:
         last_error: OSError | None = None

@@ -24,6 +24,7 @@ from mycelium.proxy.errors import Denied
 from mycelium.proxy.filters.authorization import AccessRequest
 from mycelium.proxy.h2.detecting import listener_protocol
 from mycelium.proxy.http.exchange import Listener
+from mycelium.proxy.opaque_inbound import OpaqueInbound
 from mycelium.proxy.original_dst import OriginalDestinationError, original_destination
 from mycelium.proxy.settings import LocalUpstream
 from mycelium.proxy.tcp_relay import TcpRelay
@@ -42,11 +43,22 @@ type RouterRole = Literal["outbound", "inbound", "local"]
 
 @dataclass(frozen=True, slots=True)
 class RelayTo:
-    """Relay the connection's bytes to `host:port` (`cluster` "" for passthrough)."""
+    """Relay the connection's bytes to `host:port` (`cluster` "" for passthrough),
+    through mTLS to a peer proxy that must be `identity` when `mtls`."""
 
     host: str
     port: int
     cluster: str = ""
+    mtls: bool = False
+    identity: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SniffMtls:
+    """An opaque inbound port that may receive the mesh's mTLS: look at the first
+    bytes (see opaque_inbound)."""
+
+    inbound: cfg.InboundPort
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +72,7 @@ class Refuse:
     counter: str = "no_tcp_upstream"  # the `refused_<counter>` that counts it
 
 
-type Decision = RelayTo | ServeHttp | Refuse
+type Decision = RelayTo | ServeHttp | Refuse | SniffMtls
 
 
 def is_opaque(protocol: cfg.Protocol, opaque: bool) -> bool:
@@ -98,6 +110,8 @@ def relay_to_service(
     endpoint = cluster.pick(time.monotonic())
     if endpoint is None:
         return Refuse(f"cluster {cluster.name} has no healthy endpoint")
+    if core.speaks_mtls(cluster, endpoint):
+        return RelayTo(endpoint.address, endpoint.port, cluster.name, True, endpoint.identity)
     return RelayTo(endpoint.address, endpoint.port, cluster.name)
 
 
@@ -140,18 +154,33 @@ def decide_local(core: ProxyCore, config: ActiveConfig, upstream: LocalUpstream)
 def decide_inbound(core: ProxyCore, config: ActiveConfig, port: int, peer: str) -> Decision:
     """A transparent inbound connection to the workload's `port` from `peer`."""
     inbound = config.inbound_ports.get(port)
-    app = core.settings.app_address
     if inbound is None:
-        return RelayTo(app, port)  # not a service port: the app's own business
+        # not a service port: the app's own business
+        return RelayTo(core.settings.app_address, port)
     if is_opaque(inbound.protocol, inbound.opaque):
-        if config.authorizer.active:
-            # Opaque bytes: only the L4 parts of the workload's policies can apply.
-            try:
-                config.authorizer.enforce(AccessRequest(peer, inbound.port), core.counters)
-            except Denied as exc:
-                return Refuse(f"denied: {exc.detail}", "denied")
-        return RelayTo(app, inbound.target_port, f"inbound|{inbound.target_port}")
+        if inbound.mtls == "STRICT" or (inbound.mtls == "PERMISSIVE" and core.svid is not None):
+            return SniffMtls(inbound)
+        return admit_to_app(core, config, inbound, peer, None)
     return ServeHttp(Listener("inbound", port=inbound.port, inbound_port=inbound))
+
+
+def admit_to_app(
+    core: ProxyCore,
+    config: ActiveConfig,
+    inbound: cfg.InboundPort,
+    peer: str,
+    principal: str | None,
+) -> RelayTo | Refuse:
+    """Relay an inbound opaque connection to the app, if the workload's policies let
+    `peer` (with SPIFFE ID `principal` when it came through mTLS) in."""
+    if config.authorizer.active:
+        # Opaque bytes: only the L4 parts of the workload's policies can apply.
+        request = AccessRequest(peer, inbound.port, principal=principal)
+        try:
+            config.authorizer.enforce(request, core.counters)
+        except Denied as exc:
+            return Refuse(f"denied: {exc.detail}", "denied")
+    return RelayTo(core.settings.app_address, inbound.target_port, f"inbound|{inbound.target_port}")
 
 
 class TcpRouting:
@@ -163,8 +192,34 @@ class TcpRouting:
         settings = core.settings
         self.socket_mark = settings.socket_mark if settings.mode == "transparent" else None
 
-    def protocol(self, role: RouterRole, upstream: LocalUpstream | None = None) -> ConnectionRouter:
-        return ConnectionRouter(self, role, upstream)
+    def protocol(
+        self,
+        role: RouterRole,
+        upstream: LocalUpstream | None = None,
+        inbound_port: int | None = None,
+    ) -> ConnectionRouter:
+        """`inbound_port`: an explicit-mode inbound listener's service port (no
+        SO_ORIGINAL_DST to read there)."""
+        return ConnectionRouter(self, role, upstream, inbound_port)
+
+    def admit(
+        self,
+        transport: asyncio.Transport,
+        inbound: cfg.InboundPort,
+        peer: str,
+        principal: str | None,
+        *,
+        held: bytes,
+        eof: bool,
+    ) -> None:
+        """Relay an inbound opaque connection to the app, or refuse it by policy."""
+        decision = admit_to_app(self.core, self.core.active, inbound, peer, principal)
+        if isinstance(decision, Refuse):
+            self.core.refused(decision.counter, peer)
+            self.core.log.warning("%s", decision.reason)
+            transport.abort()
+            return
+        self.start_relay(transport, decision, held, eof)
 
     def abort_all(self) -> None:
         for relay in list(self.relays):
@@ -182,7 +237,14 @@ class TcpRouting:
         )
         if relay.done:
             return
-        relay.connect(target.host, target.port, socket_mark=self.socket_mark)
+        relay.connect(
+            target.host,
+            target.port,
+            socket_mark=self.socket_mark,
+            tls=core.client_tls() if target.mtls else None,
+            expected_peer=target.identity,
+            counters=core.counters,
+        )
         self.relays.add(relay)
         core.counters["tcp_connections"] += 1
         if not target.cluster:
@@ -203,11 +265,16 @@ class ConnectionRouter(asyncio.Protocol):
     """An accepted connection's first protocol: decides, then hands the transport over."""
 
     def __init__(
-        self, routing: TcpRouting, role: RouterRole, upstream: LocalUpstream | None
+        self,
+        routing: TcpRouting,
+        role: RouterRole,
+        upstream: LocalUpstream | None,
+        inbound_port: int | None = None,
     ) -> None:
         self._routing = routing
         self._role = role
         self._upstream = upstream
+        self._inbound_port = inbound_port
         self._transport: asyncio.Transport | None = None
         self._destination: tuple[str, int] | None = None
         self._held: list[bytes] = []
@@ -217,7 +284,9 @@ class ConnectionRouter(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
         core = self._routing.core
-        if self._role != "local":
+        if self._inbound_port is not None:
+            self._destination = ("", self._inbound_port)
+        elif self._role != "local":
             try:
                 self._destination = original_destination(transport.get_extra_info("socket"))
             except OriginalDestinationError as exc:
@@ -300,6 +369,19 @@ class ConnectionRouter(asyncio.Protocol):
             return
         if isinstance(decision, RelayTo):
             self._routing.start_relay(transport, decision, held, self._eof)
+            return
+        if isinstance(decision, SniffMtls):
+            peername = transport.get_extra_info("peername")
+            source = peername[0] if peername else ""
+            sniffing = OpaqueInbound(self._routing, decision.inbound, source)
+            transport.set_protocol(sniffing)
+            sniffing.connection_made(transport)
+            if not transport.is_reading():
+                transport.resume_reading()
+            if held and not transport.is_closing():
+                sniffing.data_received(held)
+            if self._eof and not transport.is_closing():
+                sniffing.eof_received()
             return
         protocol = listener_protocol(core, decision.listener)
         transport.set_protocol(protocol)

@@ -16,12 +16,11 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
-from mycelium.identity.tls import server_context
 from mycelium.identity.tls_session import TlsSession
 from mycelium.proxy.h2.downstream import DownstreamHttp2
 from mycelium.proxy.http.downstream import DownstreamHttp1
 from mycelium.proxy.protocols.detect import DETECTION_TIMEOUT, HTTP2_PREFACE, detect_protocol
-from mycelium.proxy.tls_termination import TlsTerminating
+from mycelium.proxy.tls_layer import TlsLayer
 
 if TYPE_CHECKING:
     from mycelium.proxy.core import ProxyCore
@@ -45,12 +44,11 @@ class InboundTls:
     def refused_plaintext(self) -> None:
         self._proxy.counters["mtls_refused_plaintext"] += 1
 
-    def terminator(self, inner: Callable[[], asyncio.Protocol]) -> TlsTerminating | None:
-        svid = self._proxy.svid
-        if svid is None:
+    def terminator(self, inner: Callable[[], asyncio.Protocol]) -> TlsLayer | None:
+        if self._proxy.svid is None:
             return None
-        session = TlsSession(server_context(svid), server_side=True)
-        return TlsTerminating(session, inner, self._proxy.counters)
+        session = TlsSession(self._proxy.server_tls(), server_side=True)
+        return TlsLayer(session, inner, self._proxy.counters)
 
 
 class DetectingProtocol(asyncio.Protocol):

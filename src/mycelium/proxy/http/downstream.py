@@ -90,7 +90,7 @@ class DownstreamHttp1(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer_host = peer[0] if peer else ""
-        # The peer's SPIFFE ID when the connection came through mTLS (tls_termination).
+        # The peer's SPIFFE ID when the connection came through mTLS (tls_layer).
         identity = transport.get_extra_info("peer_identity")
         self.peer_principal = identity.uri if identity is not None else None
         self.proxy.connections.add(self)

@@ -1,0 +1,132 @@
+"""An opaque inbound port under PeerAuthentication: the mesh's mTLS is ended here,
+plaintext is let through or refused as the port's mode says.
+
+Opaque bytes are never parsed, but the first TLS record is: a sidecar's ClientHello
+offers the mesh's ALPN (`judge_client_hello`), which tells it apart from an app's own
+TLS (relayed untouched, like any plaintext) before anything is decrypted.
+- STRICT: the mesh's mTLS only. Anything else is refused (`mtls_refused_plaintext`),
+  and a client that sends nothing is closed after `HANDSHAKE_TIMEOUT`.
+- PERMISSIVE: the mesh's mTLS is ended; anything else goes to the app as it came. A
+  client that says nothing for `DETECTION_TIMEOUT` is taken for a plaintext client of
+  a server-speaks-first protocol and relayed, so its banner comes 300 ms late; declare
+  such a port STRICT (callers in the mesh) or DISABLE to skip the wait.
+(DISABLE never gets here: the router relays at once.)
+
+Authorization runs once the peer is known, with its SPIFFE ID when it came through mTLS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, cast
+
+from mycelium.discovery import config as cfg
+from mycelium.identity.tls_session import TlsSession
+from mycelium.proxy.protocols.detect import DETECTION_TIMEOUT
+from mycelium.proxy.protocols.tls_hello import judge_client_hello
+from mycelium.proxy.tls_layer import TlsLayer
+
+if TYPE_CHECKING:
+    from mycelium.proxy.tcp_routing import TcpRouting
+
+# How long a STRICT port waits for a ClientHello: a sidecar sends it as it connects.
+HANDSHAKE_TIMEOUT = 10.0  # seconds
+
+
+class OpaqueInbound(asyncio.Protocol):
+    """Takes over a connection whose router already decided it is `inbound`'s."""
+
+    def __init__(self, routing: TcpRouting, inbound: cfg.InboundPort, peer: str) -> None:
+        self._routing = routing
+        self._inbound = inbound
+        self._peer = peer
+        self._transport: asyncio.Transport | None = None
+        self._held = b""
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        wait = HANDSHAKE_TIMEOUT if self._inbound.mtls == "STRICT" else DETECTION_TIMEOUT
+        self._timer = asyncio.get_running_loop().call_later(wait, self._silent)
+
+    def data_received(self, data: bytes) -> None:
+        self._held += data
+        verdict = judge_client_hello(self._held)
+        if verdict == "mesh":
+            self._end_mtls()
+        elif verdict == "other":
+            self._plaintext(eof=False)
+
+    def eof_received(self) -> bool:
+        self._plaintext(eof=True)
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_timer()
+        self._transport = None
+
+    # -- decisions ---------------------------------------------------------------------
+
+    def _silent(self) -> None:
+        self._timer = None
+        self._plaintext(eof=False)
+
+    def _plaintext(self, *, eof: bool) -> None:
+        transport = self._take()
+        if transport is None:
+            return
+        core = self._routing.core
+        if self._inbound.mtls == "STRICT":
+            core.counters["mtls_refused_plaintext"] += 1
+            core.log.info(
+                "refused a connection from %s to STRICT port %d: it did not start the mesh's mTLS",
+                self._peer,
+                self._inbound.port,
+            )
+            transport.abort()
+            return
+        self._routing.admit(transport, self._inbound, self._peer, None, held=self._held, eof=eof)
+
+    def _end_mtls(self) -> None:
+        transport = self._take()
+        if transport is None:
+            return
+        routing, inbound, peer = self._routing, self._inbound, self._peer
+        core = routing.core
+        if core.svid is None:  # STRICT before our certificate came: nothing to end it with
+            core.counters["mtls_refused_no_certificate"] += 1
+            transport.abort()
+            return
+        layer = TlsLayer(
+            TlsSession(core.server_tls(), server_side=True),
+            lambda: _AdmitWhenVerified(routing, inbound, peer),
+            core.counters,
+        )
+        transport.set_protocol(layer)
+        layer.connection_made(transport)
+        layer.data_received(self._held)
+
+    def _take(self) -> asyncio.Transport | None:
+        transport, self._transport = self._transport, None
+        self._stop_timer()
+        return transport
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+class _AdmitWhenVerified(asyncio.Protocol):
+    """The TLS layer's inner protocol: at once hands the plaintext to the app's relay."""
+
+    def __init__(self, routing: TcpRouting, inbound: cfg.InboundPort, peer: str) -> None:
+        self._routing = routing
+        self._inbound = inbound
+        self._peer = peer
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        plaintext = cast(asyncio.Transport, transport)
+        principal = plaintext.get_extra_info("peer_identity")
+        uri = principal.uri if principal is not None else None
+        self._routing.admit(plaintext, self._inbound, self._peer, uri, held=b"", eof=False)
