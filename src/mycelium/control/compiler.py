@@ -225,11 +225,17 @@ def _add_cluster(state: MeshState, service: Any, subset: str | None, bundle: Bun
 
     port_map = {p.port: p.target_port or p.port for p in service.spec.ports}
     endpoints = []
+    bundle.topics.add(f"policy:{ns}")  # PeerAuthentication decides plaintext_ports
     for wl in state.workloads_of(service):
         if subset is not None and not all(
             wl.metadata.labels.get(k) == v for k, v in subset_labels.items()
         ):
             continue
+        registered = REGISTERED_BY in wl.metadata.annotations
+        peer_auth = _peer_authentication(state, wl.metadata.namespace, wl.metadata.labels)
+        disabled = [
+            p for p in port_map if peer_auth.get(p, peer_auth.get(0, "PERMISSIVE")) == "DISABLE"
+        ]
         endpoints.append(
             cfg.Endpoint(
                 workload=f"{wl.metadata.namespace}/{wl.metadata.name}",
@@ -240,7 +246,8 @@ def _add_cluster(state: MeshState, service: Any, subset: str | None, bundle: Bun
                 weight=wl.spec.weight,
                 healthy=wl.spec.healthy,
                 # A workload its proxy registered has that proxy in front: it speaks mTLS.
-                mtls=REGISTERED_BY in wl.metadata.annotations,
+                mtls=registered,
+                plaintext_ports=disabled if registered else [],
             )
         )
     endpoints.sort(key=lambda e: e.workload)

@@ -240,6 +240,9 @@ class Endpoint(_Body, frozen=True, kw_only=True):
     weight: int = 1
     healthy: bool = True
     mtls: bool = False  # it runs a proxy, which terminates mTLS (registered by one)
+    # Service ports whose PeerAuthentication is DISABLE there: callers speak plaintext,
+    # as Istio's automatic mTLS does, rather than TLS the serving proxy would not end.
+    plaintext_ports: list[int] = []
 
 
 class EndpointSet(_Body, frozen=True, kw_only=True):

@@ -145,3 +145,43 @@ async def test_http2_between_sidecars_is_mtls_too(proxy_mesh: ProxyMesh) -> None
             assert [r["path"] for r in app.seen][-1] == "/stars"
     finally:
         await app.stop()
+
+
+DISABLED = """---
+apiVersion: mycelium.io/v1
+kind: PeerAuthentication
+metadata: {name: ratings-plain}
+spec:
+  selector: {matchLabels: {app: ratings}}
+  mtls: {mode: DISABLE}
+"""
+
+
+async def test_a_caller_speaks_plaintext_to_a_workload_whose_mtls_is_disabled(
+    proxy_mesh: ProxyMesh,
+) -> None:
+    app = await EchoApp("ratings", "127.0.0.1").start()
+    try:
+        await proxy_mesh.apply(RATINGS.format(port=app.port) + DISABLED)
+        async with (
+            sidecar(
+                proxy_mesh,
+                "ratings-plain-0",
+                workload="ratings-plain-0",
+                labels={"app": "ratings"},
+                address="127.0.0.23",
+                inbound_address="127.0.0.23",
+                app_address="127.0.0.1",
+                service_account="ratings",
+            ) as server,
+            sidecar(proxy_mesh, "productpage-2", service_account="productpage") as caller,
+        ):
+            # Both hold certificates, yet the serving side would not end TLS: the caller
+            # must not start it (it would reach the app's HTTP parser as garbage).
+            status, _, _ = await eventually(
+                lambda: _ok(get(proxy_mesh, caller, "/stars")), what="a plaintext request"
+            )
+            assert status == 200
+            assert server.core.counters["mtls_connections"] == 0
+    finally:
+        await app.stop()

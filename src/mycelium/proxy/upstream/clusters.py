@@ -77,6 +77,7 @@ class ClusterRuntime:
             if target is None:
                 continue  # this workload does not serve the port
             key = f"{ep.address}:{target}"
+            mtls = ep.mtls and self.port not in ep.plaintext_ports
             state = self._by_key.get(key)
             if state is None:
                 state = EndpointState(
@@ -87,11 +88,11 @@ class ClusterRuntime:
                     labels=dict(ep.labels),
                     identity=ep.identity,
                     healthy=ep.healthy,
-                    mtls=ep.mtls,
+                    mtls=mtls,
                 )
             else:
                 state.weight, state.healthy = ep.weight, ep.healthy
-                state.mtls = ep.mtls
+                state.mtls = mtls
             fresh[key] = state
         self._by_key = fresh
         self.endpoints = list(fresh.values())
