@@ -6,6 +6,8 @@ tests/integration/proxy/conftest.py."""
 from __future__ import annotations
 
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,3 +155,18 @@ async def admin(server: ProxyServer, path: str, which: str = "admin") -> tuple[i
     url = f"http://{address.host}:{address.port}{path}"
     async with aiohttp.ClientSession() as session, session.get(url) as response:
         return response.status, await response.json()
+
+
+@asynccontextmanager
+async def sidecar(mesh: ProxyMesh, node_id: str, **settings: object) -> AsyncIterator[ProxyServer]:
+    """A sidecar with an SVID: a join token for `service_account` (default "default"),
+    waited for until its certificate came."""
+    account = str(settings.get("service_account", "default"))
+    token = mesh.controller.join_tokens.mint("default", account, 600).token
+    proxy = mesh.proxy(node_id, join_token=token, **settings)
+    await proxy.start()
+    try:
+        await eventually(lambda: proxy.core.svid is not None, what=f"{node_id}'s SVID")
+        yield proxy
+    finally:
+        await proxy.stop()

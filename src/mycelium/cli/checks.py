@@ -54,14 +54,21 @@ def evaluate(
             f"(at most {_duration(thresholds.max_skew_seconds)})",
         )
     )
-    ca_left = float(facts["caExpiresAt"]) - server_time
-    findings.append(
-        Finding(
-            "CA certificate",
-            ca_left > thresholds.ca_warning_seconds,
-            f"expires in {_duration(ca_left)}" if ca_left > 0 else "has EXPIRED",
+    # Every certificate the mesh's trust rests on: the roots, the intermediates and the
+    # signer (older controllers report only the signer's expiry).
+    ca_certificates = facts.get("caCertificates") or [
+        {"role": "signer", "subject": "", "expiresAt": facts["caExpiresAt"]}
+    ]
+    for certificate in ca_certificates:
+        left = float(certificate["expiresAt"]) - server_time
+        subject = certificate.get("subject") or ""
+        findings.append(
+            Finding(
+                f"CA {certificate['role']}" + (f" {subject}" if subject else ""),
+                left > thresholds.ca_warning_seconds,
+                f"expires in {_duration(left)}" if left > 0 else "has EXPIRED",
+            )
         )
-    )
     failing = []
     for svid in facts.get("svids", []):
         expires, issued = float(svid["expiresAt"]), float(svid["issuedAt"])

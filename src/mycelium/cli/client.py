@@ -222,6 +222,14 @@ class ControllerClient:
             lambda b: JoinToken(str(b["token"]), str(b["identity"]), float(b["expiresAt"])),
         )
 
+    def ca_status(self) -> dict[str, Any]:
+        body = self._call("GET", "/api/v1/ca")
+        return _parse("GET /api/v1/ca", body, _ca_document)
+
+    def reload_ca(self, *, force: bool = False) -> dict[str, Any]:
+        body = self._call("POST", "/api/v1/ca/reload", json_body={"force": force})
+        return _parse("POST /api/v1/ca/reload", body, _ca_document)
+
     def check_facts(self) -> dict[str, Any]:
         """What `myc check` judges (see `mycelium.cli.checks`)."""
         body = self._call("GET", "/api/v1/check")
@@ -498,3 +506,8 @@ def _issue_from_json(detail: Mapping[str, Any]) -> Issue:
         message=str(detail.get("message", "invalid")),
         line=line if isinstance(line, int) else None,
     )
+
+
+def _ca_document(body: Any) -> dict[str, Any]:
+    str(body["signer"]["subject"]), list(body["roots"])  # what `myc ca` shows
+    return dict(body)

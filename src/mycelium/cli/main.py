@@ -25,6 +25,7 @@ from typer.core import TyperGroup
 
 from mycelium.cli.commands import (
     apply,
+    ca,
     check,
     controller,
     delete,
@@ -149,6 +150,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
 for _name, _function in COMMANDS.items():
     app.command(_name, help=help_text(_function.__doc__))(_function)
 app.add_typer(token.token_app, name="token")
+app.add_typer(ca.ca_app, name="ca")
 
 
 def main() -> None:

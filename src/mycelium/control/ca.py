@@ -1,31 +1,39 @@
-"""The controller's certificate authority.
+"""The controller's certificate authority: signs X.509-SVIDs and the controller's own
+serving certificate with the signing certificate of `<home>/ca/` (see ca_material for
+the files; a self-signed root is made there at first start).
 
-At first start it creates a self-signed root (ECDSA P-256) under `<home>/ca/`, the key
-written 0600 and never logged or served (the key stays on the controller's disk; several
-controllers would share it through the store, encrypted — not built yet). The root signs
-the controller's own serving certificate for the discovery port, and the workloads'
-X.509-SVIDs (`CertificateAuthority.issue_svid`) for CSRs whose identity a join token
-vouched for; proxies trust `<home>/ca/root.pem` (the trust bundle).
+An SVID names exactly the identity its caller vouched for (a join token, or the SVID
+being renewed) and carries the signing chain after it, so a peer that trusts only the
+roots can verify it. Proxies trust `root.pem`, the bundle, which reaches them through
+discovery. `reload()` reads the files again for a root rotation or a new intermediate
+and refuses, keeping the CA in force, whatever does not fit.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from mycelium.control.ca_material import (
+    CaConfigError,
+    CaMaterial,
+    chain_to_root,
+    ensure_material,
+    key_id,
+    key_pem,
+    load_material,
+    write_private,
+)
 from mycelium.errors import MeshError
 from mycelium.identity.spiffe import SpiffeId, SpiffeIdError
 
-ROOT_VALIDITY = dt.timedelta(days=3650)
 # The serving certificate is re-issued at every controller start, so a short life is free.
 SERVING_VALIDITY = dt.timedelta(days=7)
 # Workload SVIDs (DESIGN.md: 24 h, renewed at half-life).
@@ -47,120 +55,83 @@ class CsrRefused(MeshError):
 
 @dataclass(frozen=True, slots=True)
 class ServingFiles:
-    certificate: Path
+    certificate: Path  # the certificate, then the signing chain
     key: Path
     trust_bundle: Path
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(path, 0o600)
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def ensure_root(
-    ca_dir: Path, trust_domain: str
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """Load the root from `ca_dir`, creating it on first start."""
-    cert_path, key_path = ca_dir / "root.pem", ca_dir / "root.key"
-    if cert_path.exists() and key_path.exists():
-        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-        assert isinstance(key, ec.EllipticCurvePrivateKey)
-        return cert, key
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "mycelium"),
-            x509.NameAttribute(NameOID.COMMON_NAME, f"mycelium root CA ({trust_domain})"),
-        ]
-    )
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + ROOT_VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    _write_private(key_path, _key_pem(key))
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return cert, key
-
-
-def issue_serving_certificate(ca_dir: Path, trust_domain: str, hosts: list[str]) -> ServingFiles:
-    """A fresh certificate for the controller's TLS listeners, valid for `hosts`."""
-    root, root_key = ensure_root(ca_dir, trust_domain)
-    key = ec.generate_private_key(ec.SECP256R1())
-    names: list[x509.GeneralName] = [
-        x509.UniformResourceIdentifier(f"spiffe://{trust_domain}/ns/mycelium-system/sa/controller")
-    ]
-    for host in dict.fromkeys([*hosts, "localhost", "127.0.0.1"]):
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            names.append(x509.DNSName(host))
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mycelium controller")]))
-        .issuer_name(root.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + SERVING_VALIDITY)
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-        .sign(root_key, hashes.SHA256())
-    )
-    files = ServingFiles(ca_dir / "controller.pem", ca_dir / "controller.key", ca_dir / "root.pem")
-    _write_private(files.key, _key_pem(key))
-    files.certificate.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return files
-
-
 class CertificateAuthority:
-    """Signs X.509-SVIDs with the root under `ca_dir` (created at first use)."""
+    """Signs with the CA files under `ca_dir` (a self-signed root at first use)."""
 
-    def __init__(self, ca_dir: Path, trust_domain: str) -> None:
+    def __init__(self, ca_dir: Path, trust_domain: str, material: CaMaterial | None = None) -> None:
+        self.ca_dir = ca_dir
         self.trust_domain = trust_domain
-        self.root, self._key = ensure_root(ca_dir, trust_domain)
-        self.bundle_pem = self.root.public_bytes(serialization.Encoding.PEM)
+        self.material = material or ensure_material(ca_dir, trust_domain)
+        self._key = self.material.key
+        self.bundle_pem = self.material.bundle_pem
+        self._chain_pem = self.material.chain_pem
+        self.root_key_id = key_id(self.material.root_of(self.material.signing))
+
+    @property
+    def signing(self) -> x509.Certificate:
+        return self.material.signing
+
+    @property
+    def roots(self) -> list[x509.Certificate]:
+        return self.material.roots
+
+    def reload(self) -> CertificateAuthority:
+        """A CA from the files as they are now; `CaConfigError` (and this one stays in
+        force) when they do not fit together."""
+        return CertificateAuthority(self.ca_dir, self.trust_domain, load_material(self.ca_dir))
+
+    def issue_serving_certificate(self, hosts: list[str]) -> ServingFiles:
+        """A fresh certificate for the controller's TLS listeners, valid for `hosts`,
+        written with its chain next to the CA files."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        names: list[x509.GeneralName] = [
+            x509.UniformResourceIdentifier(
+                f"spiffe://{self.trust_domain}/ns/mycelium-system/sa/controller"
+            )
+        ]
+        for host in dict.fromkeys([*hosts, "localhost", "127.0.0.1"]):
+            try:
+                names.append(x509.IPAddress(ipaddress.ip_address(host)))
+            except ValueError:
+                names.append(x509.DNSName(host))
+        now = dt.datetime.now(dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(
+                x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mycelium controller")])
+            )
+            .issuer_name(self.signing.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(min(now + SERVING_VALIDITY, self.signing.not_valid_after_utc))
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+                ),
+                critical=False,
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
+                critical=False,
+            )
+            .sign(self._key, hashes.SHA256())
+        )
+        files = ServingFiles(
+            self.ca_dir / "controller.pem", self.ca_dir / "controller.key", self.ca_dir / "root.pem"
+        )
+        write_private(files.key, key_pem(key))
+        files.certificate.write_bytes(
+            cert.public_bytes(serialization.Encoding.PEM) + self._chain_pem
+        )
+        return files
 
     def issue_svid(
         self,
@@ -201,11 +172,11 @@ class CertificateAuthority:
         if not MIN_SVID_VALIDITY <= validity <= MAX_SVID_VALIDITY:
             raise CsrRefused("bad_validity", f"an SVID lives 10 s to 7 days, not {validity}")
         now = now or dt.datetime.now(dt.UTC)
-        not_after = min(now + validity, self.root.not_valid_after_utc)
+        not_after = min(now + validity, self.signing.not_valid_after_utc)
         cert = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([]))
-            .issuer_name(self.root.subject)
+            .issuer_name(self.signing.subject)
             .public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - BACKDATE)
@@ -241,21 +212,30 @@ class CertificateAuthority:
             )
             .sign(self._key, hashes.SHA256())
         )
-        return cert.public_bytes(serialization.Encoding.PEM)
+        return cert.public_bytes(serialization.Encoding.PEM) + self._chain_pem
 
     def verify_svid(self, certificate_pem: bytes, now: dt.datetime | None = None) -> SpiffeId:
-        """The identity of an SVID this CA signed and that is valid `now`; `CsrRefused`
-        (`untrusted`, `expired`) otherwise. Used to renew: a proxy proves who it is with
-        the certificate it holds."""
+        """The identity of an SVID (PEM, with the chain it was issued with) that chains
+        to a root of the bundle and is valid `now`; `CsrRefused` (`untrusted`,
+        `expired`) otherwise. Used to renew: a proxy proves who it is with the
+        certificate it holds, which during a rotation may come from the previous signer."""
         try:
-            certificate = x509.load_pem_x509_certificate(certificate_pem)
+            certificates = x509.load_pem_x509_certificates(certificate_pem)
         except ValueError:
             raise CsrRefused("untrusted", "the current certificate is not PEM") from None
-        try:
-            certificate.verify_directly_issued_by(self.root)
-        except (ValueError, TypeError, InvalidSignature):
-            raise CsrRefused("untrusted", "the current certificate is not from this CA") from None
+        certificate, presented = certificates[0], certificates[1:]
         now = now or dt.datetime.now(dt.UTC)
+        intermediates = [
+            c
+            for c in [*presented, self.signing, *self.material.chain]
+            if c.not_valid_before_utc <= now < c.not_valid_after_utc
+        ]
+        try:
+            chain_to_root(certificate, intermediates, self.roots, None)
+        except CaConfigError:
+            raise CsrRefused(
+                "untrusted", "the current certificate is not from this mesh's CA"
+            ) from None
         if not certificate.not_valid_before_utc <= now < certificate.not_valid_after_utc:
             raise CsrRefused("expired", "the current certificate is not valid now")
         try:

@@ -31,6 +31,8 @@ class ControllerConfig:
     discovery_port: int = DEFAULT_DISCOVERY_PORT
     trust_domain: str = "cluster.local"
     svid_ttl_seconds: float = 24 * 3600  # workload certificates' life (DESIGN.md: 24 h)
+    # After the signer changes, proxies renew at a random moment within this window.
+    rotation_spread_seconds: float = 60.0
     heartbeat_seconds: float = 5.0  # proxies heart-beat this often...
     lease_ttl_seconds: float = 15.0  # ...and vanish from the registry this long after the last
 

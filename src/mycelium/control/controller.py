@@ -19,15 +19,16 @@ import time
 from aiohttp import web
 
 from mycelium.api import KINDS
-from mycelium.control.ca import CertificateAuthority, issue_serving_certificate
+from mycelium.control.ca import CertificateAuthority
 from mycelium.control.compiler import REGISTERED_BY, topics_of_change
 from mycelium.control.config import ControllerConfig, ensure_admin_token
 from mycelium.control.discovery_server import DiscoveryServer
 from mycelium.control.join_tokens import JoinTokens, load_or_create_key
 from mycelium.control.rest_api import build_app
+from mycelium.control.root_rotation import RootStillInUse, proxies_cut_off
 from mycelium.control.state import MeshState
 from mycelium.control.svids import SvidService
-from mycelium.discovery.protocol import NodeInfo
+from mycelium.discovery.protocol import NodeInfo, TrustBundle
 from mycelium.store import CompactedError, LeaseNotFound, Store, StoreError, open_store
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class Controller:
         self._ca: CertificateAuthority | None = None
         self._join_tokens: JoinTokens | None = None
         self._svids: SvidService | None = None
+        self._serving_tls: ssl.SSLContext | None = None
         self.synced = asyncio.Event()  # set once the mirror has caught up at start
 
     @property
@@ -99,14 +101,15 @@ class Controller:
             revoke=self._revoke,
             issue_svid=self.svids.issue,
             renew_svid=self.svids.renew,
+            trust_bundle=self._trust_bundle,
             trust_domain=cfg.trust_domain,
             heartbeat_seconds=cfg.heartbeat_seconds,
             lease_ttl_seconds=cfg.lease_ttl_seconds,
         )
-        serving = issue_serving_certificate(cfg.ca_dir, cfg.trust_domain, [cfg.discovery_host])
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.minimum_version = ssl.TLSVersion.TLSv1_3
-        tls.load_cert_chain(serving.certificate, serving.key)
+        self._serving_tls = tls
+        self._load_serving_certificate()
         self.discovery_port = await self._discovery.start(
             cfg.discovery_host, cfg.discovery_port, tls
         )
@@ -125,6 +128,43 @@ class Controller:
             self.discovery_port,
             self.store.name,
         )
+
+    # --- the CA -------------------------------------------------------------------------------
+
+    def _trust_bundle(self) -> TrustBundle:
+        ca = self.ca
+        return TrustBundle(
+            bundle=ca.bundle_pem.decode(),
+            signer=ca.material.signer_key_id,
+            renew_within=self.config.rotation_spread_seconds,
+        )
+
+    def _load_serving_certificate(self) -> None:
+        """(Re)issue the discovery listener's certificate from the signing CA. New
+        handshakes use it; streams already open keep theirs."""
+        serving = self.ca.issue_serving_certificate([self.config.discovery_host])
+        assert self._serving_tls is not None, "controller not started"
+        self._serving_tls.load_cert_chain(serving.certificate, serving.key)
+
+    def reload_ca(self, *, force: bool = False) -> CertificateAuthority:
+        """Read the CA files again (a root rotation step, a new intermediate) and, if
+        they fit, sign with them and send the bundle to every proxy. Raises
+        `CaConfigError` or `RootStillInUse`, leaving the CA in force untouched."""
+        fresh = self.ca.reload()
+        holders = proxies_cut_off(self.ca.roots, fresh.roots, self.svids.latest, time.time())
+        if holders and not force:
+            raise RootStillInUse(holders)
+        self._ca = fresh
+        self.svids.ca = fresh
+        self._load_serving_certificate()
+        told = self.discovery.broadcast_trust_bundle()
+        log.info(
+            "CA reloaded: %d root(s) trusted, signing with %s; bundle sent to %d proxies",
+            len(fresh.roots),
+            fresh.signing.subject.rfc4514_string(),
+            told,
+        )
+        return fresh
 
     async def stop(self) -> None:
         if self._watch_task is not None:

@@ -110,6 +110,7 @@ class DiscoveryServer:
         authenticate: Callable[[p.Hello], str | None] | None = None,
         issue_svid: SvidIssuer | None = None,
         renew_svid: SvidRenewer | None = None,
+        trust_bundle: Callable[[], p.TrustBundle] | None = None,
         trust_domain: str = "cluster.local",
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
         lease_ttl_seconds: float = LEASE_TTL_SECONDS,
@@ -123,6 +124,7 @@ class DiscoveryServer:
         self._authenticate = authenticate
         self._issue_svid = issue_svid
         self._renew_svid = renew_svid
+        self._trust_bundle = trust_bundle
         # A proxy needs a certificate every few hours; a burst of requests is a bug or
         # an attack, and each costs a signature.
         self._certificate_limits = ClientLimits(CSR_RATE_PER_SECOND, CSR_BURST)
@@ -398,8 +400,20 @@ class DiscoveryServer:
                 trust_domain=self._trust_domain,
             )
         )
+        if self._trust_bundle is not None:
+            session.send(self._trust_bundle())
         self._push(session, full=not session.held)
         return session
+
+    def broadcast_trust_bundle(self) -> int:
+        """Send the current trust bundle to every connected proxy (after a CA reload);
+        returns how many got it."""
+        if self._trust_bundle is None:
+            return 0
+        message = self._trust_bundle()
+        for session in self.sessions.values():
+            session.send(message)
+        return len(self.sessions)
 
     async def _handle(self, session: ProxySession, message: p.ClientMessage) -> None:
         if isinstance(message, p.Ack | p.Nack):

@@ -26,8 +26,10 @@ from mycelium import __version__
 from mycelium.api import KINDS, resolve_kind
 from mycelium.api.errors import ResourceValidationError, UnknownKind
 from mycelium.control.apply import SourceFile, apply_resources, validate_files
+from mycelium.control.ca_material import key_id
 from mycelium.control.client_limits import ClientLimits, retry_after_header
-from mycelium.errors import MeshError
+from mycelium.control.root_rotation import RootStillInUse
+from mycelium.errors import ConfigError, MeshError
 from mycelium.store import CompactedError, StoreError
 
 if TYPE_CHECKING:
@@ -108,6 +110,8 @@ def build_app(controller: Controller) -> web.Application:
             web.get("/api/v1/status", api.status),
             web.post("/api/v1/join-tokens", api.mint_join_token),
             web.get("/api/v1/check", api.check),
+            web.get("/api/v1/ca", api.ca_status),
+            web.post("/api/v1/ca/reload", api.reload_ca),
             # Authenticated by the join token it carries, not the admin token.
             web.post("/identity/v1/svids", api.issue_svid),
         ]
@@ -128,6 +132,47 @@ def _kind_prefix(kind: str | None, namespace: str | None) -> str:
         return "/mycelium/"
     prefix = f"/mycelium/{kind.lower()}/"
     return prefix + f"{namespace}/" if namespace else prefix
+
+
+def _ca_certificates(c: Controller) -> list[tuple[str, Any]]:
+    ca = c.ca
+    found: list[tuple[str, Any]] = [("root", root) for root in ca.roots]
+    found += [("intermediate", cert) for cert in ca.material.chain]
+    if ca.signing not in ca.roots:
+        found.append(("signer", ca.signing))
+    return found
+
+
+def ca_document(c: Controller) -> dict[str, Any]:
+    """The CA as `myc ca status` shows it: roots, signer, and how many live workload
+    certificates chain to each root (a root may go once none does)."""
+    now = time.time()
+    in_use: dict[str, int] = {}
+    for latest in c.svids.latest.values():
+        if latest.expires_at > now:
+            in_use[latest.root] = in_use.get(latest.root, 0) + 1
+    ca = c.ca
+
+    def described(cert: Any) -> dict[str, Any]:
+        return {
+            "keyId": key_id(cert),
+            "subject": cert.subject.rfc4514_string(),
+            "notAfter": cert.not_valid_after_utc.timestamp(),
+        }
+
+    return {
+        "trustDomain": ca.trust_domain,
+        "roots": [
+            {**described(root), "certificatesInUse": in_use.get(key_id(root), 0)}
+            for root in ca.roots
+        ],
+        "signer": {
+            **described(ca.signing),
+            "root": ca.root_key_id,
+            "chain": [described(cert) for cert in ca.material.chain],
+        },
+        "connectedProxies": len(c.discovery.sessions),
+    }
 
 
 class RestApi:
@@ -328,16 +373,49 @@ class RestApi:
         return web.json_response(
             {
                 "time": time.time(),
-                "caExpiresAt": c.ca.root.not_valid_after_utc.timestamp(),
+                "caExpiresAt": c.ca.signing.not_valid_after_utc.timestamp(),
+                "caCertificates": [
+                    {
+                        "role": role,
+                        "subject": cert.subject.rfc4514_string(),
+                        "expiresAt": cert.not_valid_after_utc.timestamp(),
+                    }
+                    for role, cert in _ca_certificates(c)
+                ],
                 "svids": [
-                    {"proxy": proxy, "identity": identity, "issuedAt": issued, "expiresAt": expires}
-                    for proxy, (identity, issued, expires) in sorted(c.svids.latest.items())
+                    {
+                        "proxy": proxy,
+                        "identity": latest.identity,
+                        "issuedAt": latest.issued_at,
+                        "expiresAt": latest.expires_at,
+                    }
+                    for proxy, latest in sorted(c.svids.latest.items())
                 ],
                 "proxies": proxies,
             }
         )
 
     # --- identity ----------------------------------------------------------------------
+
+    async def ca_status(self, request: web.Request) -> web.Response:
+        return web.json_response(ca_document(self._c))
+
+    async def reload_ca(self, request: web.Request) -> web.Response:
+        """A root rotation's step: read the CA files again, sign with them, send the
+        bundle to every proxy. A refusal leaves the CA as it was."""
+        force = False
+        if request.can_read_body:
+            try:
+                force = bool((await request.json()).get("force", False))
+            except (ValueError, AttributeError):
+                return error(400, "bad_request", 'the body must be JSON {"force": false}')
+        try:
+            self._c.reload_ca(force=force)
+        except RootStillInUse as exc:
+            return error(409, "root_in_use", str(exc), exc.holders)
+        except ConfigError as exc:
+            return error(422, "invalid_ca", str(exc))
+        return web.json_response(ca_document(self._c))
 
     async def mint_join_token(self, request: web.Request) -> web.Response:
         try:

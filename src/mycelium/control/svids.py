@@ -40,6 +40,14 @@ class IssuedSvid:
     expires_at: float  # unix time
 
 
+@dataclass(frozen=True, slots=True)
+class LatestSvid:
+    identity: str
+    issued_at: float  # unix time
+    expires_at: float
+    root: str  # key id of the root it chains to
+
+
 class SvidService:
     def __init__(
         self,
@@ -53,9 +61,10 @@ class SvidService:
         self.issued = 0
         self.renewed = 0
         self.refused: Counter[str] = Counter()
-        # proxy id -> (identity, issued at, expires at) of the last SVID it got, for
-        # `myc check` (a proxy whose certificate nears expiry has stopped renewing)
-        self.latest: dict[str, tuple[str, float, float]] = {}
+        # proxy id -> the last SVID it got, for `myc check` (a proxy whose certificate
+        # nears expiry has stopped renewing) and for root rotation (which roots are
+        # still in use)
+        self.latest: dict[str, LatestSvid] = {}
 
     def renew(
         self, csr_pem: bytes, current_pem: bytes, proof: str, peer: str
@@ -102,6 +111,6 @@ class SvidService:
             return self._refuse(peer, f"an SVID for {identity}", exc.reason, str(exc))
         self.issued += 1
         expires = x509.load_pem_x509_certificate(pem).not_valid_after_utc.timestamp()
-        self.latest[peer] = (identity.uri, time.time(), expires)
+        self.latest[peer] = LatestSvid(identity.uri, time.time(), expires, self.ca.root_key_id)
         log.info("issued an SVID for %s to %s", identity, peer)
         return IssuedSvid(identity, pem, self.ca.bundle_pem, expires)

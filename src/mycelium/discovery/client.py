@@ -87,6 +87,11 @@ class DiscoveryClient:
         self.node = node
         self._controllers = controllers
         self._tls = self._tls_context(trust_bundle)
+        # A context we built from a file follows the bundle the controller sends (a
+        # root rotation must not lock us out); one handed to us is the caller's.
+        self._follow_bundle = isinstance(trust_bundle, Path)
+        self.trust_bundle: p.TrustBundle | None = None
+        self.on_trust_bundle: list[Callable[[p.TrustBundle], None]] = []
         self._server_name = server_name
         self._state_dir = state_dir
         self._on_update = on_update
@@ -278,6 +283,8 @@ class DiscoveryClient:
                         raise ControllerRefused(message.code, message.message)
                     elif isinstance(message, p.CertificateIssued | p.CertificateRefused):
                         self._answer_certificate(message)
+                    elif isinstance(message, p.TrustBundle):
+                        self._new_trust_bundle(message)
         finally:
             if heartbeat is not None:
                 heartbeat.cancel()
@@ -297,6 +304,21 @@ class DiscoveryClient:
             self._send(p.Heartbeat())
 
     # --- certificates ------------------------------------------------------------------------
+
+    def _new_trust_bundle(self, message: p.TrustBundle) -> None:
+        if self.trust_bundle == message:
+            return
+        self.trust_bundle = message
+        if self._follow_bundle:
+            try:
+                context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=message.bundle)
+            except ssl.SSLError as exc:
+                log.error("the controller sent a trust bundle we cannot load: %s", exc)
+                return
+            context.minimum_version = ssl.TLSVersion.TLSv1_3
+            self._tls = context  # for the next connection; this one stays as it is
+        for callback in self.on_trust_bundle:
+            callback(message)
 
     async def request_certificate(
         self,

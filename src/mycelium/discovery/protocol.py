@@ -98,6 +98,18 @@ class Welcome(_Message, tag="welcome", frozen=True, kw_only=True):
     trust_domain: str = "cluster.local"
 
 
+class TrustBundle(_Message, tag="trust_bundle", frozen=True, kw_only=True):
+    """The roots to verify peers and the controller with, sent after the welcome and
+    again whenever the CA changes (a root rotation). `signer` is the key id (hex) of
+    the certificate that signs now: a proxy whose SVID another key signed renews
+    within `renew_within` seconds, at a random moment, so a fleet moves over by itself
+    without renewing all at once."""
+
+    bundle: str  # PEM, one or more roots
+    signer: str
+    renew_within: float
+
+
 class CertificateRequest(_Message, tag="csr", frozen=True, kw_only=True):
     """Sign this CSR (PEM). The identity comes from `token` (a join token: the first
     certificate) or from `current` (the SVID held: a renewal), whose key signed the
@@ -149,13 +161,15 @@ class Refusal(_Message, tag="refusal", frozen=True, kw_only=True):
 
 
 type ClientMessage = Hello | Ack | Nack | Subscribe | Heartbeat | Leave | CertificateRequest
-type ServerMessage = Welcome | Push | Refusal | Heartbeat | CertificateIssued | CertificateRefused
+type ServerMessage = (
+    Welcome | Push | Refusal | Heartbeat | CertificateIssued | CertificateRefused | TrustBundle
+)
 
 _client_decoder = msgspec.json.Decoder(
     Hello | Ack | Nack | Subscribe | Heartbeat | Leave | CertificateRequest
 )
 _server_decoder = msgspec.json.Decoder(
-    Welcome | Push | Refusal | Heartbeat | CertificateIssued | CertificateRefused
+    Welcome | Push | Refusal | Heartbeat | CertificateIssued | CertificateRefused | TrustBundle
 )
 _encoder = msgspec.json.Encoder()
 

@@ -8,6 +8,10 @@ use; a sidecar's admin endpoint shows its identity and expiry, never the key. A 
 request is logged with the controller's reason (never the token) and counted as
 `svid_refused_<reason>`; the proxy keeps serving plaintext.
 
+The trust bundle comes from the controller at connect and after every CA change;
+new connections verify peers with it. When the CA's signer changes (a root rotation),
+the proxy renews at a random moment within the window the controller gives.
+
 Renewal starts at half the certificate's life, give or take a tenth of it (jitter keeps
 a fleet of proxies from renewing in the same second), and proves possession: the new
 CSR is signed with the current key. New connections then use the new certificate; open
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import logging
 import random
@@ -32,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from mycelium.discovery.client import DiscoveryClient
 from mycelium.discovery.errors import CertificateRefusedError
+from mycelium.discovery.protocol import TrustBundle
 from mycelium.identity.csr import KeyAndRequest, new_key_and_request
 from mycelium.identity.spiffe import SpiffeId
 from mycelium.identity.tls import Svid
@@ -60,7 +66,13 @@ MAX_RETRY_SECONDS = 30.0
 
 
 async def run_identity(core: SvidHolder, join_token: str, rng: random.Random) -> None:
-    """Get the first SVID, then keep it renewed for as long as the proxy runs."""
+    """Get the first SVID, then keep it renewed for as long as the proxy runs; follow
+    the trust bundle the controller sends, and renew early when the CA's signer has
+    changed (a root rotation)."""
+    client = core.discovery
+    assert client is not None, "the discovery client starts first"
+    renew_now = asyncio.Event()
+    client.on_trust_bundle.append(lambda message: _follow_bundle(core, message, rng, renew_now))
     if await fetch_svid(core, join_token) is None:
         return
     while True:
@@ -69,8 +81,32 @@ async def run_identity(core: SvidHolder, join_token: str, rng: random.Random) ->
         # The life counts from when we got it: the CA backdates certificates a little
         # for clock skew, which would otherwise make half-life come too soon.
         life = (svid.expires_at - dt.datetime.now(dt.UTC)).total_seconds()
-        await asyncio.sleep(max(0.0, life * (RENEW_AT + rng.uniform(-1, 1) * RENEW_JITTER)))
+        wait = max(0.0, life * (RENEW_AT + rng.uniform(-1, 1) * RENEW_JITTER))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(renew_now.wait(), wait)
+        renew_now.clear()
+        svid = core.svid
+        assert svid is not None
         await _renew_until_done(core, svid, life)
+
+
+def _follow_bundle(
+    core: SvidHolder, message: TrustBundle, rng: random.Random, renew_now: asyncio.Event
+) -> None:
+    """A trust bundle from the controller: trust its roots from the next connection on,
+    and if our certificate is from an earlier signer, renew soon."""
+    svid = core.svid
+    if svid is None:
+        return  # the certificate on its way comes with this bundle
+    bundle = message.bundle.encode()
+    if bundle != svid.bundle_pem:
+        svid = core.svid = svid.with_bundle(bundle)
+        core.counters["trust_bundle_updates"] += 1
+        log.info("the trust bundle changed; new connections verify peers with it")
+    if svid.issuer_key_id != message.signer:
+        delay = rng.uniform(0, max(0.0, message.renew_within))
+        log.info("the CA signs with a new key; renewing our certificate within %.0f s", delay)
+        asyncio.get_running_loop().call_later(delay, renew_now.set)
 
 
 async def _renew_until_done(core: SvidHolder, svid: Svid, life: float) -> None:

@@ -51,6 +51,19 @@ class Svid:
     def expires_at(self) -> dt.datetime:
         return self.certificate.not_valid_after_utc
 
+    @property
+    def issuer_key_id(self) -> str | None:
+        """The key id (hex) of the CA certificate that signed ours, if it says."""
+        try:
+            aki = self.certificate.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier)
+        except x509.ExtensionNotFound:
+            return None
+        found = aki.value.key_identifier
+        return found.hex() if found else None
+
+    def with_bundle(self, bundle_pem: bytes) -> Svid:
+        return Svid(self.certificate_pem, self.key_pem, bundle_pem)
+
 
 def _load_chain(context: ssl.SSLContext, svid: Svid) -> None:
     fd = os.memfd_create("mycelium-svid", os.MFD_CLOEXEC)

@@ -5,13 +5,10 @@ is refused by the STRICT port and its request never reaches the app."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 from tests.support.apps import EchoApp
 from tests.support.h2_apps import H2Client, H2EchoApp
 from tests.support.polling import eventually
-from tests.support.proxy_mesh import RATINGS, ProxyMesh
+from tests.support.proxy_mesh import RATINGS, ProxyMesh, sidecar
 
 from mycelium.proxy.server import ProxyServer
 
@@ -31,19 +28,6 @@ spec:
   rules:
   - from: [{source: {principals: ["cluster.local/ns/default/sa/productpage"]}}]
 """
-
-
-@asynccontextmanager
-async def sidecar(mesh: ProxyMesh, node_id: str, **settings: object) -> AsyncIterator[ProxyServer]:
-    account = str(settings.get("service_account", "default"))
-    token = mesh.controller.join_tokens.mint("default", account, 600).token
-    proxy = mesh.proxy(node_id, join_token=token, **settings)
-    await proxy.start()
-    try:
-        await eventually(lambda: proxy.core.svid is not None, what=f"{node_id}'s SVID")
-        yield proxy
-    finally:
-        await proxy.stop()
 
 
 async def get(mesh: ProxyMesh, caller: ProxyServer, path: str) -> tuple[int, str, str]:

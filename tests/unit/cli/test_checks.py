@@ -46,7 +46,17 @@ def test_a_skewed_clock_fails() -> None:
 
 def test_a_ca_close_to_expiry_fails_even_though_it_still_works() -> None:
     found = failures(facts(caExpiresAt=NOW + 10 * DAY))
-    assert found["CA certificate"] == "expires in 10.0d"
+    assert found["CA signer"] == "expires in 10.0d"
+
+
+def test_an_intermediate_close_to_expiry_fails_though_its_root_is_fine() -> None:
+    chain = [
+        {"role": "root", "subject": "CN=corp root", "expiresAt": NOW + 3000 * DAY},
+        {"role": "intermediate", "subject": "CN=corp mesh", "expiresAt": NOW + 5 * DAY},
+        {"role": "signer", "subject": "CN=mesh issuing", "expiresAt": NOW + 300 * DAY},
+    ]
+    found = failures(facts(caCertificates=chain))
+    assert found == {"CA intermediate CN=corp mesh": "expires in 5.0d"}
 
 
 def test_a_workload_certificate_that_missed_its_renewal_fails() -> None:

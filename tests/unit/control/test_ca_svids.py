@@ -104,6 +104,6 @@ def test_not_a_csr_at_all(ca: CertificateAuthority) -> None:
         ca.issue_svid(b"hello", REVIEWS)
 
 
-def test_the_root_key_is_private_on_disk(ca: CertificateAuthority, tmp_path: Path) -> None:
-    assert (tmp_path / "ca" / "root.key").stat().st_mode & 0o777 == 0o600
+def test_the_signing_key_is_private_on_disk(ca: CertificateAuthority, tmp_path: Path) -> None:
+    assert (tmp_path / "ca" / "signing.key").stat().st_mode & 0o777 == 0o600
     assert b"PRIVATE KEY" not in ca.bundle_pem
