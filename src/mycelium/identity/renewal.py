@@ -111,8 +111,11 @@ def _follow_bundle(
 
 async def _renew_until_done(core: SvidHolder, svid: Svid, life: float) -> None:
     retry = min(MAX_RETRY_SECONDS, max(1.0, life / 20))
+    # An attempt waits for the stream to come back, but not so long that the warnings
+    # below come too late for a short-lived certificate.
+    attempt = min(REQUEST_TIMEOUT_SECONDS, max(1.0, life / 10))
     while True:
-        if await renew_svid(core, svid) is not None:
+        if await renew_svid(core, svid, timeout=attempt) is not None:
             return
         left = (svid.expires_at - dt.datetime.now(dt.UTC)).total_seconds()
         if left <= 0:
@@ -136,21 +139,27 @@ async def fetch_svid(core: SvidHolder, join_token: str) -> Svid | None:
     node = client.node
     identity = SpiffeId(client.trust_domain, node.namespace, node.service_account)
     request = new_key_and_request(identity)
-    svid = await _ask(core, request, "certificate request", token=join_token)
+    svid = await _ask(
+        core, request, "certificate request", REQUEST_TIMEOUT_SECONDS, token=join_token
+    )
     if svid is not None:
         core.counters["svid_issued"] += 1
         log.info("identity %s, certificate valid until %s", svid.identity, svid.expires_at)
     return svid
 
 
-async def renew_svid(core: SvidHolder, svid: Svid) -> Svid | None:
+async def renew_svid(
+    core: SvidHolder, svid: Svid, timeout: float = REQUEST_TIMEOUT_SECONDS
+) -> Svid | None:
     """A new SVID for the same identity, proving possession of the current one."""
     request = new_key_and_request(svid.identity)
     current_key = serialization.load_pem_private_key(svid.key_pem, password=None)
     assert isinstance(current_key, ec.EllipticCurvePrivateKey)
     csr_der = x509.load_pem_x509_csr(request.csr_pem).public_bytes(serialization.Encoding.DER)
     proof = base64.b64encode(current_key.sign(csr_der, ec.ECDSA(hashes.SHA256()))).decode()
-    renewed = await _ask(core, request, "renewal", current=svid.certificate_pem, proof=proof)
+    renewed = await _ask(
+        core, request, "renewal", timeout, current=svid.certificate_pem, proof=proof
+    )
     if renewed is not None:
         core.counters["svid_renewed"] += 1
         log.info(
@@ -163,6 +172,7 @@ async def _ask(
     core: SvidHolder,
     request: KeyAndRequest,
     what: str,
+    timeout: float,
     *,
     token: str = "",
     current: bytes = b"",
@@ -174,7 +184,7 @@ async def _ask(
     assert client is not None
     try:
         issued = await client.request_certificate(
-            request.csr_pem, token, REQUEST_TIMEOUT_SECONDS, current=current, proof=proof
+            request.csr_pem, token, timeout, current=current, proof=proof
         )
     except CertificateRefusedError as exc:
         core.counters[f"svid_refused_{exc.reason}"] += 1
@@ -182,7 +192,7 @@ async def _ask(
         return None
     except TimeoutError:
         core.counters["svid_timeout"] += 1
-        log.warning("no answer to our %s within %ss", what, REQUEST_TIMEOUT_SECONDS)
+        log.warning("no answer to our %s within %.0f s", what, timeout)
         return None
     svid = Svid(issued.certificate.encode(), request.key_pem(), issued.trust_bundle.encode())
     core.svid = svid

@@ -1,10 +1,13 @@
 """A sidecar renews its SVID at half-life by itself, over the discovery stream, proving
-possession of the certificate it holds. Here SVIDs live 10 s, so renewal comes within
-about 4-6 s."""
+possession of the certificate it holds; without its controller it keeps the certificate,
+warns once a quarter of its life is left, and renews when the controller is back.
+Here SVIDs live 10 s, so renewal comes within about 4-6 s."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ from tests.support.controller import controller_config
 from tests.support.polling import eventually
 
 from mycelium.control.controller import Controller
+from mycelium.discovery import client as discovery_client
 from mycelium.discovery.client import ControllerAddress
 from mycelium.discovery.protocol import NodeInfo
 from mycelium.proxy.server import ProxyServer
@@ -61,3 +65,56 @@ async def test_a_sidecar_renews_its_certificate_at_half_life(
         assert short_lived.svids.renewed >= 1
     finally:
         await sidecar.stop()
+
+
+async def test_without_its_controller_a_sidecar_keeps_its_certificate_warns_and_recovers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Reconnect attempts every half second at most, so the return is noticed quickly.
+    monkeypatch.setattr(discovery_client, "BACKOFF_MAX_SECONDS", 0.5)
+    config = controller_config(tmp_path / "home", svid_ttl_seconds=10)
+    controller = Controller(config)
+    await controller.start()
+    token = controller.join_tokens.mint("default", "reviews", 600).token
+    settings = ProxySettings(
+        node=NodeInfo(id="reviews-0", service_account="reviews"),
+        controllers=[ControllerAddress("127.0.0.1", controller.discovery_port)],
+        trust_bundle=tmp_path / "home" / "ca" / "root.pem",
+        outbound=ListenAddress("127.0.0.1", 0),
+        admin=ListenAddress("127.0.0.1", 0),
+        health=ListenAddress("127.0.0.1", 0),
+    )
+    sidecar = ProxyServer(settings, join_token=token)
+    await sidecar.start()
+    returned: Controller | None = None
+    try:
+        await eventually(lambda: sidecar.core.svid is not None, what="the first SVID")
+        held = sidecar.core.svid
+        assert held is not None
+        await controller.stop()  # the controller goes away before half-life
+
+        await eventually(
+            lambda: sidecar.core.counters["svid_expiring"] >= 1,
+            timeout=12,
+            what="a warning that the certificate expires unrenewed",
+        )
+        assert sidecar.core.svid is held  # kept, still in use
+        assert held.expires_at > dt.datetime.now(dt.UTC)
+        assert "could not be renewed yet" in caplog.text
+
+        # The controller comes back on its address: the sidecar renews by itself.
+        returned = Controller(replace(config, discovery_port=controller.discovery_port))
+        await returned.start()
+        await eventually(
+            lambda: sidecar.core.counters["svid_renewed"] >= 1,
+            timeout=5,
+            what="a renewal once the controller is back",
+        )
+        renewed = sidecar.core.svid
+        assert renewed is not None
+        assert renewed.expires_at > held.expires_at
+        assert sidecar.core.counters["svid_expired"] == 0
+    finally:
+        await sidecar.stop()
+        if returned is not None:
+            await returned.stop()
