@@ -5,7 +5,8 @@ Two namespaces joined by one veth wire on 198.18.0.0/15:
   b's sidecar can reach it, and the API on loopback), the `productpage` client
   sidecar (explicit mode, outbound on 127.0.0.1:15001) and the client app, which asks
   that sidecar for `ratings` as an HTTP proxy;
-- b (198.18.40.2): the `ratings` app on 127.0.0.1:9080, which echoes what it got, and
+- b (198.18.40.2): the `ratings` app on 127.0.0.1:9080, which echoes what it got, a
+  `ledger` TCP app on 127.0.0.1:7400 (an opaque port of the same pod), and
   its sidecar (explicit mode) serving it on 198.18.40.2:9080; the sidecar registers the
   workload itself, so callers' sidecars know it runs a proxy.
 
@@ -15,11 +16,13 @@ The app puts a fresh random marker in the request's path, a header and the body,
 gets it back in the echo. With SVIDs from join tokens and PeerAuthentication STRICT
 the capture must not hold the marker anywhere; the control, the same exchange between
 sidecars that have no SVIDs, must show it, so the first test cannot pass just because
-the capture saw nothing. Every namespace, and with it the wire, is deleted afterwards.
+the capture saw nothing. A third test does the same for an opaque TCP service, whose
+bytes the sidecars relay inside mTLS. Every namespace, and with it the wire, is deleted afterwards.
 """
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import ipaddress
 import json
@@ -46,7 +49,7 @@ from mycelium.control.controller import Controller
 from mycelium.discovery.client import ControllerAddress
 from mycelium.discovery.protocol import NodeInfo
 from mycelium.proxy.server import ProxyServer
-from mycelium.proxy.settings import ListenAddress, ProxySettings
+from mycelium.proxy.settings import ListenAddress, LocalUpstream, ProxySettings
 
 pytestmark = pytest.mark.system
 
@@ -54,6 +57,8 @@ A_ADDRESS = "198.18.40.1"
 B_ADDRESS = "198.18.40.2"
 APP_PORT = 9080  # the app's port in b, and its sidecar's inbound port on the wire
 OUTBOUND_PORT = 15001
+LEDGER_PORT = 7400  # an opaque TCP service of the same pod, relayed as bytes
+LEDGER_LOCAL_PORT = 17400  # where productpage's app reaches it (explicit mode)
 TIMEOUT = 10.0  # seconds; everything here takes milliseconds
 
 SERVICE = """
@@ -63,6 +68,13 @@ metadata: {name: ratings}
 spec:
   selector: {app: ratings}
   ports: [{name: http, port: 9080}]
+---
+apiVersion: mycelium.io/v1
+kind: Service
+metadata: {name: ledger}
+spec:
+  selector: {app: ratings}
+  ports: [{name: ledger, port: 7400, opaque: true}]
 """
 STRICT = """---
 apiVersion: mycelium.io/v1
@@ -211,6 +223,18 @@ async def start_ratings_app() -> web.AppRunner:
     return runner
 
 
+async def _ledger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    data = await reader.read()  # to the client's half-close
+    writer.write(b"ledger got: " + data)
+    await writer.drain()
+    writer.close()
+
+
+async def start_ledger_app() -> asyncio.Server:
+    """b's TCP app: reads to the end, answers with what it got."""
+    return await asyncio.start_server(_ledger, "127.0.0.1", LEDGER_PORT)
+
+
 async def start_controller(home: Path, manifests: str) -> Controller:
     controller = Controller(controller_config(home, discovery_host=A_ADDRESS))
     await controller.start()
@@ -288,12 +312,14 @@ def pods(tmp_path: Path) -> Iterator[Pods]:
             b.event_loop(uvloop.new_event_loop) as b_loop,
         ):
             app = b_loop.run(start_ratings_app())
+            ledger = b_loop.run(start_ledger_app())
             pods = Pods(a, b, a_wire, a_loop, b_loop, tmp_path / "home")
             try:
                 yield pods
             finally:
                 pods.stop()
                 b_loop.run(app.cleanup(), TIMEOUT)
+                ledger.close()
     assert netns.leftovers() == [], "namespaces or links survived the test"
 
 
@@ -325,6 +351,9 @@ def start_mesh(pods: Pods, manifests: str, *, secure: bool) -> ProxyServer:
         NodeInfo(id="productpage-0", namespace="default", service_account="productpage"),
         secure=secure,
         outbound=ListenAddress("127.0.0.1", OUTBOUND_PORT),
+        local_upstreams=[
+            LocalUpstream(ListenAddress("127.0.0.1", LEDGER_LOCAL_PORT), "ledger", LEDGER_PORT)
+        ],
     )
     pods.a_loop.run(_knows_ratings(client), TIMEOUT)
     return server
@@ -364,6 +393,17 @@ def app_request(marker: str) -> tuple[int, dict[str, str]]:
         return response.status, json.loads(body)
     finally:
         connection.close()
+
+
+def app_tcp_exchange(marker: str) -> bytes:
+    """Run inside a: the app talks to the ledger's TCP port through its sidecar."""
+    with socket.create_connection(("127.0.0.1", LEDGER_LOCAL_PORT), timeout=TIMEOUT) as sock:
+        sock.sendall(f"deposit {marker}".encode())
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        return answer
 
 
 def captured_exchange(pods: Pods, marker: str) -> tuple[int, dict[str, str], PacketCapture]:
@@ -418,3 +458,22 @@ def test_the_same_exchange_without_svids_shows_the_marker_to_the_capture(pods: P
     assert answered.startswith(b"HTTP/1.1 200")
     assert marker.encode() in answered
     assert marker.encode() in capture.raw
+
+
+def test_a_tcp_exchange_under_strict_mtls_shows_no_plaintext_either(pods: Pods) -> None:
+    ratings = start_mesh(pods, SERVICE + STRICT, secure=True)
+    pods.b_loop.run(
+        eventually(lambda: f"inbound:{LEDGER_PORT}" in ratings.bound, what="the ledger's inbound"),
+        TIMEOUT,
+    )
+    marker = new_marker()
+
+    with PacketCapture(pods.a, pods.a_wire) as capture:
+        answer = pods.a.call(app_tcp_exchange, marker, timeout=TIMEOUT)
+
+    assert answer == f"ledger got: deposit {marker}".encode()
+    sent, answered = capture.conversation(A_ADDRESS, (B_ADDRESS, LEDGER_PORT))
+    assert sent[:1] == b"\x16", sent[:16]  # the relay's bytes went inside mTLS
+    assert TLS_APPLICATION_DATA in answered
+    assert marker.encode() not in capture.raw
+    assert [flow for flow, payload in capture.flows().items() if marker.encode() in payload] == []
