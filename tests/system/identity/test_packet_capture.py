@@ -17,7 +17,8 @@ gets it back in the echo. With SVIDs from join tokens and PeerAuthentication STR
 the capture must not hold the marker anywhere; the control, the same exchange between
 sidecars that have no SVIDs, must show it, so the first test cannot pass just because
 the capture saw nothing. A third test does the same for an opaque TCP service, whose
-bytes the sidecars relay inside mTLS. Every namespace, and with it the wire, is deleted afterwards.
+bytes the sidecars relay inside mTLS. Every namespace, and with it the wire, is
+deleted afterwards.
 """
 
 from __future__ import annotations
