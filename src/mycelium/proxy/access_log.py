@@ -1,6 +1,7 @@
 """The access log: one JSON line per finished request, HTTP/1.1 or HTTP/2.
 
-Each record says where the request went (service, rule, cluster, endpoint) and, when
+Each record says where the request went (service, rule, cluster, endpoint), who sent
+it (address, and SPIFFE ID when it came over mTLS) and, when
 the proxy answered or cut it itself, why: `reason` is the same word as the response's
 `x-mycelium-reason` (`no_route`, `upstream_timeout`, `circuit_open`...), so a 503 in a
 client's log can be matched to its cause here.
@@ -25,6 +26,9 @@ FLUSH_LINES = 512
 class _Client(Protocol):
     @property
     def peer_host(self) -> str: ...
+
+    @property
+    def peer_principal(self) -> str | None: ...
 
 
 class LoggedExchange(Protocol):
@@ -54,6 +58,7 @@ class AccessLog:
         self._lines: list[str] = []
 
     def record(self, exchange: LoggedExchange) -> None:
+        principal = exchange.downstream.peer_principal
         entry = {
             "ts": time.time(),
             "protocol": exchange.protocol,
@@ -70,6 +75,9 @@ class AccessLog:
             "bytes_sent": exchange.bytes_sent,
             "duration_ms": round((time.monotonic() - exchange.started) * 1000, 3),
             "client": exchange.downstream.peer_host,
+            # who the client proved to be (mTLS), in Istio's telemetry words
+            "source_principal": principal,
+            "connection_security_policy": "mutual_tls" if principal else "none",
         }
         self._lines.append(json.dumps(entry))
         if len(self._lines) >= FLUSH_LINES:

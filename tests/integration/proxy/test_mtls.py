@@ -68,6 +68,11 @@ async def test_sidecars_speak_mtls_and_authorize_by_spiffe_id(proxy_mesh: ProxyM
             assert status == 200
             assert server.core.counters["mtls_connections"] >= 1
             assert server.core.counters["authz_allowed"] >= 1
+            # the app learns who called, as the serving sidecar verified it
+            assert app.seen[-1]["headers"]["x-forwarded-client-cert"] == (
+                "By=spiffe://cluster.local/ns/default/sa/ratings;"
+                "URI=spiffe://cluster.local/ns/default/sa/productpage"
+            )
 
             status, reason, body = await get(proxy_mesh, stranger, "/secret")
             assert (status, reason) == (403, "denied")

@@ -15,6 +15,7 @@ from mycelium.proxy.http.exchange import Listener
 @dataclass
 class _Client:
     peer_host: str = "198.18.0.9"
+    peer_principal: str | None = None
 
 
 @dataclass
@@ -52,6 +53,19 @@ def test_a_record_waits_for_the_flush_then_reads_as_json() -> None:
     assert record["upstream_host"] is None  # never reached an endpoint
     assert record["client"] == "198.18.0.9"
     assert record["duration_ms"] >= 0
+    assert record["source_principal"] is None
+    assert record["connection_security_policy"] == "none"
+
+
+def test_a_request_over_mtls_is_logged_with_the_peers_spiffe_id() -> None:
+    out = io.StringIO()
+    log = AccessLog(out)
+    peer = "spiffe://cluster.local/ns/default/sa/productpage"
+    log.record(_Finished(downstream=_Client(peer_principal=peer)))
+    log.flush()
+    record = json.loads(out.getvalue())
+    assert record["source_principal"] == peer
+    assert record["connection_security_policy"] == "mutual_tls"
 
 
 def test_a_burst_is_written_without_waiting_for_the_sweep() -> None:

@@ -46,7 +46,7 @@ from mycelium.proxy.http.exchange import (
     retry_allowed,
 )
 from mycelium.proxy.mirroring import mirror_http2
-from mycelium.proxy.protocols.headers import add_forwarding
+from mycelium.proxy.protocols.headers import add_forwarding, client_certificate_field
 from mycelium.proxy.protocols.http2 import (
     REPLAY_LIMIT_BYTES,
     Fields,
@@ -320,6 +320,10 @@ class Http2Exchange:
             client_address=self.downstream.peer_host,
             proto="http",
             host=self.host.encode("latin-1") if self.host else None,
+            client_certificate=client_certificate_field(
+                config.inbound.identity if config.inbound else None,
+                self.downstream.peer_principal,
+            ),
         )
         inbound = self.listener.inbound_port or config.inbound_ports.get(port)
         target_port = inbound.target_port if inbound is not None else port

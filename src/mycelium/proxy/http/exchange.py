@@ -47,7 +47,11 @@ from mycelium.proxy.filters.authorization import Authorizer, http_request
 from mycelium.proxy.filters.chain import RuleChain
 from mycelium.proxy.http.body import BodyStream
 from mycelium.proxy.mirroring import mirror_http1
-from mycelium.proxy.protocols.headers import add_forwarding, strip_hop_by_hop
+from mycelium.proxy.protocols.headers import (
+    add_forwarding,
+    client_certificate_field,
+    strip_hop_by_hop,
+)
 from mycelium.proxy.protocols.http1 import (
     RequestReceived,
     ResponseReceived,
@@ -295,6 +299,10 @@ class Exchange:
             client_address=self.downstream.peer_host,
             proto="http",
             host=head.host or None,
+            client_certificate=client_certificate_field(
+                config.inbound.identity if config.inbound else None,
+                self.downstream.peer_principal,
+            ),
         )
         inbound = self.listener.inbound_port or config.inbound_ports.get(port)
         target_port = inbound.target_port if inbound is not None else port
@@ -566,6 +574,10 @@ class Exchange:
             client_address=self.downstream.peer_host,
             proto="http",
             host=self.host.encode("latin-1") if self.host else None,
+            client_certificate=client_certificate_field(
+                config.inbound.identity if config.inbound else None,
+                self.downstream.peer_principal,
+            ),
         )
         inbound = self.listener.inbound_port or config.inbound_ports.get(port)
         target_port = inbound.target_port if inbound is not None else port

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final, Literal
 
-__all__ = ["HOP_BY_HOP", "add_forwarding", "strip_hop_by_hop"]
+__all__ = ["HOP_BY_HOP", "add_forwarding", "client_certificate_field", "strip_hop_by_hop"]
 
 type Fields = list[tuple[bytes, bytes]]
 
@@ -69,7 +69,9 @@ def strip_hop_by_hop(
     return kept
 
 
-_REPLACED: Final = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"forwarded"})
+_REPLACED: Final = frozenset(
+    {b"x-forwarded-for", b"x-forwarded-proto", b"forwarded", b"x-forwarded-client-cert"}
+)
 # RFC 9110 section 5.6.2: the characters of a token, which RFC 7239 values may use bare.
 _TCHARS: Final = frozenset(
     b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -83,6 +85,7 @@ def add_forwarding(
     proto: Literal["http", "https"],
     host: bytes | None,
     by: str | None = None,
+    client_certificate: bytes | None = None,
 ) -> Fields:
     """`headers` with this hop recorded, for the next one:
 
@@ -91,7 +94,10 @@ def add_forwarding(
     - X-Forwarded-Proto: `proto`, replacing any earlier value;
     - X-Forwarded-Host: `host` (the request's Host), unless an earlier hop set it;
     - Forwarded (RFC 7239): an element `for=...;proto=...[;host=...][;by=...]` appended to
-      the list already there, in one field. IPv6 nodes are written `"[2001:db8::1]"`.
+      the list already there, in one field. IPv6 nodes are written `"[2001:db8::1]"`;
+    - X-Forwarded-Client-Cert: `client_certificate` (Envoy's `By=...;URI=...` form, the
+      mTLS peer as this hop verified it) or nothing. Whatever the client sent is
+      dropped: only the proxy that ended the TLS may say who the peer is.
     """
     prior_for: list[bytes] = []
     prior_forwarded: list[bytes] = []
@@ -120,7 +126,18 @@ def add_forwarding(
         element.append(b"by=" + _forwarded_value(_node(by)))
     prior_forwarded.append(b";".join(element))
     out.append((b"forwarded", b", ".join(prior_forwarded)))
+    if client_certificate is not None:
+        out.append((b"x-forwarded-client-cert", client_certificate))
     return out
+
+
+def client_certificate_field(own: str | None, peer: str | None) -> bytes | None:
+    """The X-Forwarded-Client-Cert value for a request that came over mTLS from `peer`
+    to us (`own`), both SPIFFE IDs; None for plaintext."""
+    if peer is None:
+        return None
+    by = f"By={own};" if own else ""
+    return f"{by}URI={peer}".encode("latin-1")
 
 
 def _node(address: str) -> str:

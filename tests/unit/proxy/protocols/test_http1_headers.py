@@ -3,7 +3,12 @@
 
 from __future__ import annotations
 
-from mycelium.proxy.protocols.headers import HOP_BY_HOP, add_forwarding, strip_hop_by_hop
+from mycelium.proxy.protocols.headers import (
+    HOP_BY_HOP,
+    add_forwarding,
+    client_certificate_field,
+    strip_hop_by_hop,
+)
 
 
 def test_every_hop_by_hop_field_is_removed_and_the_rest_kept_in_order() -> None:
@@ -122,3 +127,23 @@ def test_ipv6_nodes_are_bracketed_and_quoted_in_forwarded_only() -> None:
 def test_a_host_with_quotes_is_escaped_in_forwarded() -> None:
     out = dict(add_forwarding([], client_address="10.0.0.1", proto="http", host=b'a"b\\c'))
     assert out[b"forwarded"] == b'for=10.0.0.1;proto=http;host="a\\"b\\\\c"'
+
+
+def test_only_the_hop_that_ended_mtls_says_who_the_client_is() -> None:
+    forged = [(b"host", b"a"), (b"x-forwarded-client-cert", b"URI=spiffe://td/ns/x/sa/admin")]
+    peer = "spiffe://td/ns/default/sa/productpage"
+
+    plaintext = add_forwarding(forged, client_address="10.0.0.1", proto="http", host=b"a")
+    over_mtls = add_forwarding(
+        forged,
+        client_address="10.0.0.1",
+        proto="http",
+        host=b"a",
+        client_certificate=client_certificate_field("spiffe://td/ns/default/sa/ratings", peer),
+    )
+
+    assert [v for n, v in plaintext if n == b"x-forwarded-client-cert"] == []
+    assert [v for n, v in over_mtls if n == b"x-forwarded-client-cert"] == [
+        b"By=spiffe://td/ns/default/sa/ratings;URI=spiffe://td/ns/default/sa/productpage"
+    ]
+    assert client_certificate_field("spiffe://td/ns/default/sa/ratings", None) is None
