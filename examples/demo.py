@@ -231,12 +231,16 @@ def traffic_demo() -> None:
 
 
 def proxy(node_id: str, **node: object) -> DiscoveryClient:
+    """A discovery-only proxy; its join token proves the identity it claims (the
+    controller lets no anonymous proxy in)."""
     subscriptions = node.pop("subscriptions", [])
+    account = str(node["service_account"])
     return DiscoveryClient(
         [ControllerAddress("127.0.0.1", DISCOVERY_PORT)],
         p.NodeInfo(id=node_id, namespace="bookinfo", **node),  # type: ignore[arg-type]
         trust_bundle=HOME / "ca" / "root.pem",
         subscriptions=list(subscriptions),  # type: ignore[call-overload]
+        token=join_token(account)["MYC_JOIN_TOKEN"],
     )
 
 

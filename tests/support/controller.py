@@ -69,6 +69,9 @@ def controller_config(home: Path, **overrides: Any) -> ControllerConfig:
         "discovery_port": 0,
         "heartbeat_seconds": 0.3,
         "lease_ttl_seconds": 1.5,
+        # Most tests' proxies have no join token (they test routing, not identity);
+        # the tests of stream authentication turn this off.
+        "allow_anonymous_proxies": True,
     }
     settings.update(overrides)
     return ControllerConfig(**settings)

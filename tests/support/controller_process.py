@@ -26,9 +26,13 @@ def free_port() -> int:
 class ControllerProcess:
     """A controller on free loopback ports; its output goes to `<home>/../controller.log`."""
 
-    def __init__(self, home: Path, store_url: str | None = None) -> None:
+    def __init__(
+        self, home: Path, store_url: str | None = None, *, allow_anonymous_proxies: bool = True
+    ) -> None:
         self.home = home
         self.store_url = store_url
+        # The benchmarks' and crash tests' proxies and clients carry no join token.
+        self.allow_anonymous_proxies = allow_anonymous_proxies
         self.api_port = free_port()
         self.discovery_port = free_port()
         self.log = home.parent / "controller.log"
@@ -60,6 +64,8 @@ class ControllerProcess:
         ]
         if self.store_url:
             args += ["--store", self.store_url]
+        if self.allow_anonymous_proxies:
+            args.append("--allow-anonymous-proxies")
         self.home.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)

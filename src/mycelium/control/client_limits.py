@@ -39,6 +39,12 @@ class ClientLimits:
         self.refused += 1
         return bucket.retry_after(now)
 
+    def would_refuse(self, client: str, now: float) -> bool:
+        """Whether `admit` would refuse `client` now, taking nothing: for limits that
+        count only failures, checked before the attempt and charged after it fails."""
+        bucket = self._buckets.get(client)
+        return bucket is not None and bucket.retry_after(now) > 0
+
 
 def retry_after_header(wait: float) -> str:
     return str(whole_seconds(wait))

@@ -33,6 +33,9 @@ class ControllerConfig:
     svid_ttl_seconds: float = 24 * 3600  # workload certificates' life (DESIGN.md: 24 h)
     # After the signer changes, proxies renew at a random moment within this window.
     rotation_spread_seconds: float = 60.0
+    # Let proxies without a join token or SVID open a discovery stream (a plaintext
+    # mesh). Off: every stream must prove the identity it claims.
+    allow_anonymous_proxies: bool = False
     heartbeat_seconds: float = 5.0  # proxies heart-beat this often...
     lease_ttl_seconds: float = 15.0  # ...and vanish from the registry this long after the last
 

@@ -15,25 +15,30 @@ import datetime as dt
 import logging
 import ssl
 import time
+from collections import Counter
 
 from aiohttp import web
 
 from mycelium.api import KINDS
 from mycelium.control.ca import CertificateAuthority
+from mycelium.control.client_limits import ClientLimits
 from mycelium.control.compiler import REGISTERED_BY, topics_of_change
 from mycelium.control.config import ControllerConfig, ensure_admin_token
+from mycelium.control.discovery_auth import StreamCredentials, StreamRefused, authenticate_stream
 from mycelium.control.discovery_server import DiscoveryServer
 from mycelium.control.join_tokens import JoinTokens, load_or_create_key
 from mycelium.control.rest_api import build_app
 from mycelium.control.root_rotation import RootStillInUse, proxies_cut_off
 from mycelium.control.state import MeshState
 from mycelium.control.svids import SvidService
-from mycelium.discovery.protocol import NodeInfo, TrustBundle
+from mycelium.discovery.protocol import Hello, NodeInfo, TrustBundle
 from mycelium.store import CompactedError, LeaseNotFound, Store, StoreError, open_store
 
 log = logging.getLogger(__name__)
 
 PREFIX = "/mycelium/"
+STREAM_FAILURES_PER_SECOND = 0.2
+STREAM_FAILURE_BURST = 10
 # After a watch failure (store unreachable), retry at this pace.
 WATCH_RETRY_SECONDS = 1.0
 
@@ -54,6 +59,11 @@ class Controller:
         self._join_tokens: JoinTokens | None = None
         self._svids: SvidService | None = None
         self._serving_tls: ssl.SSLContext | None = None
+        # Failed discovery authentications per client address: a few at once, then one
+        # every few seconds.
+        self._stream_failures = ClientLimits(STREAM_FAILURES_PER_SECOND, STREAM_FAILURE_BURST)
+        self.stream_refusals: Counter[str] = Counter()
+        self.streams_proven: Counter[str] = Counter()  # by certificate, join_token...
         self.synced = asyncio.Event()  # set once the mirror has caught up at start
 
     @property
@@ -102,12 +112,18 @@ class Controller:
             issue_svid=self.svids.issue,
             renew_svid=self.svids.renew,
             trust_bundle=self._trust_bundle,
+            authenticate=self._authenticate_stream,
             trust_domain=cfg.trust_domain,
             heartbeat_seconds=cfg.heartbeat_seconds,
             lease_ttl_seconds=cfg.lease_ttl_seconds,
         )
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.minimum_version = ssl.TLSVersion.TLSv1_3
+        # A proxy with an SVID presents it; one still on its join token presents none.
+        # The roots only gain here (a live context cannot forget one): who is let in is
+        # decided by `_authenticate_stream` against the CA in force.
+        tls.verify_mode = ssl.CERT_OPTIONAL
+        tls.load_verify_locations(cadata=self.ca.bundle_pem.decode())
         self._serving_tls = tls
         self._load_serving_certificate()
         self.discovery_port = await self._discovery.start(
@@ -139,6 +155,38 @@ class Controller:
             renew_within=self.config.rotation_spread_seconds,
         )
 
+    def _authenticate_stream(self, hello: Hello, credentials: StreamCredentials) -> str | None:
+        """None to let the stream in; otherwise why not (sent to the proxy). Failures
+        are counted, logged with the peer and the claim (never a credential), and
+        limited per client address, so guessing tokens gets slow."""
+        now = time.monotonic()
+        if self._stream_failures.would_refuse(credentials.peer, now):
+            self.stream_refusals["rate_limited"] += 1
+            return "too many failed attempts from this address; wait and retry"
+        try:
+            proven_by = authenticate_stream(
+                hello,
+                credentials,
+                ca=self.ca,
+                join_tokens=self.join_tokens,
+                allow_anonymous=self.config.allow_anonymous_proxies,
+            )
+        except StreamRefused as exc:
+            self._stream_failures.admit(credentials.peer, now)
+            self.stream_refusals[exc.reason] += 1
+            node = hello.node
+            log.warning(
+                "refused a discovery stream from %s claiming %s/%s (%s): %s",
+                credentials.peer,
+                node.namespace,
+                node.service_account,
+                node.id,
+                exc.reason,
+            )
+            return str(exc)
+        self.streams_proven[proven_by] += 1
+        return None
+
     def _load_serving_certificate(self) -> None:
         """(Re)issue the discovery listener's certificate from the signing CA. New
         handshakes use it; streams already open keep theirs."""
@@ -156,6 +204,8 @@ class Controller:
             raise RootStillInUse(holders)
         self._ca = fresh
         self.svids.ca = fresh
+        assert self._serving_tls is not None
+        self._serving_tls.load_verify_locations(cadata=fresh.bundle_pem.decode())
         self._load_serving_certificate()
         told = self.discovery.broadcast_trust_bundle()
         log.info(

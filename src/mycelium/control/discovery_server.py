@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from mycelium import __version__
 from mycelium.control.client_limits import ClientLimits, retry_after_header
 from mycelium.control.compiler import Bundle, CompiledEntry, compile_inbound, compile_service
+from mycelium.control.discovery_auth import StreamCredentials
 from mycelium.control.state import MeshState
 from mycelium.control.svids import IssuedSvid
 from mycelium.discovery import protocol as p
@@ -107,7 +108,7 @@ class DiscoveryServer:
         register: Registrar | None = None,
         keep_alive: LeaseKeeper | None = None,
         revoke: Callable[[int], Awaitable[None]] | None = None,
-        authenticate: Callable[[p.Hello], str | None] | None = None,
+        authenticate: Callable[[p.Hello, StreamCredentials], str | None] | None = None,
         issue_svid: SvidIssuer | None = None,
         renew_svid: SvidRenewer | None = None,
         trust_bundle: Callable[[], p.TrustBundle] | None = None,
@@ -376,7 +377,7 @@ class DiscoveryServer:
             )
             return None
         if self._authenticate is not None:
-            problem = self._authenticate(hello)
+            problem = self._authenticate(hello, _credentials(writer))
             if problem is not None:
                 writer.write(p.encode(p.Refusal(code="unauthenticated", message=problem)))
                 return None
@@ -502,3 +503,14 @@ class DiscoveryServer:
                     log.info("proxy %s went silent; closing its stream", session.node.id)
                     self._close_session(session)
                     session.writer.close()
+
+
+def _credentials(writer: asyncio.StreamWriter) -> StreamCredentials:
+    """What the connection proves by itself: its address and any client certificate."""
+    peer = writer.get_extra_info("peername")
+    ssl_object = writer.get_extra_info("ssl_object")
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    return StreamCredentials(
+        peer=str(peer[0]) if peer else "?",
+        certificate_pem=ssl.DER_cert_to_PEM_cert(der).encode() if der else None,
+    )

@@ -103,6 +103,16 @@ class JoinTokens:
         mac = hmac.new(self._key, (PREFIX + payload).encode(), hashlib.sha256).digest()
         return IssuedToken(f"{PREFIX}{payload}.{_b64(mac)}", identity, expires)
 
+    def vouches_for(self, token: str, now: float | None = None) -> SpiffeId:
+        """The identity `token` vouches for, without spending it (a discovery stream
+        proves itself with the token its certificate request will spend)."""
+        try:
+            identity, _, _ = self._check(token, time.time() if now is None else now)
+        except TokenRefused as exc:
+            self.refusals[exc.reason] += 1
+            raise
+        return identity
+
     def redeem(self, token: str, now: float | None = None) -> SpiffeId:
         """The identity `token` vouches for, once; `TokenRefused` otherwise."""
         try:

@@ -34,6 +34,7 @@ from mycelium.discovery.errors import (
     ControllerRefused,
     ProtocolViolation,
 )
+from mycelium.identity.tls import load_certificate_chain
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,12 @@ class DiscoveryClient:
         self._controllers = controllers
         self._tls = self._tls_context(trust_bundle)
         # A context we built from a file follows the bundle the controller sends (a
-        # root rotation must not lock us out); one handed to us is the caller's.
+        # root rotation must not lock us out) and presents our SVID once we hold one;
+        # one handed to us is the caller's, used as it is.
         self._follow_bundle = isinstance(trust_bundle, Path)
+        self._trust_bundle_path = trust_bundle if isinstance(trust_bundle, Path) else None
+        self._bundle_pem: str | None = None
+        self._identity: tuple[bytes, bytes] | None = None  # certificate chain, key (PEM)
         self.trust_bundle: p.TrustBundle | None = None
         self.on_trust_bundle: list[Callable[[p.TrustBundle], None]] = []
         self._server_name = server_name
@@ -319,6 +324,33 @@ class DiscoveryClient:
             self._tls = context  # for the next connection; this one stays as it is
         for callback in self.on_trust_bundle:
             callback(message)
+
+    def present_certificate(self, certificate_pem: bytes, key_pem: bytes) -> None:
+        """Authenticate to the controller with this SVID from the next connection on
+        (a join token is good once; the certificate is what a reconnect proves)."""
+        self._token = None  # spent on our first certificate: the SVID speaks for us now
+        if not self._follow_bundle:
+            return  # a shared context is not ours to put a certificate in
+        previous = self._identity
+        self._identity = (certificate_pem, key_pem)
+        try:
+            self._tls = self._own_context()
+        except ssl.SSLError as exc:
+            self._identity = previous
+            log.error("cannot present our certificate to the controller: %s", exc)
+
+    def _own_context(self) -> ssl.SSLContext:
+        if self._bundle_pem is not None:
+            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=self._bundle_pem)
+        else:
+            assert isinstance(self._trust_bundle_path, Path)
+            context = ssl.create_default_context(
+                ssl.Purpose.SERVER_AUTH, cafile=str(self._trust_bundle_path)
+            )
+        context.minimum_version = ssl.TLSVersion.TLSv1_3
+        if self._identity is not None:
+            load_certificate_chain(context, *self._identity)
+        return context
 
     async def request_certificate(
         self,

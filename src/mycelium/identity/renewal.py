@@ -196,4 +196,5 @@ async def _ask(
         return None
     svid = Svid(issued.certificate.encode(), request.key_pem(), issued.trust_bundle.encode())
     core.svid = svid
+    client.present_certificate(svid.certificate_pem, svid.key_pem)
     return svid

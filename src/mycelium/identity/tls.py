@@ -65,13 +65,19 @@ class Svid:
         return Svid(self.certificate_pem, self.key_pem, bundle_pem)
 
 
-def _load_chain(context: ssl.SSLContext, svid: Svid) -> None:
+def load_certificate_chain(context: ssl.SSLContext, certificate_pem: bytes, key_pem: bytes) -> None:
+    """`context.load_cert_chain` from memory: the key goes through an anonymous
+    in-memory file, never a file on disk."""
     fd = os.memfd_create("mycelium-svid", os.MFD_CLOEXEC)
     try:
-        os.write(fd, svid.certificate_pem + b"\n" + svid.key_pem)
+        os.write(fd, certificate_pem + b"\n" + key_pem)
         context.load_cert_chain(f"/proc/self/fd/{fd}")
     finally:
         os.close(fd)
+
+
+def _load_chain(context: ssl.SSLContext, svid: Svid) -> None:
+    load_certificate_chain(context, svid.certificate_pem, svid.key_pem)
 
 
 def _context(purpose: ssl.Purpose, svid: Svid) -> ssl.SSLContext:

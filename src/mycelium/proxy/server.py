@@ -71,6 +71,8 @@ class ProxyServer:
             state_dir=settings.state_dir,
             on_update=core.accept_config,
             subscriptions=subscriptions,
+            # authenticates the stream until our SVID does (see identity/renewal.py)
+            token=self._join_token,
         )
         core.discovery = client
         core.on_config.append(self._follow_config)

@@ -140,6 +140,8 @@ def controller(tmp_path: Path) -> Iterator[Controller]:
                 f"127.0.0.1:{api_port}",
                 "--listen-discovery",
                 f"127.0.0.1:{discovery_port}",
+                # `myc proxy` runs here without join tokens too
+                "--allow-anonymous-proxies",
             ],
             stdout=sink,
             stderr=subprocess.STDOUT,

@@ -72,7 +72,9 @@ async def test_without_its_controller_a_sidecar_keeps_its_certificate_warns_and_
 ) -> None:
     # Reconnect attempts every half second at most, so the return is noticed quickly.
     monkeypatch.setattr(discovery_client, "BACKOFF_MAX_SECONDS", 0.5)
-    config = controller_config(tmp_path / "home", svid_ttl_seconds=10)
+    # 20 s certificates: the warning (a quarter of the life left) comes after 15 s,
+    # which leaves a few seconds to bring the controller back before expiry.
+    config = controller_config(tmp_path / "home", svid_ttl_seconds=20)
     controller = Controller(config)
     await controller.start()
     token = controller.join_tokens.mint("default", "reviews", 600).token
@@ -95,7 +97,7 @@ async def test_without_its_controller_a_sidecar_keeps_its_certificate_warns_and_
 
         await eventually(
             lambda: sidecar.core.counters["svid_expiring"] >= 1,
-            timeout=12,
+            timeout=20,
             what="a warning that the certificate expires unrenewed",
         )
         assert sidecar.core.svid is held  # kept, still in use

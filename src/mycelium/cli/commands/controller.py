@@ -69,6 +69,15 @@ def controller_command(
             show_default=False,
         ),
     ] = None,
+    allow_anonymous_proxies: Annotated[
+        bool,
+        typer.Option(
+            "--allow-anonymous-proxies",
+            help="Let proxies without a join token or certificate get config and "
+            "register workloads (a plaintext mesh; anyone who reaches the discovery "
+            "port could then claim any workload).",
+        ),
+    ] = False,
 ) -> None:
     """Run a controller in the foreground until Ctrl-C.
 
@@ -76,7 +85,8 @@ def controller_command(
     per-proxy configuration, pushes it to the proxies on the discovery port, signs their
     certificates, and serves the REST API that every other myc command talks to.
     At its first start it writes an admin token to HOME/admin-token (mode 0600), which
-    myc reads from there; on another machine, copy it into MYC_TOKEN.
+    myc reads from there; on another machine, copy it into MYC_TOKEN. Proxies must
+    prove who they are on the discovery stream (a join token, then their certificate).
 
     [bold]Examples[/]
 
@@ -105,6 +115,7 @@ def controller_command(
         api_port=api_port,
         discovery_host=discovery_host,
         discovery_port=discovery_port,
+        allow_anonymous_proxies=allow_anonymous_proxies,
     )
     try:
         run_controller(config)
