@@ -22,7 +22,12 @@ from mycelium.discovery.client import DiscoveryClient, Snapshot
 from mycelium.identity.tls import Svid, client_context, server_context
 from mycelium.proxy.access_log import AccessLog, LoggedExchange
 from mycelium.proxy.active_config import ActiveConfig, build_active_config
-from mycelium.proxy.http.upstream import IDLE_TIMEOUT_SECONDS, EndpointPool, PoolSet
+from mycelium.proxy.http.upstream import (
+    IDLE_TIMEOUT_SECONDS,
+    MTLS_IDLE_TIMEOUT_SECONDS,
+    EndpointPool,
+    PoolSet,
+)
 from mycelium.proxy.protocols.http1 import Http1Limits
 from mycelium.proxy.settings import ON_DEMAND_WAIT_SECONDS, ProxySettings
 from mycelium.proxy.upstream.clusters import ClusterRuntime, ClusterSet
@@ -85,7 +90,7 @@ class ProxyCore:
             for conn in list(self.connections):
                 conn.check_timeouts(now)
             self.pools.close_idle(older_than=now - IDLE_TIMEOUT_SECONDS)
-            self.mtls_pools.close_idle(older_than=now - IDLE_TIMEOUT_SECONDS)
+            self.mtls_pools.close_idle(older_than=now - MTLS_IDLE_TIMEOUT_SECONDS)
             if self.access_log is not None:
                 self.access_log.flush()
 

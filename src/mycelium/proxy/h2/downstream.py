@@ -53,6 +53,9 @@ if TYPE_CHECKING:
 
 # A connection with no stream open is closed after this long (as HTTP/1 keep-alive).
 IDLE_TIMEOUT_SECONDS = 60.0
+# A connection that came over mTLS is another sidecar's pooled connection: it closes its
+# idle ones after upstream.MTLS_IDLE_TIMEOUT_SECONDS (300 s), and we must not close first.
+MTLS_IDLE_TIMEOUT_SECONDS = 360.0
 
 
 class BadRequest(ProxyError):
@@ -67,6 +70,7 @@ class DownstreamHttp2(H2Channel):
         self.listener = listener
         self.peer_host = ""
         self.peer_principal: str | None = None
+        self.idle_timeout = IDLE_TIMEOUT_SECONDS
         self.guard = FloodGuard()
         self.streams: dict[int, Http2Exchange] = {}
         self.idle_since: float | None = None
@@ -79,6 +83,8 @@ class DownstreamHttp2(H2Channel):
         self.peer_host = peer[0] if peer else ""
         identity = transport.get_extra_info("peer_identity")  # set under mTLS
         self.peer_principal = identity.uri if identity is not None else None
+        if identity is not None:
+            self.idle_timeout = MTLS_IDLE_TIMEOUT_SECONDS
         # The core's sweep and drain call check_timeouts / close_if_idle / abort, which
         # this class has too.
         self.proxy.connections.add(cast(Any, self))
@@ -238,5 +244,5 @@ class DownstreamHttp2(H2Channel):
 
     def check_timeouts(self, now: float) -> None:
         """Called by the core's sweep: close a connection idle too long."""
-        if self.idle_since is not None and now - self.idle_since > IDLE_TIMEOUT_SECONDS:
+        if self.idle_since is not None and now - self.idle_since > self.idle_timeout:
             self.go_away(ErrorCodes.NO_ERROR)

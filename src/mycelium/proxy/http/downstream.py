@@ -50,6 +50,9 @@ if TYPE_CHECKING:
 HEADER_TIMEOUT_SECONDS = 10.0
 # An idle keep-alive connection is closed after this long (nginx's default is 75 s).
 IDLE_TIMEOUT_SECONDS = 60.0
+# A connection that came over mTLS is another sidecar's pooled connection: it closes its
+# idle ones after upstream.MTLS_IDLE_TIMEOUT_SECONDS (300 s), and we must not close first.
+MTLS_IDLE_TIMEOUT_SECONDS = 360.0
 # An upgraded connection (WebSocket) with no byte either way for this long is closed;
 # Envoy's default idle timeout for a connection is one hour too.
 UPGRADED_IDLE_TIMEOUT_SECONDS = 3600.0
@@ -65,6 +68,7 @@ class DownstreamHttp1(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer_host = ""
         self.peer_principal: str | None = None
+        self.idle_timeout = IDLE_TIMEOUT_SECONDS
         self.parser = RequestParser(proxy.http1_limits)
         self.closing = False
         self._lost = False  # the client's side of the connection is gone
@@ -93,6 +97,8 @@ class DownstreamHttp1(asyncio.Protocol):
         # The peer's SPIFFE ID when the connection came through mTLS (tls_layer).
         identity = transport.get_extra_info("peer_identity")
         self.peer_principal = identity.uri if identity is not None else None
+        if identity is not None:
+            self.idle_timeout = MTLS_IDLE_TIMEOUT_SECONDS
         self.proxy.connections.add(self)
         self.idle_since = time.monotonic()
 
@@ -440,7 +446,7 @@ class DownstreamHttp1(asyncio.Protocol):
                 ]
                 self._write(encode_response_head(408, b"Request Timeout", headers) + body)
             self._close()
-        elif self.idle_since is not None and now - self.idle_since > IDLE_TIMEOUT_SECONDS:
+        elif self.idle_since is not None and now - self.idle_since > self.idle_timeout:
             self._close()
 
 

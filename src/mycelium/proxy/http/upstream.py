@@ -39,6 +39,10 @@ MAX_IDLE_PER_ENDPOINT = 64
 # commonly time out idle keep-alive connections after 60 s or more, so closing first
 # avoids racing their close.
 IDLE_TIMEOUT_SECONDS = 30.0
+# An idle mTLS connection to another sidecar costs a handshake (~2 ms of CPU on the two
+# sidecars) to replace, and the serving sidecar keeps such connections longer
+# (downstream.MTLS_IDLE_TIMEOUT_SECONDS): keep them longer too, closing first.
+MTLS_IDLE_TIMEOUT_SECONDS = 300.0
 
 
 # A tuple, not `DataReceived | MessageEnded`: that would build a union on every call.
