@@ -53,3 +53,22 @@ def test_files_that_do_not_fit_are_refused_and_the_ca_stays(
     key.write_bytes(kept[1])
     status = json.loads(controller.myc("ca", "status", "-o", "json").ok())
     assert len(status["roots"]) == 1  # nothing was applied
+
+
+def test_the_ca_key_appears_in_no_output_log_or_api_answer(controller: Controller) -> None:
+    key = (controller.home / "ca" / "signing.key").read_text()
+    secret_lines = [line for line in key.splitlines() if line and "PRIVATE KEY" not in line]
+    assert secret_lines
+
+    seen = "\n".join(
+        [
+            controller.myc("ca", "status", "-o", "json").ok(),
+            controller.myc("ca", "reload", "-o", "yaml").ok(),
+            controller.myc("status", "-o", "json").ok(),
+            controller.myc("check").stdout,
+            controller.log.read_text(),
+        ]
+    )
+
+    assert "PRIVATE KEY" not in seen
+    assert not [line for line in secret_lines if line in seen]
