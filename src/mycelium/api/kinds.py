@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pydantic
 
+from mycelium.api.deployment import Deployment
 from mycelium.api.diagnostics import problems
 from mycelium.api.errors import ResourceValidationError, UnknownKind, ValidationIssue
 from mycelium.api.gateway import Gateway
@@ -31,6 +32,7 @@ KINDS: dict[str, type[Resource]] = {
     "AuthorizationPolicy": AuthorizationPolicy,
     "RateLimitPolicy": RateLimitPolicy,
     "Gateway": Gateway,
+    "Deployment": Deployment,
 }
 
 SHORT_NAMES: dict[str, tuple[str, ...]] = {
@@ -44,6 +46,7 @@ SHORT_NAMES: dict[str, tuple[str, ...]] = {
     "AuthorizationPolicy": ("authz", "ap"),
     "RateLimitPolicy": ("rlp",),
     "Gateway": ("gw",),
+    "Deployment": ("deploy",),
 }
 
 

@@ -49,6 +49,7 @@ def test_every_kind_is_registered_under_its_own_name() -> None:
         "AuthorizationPolicy",
         "RateLimitPolicy",
         "Gateway",
+        "Deployment",
     ]
     for kind, model in KINDS.items():
         assert model.__name__ == kind
