@@ -1,0 +1,1 @@
+"""Local pods: processes or network namespaces, their interception rules, manifests."""

@@ -1,0 +1,176 @@
+"""Where pods live on this machine's network, planned without touching it.
+
+Everything a run creates carries the `mycelium-` prefix (namespaces, the state of a
+run) or the `myc` prefix (interfaces, which the kernel limits to 15 bytes), so that the
+next `myc up` can find and remove what a crashed run left behind, and nothing else.
+
+- **netns pods** (root): a network namespace per pod, a veth pair from the node bridge
+  (`mycbr0`, 198.18.64.1) to the pod's `eth0`, an address from 198.18.64.0/18 (inside
+  the benchmarking range 198.18.0.0/15, so nothing is routed to real networks), and
+  nftables rules in the pod: TCP arriving on eth0 goes to the sidecar's inbound port,
+  TCP leaving the pod to its outbound port, except the sidecar's own connections
+  (SO_MARK) and those to the controller. Service names resolve inside the pod through
+  `/etc/netns/<pod namespace>/hosts`, which `ip netns exec` puts in place of
+  /etc/hosts.
+- **process pods** (no root): a loopback address per pod from 127.0.64.0/18; apps
+  reach the mesh through HTTP_PROXY and explicit ports.
+
+This module only computes names, addresses and rule text (`PodNetworkPlan`,
+`AddressPool`, `pod_ruleset`, `hosts_file`); `runtime/netns_pods.py` applies them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from mycelium.errors import MeshError
+
+NETNS_PREFIX = "mycelium-"
+INTERFACE_PREFIX = "myc"
+BRIDGE = "mycbr0"
+POD_NETWORK = ipaddress.ip_network("198.18.64.0/18")
+PROCESS_NETWORK = ipaddress.ip_network("127.0.64.0/18")
+# Linux limits interface names to 15 bytes (IFNAMSIZ - 1).
+MAX_INTERFACE_NAME = 15
+# The sidecar's ports inside a pod (Istio's numbers).
+OUTBOUND_PORT = 15001
+INBOUND_PORT = 15006
+ADMIN_PORT = 15000
+HEALTH_PORT = 15021
+PROXY_MARK = 0x539  # what the sidecar sets on its own sockets (proxy/settings.py)
+
+
+class AddressesExhausted(MeshError):
+    """No address left in the pod network."""
+
+
+class AddressPool:
+    """Hands out pod addresses from a network, one per pod name, and takes them back.
+
+    The network's first host is the node's (the bridge, or unused in process mode);
+    pods get the rest in order, and a released address is reused last, so that a pod
+    restarted at once is unlikely to get the address its predecessor's peers still
+    remember."""
+
+    def __init__(self, network: ipaddress.IPv4Network) -> None:
+        hosts = network.hosts()
+        self.network = network
+        self.node = next(hosts)
+        self._free = list(hosts)
+        self._free.reverse()  # pop() from the end hands out the lowest first
+        self._taken: dict[str, ipaddress.IPv4Address] = {}
+
+    def assign(self, pod: str) -> ipaddress.IPv4Address:
+        """The pod's address (the same one on every call until released)."""
+        found = self._taken.get(pod)
+        if found is not None:
+            return found
+        if not self._free:
+            raise AddressesExhausted(
+                f"the pod network {self.network} has no address left for {pod}: "
+                "scale something down"
+            )
+        address = self._free.pop()
+        self._taken[pod] = address
+        return address
+
+    def release(self, pod: str) -> None:
+        address = self._taken.pop(pod, None)
+        if address is not None:
+            self._free.insert(0, address)
+
+    def taken(self) -> dict[str, ipaddress.IPv4Address]:
+        return dict(self._taken)
+
+
+@dataclass(frozen=True, slots=True)
+class PodNetworkPlan:
+    """One netns pod's names and addresses."""
+
+    pod: str
+    index: int  # unique among the run's pods, for interface names
+    address: ipaddress.IPv4Address
+    node_address: ipaddress.IPv4Address
+    prefix_length: int
+
+    @property
+    def netns(self) -> str:
+        return f"{NETNS_PREFIX}{self.pod}"
+
+    @property
+    def host_interface(self) -> str:
+        """The node's end of the pod's veth pair."""
+        name = f"{INTERFACE_PREFIX}v{self.index}"
+        if len(name) > MAX_INTERFACE_NAME:
+            raise ValueError(f"interface name {name!r} is longer than the kernel allows")
+        return name
+
+    @property
+    def pod_interface(self) -> str:
+        return "eth0"
+
+
+def plan_pod(pod: str, index: int, pool: AddressPool) -> PodNetworkPlan:
+    return PodNetworkPlan(
+        pod=pod,
+        index=index,
+        address=pool.assign(pod),
+        node_address=pool.node,
+        prefix_length=pool.network.prefixlen,
+    )
+
+
+def pod_ruleset(
+    *,
+    controller: tuple[str, int],
+    inbound_port: int = INBOUND_PORT,
+    outbound_port: int = OUTBOUND_PORT,
+    proxy_mark: int = PROXY_MARK,
+    exempt_inbound_ports: Iterable[int] = (ADMIN_PORT, HEALTH_PORT),
+    pod_interface: str = "eth0",
+) -> str:
+    """The nftables ruleset (`nft -f` syntax) that sends a pod's TCP through its sidecar.
+
+    Inbound: TCP arriving on the pod's interface goes to `inbound_port`, except to the
+    sidecar's own admin and health ports. Outbound: TCP the pod sends goes to
+    `outbound_port`, except the sidecar's own connections (they carry `proxy_mark`),
+    loopback, and the connection to the controller (discovery is how the sidecar
+    learns its config: it must not go through the sidecar itself)."""
+    exempt = ", ".join(str(port) for port in sorted(set(exempt_inbound_ports)))
+    controller_host, controller_port = controller
+    return f"""table ip mycelium {{
+    chain prerouting {{
+        type nat hook prerouting priority dstnat; policy accept;
+        iifname "{pod_interface}" tcp dport {{ {exempt} }} return
+        iifname "{pod_interface}" meta l4proto tcp redirect to :{inbound_port}
+    }}
+    chain output {{
+        type nat hook output priority -100; policy accept;
+        meta mark {proxy_mark:#x} return
+        ip daddr 127.0.0.0/8 return
+        ip daddr {controller_host} tcp dport {controller_port} return
+        meta l4proto tcp redirect to :{outbound_port}
+    }}
+}}
+"""
+
+
+def hosts_file(
+    services: Iterable[tuple[str, str, str]], trust_domain: str = "cluster.local"
+) -> str:
+    """`/etc/hosts` for pods: each service's virtual IP under its short name, its
+    `name.namespace` and its `name.namespace.svc.<domain>` (given as (vip, name,
+    namespace)). Short names are those of every namespace: a name in two namespaces
+    resolves to the first given, as pods of the default namespace would expect."""
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    short_seen: set[str] = set()
+    for vip, name, namespace in services:
+        names = []
+        if name not in short_seen:
+            short_seen.add(name)
+            names.append(name)
+        names += [f"{name}.{namespace}", f"{name}.{namespace}.svc.{trust_domain}"]
+        lines.append(f"{vip}\t{' '.join(names)}")
+    return "\n".join(lines) + "\n"
