@@ -1,0 +1,190 @@
+"""One pod's life as a state machine: events in, actions out, no processes touched.
+
+The order is the mesh's promise to the app:
+- the sidecar starts first, and the app only once the sidecar is ready (so the app's
+  first request already goes through the mesh);
+- the pod is ready when the app is (its readiness probe passes, or it has none);
+- an app that exits: with 0 under OnFailure (or Never) the pod has completed, a job;
+  otherwise it is restarted after a backoff that doubles from 1 s to 60 s and starts
+  over once the app has run 60 s; the sidecar keeps running meanwhile;
+- on stop the app goes first (SIGTERM, SIGKILL after its grace period), then the
+  sidecar drains; the pod ends when both have exited;
+- a sidecar that dies takes the pod down (stop the app, report failure): an app must
+  never run outside the mesh.
+
+The driver (the node agent) feeds events with the time they happened and carries out
+the returned actions; `wake_at` says when to call `tick` next.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal
+
+from mycelium.api.deployment import RestartPolicy
+
+BACKOFF_FIRST_SECONDS = 1.0
+BACKOFF_MAX_SECONDS = 60.0
+# An app that ran this long before failing is not crash-looping: the backoff starts over.
+BACKOFF_RESET_AFTER_SECONDS = 60.0
+
+
+class PodPhase(StrEnum):
+    STARTING_SIDECAR = "starting-sidecar"
+    RUNNING = "running"  # the app runs; `ready` says whether it passes its probe
+    BACKOFF = "backoff"  # the app failed; it restarts at `wake_at`
+    STOPPING_APP = "stopping-app"
+    DRAINING_SIDECAR = "draining-sidecar"
+    COMPLETED = "completed"  # the app exited 0 and is not restarted
+    FAILED = "failed"  # the app failed and is not restarted, or the sidecar died
+    STOPPED = "stopped"  # stopped on request
+
+
+type Process = Literal["sidecar", "app"]
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    process: Process
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """SIGTERM (`kill=False`) or SIGKILL (`kill=True`) to a process."""
+
+    process: Process
+    kill: bool = False
+
+
+type Action = Start | Signal
+
+FINAL_PHASES = frozenset({PodPhase.COMPLETED, PodPhase.FAILED, PodPhase.STOPPED})
+
+
+@dataclass(slots=True)
+class PodLifecycle:
+    restart_policy: RestartPolicy = "OnFailure"
+    grace_seconds: float = 10.0
+    phase: PodPhase = PodPhase.STARTING_SIDECAR
+    ready: bool = False
+    restarts: int = 0
+    last_exit: int | None = None
+    reason: str = ""  # why the pod is where it is, for `myc ps`
+    wake_at: float | None = None  # call `tick` then
+    _backoff: float = BACKOFF_FIRST_SECONDS
+    _app_started_at: float = 0.0
+    _running: set[Process] = field(default_factory=set)
+    _stop_wanted: bool = False
+    _outcome: PodPhase = PodPhase.STOPPED  # what a stop in progress will end as
+
+    @property
+    def done(self) -> bool:
+        return self.phase in FINAL_PHASES
+
+    def begin(self) -> list[Action]:
+        """Start the pod: its sidecar first."""
+        self._running.add("sidecar")
+        return [Start("sidecar")]
+
+    # --- events -------------------------------------------------------------------------
+
+    def sidecar_ready(self, now: float) -> list[Action]:
+        if self.phase is not PodPhase.STARTING_SIDECAR or self._stop_wanted:
+            return []
+        return self._start_app(now)
+
+    def app_ready(self) -> None:
+        if self.phase is PodPhase.RUNNING:
+            self.ready = True
+            self.reason = ""
+
+    def app_exited(self, code: int, now: float) -> list[Action]:
+        self._running.discard("app")
+        self.ready = False
+        self.last_exit = code
+        if self.phase is PodPhase.STOPPING_APP:
+            return self._drain_sidecar()
+        if self.phase is not PodPhase.RUNNING:
+            return []
+        policy = self.restart_policy
+        if code == 0 and policy != "Always":
+            return self._end(PodPhase.COMPLETED, "the app exited 0")
+        if policy == "Never":
+            return self._end(PodPhase.FAILED, f"the app exited {code}")
+        if now - self._app_started_at >= BACKOFF_RESET_AFTER_SECONDS:
+            self._backoff = BACKOFF_FIRST_SECONDS
+        self.phase = PodPhase.BACKOFF
+        self.wake_at = now + self._backoff
+        self.reason = f"the app exited {code}; restarting in {self._backoff:g} s"
+        self._backoff = min(self._backoff * 2, BACKOFF_MAX_SECONDS)
+        return []
+
+    def sidecar_exited(self, code: int, now: float) -> list[Action]:
+        self._running.discard("sidecar")
+        if self.phase is PodPhase.DRAINING_SIDECAR:
+            return self._finish()
+        # Without its sidecar the app would run outside the mesh: end the pod.
+        self._outcome = PodPhase.FAILED
+        self.reason = f"the sidecar exited {code}"
+        self._stop_wanted = True
+        if "app" in self._running:
+            return self._signal_app(now)
+        return self._finish()
+
+    def stop(self, now: float) -> list[Action]:
+        """Stop on request: the app first, then the sidecar drains."""
+        if self.done or self._stop_wanted:
+            return []
+        self._stop_wanted = True
+        self._outcome = PodPhase.STOPPED
+        self.reason = "stopped"
+        if "app" in self._running:
+            return self._signal_app(now)
+        return self._drain_sidecar()
+
+    def tick(self, now: float) -> list[Action]:
+        """The time `wake_at` asked for has come (or passed)."""
+        if self.wake_at is None or now < self.wake_at:
+            return []
+        self.wake_at = None
+        if self.phase is PodPhase.BACKOFF:
+            self.restarts += 1
+            return self._start_app(now)
+        if self.phase is PodPhase.STOPPING_APP and "app" in self._running:
+            return [Signal("app", kill=True)]  # past its grace period
+        return []
+
+    # --- steps --------------------------------------------------------------------------
+
+    def _start_app(self, now: float) -> list[Action]:
+        self.phase = PodPhase.RUNNING
+        self.ready = False
+        self._app_started_at = now
+        self._running.add("app")
+        return [Start("app")]
+
+    def _signal_app(self, now: float) -> list[Action]:
+        self.phase = PodPhase.STOPPING_APP
+        self.wake_at = now + self.grace_seconds
+        return [Signal("app")]
+
+    def _drain_sidecar(self) -> list[Action]:
+        self.wake_at = None
+        if "sidecar" not in self._running:
+            return self._finish()
+        self.phase = PodPhase.DRAINING_SIDECAR
+        return [Signal("sidecar")]
+
+    def _end(self, outcome: PodPhase, reason: str) -> list[Action]:
+        """The app is gone for good: drain the sidecar, then end as `outcome`."""
+        self._outcome = outcome
+        self.reason = reason
+        self._stop_wanted = True
+        return self._drain_sidecar()
+
+    def _finish(self) -> list[Action]:
+        self.phase = self._outcome
+        self.wake_at = None
+        self.ready = False
+        return []
