@@ -1,0 +1,152 @@
+"""Process pods with real processes: a `myc proxy` sidecar and a small app, driven by
+the pod's lifecycle against a real controller that lets no anonymous proxy in (so the
+sidecar's join token is what opened its stream). The app itself reports what it saw:
+its sidecar ready before it started, and still up when its own SIGTERM came."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from tests.support.controller import Api, controller_config
+from tests.support.polling import eventually
+
+from mycelium.api.deployment import Deployment
+from mycelium.api.loading import load_documents
+from mycelium.control.controller import Controller
+from mycelium.runtime.pod_lifecycle import PodPhase
+from mycelium.runtime.process_pods import MeshAccess, PodAddresses, PodSpec, ProcessPod
+
+APP = Path(__file__).parents[2] / "support" / "pod_app.py"
+MYC = [str(Path(sys.executable).parent / "myc")]
+POD_ADDRESS, APP_ADDRESS, PORT = "127.0.64.2", "127.1.64.2", 8080
+
+MANIFEST = """
+apiVersion: mycelium.io/v1
+kind: Service
+metadata: {{name: hello}}
+spec:
+  selector: {{app: hello}}
+  ports: [{{name: http, port: {port}}}]
+---
+apiVersion: mycelium.io/v1
+kind: Deployment
+metadata: {{name: hello}}
+spec:
+  template:
+    metadata: {{labels: {{app: hello}}}}
+    spec:
+      serviceAccountName: hello
+      terminationGracePeriodSeconds: 5
+      containers:
+        - name: hello
+          command: [{python}, {app}, {mode}]
+          env:
+            - {{name: PORT, value: "{port}"}}
+            - {{name: EVENT_FILE, value: "{events}"}}
+            - {{name: COUNTER_FILE, value: "{counter}"}}
+          ports: [{{containerPort: {port}}}]
+          readinessProbe: {{httpGet: {{path: /, port: {port}}}}}
+"""
+
+
+@pytest.fixture
+async def controller(tmp_path: Path) -> AsyncIterator[Controller]:
+    controller = Controller(controller_config(tmp_path / "home", allow_anonymous_proxies=False))
+    await controller.start()
+    try:
+        yield controller
+    finally:
+        await controller.stop()
+
+
+async def pod_for(controller: Controller, tmp_path: Path, mode: str) -> ProcessPod:
+    text = MANIFEST.format(
+        port=PORT,
+        python=sys.executable,
+        app=APP,
+        mode=mode,
+        events=tmp_path / "events",
+        counter=tmp_path / "counter",
+    )
+    resources = load_documents(text, source="mesh.yaml")
+    [deployment] = [r for r in resources if isinstance(r, Deployment)]
+    async with aiohttp.ClientSession() as session:
+        api = Api(f"http://127.0.0.1:{controller.api_port}", controller.admin_token, session)
+        status, body = await api.apply(text)
+        assert status == 200, body
+
+    async def join_token(spec: PodSpec) -> str:
+        return controller.join_tokens.mint(spec.namespace, spec.service_account, 600).token
+
+    mesh = MeshAccess(
+        myc=MYC,
+        discovery=f"127.0.0.1:{controller.discovery_port}",
+        trust_bundle=controller.config.ca_dir / "root.pem",
+        join_token=join_token,
+    )
+    spec = PodSpec.from_deployment(deployment, 0, tmp_path)
+    return ProcessPod(spec, PodAddresses(POD_ADDRESS, APP_ADDRESS), mesh, tmp_path / "pod")
+
+
+def events(tmp_path: Path) -> list[str]:
+    path = tmp_path / "events"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def through_the_sidecar() -> str | None:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"http://{POD_ADDRESS}:{PORT}/", timeout=2) as response:
+            return response.read().decode()
+    except OSError:
+        return None
+
+
+async def test_the_app_starts_after_its_sidecar_and_stops_before_it(
+    controller: Controller, tmp_path: Path
+) -> None:
+    pod = await pod_for(controller, tmp_path, "serve")
+    running = asyncio.create_task(pod.run())
+    try:
+        await eventually(lambda: pod.lifecycle.ready, timeout=20, what="the pod ready")
+        assert events(tmp_path) == ["started sidecar_ready=True"]
+        answer = await eventually(
+            lambda: asyncio.to_thread(through_the_sidecar), what="the app through its sidecar"
+        )
+        assert answer == "hello from hello-0\n"
+    finally:
+        pod.stop()
+        phase = await asyncio.wait_for(running, 30)
+    assert phase is PodPhase.STOPPED
+    assert events(tmp_path)[-1] == "sigterm sidecar_up=True"  # the app went first
+
+
+async def test_a_job_completes_and_takes_its_sidecar_with_it(
+    controller: Controller, tmp_path: Path
+) -> None:
+    pod = await pod_for(controller, tmp_path, "job")
+    phase = await asyncio.wait_for(pod.run(), 30)
+    assert phase is PodPhase.COMPLETED
+    assert pod.lifecycle.last_exit == 0
+    assert events(tmp_path) == ["started sidecar_ready=True"]
+
+
+async def test_a_crashed_app_is_restarted_and_becomes_ready(
+    controller: Controller, tmp_path: Path
+) -> None:
+    pod = await pod_for(controller, tmp_path, "crash-once")
+    running = asyncio.create_task(pod.run())
+    try:
+        await eventually(lambda: pod.lifecycle.ready, timeout=20, what="the restarted app")
+        assert pod.lifecycle.restarts == 1
+        assert pod.lifecycle.last_exit == 1
+        assert "sidecar_ready=True" in events(tmp_path)[1]
+    finally:
+        pod.stop()
+        await asyncio.wait_for(running, 30)
