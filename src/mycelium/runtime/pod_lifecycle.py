@@ -71,6 +71,7 @@ class PodLifecycle:
     restarts: int = 0
     last_exit: int | None = None
     reason: str = ""  # why the pod is where it is, for `myc ps`
+    failed_by: Process | None = None  # which process ended a FAILED pod
     wake_at: float | None = None  # call `tick` then
     _backoff: float = BACKOFF_FIRST_SECONDS
     _app_started_at: float = 0.0
@@ -111,6 +112,7 @@ class PodLifecycle:
         if code == 0 and policy != "Always":
             return self._end(PodPhase.COMPLETED, "the app exited 0")
         if policy == "Never":
+            self.failed_by = "app"
             return self._end(PodPhase.FAILED, f"the app exited {code}")
         if now - self._app_started_at >= BACKOFF_RESET_AFTER_SECONDS:
             self._backoff = BACKOFF_FIRST_SECONDS
@@ -126,6 +128,7 @@ class PodLifecycle:
             return self._finish()
         # Without its sidecar the app would run outside the mesh: end the pod.
         self._outcome = PodPhase.FAILED
+        self.failed_by = "sidecar"
         self.reason = f"the sidecar exited {code}"
         self._stop_wanted = True
         if "app" in self._running:

@@ -30,8 +30,8 @@ from mycelium.errors import MeshError
 NETNS_PREFIX = "mycelium-"
 INTERFACE_PREFIX = "myc"
 BRIDGE = "mycbr0"
-POD_NETWORK = ipaddress.ip_network("198.18.64.0/18")
-PROCESS_NETWORK = ipaddress.ip_network("127.0.64.0/18")
+POD_NETWORK = ipaddress.IPv4Network("198.18.64.0/18")
+PROCESS_NETWORK = ipaddress.IPv4Network("127.0.64.0/18")
 # Linux limits interface names to 15 bytes (IFNAMSIZ - 1).
 MAX_INTERFACE_NAME = 15
 # The sidecar's ports inside a pod (Istio's numbers).

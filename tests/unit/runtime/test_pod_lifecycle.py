@@ -69,6 +69,7 @@ def test_restart_policies_always_and_never() -> None:
     never.sidecar_exited(0, 0.1)
     assert never.phase is PodPhase.FAILED
     assert never.reason == "the app exited 2"
+    assert never.failed_by == "app"
 
 
 def test_a_stop_ends_the_app_first_kills_it_after_its_grace_then_drains_the_sidecar() -> None:
@@ -97,6 +98,7 @@ def test_an_app_never_runs_without_its_sidecar() -> None:
     pod.app_exited(-15, 5.1)
     assert pod.phase is PodPhase.FAILED
     assert pod.reason == "the sidecar exited 1"
+    assert pod.failed_by == "sidecar"
 
     early = PodLifecycle()
     early.begin()

@@ -1,0 +1,244 @@
+"""The node agent: keeps this machine's pods matching the Deployments the controller holds.
+
+Like a kubelet with its Deployment controller folded in. It reads Deployments through
+the controller's REST API (with the admin token), asks `reconcile` for the next steps,
+and carries them out with process pods: each `CreatePod` gets addresses from the pool
+and a `ProcessPod` task (its sidecar proves the pod's identity with a join token the
+agent mints), each `StopPod` stops its pod (app first, then the sidecar drains). It
+asks again after every change it hears of: a Deployment's revision, a pod turning
+ready, a pod ending. Deployments are read every `POLL_SECONDS` (a one-machine mesh
+has few of them; the REST watch would cut the delay, not the work).
+
+What it knows of its pods is written to `<state dir>/pods.json` after every change, for
+`myc ps`; each pod's logs are under `<state dir>/pods/<namespace>/<pod>/`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from mycelium.api.deployment import Deployment
+from mycelium.runtime.pod_lifecycle import PodPhase
+from mycelium.runtime.pod_network import PROCESS_NETWORK, AddressPool
+from mycelium.runtime.process_pods import (
+    MeshAccess,
+    PodAddresses,
+    PodSpec,
+    ProcessPod,
+)
+from mycelium.runtime.reconcile import CreatePod, PodView, StopPod, reconcile
+
+log = logging.getLogger("mycelium.runtime.agent")
+
+POLL_SECONDS = 1.0
+# Process pods' apps listen on the same host part in 127.1.0.0/16 as their pod's
+# address has in 127.0.0.0/16: two loopback addresses per pod, no port clashes.
+APP_ADDRESS_OFFSET = 1 << 16
+
+
+def app_address_for(pod_address: str) -> str:
+    return str(ipaddress.IPv4Address(pod_address) + APP_ADDRESS_OFFSET)
+
+
+class ControllerApi:
+    """The few REST calls the agent makes (admin token)."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        self._base = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"}
+        self._session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                headers=self._headers, timeout=aiohttp.ClientTimeout(total=10)
+            )
+        return self._session
+
+    async def deployments(self) -> list[Deployment]:
+        url = f"{self._base}/api/v1/resources"
+        async with self._open().get(url, params={"kind": "Deployment"}) as response:
+            response.raise_for_status()
+            body = await response.json()
+        found = []
+        for item in body["items"]:
+            try:
+                found.append(Deployment.model_validate(item))
+            except ValueError as exc:  # stored by an older release, say: skip, say why
+                log.error("cannot run a stored Deployment: %s", exc)
+        return found
+
+    async def join_token(self, namespace: str, service_account: str) -> str:
+        url = f"{self._base}/api/v1/join-tokens"
+        body = {"namespace": namespace, "serviceAccount": service_account, "ttlSeconds": 600}
+        async with self._open().post(url, json=body) as response:
+            response.raise_for_status()
+            answer = await response.json()
+        return str(answer["token"])
+
+
+@dataclass(slots=True)
+class _Pod:
+    view: PodView
+    runner: ProcessPod
+    task: asyncio.Task[PodPhase]
+    phase: PodPhase | None = None  # once ended
+
+
+@dataclass(slots=True)
+class NodeAgent:
+    api: ControllerApi
+    mesh: MeshAccess
+    state_dir: Path
+    manifest_dir: Path = field(default_factory=Path.cwd)
+    pool: AddressPool = field(default_factory=lambda: AddressPool(PROCESS_NETWORK))
+    pods: dict[str, _Pod] = field(default_factory=dict)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _deployments: dict[tuple[str, str], Deployment] = field(default_factory=dict)
+    _readiness_tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def run(self) -> None:
+        """Reconcile until cancelled; then stop every pod (app first) and wait."""
+        try:
+            while True:
+                await self.reconcile_once()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), POLL_SECONDS)
+                self._changed.clear()
+        finally:
+            await self.stop_all()
+
+    async def reconcile_once(self) -> None:
+        try:
+            deployments = await self.api.deployments()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("cannot read Deployments from the controller: %s", exc)
+            return
+        self._deployments = {(d.metadata.namespace, d.metadata.name): d for d in deployments}
+        views = [self._view(pod) for pod in self.pods.values()]
+        for step in reconcile(deployments, views):
+            if isinstance(step, CreatePod):
+                self._create(step)
+            elif isinstance(step, StopPod):
+                self._stop(step)
+        self._forget_stopped()
+        self.write_state()
+
+    async def stop_all(self) -> None:
+        for pod in self.pods.values():
+            pod.runner.stop()
+        await asyncio.gather(*(pod.task for pod in self.pods.values()), return_exceptions=True)
+        self.pods.clear()
+        self.write_state()
+
+    # --- steps --------------------------------------------------------------------------
+
+    def _create(self, step: CreatePod) -> None:
+        deployment = self._deployments[(step.namespace, step.deployment)]
+        spec = replace(
+            PodSpec.from_deployment(deployment, step.ordinal, self.manifest_dir), name=step.name
+        )
+        address = str(self.pool.assign(step.name))
+        runner = ProcessPod(
+            spec,
+            PodAddresses(address, app_address_for(address)),
+            self.mesh,
+            self.state_dir / "pods" / step.namespace / step.name,
+        )
+        task = asyncio.create_task(runner.run())
+        view = PodView(step.name, step.namespace, step.deployment, step.template_hash, step.ordinal)
+        self.pods[step.name] = _Pod(view, runner, task)
+        task.add_done_callback(self._pod_ended)
+        self._watch_readiness(runner)
+        log.info("starting pod %s/%s at %s", step.namespace, step.name, address)
+
+    def _pod_ended(self, task: asyncio.Task[PodPhase]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a pod's runner failed: %r", task.exception())
+        self._changed.set()
+
+    def _stop(self, step: StopPod) -> None:
+        pod = self.pods.get(step.name)
+        if pod is None:
+            return
+        log.info("stopping pod %s/%s: %s", step.namespace, step.name, step.why)
+        pod.view = replace(pod.view, stopping=True)
+        pod.runner.stop()
+
+    def _watch_readiness(self, runner: ProcessPod) -> None:
+        async def watch() -> None:
+            ready = runner.lifecycle.ready
+            while not runner.lifecycle.done:
+                await asyncio.sleep(0.1)
+                if runner.lifecycle.ready != ready:
+                    ready = runner.lifecycle.ready
+                    self._changed.set()
+
+        task = asyncio.create_task(watch())
+        self._readiness_tasks.add(task)
+        task.add_done_callback(self._readiness_tasks.discard)
+
+    def _view(self, pod: _Pod) -> PodView:
+        return replace(pod.view, ready=pod.runner.lifecycle.ready, ended=_ended_for_good(pod))
+
+    def _forget_stopped(self) -> None:
+        """Pods we stopped, and pods that failed in a way their Deployment does not
+        accept (a sidecar that died), leave the listing; the next round replaces the
+        latter. A completed job stays, as what it ended as."""
+        for name, pod in list(self.pods.items()):
+            if pod.task.done() and not _ended_for_good(pod):
+                del self.pods[name]
+                self.pool.release(name)
+
+    # --- state for `myc ps` ---------------------------------------------------------------
+
+    def write_state(self) -> None:
+        rows: list[dict[str, Any]] = []
+        for name, pod in sorted(self.pods.items()):
+            lifecycle = pod.runner.lifecycle
+            rows.append(
+                {
+                    "name": name,
+                    "namespace": pod.view.namespace,
+                    "deployment": pod.view.deployment,
+                    "phase": str(lifecycle.phase),
+                    "ready": lifecycle.ready,
+                    "restarts": lifecycle.restarts,
+                    "address": pod.runner.addresses.pod,
+                    "reason": lifecycle.reason,
+                }
+            )
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        temporary = self.state_dir / "pods.json.tmp"
+        temporary.write_text(json.dumps({"pods": rows}, indent=2) + "\n")
+        temporary.replace(self.state_dir / "pods.json")
+
+
+def _ended_for_good(pod: _Pod) -> bool:
+    """Ended by itself in a way its Deployment keeps: a completed job, or a failure
+    under restartPolicy Never."""
+    if not pod.task.done() or pod.view.stopping or pod.task.cancelled():
+        return False
+    if pod.task.exception() is not None:
+        return False
+    phase = pod.runner.lifecycle.phase
+    never = pod.runner.spec.restart_policy == "Never"
+    return phase is PodPhase.COMPLETED or (
+        phase is PodPhase.FAILED
+        and never
+        and pod.runner.lifecycle.last_exit is not None
+        and "sidecar" not in pod.runner.lifecycle.reason
+    )

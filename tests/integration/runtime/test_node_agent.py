@@ -1,0 +1,156 @@
+"""The node agent against a real controller: Deployments applied through the API become
+running process pods (each sidecar proving its identity with a token the agent minted),
+follow a scale and a new template one pod at a time, and all stop when the agent does.
+`pods.json` says at every step what `myc ps` will show."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from tests.support.controller import Api, controller_config
+from tests.support.polling import eventually
+
+from mycelium.control.controller import Controller
+from mycelium.runtime.node_agent import ControllerApi, NodeAgent
+from mycelium.runtime.process_pods import MeshAccess, PodSpec
+
+APP = Path(__file__).parents[2] / "support" / "pod_app.py"
+MYC = [str(Path(sys.executable).parent / "myc")]
+PORT = 8080
+
+MANIFEST = """
+apiVersion: mycelium.io/v1
+kind: Service
+metadata: {{name: hello}}
+spec:
+  selector: {{app: hello}}
+  ports: [{{name: http, port: {port}}}]
+---
+apiVersion: mycelium.io/v1
+kind: Deployment
+metadata: {{name: hello}}
+spec:
+  replicas: {replicas}
+  template:
+    metadata: {{labels: {{app: hello}}}}
+    spec:
+      serviceAccountName: hello
+      terminationGracePeriodSeconds: 5
+      containers:
+        - name: hello
+          command: [{python}, {app}, serve]
+          env:
+            - {{name: PORT, value: "{port}"}}
+            - {{name: EVENT_FILE, value: "{events}"}}
+            - {{name: GREETING, value: "{greeting}"}}
+          ports: [{{containerPort: {port}}}]
+          readinessProbe: {{httpGet: {{path: /, port: {port}}}}}
+"""
+
+
+class Mesh:
+    def __init__(self, controller: Controller, tmp_path: Path) -> None:
+        self.controller = controller
+        self.tmp_path = tmp_path
+
+    async def apply(self, replicas: int, greeting: str = "hi") -> None:
+        text = MANIFEST.format(
+            port=PORT,
+            replicas=replicas,
+            python=sys.executable,
+            app=APP,
+            events=self.tmp_path / "events",
+            greeting=greeting,
+        )
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{self.controller.api_port}"
+            status, body = await Api(url, self.controller.admin_token, session).apply(text)
+            assert status == 200, body
+
+
+@pytest.fixture
+async def mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
+    controller = Controller(controller_config(tmp_path / "home", allow_anonymous_proxies=False))
+    await controller.start()
+    try:
+        yield Mesh(controller, tmp_path)
+    finally:
+        await controller.stop()
+
+
+def listed(state_dir: Path) -> list[dict[str, object]]:
+    path = state_dir / "pods.json"
+    return json.loads(path.read_text())["pods"] if path.exists() else []
+
+
+def answer(address: str) -> str | None:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"http://{address}:{PORT}/", timeout=2) as response:
+            return response.read().decode()
+    except OSError:
+        return None
+
+
+async def test_deployments_become_pods_that_scale_roll_and_stop(mesh: Mesh, tmp_path: Path) -> None:
+    controller = mesh.controller
+    api = ControllerApi(f"http://127.0.0.1:{controller.api_port}", controller.admin_token)
+
+    async def join_token(spec: PodSpec) -> str:
+        return await api.join_token(spec.namespace, spec.service_account)
+
+    state = tmp_path / "state"
+    agent = NodeAgent(
+        api,
+        MeshAccess(
+            myc=MYC,
+            discovery=f"127.0.0.1:{controller.discovery_port}",
+            trust_bundle=controller.config.ca_dir / "root.pem",
+            join_token=join_token,
+        ),
+        state_dir=state,
+        manifest_dir=tmp_path,
+    )
+    await mesh.apply(replicas=2)
+    running = asyncio.create_task(agent.run())
+    try:
+
+        def ready_pods() -> list[dict[str, object]]:
+            return [p for p in listed(state) if p["ready"]]
+
+        await eventually(lambda: len(ready_pods()) == 2, timeout=30, what="two ready pods")
+        first = {str(p["name"]) for p in listed(state)}
+        address = str(ready_pods()[0]["address"])
+        reply = await eventually(
+            lambda: asyncio.to_thread(answer, address), what="a pod through its sidecar"
+        )
+        assert reply is not None
+        assert reply.startswith("hello from hello-")
+
+        await mesh.apply(replicas=1)
+        await eventually(lambda: len(listed(state)) == 1, timeout=30, what="scaled to one")
+        assert {str(p["name"]) for p in listed(state)} < first  # one of the two stayed
+
+        # A new template: the new pod is ready before the old one goes.
+        seen_ready: list[int] = []
+
+        async def rolled() -> bool:
+            pods = listed(state)
+            seen_ready.append(sum(bool(p["ready"]) for p in pods))
+            return len(pods) == 1 and bool(pods[0]["ready"]) and str(pods[0]["name"]) not in first
+
+        await mesh.apply(replicas=1, greeting="hello again")
+        await eventually(rolled, timeout=40, what="the new template rolled out")
+        assert min(seen_ready) >= 1  # never without a ready pod
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await api.close()
+    assert listed(state) == []  # every pod stopped with the agent
