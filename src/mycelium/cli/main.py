@@ -34,6 +34,7 @@ from mycelium.cli.commands import (
     proxy,
     status,
     token,
+    up,
     version,
 )
 from mycelium.cli.errors import CliError
@@ -146,6 +147,10 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "status": status.status_command,
     "check": check.check_command,
     "version": version.version_command,
+    "up": up.up_command,
+    "down": up.down_command,
+    "ps": up.ps_command,
+    "logs": up.logs_command,
 }
 for _name, _function in COMMANDS.items():
     app.command(_name, help=help_text(_function.__doc__))(_function)

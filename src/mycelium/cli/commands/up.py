@@ -1,0 +1,201 @@
+"""`myc up`, `myc down`, `myc ps`, `myc logs`: a mesh of local pods on this machine.
+
+`myc up -f mesh.yaml` starts a controller (unless one already answers at the
+controller URL), applies the manifest, starts the node agent, and waits until every
+Deployment's pods are ready. Pods run as processes for now (issue 5 adds netns pods).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.text import Text
+
+from mycelium.cli.commands.options import FilenameOption
+from mycelium.cli.errors import CliError
+from mycelium.cli.kinds import qualified_name
+from mycelium.cli.manifests import read_manifests, validate_locally
+from mycelium.cli.render import console_for, print_table
+from mycelium.cli.settings import settings_of
+
+POD_HEADERS = ("NAMESPACE", "POD", "READY", "PHASE", "RESTARTS", "ADDRESS", "REASON")
+
+
+def _local_mesh(ctx: typer.Context, discovery: str) -> Any:
+    # Imported here: only these commands need the runtime.
+    from mycelium.runtime.local_mesh import LocalMesh  # noqa: PLC0415
+
+    settings = settings_of(ctx)
+    return LocalMesh(settings.home, settings.controller_url.rstrip("/"), discovery)
+
+
+def up_command(
+    ctx: typer.Context,
+    *,
+    filenames: FilenameOption,
+    discovery: Annotated[
+        str,
+        typer.Option(
+            "--listen-discovery",
+            metavar="HOST:PORT",
+            help="Where a controller started here listens for proxies.",
+        ),
+    ] = "127.0.0.1:15012",
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds to wait for every pod to be ready.")
+    ] = 120.0,
+) -> None:
+    """Run the manifest's Deployments as pods here, each with its sidecar.
+
+    Starts a controller (embedded store, under the home) unless one already answers,
+    applies every resource of the manifest, starts the node agent, and waits until
+    each Deployment has its replicas ready. The mesh keeps running; `myc down` stops it.
+
+    [bold]Examples[/]
+
+      myc up -f examples/bookinfo/mesh.yaml
+    """
+    files = read_manifests(filenames, sys.stdin)
+    validate_locally(files)
+    mesh = _local_mesh(ctx, discovery)
+    console = console_for()
+    if not mesh.controller_answers():
+        console.print(f"starting a controller (home {mesh.home})")
+        mesh.start_controller()
+    with settings_of(ctx).client() as client:
+        outcome = client.apply(files, dry_run=False)
+    for result in outcome.results:
+        console.print(f"{qualified_name(result.kind, result.name)} {result.action}")
+    if not mesh.agent_running():
+        manifest_dir = Path(filenames[0]).parent if filenames and filenames[0] != "-" else Path()
+        mesh.start_agent(manifest_dir)
+    wanted = _replicas_wanted(files)
+    deadline = time.monotonic() + timeout
+    shown = ""
+    while True:
+        pods = mesh.pods()
+        missing = _not_ready(wanted, pods)
+        progress = f"{sum(w for w in wanted.values()) - sum(missing.values())}/" + str(
+            sum(wanted.values())
+        )
+        if progress != shown:
+            console.print(f"pods ready: {progress}")
+            shown = progress
+        if not missing:
+            break
+        if time.monotonic() > deadline or not mesh.agent_running():
+            print_table(console, POD_HEADERS, [_row(p) for p in pods])
+            raise CliError(
+                "not every pod became ready in time: "
+                + ", ".join(f"{name} ({count} missing)" for name, count in missing.items())
+                + f"; see `myc ps`, `myc logs POD`, and {mesh.run_dir / 'agent.log'}"
+            )
+        time.sleep(0.2)
+    console.print(Text(""))
+    print_table(console, POD_HEADERS, [_row(p) for p in mesh.pods()])
+
+
+def down_command(
+    ctx: typer.Context,
+    *,
+    discovery: Annotated[
+        str, typer.Option("--listen-discovery", metavar="HOST:PORT", hidden=True)
+    ] = "127.0.0.1:15012",
+) -> None:
+    """Stop the pods, the node agent, and the controller `myc up` started.
+
+    Each pod's app goes first, then its sidecar drains. A controller that was already
+    running before `myc up` is left alone.
+    """
+    stopped = _local_mesh(ctx, discovery).stop()
+    typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+def ps_command(ctx: typer.Context) -> None:
+    """List the pods the node agent runs.
+
+    READY is the app's readiness probe; PHASE is running, backoff, completed (a job),
+    failed or stopping; REASON says why a pod is not running.
+    """
+    pods = _local_mesh(ctx, "").pods()
+    if not pods:
+        typer.echo("no pods")
+        return
+    print_table(console_for(), POD_HEADERS, [_row(p) for p in pods])
+
+
+def logs_command(
+    ctx: typer.Context,
+    pod: Annotated[str, typer.Argument(help="The pod's name (see myc ps).")],
+    *,
+    sidecar: Annotated[
+        bool, typer.Option("--sidecar", help="The sidecar's log instead of the app's.")
+    ] = False,
+    follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing.")] = False,
+) -> None:
+    """Print a pod's app (or sidecar) log."""
+    mesh = _local_mesh(ctx, "")
+    found = [p for p in mesh.pods() if p["name"] == pod]
+    if not found:
+        raise CliError(f"no pod {pod!r} runs here; `myc ps` lists them")
+    path = mesh.state_dir / "pods" / found[0]["namespace"] / pod
+    path = path / ("sidecar.log" if sidecar else "app.log")
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        raise CliError(f"{path} does not exist yet: the process has not started") from None
+    with handle:
+        sys.stdout.buffer.write(handle.read())
+        sys.stdout.flush()
+        while follow:
+            chunk = handle.read()
+            if chunk:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+            else:
+                time.sleep(0.2)
+
+
+def _replicas_wanted(files: Any) -> dict[str, int]:
+    from mycelium.api.deployment import Deployment  # noqa: PLC0415
+    from mycelium.api.loading import load_documents  # noqa: PLC0415
+
+    wanted = {}
+    for file in files:
+        for resource in load_documents(file.content, source=file.name):
+            if isinstance(resource, Deployment):
+                key = f"{resource.metadata.namespace}/{resource.metadata.name}"
+                wanted[key] = resource.spec.replicas
+    return wanted
+
+
+def _not_ready(wanted: dict[str, int], pods: list[dict[str, Any]]) -> dict[str, int]:
+    missing = {}
+    for key, replicas in wanted.items():
+        namespace, name = key.split("/")
+        ready = sum(
+            1
+            for p in pods
+            if p["namespace"] == namespace
+            and p["deployment"] == name
+            and (p["ready"] or p["phase"] == "completed")
+        )
+        if ready < replicas:
+            missing[key] = replicas - ready
+    return missing
+
+
+def _row(pod: dict[str, Any]) -> list[str]:
+    return [
+        str(pod["namespace"]),
+        str(pod["name"]),
+        "1/1" if pod["ready"] else "0/1",
+        str(pod["phase"]),
+        str(pod["restarts"]),
+        str(pod["address"]),
+        str(pod["reason"] or ""),
+    ]

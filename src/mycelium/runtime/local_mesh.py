@@ -1,0 +1,177 @@
+"""The processes behind `myc up` on this machine: a controller and the node agent.
+
+Both run detached (their own sessions, output to `<home>/run/*.log`), each with a pid
+file, so that `myc up` can return with the mesh running and `myc down` can stop it. A
+controller that was already answering at the URL is used and left alone: `myc down`
+stops only what `myc up` started. The agent's view of its pods is
+`<home>/run/state/pods.json`; each pod's logs are under `<home>/run/state/pods/`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgspec
+
+from mycelium.errors import MeshError
+
+START_TIMEOUT_SECONDS = 30.0
+# The agent stops every pod (apps get their grace period, sidecars drain) before exiting.
+STOP_TIMEOUT_SECONDS = 60.0
+
+
+class LocalMeshError(MeshError):
+    """A process of the local mesh would not start or stop; the message says where to look."""
+
+
+@dataclass(frozen=True, slots=True)
+class LocalMesh:
+    home: Path
+    controller_url: str
+    discovery: str = "127.0.0.1:15012"  # HOST:PORT the controller listens on for proxies
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.run_dir / "state"
+
+    # --- the controller -----------------------------------------------------------------
+
+    def controller_answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.controller_url}/healthz", timeout=2) as reply:
+                return bool(reply.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def start_controller(self) -> None:
+        api = urlsplit(self.controller_url).netloc
+        argv = [
+            *_myc(),
+            "controller",
+            "--home",
+            str(self.home),
+            "--listen-api",
+            api,
+            "--listen-discovery",
+            self.discovery,
+        ]
+        self._spawn("controller", argv)
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while not self.controller_answers():
+            if not _alive(self._pid("controller")) or time.monotonic() > deadline:
+                raise LocalMeshError(
+                    f"the controller did not start; see {self.run_dir / 'controller.log'}"
+                )
+            time.sleep(0.1)
+
+    # --- the node agent -----------------------------------------------------------------
+
+    def agent_running(self) -> bool:
+        return _alive(self._pid("agent"))
+
+    def start_agent(self, manifest_dir: Path) -> None:
+        settings = {
+            "controller_url": self.controller_url,
+            "token_file": str(self.home / "admin-token"),
+            "discovery": self.discovery,
+            "trust_bundle": str(self.home / "ca" / "root.pem"),
+            "state_dir": str(self.state_dir),
+            "manifest_dir": str(manifest_dir.resolve()),
+            "myc": _myc(),
+        }
+        argv = [sys.executable, "-m", "mycelium.runtime", msgspec.json.encode(settings).decode()]
+        self._spawn("agent", argv)
+
+    def pods(self) -> list[dict[str, Any]]:
+        path = self.state_dir / "pods.json"
+        try:
+            pods: list[dict[str, Any]] = json.loads(path.read_text())["pods"]
+        except (FileNotFoundError, ValueError, KeyError):
+            return []
+        return pods
+
+    # --- stopping -------------------------------------------------------------------------
+
+    def stop(self) -> list[str]:
+        """Stop the agent (and with it every pod), then the controller if we started
+        it; returns what was stopped."""
+        stopped = []
+        for name in ("agent", "controller"):
+            pid = self._pid(name)
+            if _alive(pid):
+                assert pid is not None
+                _terminate(pid, STOP_TIMEOUT_SECONDS)
+                stopped.append(name)
+            (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
+        return stopped
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        env = {k: v for k, v in os.environ.items() if k != "MYC_TOKEN"}
+        with open(self.run_dir / f"{name}.log", "ab") as log:
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=env,
+            )
+        (self.run_dir / f"{name}.pid").write_text(f"{process.pid}\n")
+
+    def _pid(self, name: str) -> int | None:
+        try:
+            return int((self.run_dir / f"{name}.pid").read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+
+def _myc() -> list[str]:
+    return [str(Path(sys.executable).parent / "myc")]
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (our own child that exited) is not alive.
+    with contextlib.suppress(ChildProcessError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    return True
+
+
+def _terminate(pid: int, timeout: float) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            return
+        time.sleep(0.1)
