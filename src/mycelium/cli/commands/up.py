@@ -110,6 +110,10 @@ def down_command(
 
     Each pod's app goes first, then its sidecar drains. A controller that was already
     running before `myc up` is left alone.
+
+    [bold]Examples[/]
+
+      myc down
     """
     stopped = _local_mesh(ctx, discovery).stop()
     typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
@@ -120,6 +124,10 @@ def ps_command(ctx: typer.Context) -> None:
 
     READY is the app's readiness probe; PHASE is running, backoff, completed (a job),
     failed or stopping; REASON says why a pod is not running.
+
+    [bold]Examples[/]
+
+      myc ps
     """
     pods = _local_mesh(ctx, "").pods()
     if not pods:
@@ -137,7 +145,16 @@ def logs_command(
     ] = False,
     follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing.")] = False,
 ) -> None:
-    """Print a pod's app (or sidecar) log."""
+    """Print a pod's app (or sidecar) log.
+
+    The app's standard output and error as the node agent captured them, or with
+    --sidecar its proxy's; -f keeps printing what comes.
+
+    [bold]Examples[/]
+
+      myc logs reviews-v2-41855f-0
+      myc logs reviews-v2-41855f-0 --sidecar -f
+    """
     mesh = _local_mesh(ctx, "")
     found = [p for p in mesh.pods() if p["name"] == pod]
     if not found:
