@@ -151,6 +151,8 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "down": up.down_command,
     "ps": up.ps_command,
     "logs": up.logs_command,
+    "scale": up.scale_command,
+    "restart": up.restart_command,
 }
 for _name, _function in COMMANDS.items():
     app.command(_name, help=help_text(_function.__doc__))(_function)

@@ -1,14 +1,16 @@
 """`myc up` from a shell's point of view: one command brings up a controller, the node
 agent and the manifest's pods (process pods here, no root needed); `myc ps` and
-`myc logs` show them; `myc down` leaves nothing running."""
+`myc logs` show them; `myc scale` and `myc restart` change them; `myc down` leaves
+nothing running."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -53,6 +55,17 @@ class Shell:
             MYC_CONTROLLER=f"http://127.0.0.1:{free_port()}",
             COLUMNS="200",
         )
+
+    def pods_when(self, condition: Callable[[list[list[str]]], bool], what: str) -> list[list[str]]:
+        """`myc ps` rows, polled until `condition` holds (30 s at most)."""
+        deadline = time.monotonic() + 30
+        while True:
+            listing = self.myc("ps").stdout.splitlines()[1:]
+            rows = [line.split() for line in listing if line.strip()]
+            if condition(rows):
+                return rows
+            assert time.monotonic() < deadline, f"{what}: not within 30 s; last: {rows}"
+            time.sleep(0.2)
 
     def myc(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -103,6 +116,18 @@ def test_myc_up_runs_the_manifest_and_myc_down_stops_it_all(shell: Shell, tmp_pa
     logs = shell.myc("logs", rows[0][1], "--sidecar")
     assert logs.returncode == 0
     assert "ready" in logs.stdout
+
+    scaled = shell.myc("scale", "deploy/hello", "--replicas", "1")
+    assert scaled.stdout.strip() == "deployment.mycelium.io/hello configured"
+    [kept] = shell.pods_when(lambda pods: len(pods) == 1, "one pod after scaling")
+    assert kept[1] == rows[0][1]  # the highest number went
+
+    assert shell.myc("restart", "deploy/hello").returncode == 0
+    [new] = shell.pods_when(
+        lambda pods: len(pods) == 1 and pods[0][1] != kept[1] and pods[0][2] == "1/1",
+        "a new pod after the restart",
+    )
+    addresses = [kept[5], new[5]]
 
     down = shell.myc("down", "--listen-discovery", shell.discovery)
 

@@ -7,6 +7,7 @@ Deployment's pods are ready. Pods run as processes for now (issue 5 adds netns p
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -15,10 +16,10 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
-from mycelium.cli.commands.options import FilenameOption
+from mycelium.cli.commands.options import DEFAULT_NAMESPACE, FilenameOption, NamespaceOption
 from mycelium.cli.errors import CliError
 from mycelium.cli.kinds import qualified_name
-from mycelium.cli.manifests import read_manifests, validate_locally
+from mycelium.cli.manifests import ManifestFile, read_manifests, validate_locally
 from mycelium.cli.render import console_for, print_table
 from mycelium.cli.settings import settings_of
 
@@ -216,3 +217,79 @@ def _row(pod: dict[str, Any]) -> list[str]:
         str(pod["address"]),
         str(pod["reason"] or ""),
     ]
+
+
+def scale_command(
+    ctx: typer.Context,
+    deployment: Annotated[str, typer.Argument(help="deploy/NAME or NAME.")],
+    *,
+    replicas: Annotated[int, typer.Option("--replicas", help="How many pods (0-64).")],
+    namespace: NamespaceOption = DEFAULT_NAMESPACE,
+) -> None:
+    """Set how many pods a Deployment runs.
+
+    The Deployment is updated in the controller; the node agent then starts or stops
+    pods (the highest numbers go first).
+
+    [bold]Examples[/]
+
+      myc scale deploy/reviews-v2 --replicas 3
+    """
+    _update_deployment(ctx, deployment, namespace, replicas=replicas)
+
+
+def restart_command(
+    ctx: typer.Context,
+    deployment: Annotated[str, typer.Argument(help="deploy/NAME or NAME.")],
+    *,
+    namespace: NamespaceOption = DEFAULT_NAMESPACE,
+) -> None:
+    """Replace a Deployment's pods one at a time, without losing ready capacity.
+
+    Stamps the Deployment with the time (`mycelium.io/restartedAt`), which gives it a
+    new pod template: the node agent starts a new pod, and stops an old one only once
+    the new one is ready, until all are new.
+
+    [bold]Examples[/]
+
+      myc restart deploy/reviews-v2
+    """
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    _update_deployment(ctx, deployment, namespace, restarted_at=stamp)
+
+
+def _update_deployment(
+    ctx: typer.Context,
+    reference: str,
+    namespace: str,
+    *,
+    replicas: int | None = None,
+    restarted_at: str | None = None,
+) -> None:
+    # Imported here: the runtime's modules are not needed for `--help`.
+    from mycelium.runtime.reconcile import RESTARTED_AT  # noqa: PLC0415
+
+    kind, _, name = reference.rpartition("/")
+    if kind and kind.lower() not in ("deploy", "deployment", "deployments"):
+        raise CliError(f"{reference!r} is not a Deployment: write deploy/NAME")
+    with settings_of(ctx).client() as client:
+        document = dict(client.get_resource("Deployment", namespace, name))
+        metadata = {
+            k: v
+            for k, v in dict(document["metadata"]).items()
+            if k not in ("revision", "createRevision")
+        }
+        spec = dict(document["spec"])
+        if replicas is not None:
+            spec["replicas"] = replicas
+        if restarted_at is not None:
+            metadata["annotations"] = {
+                **metadata.get("annotations", {}),
+                RESTARTED_AT: restarted_at,
+            }
+        document.update(metadata=metadata, spec=spec)
+        content = json.dumps(document)
+        files = [ManifestFile(name=f"deployment/{name}", content=content)]
+        outcome = client.apply(files, dry_run=False)
+    for result in outcome.results:
+        typer.echo(f"{qualified_name(result.kind, result.name)} {result.action}")
