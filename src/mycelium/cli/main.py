@@ -153,6 +153,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "logs": up.logs_command,
     "scale": up.scale_command,
     "restart": up.restart_command,
+    "exec": up.exec_command,
 }
 for _name, _function in COMMANDS.items():
     app.command(_name, help=help_text(_function.__doc__))(_function)

@@ -218,6 +218,7 @@ class NodeAgent:
                     "ready": lifecycle.ready,
                     "restarts": lifecycle.restarts,
                     "address": pod.runner.addresses.pod,
+                    "app_address": pod.runner.addresses.app,
                     "reason": lifecycle.reason,
                 }
             )

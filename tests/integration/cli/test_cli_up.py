@@ -1,7 +1,7 @@
 """`myc up` from a shell's point of view: one command brings up a controller, the node
 agent and the manifest's pods (process pods here, no root needed); `myc ps` and
-`myc logs` show them; `myc scale` and `myc restart` change them; `myc down` leaves
-nothing running."""
+`myc logs` show them, `myc exec` runs a command as one of a pod's processes; `myc scale`
+and `myc restart` change them; `myc down` leaves nothing running."""
 
 from __future__ import annotations
 
@@ -116,6 +116,12 @@ def test_myc_up_runs_the_manifest_and_myc_down_stops_it_all(shell: Shell, tmp_pa
     logs = shell.myc("logs", rows[0][1], "--sidecar")
     assert logs.returncode == 0
     assert "ready" in logs.stdout
+
+    # A command in a pod calls the service by name, through that pod's sidecar.
+    fetch = "import urllib.request; print(urllib.request.urlopen('http://hello:8080/').read())"
+    inside = shell.myc("exec", rows[0][1], "--", sys.executable, "-c", fetch)
+    assert inside.returncode == 0, inside.stderr
+    assert "hello from hello-" in inside.stdout
 
     scaled = shell.myc("scale", "deploy/hello", "--replicas", "1")
     assert scaled.stdout.strip() == "deployment.mycelium.io/hello configured"

@@ -8,6 +8,7 @@ Deployment's pods are ready. Pods run as processes for now (issue 5 adds netns p
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -176,6 +177,43 @@ def logs_command(
                 sys.stdout.flush()
             else:
                 time.sleep(0.2)
+
+
+def exec_command(
+    ctx: typer.Context,
+    pod: Annotated[str, typer.Argument(help="The pod's name (see myc ps).")],
+    command: Annotated[list[str], typer.Argument(help="The command and its arguments.")],
+) -> None:
+    """Run a command as one of the pod's own processes.
+
+    The command gets the environment the pod's app has: its addresses, and HTTP_PROXY
+    pointing at the pod's sidecar, so that calls by service name go through the mesh as
+    the pod's identity. Its exit status is the command's.
+
+    [bold]Examples[/]
+
+      myc exec reviews-v2-41855f-0 -- curl -s http://ratings:9080/ratings/0
+    """
+    found = [p for p in _local_mesh(ctx, "").pods() if p["name"] == pod]
+    if not found:
+        raise CliError(f"no pod {pod!r} runs here; `myc ps` lists them")
+    listed = found[0]
+    proxy = f"http://{listed['address']}:15001"
+    env = {k: v for k, v in os.environ.items() if k not in ("MYC_TOKEN",)}
+    env.update(
+        MYC_POD_NAME=str(listed["name"]),
+        MYC_POD_NAMESPACE=str(listed["namespace"]),
+        MYC_POD_ADDRESS=str(listed["address"]),
+        MYC_APP_ADDRESS=str(listed.get("app_address", "")),
+        HTTP_PROXY=proxy,
+        http_proxy=proxy,
+        NO_PROXY="",
+        no_proxy="",
+    )
+    try:
+        os.execvpe(command[0], command, env)
+    except OSError as exc:
+        raise CliError(f"cannot run {command[0]!r}: {exc.strerror}") from None
 
 
 def _replicas_wanted(files: Any) -> dict[str, int]:
