@@ -140,7 +140,13 @@ def app_environment(
     """The app's environment: the runtime's own (PATH and the like), what reaches the
     mesh, then the manifest's variables, which win."""
     proxy = f"http://{addresses.pod}:{OUTBOUND_PORT}"
-    env = {k: v for k, v in base.items() if not k.startswith("MYC_")}
+    # Proxy settings the runtime inherited (a corporate proxy, a no_proxy of "*") would
+    # send the app's calls around its sidecar: none of them passes.
+    env = {
+        k: v
+        for k, v in base.items()
+        if not k.startswith("MYC_") and not k.lower().endswith("_proxy")
+    }
     env.update(
         MYC_POD_NAME=spec.name,
         MYC_POD_NAMESPACE=spec.namespace,
@@ -149,6 +155,7 @@ def app_environment(
         HTTP_PROXY=proxy,
         http_proxy=proxy,
         NO_PROXY="",
+        no_proxy="",
     )
     env.update({var.name: var.value for var in spec.container.env})
     return env

@@ -5,16 +5,13 @@ and `myc restart` change them; `myc down` leaves nothing running."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.integration.cli.conftest import MYC, free_port
+from tests.support.myc_shell import MycShell
 
 APP = Path(__file__).parents[2] / "support" / "pod_app.py"
 PORT = 8080
@@ -46,45 +43,13 @@ spec:
 """
 
 
-class Shell:
-    def __init__(self, tmp_path: Path) -> None:
-        self.discovery = f"127.0.0.1:{free_port()}"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("MYC_")}
-        self.env.update(
-            MYC_HOME=str(tmp_path / "home"),
-            MYC_CONTROLLER=f"http://127.0.0.1:{free_port()}",
-            COLUMNS="200",
-        )
-
-    def pods_when(self, condition: Callable[[list[list[str]]], bool], what: str) -> list[list[str]]:
-        """`myc ps` rows, polled until `condition` holds (30 s at most)."""
-        deadline = time.monotonic() + 30
-        while True:
-            listing = self.myc("ps").stdout.splitlines()[1:]
-            rows = [line.split() for line in listing if line.strip()]
-            if condition(rows):
-                return rows
-            assert time.monotonic() < deadline, f"{what}: not within 30 s; last: {rows}"
-            time.sleep(0.2)
-
-    def myc(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*MYC, *args],
-            capture_output=True,
-            text=True,
-            env=self.env,
-            timeout=timeout,
-            check=False,
-        )
-
-
 @pytest.fixture
-def shell(tmp_path: Path) -> Iterator[Shell]:
-    shell = Shell(tmp_path)
+def shell(tmp_path: Path) -> Iterator[MycShell]:
+    shell = MycShell(tmp_path)
     try:
         yield shell
     finally:
-        shell.myc("down", "--listen-discovery", shell.discovery)
+        shell.down()
 
 
 def answers(address: str) -> bool:
@@ -96,13 +61,15 @@ def answers(address: str) -> bool:
         return False
 
 
-def test_myc_up_runs_the_manifest_and_myc_down_stops_it_all(shell: Shell, tmp_path: Path) -> None:
+def test_myc_up_runs_the_manifest_and_myc_down_stops_it_all(
+    shell: MycShell, tmp_path: Path
+) -> None:
     manifest = tmp_path / "mesh.yaml"
     manifest.write_text(
         MANIFEST.format(port=PORT, python=sys.executable, app=APP, events=tmp_path / "events")
     )
 
-    up = shell.myc("up", "-f", str(manifest), "--listen-discovery", shell.discovery)
+    up = shell.up(manifest)
 
     assert up.returncode == 0, up.stdout + up.stderr
     assert "deployment.mycelium.io/hello created" in up.stdout
@@ -135,7 +102,7 @@ def test_myc_up_runs_the_manifest_and_myc_down_stops_it_all(shell: Shell, tmp_pa
     )
     addresses = [kept[5], new[5]]
 
-    down = shell.myc("down", "--listen-discovery", shell.discovery)
+    down = shell.down()
 
     assert down.returncode == 0
     assert down.stdout.strip() == "stopped: agent, controller"

@@ -199,7 +199,9 @@ def exec_command(
         raise CliError(f"no pod {pod!r} runs here; `myc ps` lists them")
     listed = found[0]
     proxy = f"http://{listed['address']}:15001"
-    env = {k: v for k, v in os.environ.items() if k not in ("MYC_TOKEN",)}
+    env = {
+        k: v for k, v in os.environ.items() if k != "MYC_TOKEN" and not k.lower().endswith("_proxy")
+    }
     env.update(
         MYC_POD_NAME=str(listed["name"]),
         MYC_POD_NAMESPACE=str(listed["namespace"]),
