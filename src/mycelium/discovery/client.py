@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -87,14 +87,18 @@ class DiscoveryClient:
             raise ValueError("at least one controller address is required")
         self.node = node
         self._controllers = controllers
-        self._tls = self._tls_context(trust_bundle)
-        # A context we built from a file follows the bundle the controller sends (a
+        # A context we build from a file follows the bundle the controller sends (a
         # root rotation must not lock us out) and presents our SVID once we hold one;
-        # one handed to us is the caller's, used as it is.
-        self._follow_bundle = isinstance(trust_bundle, Path)
+        # one handed to us (many clients in one process can share one) is the caller's,
+        # used as it is.
         self._trust_bundle_path = trust_bundle if isinstance(trust_bundle, Path) else None
         self._bundle_pem: str | None = None
         self._identity: tuple[bytes, bytes] | None = None  # certificate chain, key (PEM)
+        self._tls = (
+            self._own_context()
+            if self._trust_bundle_path is not None
+            else cast(ssl.SSLContext | None, trust_bundle)
+        )
         self.trust_bundle: p.TrustBundle | None = None
         self.on_trust_bundle: list[Callable[[p.TrustBundle], None]] = []
         self._server_name = server_name
@@ -116,15 +120,6 @@ class DiscoveryClient:
         self.trust_domain = "cluster.local"  # as the controller's Welcome says
         self._certificate_requests: dict[int, asyncio.Future[p.CertificateIssued]] = {}
         self._next_request_id = 0
-
-    @staticmethod
-    def _tls_context(trust_bundle: Path | ssl.SSLContext | None) -> ssl.SSLContext | None:
-        # Many clients in one process (gateways, benchmarks) can share one context.
-        if trust_bundle is None or isinstance(trust_bundle, ssl.SSLContext):
-            return trust_bundle
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(trust_bundle))
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-        return ctx
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -314,14 +309,15 @@ class DiscoveryClient:
         if self.trust_bundle == message:
             return
         self.trust_bundle = message
-        if self._follow_bundle:
+        if self._trust_bundle_path is not None:
+            previous = self._bundle_pem
+            self._bundle_pem = message.bundle
             try:
-                context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=message.bundle)
+                self._tls = self._own_context()  # for the next connection
             except ssl.SSLError as exc:
+                self._bundle_pem = previous
                 log.error("the controller sent a trust bundle we cannot load: %s", exc)
                 return
-            context.minimum_version = ssl.TLSVersion.TLSv1_3
-            self._tls = context  # for the next connection; this one stays as it is
         for callback in self.on_trust_bundle:
             callback(message)
 
@@ -329,7 +325,7 @@ class DiscoveryClient:
         """Authenticate to the controller with this SVID from the next connection on
         (a join token is good once; the certificate is what a reconnect proves)."""
         self._token = None  # spent on our first certificate: the SVID speaks for us now
-        if not self._follow_bundle:
+        if self._trust_bundle_path is None:
             return  # a shared context is not ours to put a certificate in
         previous = self._identity
         self._identity = (certificate_pem, key_pem)
@@ -340,6 +336,8 @@ class DiscoveryClient:
             log.error("cannot present our certificate to the controller: %s", exc)
 
     def _own_context(self) -> ssl.SSLContext:
+        """Trusting the latest bundle (the file's until the controller sends one), and
+        presenting our SVID once we hold one."""
         if self._bundle_pem is not None:
             context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=self._bundle_pem)
         else:

@@ -13,7 +13,8 @@ The root rotation follows the steps docs/identity.md gives an operator:
 3. drop the old root (reload): refused while a proxy that is offline still holds a
    certificate from it, named in the refusal; forced, it goes.
 At the end the discovery stream is cut, and the proxy must reconnect: it trusts the
-controller's certificate from the new root through the bundle it was sent.
+controller's certificate from the new root through the bundle it was sent, and proves
+itself with its own certificate to a controller that no longer lets anonymous proxies in.
 """
 
 from __future__ import annotations
@@ -195,7 +196,14 @@ async def test_a_root_rotation_under_steady_traffic_fails_no_request(
                 )
                 await fresh_handshakes(caller, server)
                 await traffic.more()
+                # From here on a stream must prove itself: the caller's certificate
+                # (from the new root) must survive the bundle changes it went through.
+                controller.config = dataclasses.replace(
+                    controller.config, allow_anonymous_proxies=False
+                )
+                proven = controller.streams_proven["certificate"]
                 await reconnect_discovery(caller)
+                assert controller.streams_proven["certificate"] == proven + 1
                 await traffic.more()
             finally:
                 await traffic.stop()
