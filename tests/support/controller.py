@@ -3,6 +3,8 @@ factory, bundled as `Mesh`."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,3 +77,15 @@ def controller_config(home: Path, **overrides: Any) -> ControllerConfig:
     }
     settings.update(overrides)
     return ControllerConfig(**settings)
+
+
+@asynccontextmanager
+async def running_controller(home: Path, **overrides: Any) -> AsyncIterator[Controller]:
+    """An in-process controller for the block (see `controller_config` for the
+    test defaults that `overrides` change)."""
+    controller = Controller(controller_config(home, **overrides))
+    await controller.start()
+    try:
+        yield controller
+    finally:
+        await controller.stop()

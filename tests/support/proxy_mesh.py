@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -170,3 +170,20 @@ async def sidecar(mesh: ProxyMesh, node_id: str, **settings: object) -> AsyncIte
         yield proxy
     finally:
         await proxy.stop()
+
+
+def serving_sidecar(
+    mesh: ProxyMesh, node_id: str, address: str, app: str = "ratings"
+) -> AbstractAsyncContextManager[ProxyServer]:
+    """The SVID-holding sidecar of an `app` workload that registers itself: it serves
+    the app's ports on `address` and hands requests to the app on 127.0.0.1."""
+    return sidecar(
+        mesh,
+        node_id,
+        workload=node_id,
+        labels={"app": app},
+        address=address,
+        inbound_address=address,
+        app_address="127.0.0.1",
+        service_account=app,
+    )

@@ -28,6 +28,7 @@ from mycelium.control.ca_material import (
     ensure_material,
     key_id,
     key_pem,
+    key_usage,
     load_material,
     write_private,
 )
@@ -100,29 +101,15 @@ class CertificateAuthority:
             except ValueError:
                 names.append(x509.DNSName(host))
         now = dt.datetime.now(dt.UTC)
-        cert = (
+        cert = self._sign_leaf(
             x509.CertificateBuilder()
             .subject_name(
                 x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mycelium controller")])
             )
-            .issuer_name(self.signing.subject)
             .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(min(now + SERVING_VALIDITY, self.signing.not_valid_after_utc))
             .add_extension(x509.SubjectAlternativeName(names), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.ExtendedKeyUsage(
-                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-                ),
-                critical=False,
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
-                critical=False,
-            )
-            .sign(self._key, hashes.SHA256())
         )
         files = ServingFiles(
             self.ca_dir / "controller.pem", self.ca_dir / "controller.key", self.ca_dir / "root.pem"
@@ -173,33 +160,27 @@ class CertificateAuthority:
             raise CsrRefused("bad_validity", f"an SVID lives 10 s to 7 days, not {validity}")
         now = now or dt.datetime.now(dt.UTC)
         not_after = min(now + validity, self.signing.not_valid_after_utc)
-        cert = (
+        cert = self._sign_leaf(
             x509.CertificateBuilder()
             .subject_name(x509.Name([]))
-            .issuer_name(self.signing.subject)
             .public_key(public_key)
-            .serial_number(x509.random_serial_number())
             .not_valid_before(now - BACKDATE)
             .not_valid_after(not_after)
             .add_extension(
                 x509.SubjectAlternativeName([x509.UniformResourceIdentifier(identity.uri)]),
                 critical=True,  # the subject is empty, so the SAN carries the identity
             )
+            .add_extension(key_usage(signs_certificates=False), critical=True)
+        )
+        return cert.public_bytes(serialization.Encoding.PEM) + self._chain_pem
+
+    def _sign_leaf(self, builder: x509.CertificateBuilder) -> x509.Certificate:
+        """What every end-entity certificate this CA signs has: not a CA, good for
+        both ends of mTLS, naming the key that signed it; then signed."""
+        return (
+            builder.issuer_name(self.signing.subject)
+            .serial_number(x509.random_serial_number())
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
             .add_extension(
                 x509.ExtendedKeyUsage(
                     [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
@@ -212,7 +193,6 @@ class CertificateAuthority:
             )
             .sign(self._key, hashes.SHA256())
         )
-        return cert.public_bytes(serialization.Encoding.PEM) + self._chain_pem
 
     def verify_svid(self, certificate_pem: bytes, now: dt.datetime | None = None) -> SpiffeId:
         """The identity of an SVID (PEM, with the chain it was issued with) that chains

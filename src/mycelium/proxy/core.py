@@ -15,7 +15,7 @@ import ssl
 import time
 from collections import defaultdict
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from mycelium.discovery import config as cfg
 from mycelium.discovery.client import DiscoveryClient, Snapshot
@@ -55,8 +55,7 @@ class ProxyCore:
         self.pools = PoolSet(self.socket_mark)
         # Connections to other proxies, with our SVID; contexts follow renewals.
         self.mtls_pools = PoolSet(self.socket_mark, tls=self.client_tls)
-        self._client_tls: tuple[object, ssl.SSLContext] | None = None
-        self._server_tls: tuple[object, ssl.SSLContext] | None = None
+        self._tls_contexts: dict[str, tuple[Svid, ssl.SSLContext]] = {}
         self.http1_limits = Http1Limits()
         self.connections: set[DownstreamHttp1] = set()
         # Byte pipes (TCP services, upgraded connections): tracked so a drain can end them.
@@ -140,22 +139,22 @@ class ProxyCore:
         return self.pools.get(endpoint.address, endpoint.port)
 
     def client_tls(self) -> ssl.SSLContext:
-        """The client context for our current SVID (made once per SVID)."""
-        svid = self.svid
-        assert svid is not None
-        cached = self._client_tls
-        if cached is None or cached[0] is not svid:
-            cached = self._client_tls = (svid, client_context(svid))
-        return cached[1]
+        """The client context for our current SVID."""
+        return self._tls_context("client")
 
     def server_tls(self) -> ssl.SSLContext:
-        """The serving context for our current SVID (made once per SVID: building one
-        loads the bundle and the key, far too slow for every connection)."""
+        """The serving context for our current SVID."""
+        return self._tls_context("server")
+
+    def _tls_context(self, side: Literal["client", "server"]) -> ssl.SSLContext:
+        # Made once per SVID and side: building one loads the bundle and the key, far
+        # too slow for every connection; a renewal or a new bundle is a new SVID.
         svid = self.svid
         assert svid is not None
-        cached = self._server_tls
+        cached = self._tls_contexts.get(side)
         if cached is None or cached[0] is not svid:
-            cached = self._server_tls = (svid, server_context(svid))
+            make = client_context if side == "client" else server_context
+            cached = self._tls_contexts[side] = (svid, make(svid))
         return cached[1]
 
     def local_app(self, target_port: int) -> ClusterRuntime:

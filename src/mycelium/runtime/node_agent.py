@@ -5,9 +5,9 @@ the controller's REST API (with the admin token), asks `reconcile` for the next 
 and carries them out with process pods: each `CreatePod` gets addresses from the pool
 and a `ProcessPod` task (its sidecar proves the pod's identity with a join token the
 agent mints), each `StopPod` stops its pod (app first, then the sidecar drains). It
-asks again after every change it hears of: a Deployment's revision, a pod turning
-ready, a pod ending. Deployments are read every `POLL_SECONDS` (a one-machine mesh
-has few of them; the REST watch would cut the delay, not the work).
+asks again after each pod event (turning ready, exiting, ending) and after reading the
+Deployments, which it does every `POLL_SECONDS` (a one-machine mesh has few of them;
+the REST watch would cut the delay, not the work).
 
 What it knows of its pods is written to `<state dir>/pods.json` after every change, for
 `myc ps`; each pod's logs are under `<state dir>/pods/<namespace>/<pod>/`.
@@ -108,7 +108,6 @@ class NodeAgent:
     pods: dict[str, _Pod] = field(default_factory=dict)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _deployments: dict[tuple[str, str], Deployment] = field(default_factory=dict)
-    _readiness_tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def run(self) -> None:
         """Reconcile until cancelled; then stop every pod (app first) and wait."""
@@ -157,12 +156,12 @@ class NodeAgent:
             PodAddresses(address, app_address_for(address)),
             self.mesh,
             self.state_dir / "pods" / step.namespace / step.name,
+            on_change=self._changed.set,
         )
         task = asyncio.create_task(runner.run())
         view = PodView(step.name, step.namespace, step.deployment, step.template_hash, step.ordinal)
         self.pods[step.name] = _Pod(view, runner, task)
         task.add_done_callback(self._pod_ended)
-        self._watch_readiness(runner)
         log.info("starting pod %s/%s at %s", step.namespace, step.name, address)
 
     def _pod_ended(self, task: asyncio.Task[PodPhase]) -> None:
@@ -177,19 +176,6 @@ class NodeAgent:
         log.info("stopping pod %s/%s: %s", step.namespace, step.name, step.why)
         pod.view = replace(pod.view, stopping=True)
         pod.runner.stop()
-
-    def _watch_readiness(self, runner: ProcessPod) -> None:
-        async def watch() -> None:
-            ready = runner.lifecycle.ready
-            while not runner.lifecycle.done:
-                await asyncio.sleep(0.1)
-                if runner.lifecycle.ready != ready:
-                    ready = runner.lifecycle.ready
-                    self._changed.set()
-
-        task = asyncio.create_task(watch())
-        self._readiness_tasks.add(task)
-        task.add_done_callback(self._readiness_tasks.discard)
 
     def _view(self, pod: _Pod) -> PodView:
         return replace(pod.view, ready=pod.runner.lifecycle.ready, ended=_ended_for_good(pod))

@@ -167,6 +167,9 @@ class ProcessPod:
     addresses: PodAddresses
     mesh: MeshAccess
     log_dir: Path
+    # Called after every event the pod handled (ready, an exit, a restart...): how the
+    # node agent learns, without polling, that its view of the pod may have changed.
+    on_change: Callable[[], None] | None = None
     lifecycle: PodLifecycle = field(init=False)
     _events: asyncio.Queue[Event] = field(init=False, default_factory=asyncio.Queue)
     _processes: dict[Process, asyncio.subprocess.Process] = field(init=False, default_factory=dict)
@@ -192,8 +195,10 @@ class ProcessPod:
                     event = await asyncio.wait_for(self._events.get(), timeout)
                 except TimeoutError:
                     await self._carry_out(pod.tick(_now()))
-                    continue
-                await self._carry_out(self._handle(event))
+                else:
+                    await self._carry_out(self._handle(event))
+                if self.on_change is not None:
+                    self.on_change()
         finally:
             for task in self._tasks:
                 task.cancel()

@@ -11,36 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.support.hello_pods import hello_manifest
 from tests.support.myc_shell import MycShell
 
-APP = Path(__file__).parents[2] / "support" / "pod_app.py"
 PORT = 8080
-MANIFEST = """
-apiVersion: mycelium.io/v1
-kind: Service
-metadata: {{name: hello}}
-spec:
-  selector: {{app: hello}}
-  ports: [{{name: http, port: {port}}}]
----
-apiVersion: mycelium.io/v1
-kind: Deployment
-metadata: {{name: hello}}
-spec:
-  replicas: 2
-  template:
-    metadata: {{labels: {{app: hello}}}}
-    spec:
-      serviceAccountName: hello
-      containers:
-        - name: hello
-          command: [{python}, {app}, serve]
-          env:
-            - {{name: PORT, value: "{port}"}}
-            - {{name: EVENT_FILE, value: "{events}"}}
-          ports: [{{containerPort: {port}}}]
-          readinessProbe: {{httpGet: {{path: /, port: {port}}}}}
-"""
 
 
 @pytest.fixture
@@ -65,9 +39,7 @@ def test_myc_up_runs_the_manifest_and_myc_down_stops_it_all(
     shell: MycShell, tmp_path: Path
 ) -> None:
     manifest = tmp_path / "mesh.yaml"
-    manifest.write_text(
-        MANIFEST.format(port=PORT, python=sys.executable, app=APP, events=tmp_path / "events")
-    )
+    manifest.write_text(hello_manifest(port=PORT, events=tmp_path / "events", replicas=2))
 
     up = shell.up(manifest)
 

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from tests.support.controller import controller_config
+from tests.support.controller import running_controller
 from tests.support.polling import eventually
 
 from mycelium.control.controller import Controller
@@ -24,12 +24,8 @@ from mycelium.proxy.settings import ListenAddress, ProxySettings
 
 @pytest.fixture
 async def strict_controller(tmp_path: Path) -> AsyncIterator[Controller]:
-    controller = Controller(controller_config(tmp_path / "home", allow_anonymous_proxies=False))
-    await controller.start()
-    try:
-        yield controller
-    finally:
-        await controller.stop()
+    async with running_controller(tmp_path / "home", allow_anonymous_proxies=False) as running:
+        yield running
 
 
 async def hello_answer(controller: Controller, hello: p.Hello) -> p.ServerMessage:

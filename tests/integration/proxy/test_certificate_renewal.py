@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from tests.support.controller import controller_config
+from tests.support.controller import controller_config, running_controller
 from tests.support.polling import eventually
 
 from mycelium.control.controller import Controller
@@ -22,29 +22,28 @@ from mycelium.proxy.server import ProxyServer
 from mycelium.proxy.settings import ListenAddress, ProxySettings
 
 
-@pytest.fixture
-async def short_lived(tmp_path: Path) -> AsyncIterator[Controller]:
-    controller = Controller(controller_config(tmp_path / "home", svid_ttl_seconds=10))
-    await controller.start()
-    try:
-        yield controller
-    finally:
-        await controller.stop()
-
-
-async def test_a_sidecar_renews_its_certificate_at_half_life(
-    short_lived: Controller, tmp_path: Path
-) -> None:
-    token = short_lived.join_tokens.mint("default", "reviews", 600).token
+def reviews_sidecar(controller: Controller, token: str) -> ProxyServer:
+    """A sidecar for reviews with its join token, talking to `controller`."""
     settings = ProxySettings(
         node=NodeInfo(id="reviews-0", service_account="reviews"),
-        controllers=[ControllerAddress("127.0.0.1", short_lived.discovery_port)],
-        trust_bundle=tmp_path / "home" / "ca" / "root.pem",
+        controllers=[ControllerAddress("127.0.0.1", controller.discovery_port)],
+        trust_bundle=controller.config.ca_dir / "root.pem",
         outbound=ListenAddress("127.0.0.1", 0),
         admin=ListenAddress("127.0.0.1", 0),
         health=ListenAddress("127.0.0.1", 0),
     )
-    sidecar = ProxyServer(settings, join_token=token)
+    return ProxyServer(settings, join_token=token)
+
+
+@pytest.fixture
+async def short_lived(tmp_path: Path) -> AsyncIterator[Controller]:
+    async with running_controller(tmp_path / "home", svid_ttl_seconds=10) as running:
+        yield running
+
+
+async def test_a_sidecar_renews_its_certificate_at_half_life(short_lived: Controller) -> None:
+    token = short_lived.join_tokens.mint("default", "reviews", 600).token
+    sidecar = reviews_sidecar(short_lived, token)
     await sidecar.start()
     try:
         await eventually(lambda: sidecar.core.svid is not None, what="the first SVID")
@@ -78,15 +77,7 @@ async def test_without_its_controller_a_sidecar_keeps_its_certificate_warns_and_
     controller = Controller(config)
     await controller.start()
     token = controller.join_tokens.mint("default", "reviews", 600).token
-    settings = ProxySettings(
-        node=NodeInfo(id="reviews-0", service_account="reviews"),
-        controllers=[ControllerAddress("127.0.0.1", controller.discovery_port)],
-        trust_bundle=tmp_path / "home" / "ca" / "root.pem",
-        outbound=ListenAddress("127.0.0.1", 0),
-        admin=ListenAddress("127.0.0.1", 0),
-        health=ListenAddress("127.0.0.1", 0),
-    )
-    sidecar = ProxyServer(settings, join_token=token)
+    sidecar = reviews_sidecar(controller, token)
     await sidecar.start()
     returned: Controller | None = None
     try:

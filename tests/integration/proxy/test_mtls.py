@@ -8,7 +8,7 @@ from __future__ import annotations
 from tests.support.apps import EchoApp
 from tests.support.h2_apps import H2Client, H2EchoApp
 from tests.support.polling import eventually
-from tests.support.proxy_mesh import RATINGS, ProxyMesh, sidecar
+from tests.support.proxy_mesh import RATINGS, ProxyMesh, serving_sidecar, sidecar
 
 from mycelium.proxy.server import ProxyServer
 
@@ -41,16 +41,7 @@ async def test_sidecars_speak_mtls_and_authorize_by_spiffe_id(proxy_mesh: ProxyM
     try:
         await proxy_mesh.apply(RATINGS.format(port=app.port) + SECURE)
         async with (
-            sidecar(
-                proxy_mesh,
-                "ratings-0",
-                workload="ratings-0",
-                labels={"app": "ratings"},
-                address="127.0.0.21",
-                inbound_address="127.0.0.21",
-                app_address="127.0.0.1",
-                service_account="ratings",
-            ) as server,
+            serving_sidecar(proxy_mesh, "ratings-0", "127.0.0.21") as server,
             sidecar(proxy_mesh, "productpage-1", service_account="productpage") as caller,
             sidecar(proxy_mesh, "stranger-0", service_account="stranger") as stranger,
         ):
@@ -100,16 +91,7 @@ async def test_http2_between_sidecars_is_mtls_too(proxy_mesh: ProxyMesh) -> None
         )
         await proxy_mesh.apply(service + SECURE)
         async with (
-            sidecar(
-                proxy_mesh,
-                "ratings-h2-0",
-                workload="ratings-h2-0",
-                labels={"app": "ratings"},
-                address="127.0.0.22",
-                inbound_address="127.0.0.22",
-                app_address="127.0.0.1",
-                service_account="ratings",
-            ) as server,
+            serving_sidecar(proxy_mesh, "ratings-h2-0", "127.0.0.22") as server,
             sidecar(proxy_mesh, "productpage-h2", service_account="productpage") as caller,
         ):
             await eventually(
@@ -153,16 +135,7 @@ async def test_a_caller_speaks_plaintext_to_a_workload_whose_mtls_is_disabled(
     try:
         await proxy_mesh.apply(RATINGS.format(port=app.port) + DISABLED)
         async with (
-            sidecar(
-                proxy_mesh,
-                "ratings-plain-0",
-                workload="ratings-plain-0",
-                labels={"app": "ratings"},
-                address="127.0.0.23",
-                inbound_address="127.0.0.23",
-                app_address="127.0.0.1",
-                service_account="ratings",
-            ) as server,
+            serving_sidecar(proxy_mesh, "ratings-plain-0", "127.0.0.23") as server,
             sidecar(proxy_mesh, "productpage-2", service_account="productpage") as caller,
         ):
             # Both hold certificates, yet the serving side would not end TLS: the caller

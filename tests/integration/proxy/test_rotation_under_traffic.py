@@ -23,12 +23,14 @@ import asyncio
 import dataclasses
 import datetime as dt
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from tests.support.apps import EchoApp
 from tests.support.polling import eventually
-from tests.support.proxy_mesh import RATINGS, ProxyMesh, sidecar
+from tests.support.proxy_mesh import RATINGS, ProxyMesh, serving_sidecar, sidecar
 
 from mycelium.control.ca_material import key_id, key_pem, new_root, write_private
 from mycelium.proxy.server import ProxyServer
@@ -113,6 +115,34 @@ async def reconnect_discovery(proxy: ProxyServer) -> None:
     )
 
 
+@asynccontextmanager
+async def secured_ratings(
+    mesh: ProxyMesh,
+) -> AsyncIterator[tuple[ProxyServer, ProxyServer, SteadyTraffic]]:
+    """ratings behind its sidecar (STRICT, only productpage allowed), productpage's
+    sidecar, and a client's steady traffic through both, already flowing; the traffic
+    stops on the way out, so its counts are final after the block."""
+    app = await EchoApp("ratings", "127.0.0.1").start()
+    try:
+        await mesh.apply(RATINGS.format(port=app.port) + POLICY)
+        async with (
+            serving_sidecar(mesh, "ratings-0", "127.0.0.21") as server,
+            sidecar(mesh, "productpage-1", service_account="productpage") as caller,
+        ):
+            await eventually(
+                lambda: server.core.active.authorizer.active, what="the server's policy"
+            )
+            traffic = SteadyTraffic(mesh, caller)
+            traffic.start()
+            try:
+                await traffic.more()
+                yield server, caller, traffic
+            finally:
+                await traffic.stop()
+    finally:
+        await app.stop()
+
+
 async def test_a_root_rotation_under_steady_traffic_fails_no_request(
     proxy_mesh: ProxyMesh,
 ) -> None:
@@ -121,96 +151,65 @@ async def test_a_root_rotation_under_steady_traffic_fails_no_request(
     controller.config = dataclasses.replace(controller.config, rotation_spread_seconds=0.5)
     ca_dir: Path = mesh.home / "ca"
     old_root = controller.ca.roots[0]
-    app = await EchoApp("ratings", "127.0.0.1").start()
-    try:
-        await mesh.apply(RATINGS.format(port=app.port) + POLICY)
-        # A proxy that got a certificate from the old root and then went offline.
-        async with sidecar(mesh, "stray-0", service_account="stray"):
-            pass
-        async with (
-            sidecar(
-                mesh,
-                "ratings-0",
-                workload="ratings-0",
-                labels={"app": "ratings"},
-                address="127.0.0.21",
-                inbound_address="127.0.0.21",
-                app_address="127.0.0.1",
-                service_account="ratings",
-            ) as server,
-            sidecar(mesh, "productpage-1", service_account="productpage") as caller,
-        ):
-            await eventually(
-                lambda: server.core.active.authorizer.active, what="the server's policy"
-            )
-            traffic = SteadyTraffic(mesh, caller)
-            traffic.start()
-            try:
-                await traffic.more()
+    # A proxy that got a certificate from the old root and then went offline.
+    async with sidecar(mesh, "stray-0", service_account="stray"):
+        pass
+    async with secured_ratings(mesh) as (server, caller, traffic):
+        # 1. trust the new root as well
+        new, new_key = new_root("cluster.local")
+        with (ca_dir / "root.pem").open("ab") as bundle:
+            bundle.write(new.public_bytes(PEM))
+        controller.reload_ca()
+        both = old_root.public_bytes(PEM) + new.public_bytes(PEM)
+        await eventually(
+            lambda: all(p.core.svid.bundle_pem == both for p in (server, caller)),  # type: ignore[union-attr]
+            what="the two-root bundle on both proxies",
+        )
+        await fresh_handshakes(caller, server)
+        await traffic.more()
 
-                # 1. trust the new root as well
-                new, new_key = new_root("cluster.local")
-                with (ca_dir / "root.pem").open("ab") as bundle:
-                    bundle.write(new.public_bytes(PEM))
-                controller.reload_ca()
-                both = old_root.public_bytes(PEM) + new.public_bytes(PEM)
-                await eventually(
-                    lambda: all(p.core.svid.bundle_pem == both for p in (server, caller)),  # type: ignore[union-attr]
-                    what="the two-root bundle on both proxies",
-                )
-                await fresh_handshakes(caller, server)
-                await traffic.more()
+        # 2. sign with the new root: the proxies renew from it by themselves
+        (ca_dir / "signing.pem").write_bytes(new.public_bytes(PEM))
+        write_private(ca_dir / "signing.key", key_pem(new_key))
+        controller.reload_ca()
+        await eventually(
+            lambda: all(
+                p.core.svid.issuer_key_id == key_id(new)  # type: ignore[union-attr]
+                for p in (server, caller)
+            ),
+            what="both proxies renewed from the new root",
+        )
+        await fresh_handshakes(caller, server)
+        await traffic.more()
 
-                # 2. sign with the new root: the proxies renew from it by themselves
-                (ca_dir / "signing.pem").write_bytes(new.public_bytes(PEM))
-                write_private(ca_dir / "signing.key", key_pem(new_key))
-                controller.reload_ca()
-                await eventually(
-                    lambda: all(
-                        p.core.svid.issuer_key_id == key_id(new)  # type: ignore[union-attr]
-                        for p in (server, caller)
-                    ),
-                    what="both proxies renewed from the new root",
-                )
-                await fresh_handshakes(caller, server)
-                await traffic.more()
-
-                # 3. drop the old root: refused while the stray still needs it
-                (ca_dir / "root.pem").write_bytes(new.public_bytes(PEM))
-                status, body = await mesh.api.call("POST", "/api/v1/ca/reload", json={})
-                assert status == 409, body
-                assert body["details"] == ["stray-0"]
-                assert "stray-0" in body["message"]
-                assert controller.ca.roots[0] == old_root  # nothing applied
-                status, body = await mesh.api.call(
-                    "POST", "/api/v1/ca/reload", json={"force": True}
-                )
-                assert status == 200, body
-                assert [r["keyId"] for r in body["roots"]] == [key_id(new)]
-                await eventually(
-                    lambda: all(
-                        p.core.svid.bundle_pem == new.public_bytes(PEM)  # type: ignore[union-attr]
-                        for p in (server, caller)
-                    ),
-                    what="the new root alone on both proxies",
-                )
-                await fresh_handshakes(caller, server)
-                await traffic.more()
-                # From here on a stream must prove itself: the caller's certificate
-                # (from the new root) must survive the bundle changes it went through.
-                controller.config = dataclasses.replace(
-                    controller.config, allow_anonymous_proxies=False
-                )
-                proven = controller.streams_proven["certificate"]
-                await reconnect_discovery(caller)
-                assert controller.streams_proven["certificate"] == proven + 1
-                await traffic.more()
-            finally:
-                await traffic.stop()
-            assert traffic.failures == []
-            assert traffic.statuses[200] >= 100
-    finally:
-        await app.stop()
+        # 3. drop the old root: refused while the stray still needs it
+        (ca_dir / "root.pem").write_bytes(new.public_bytes(PEM))
+        status, body = await mesh.api.call("POST", "/api/v1/ca/reload", json={})
+        assert status == 409, body
+        assert body["details"] == ["stray-0"]
+        assert "stray-0" in body["message"]
+        assert controller.ca.roots[0] == old_root  # nothing applied
+        status, body = await mesh.api.call("POST", "/api/v1/ca/reload", json={"force": True})
+        assert status == 200, body
+        assert [r["keyId"] for r in body["roots"]] == [key_id(new)]
+        await eventually(
+            lambda: all(
+                p.core.svid.bundle_pem == new.public_bytes(PEM)  # type: ignore[union-attr]
+                for p in (server, caller)
+            ),
+            what="the new root alone on both proxies",
+        )
+        await fresh_handshakes(caller, server)
+        await traffic.more()
+        # From here on a stream must prove itself: the caller's certificate
+        # (from the new root) must survive the bundle changes it went through.
+        controller.config = dataclasses.replace(controller.config, allow_anonymous_proxies=False)
+        proven = controller.streams_proven["certificate"]
+        await reconnect_discovery(caller)
+        assert controller.streams_proven["certificate"] == proven + 1
+        await traffic.more()
+    assert traffic.failures == []
+    assert traffic.statuses[200] >= 100
 
 
 async def test_svids_renewed_at_half_life_under_steady_traffic_fail_no_request(
@@ -218,42 +217,16 @@ async def test_svids_renewed_at_half_life_under_steady_traffic_fail_no_request(
 ) -> None:
     mesh = proxy_mesh
     mesh.controller.svids.validity = dt.timedelta(seconds=10)  # renewal after ~4-6 s
-    app = await EchoApp("ratings", "127.0.0.1").start()
-    try:
-        await mesh.apply(RATINGS.format(port=app.port) + POLICY)
-        async with (
-            sidecar(
-                mesh,
-                "ratings-0",
-                workload="ratings-0",
-                labels={"app": "ratings"},
-                address="127.0.0.21",
-                inbound_address="127.0.0.21",
-                app_address="127.0.0.1",
-                service_account="ratings",
-            ) as server,
-            sidecar(mesh, "productpage-1", service_account="productpage") as caller,
-        ):
-            await eventually(
-                lambda: server.core.active.authorizer.active, what="the server's policy"
-            )
-            first = {p: p.core.svid for p in (server, caller)}
-            traffic = SteadyTraffic(mesh, caller)
-            traffic.start()
-            try:
-                await traffic.more()
-                await eventually(
-                    lambda: all(p.core.counters["svid_renewed"] >= 1 for p in first),
-                    timeout=15,
-                    what="both sidecars renewed their certificates",
-                )
-                assert all(p.core.svid is not first[p] for p in first)
-                await traffic.more()  # the connections opened before still serve
-                await fresh_handshakes(caller, server)  # and new ones use the new SVIDs
-                await traffic.more()
-            finally:
-                await traffic.stop()
-            assert traffic.failures == []
-            assert traffic.statuses[200] >= 60
-    finally:
-        await app.stop()
+    async with secured_ratings(mesh) as (server, caller, traffic):
+        first = {p: p.core.svid for p in (server, caller)}
+        await eventually(
+            lambda: all(p.core.counters["svid_renewed"] >= 1 for p in first),
+            timeout=15,
+            what="both sidecars renewed their certificates",
+        )
+        assert all(p.core.svid is not first[p] for p in first)
+        await traffic.more()  # the connections opened before still serve
+        await fresh_handshakes(caller, server)  # and new ones use the new SVIDs
+        await traffic.more()
+    assert traffic.failures == []
+    assert traffic.statuses[200] >= 60

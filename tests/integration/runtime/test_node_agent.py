@@ -14,45 +14,16 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from tests.support.controller import Api, controller_config
+from tests.support.controller import Api, running_controller
+from tests.support.hello_pods import hello_manifest
 from tests.support.polling import eventually
 
 from mycelium.control.controller import Controller
 from mycelium.runtime.node_agent import ControllerApi, NodeAgent
 from mycelium.runtime.process_pods import MeshAccess, PodSpec
 
-APP = Path(__file__).parents[2] / "support" / "pod_app.py"
 MYC = [str(Path(sys.executable).parent / "myc")]
 PORT = 8080
-
-MANIFEST = """
-apiVersion: mycelium.io/v1
-kind: Service
-metadata: {{name: hello}}
-spec:
-  selector: {{app: hello}}
-  ports: [{{name: http, port: {port}}}]
----
-apiVersion: mycelium.io/v1
-kind: Deployment
-metadata: {{name: hello}}
-spec:
-  replicas: {replicas}
-  template:
-    metadata: {{labels: {{app: hello}}}}
-    spec:
-      serviceAccountName: hello
-      terminationGracePeriodSeconds: 5
-      containers:
-        - name: hello
-          command: [{python}, {app}, serve]
-          env:
-            - {{name: PORT, value: "{port}"}}
-            - {{name: EVENT_FILE, value: "{events}"}}
-            - {{name: GREETING, value: "{greeting}"}}
-          ports: [{{containerPort: {port}}}]
-          readinessProbe: {{httpGet: {{path: /, port: {port}}}}}
-"""
 
 
 class Mesh:
@@ -61,13 +32,12 @@ class Mesh:
         self.tmp_path = tmp_path
 
     async def apply(self, replicas: int, greeting: str = "hi") -> None:
-        text = MANIFEST.format(
+        text = hello_manifest(
             port=PORT,
-            replicas=replicas,
-            python=sys.executable,
-            app=APP,
             events=self.tmp_path / "events",
-            greeting=greeting,
+            replicas=replicas,
+            env={"GREETING": greeting},
+            grace_seconds=5,
         )
         async with aiohttp.ClientSession() as session:
             url = f"http://127.0.0.1:{self.controller.api_port}"
@@ -77,12 +47,8 @@ class Mesh:
 
 @pytest.fixture
 async def mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
-    controller = Controller(controller_config(tmp_path / "home", allow_anonymous_proxies=False))
-    await controller.start()
-    try:
-        yield Mesh(controller, tmp_path)
-    finally:
-        await controller.stop()
+    async with running_controller(tmp_path / "home", allow_anonymous_proxies=False) as running:
+        yield Mesh(running, tmp_path)
 
 
 def listed(state_dir: Path) -> list[dict[str, object]]:

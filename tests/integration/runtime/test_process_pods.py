@@ -13,7 +13,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from tests.support.controller import Api, controller_config
+from tests.support.controller import Api, running_controller
+from tests.support.hello_pods import hello_manifest
 from tests.support.polling import eventually
 
 from mycelium.api.deployment import Deployment
@@ -22,57 +23,23 @@ from mycelium.control.controller import Controller
 from mycelium.runtime.pod_lifecycle import PodPhase
 from mycelium.runtime.process_pods import MeshAccess, PodAddresses, PodSpec, ProcessPod
 
-APP = Path(__file__).parents[2] / "support" / "pod_app.py"
 MYC = [str(Path(sys.executable).parent / "myc")]
 POD_ADDRESS, APP_ADDRESS, PORT = "127.0.64.2", "127.1.64.2", 8080
-
-MANIFEST = """
-apiVersion: mycelium.io/v1
-kind: Service
-metadata: {{name: hello}}
-spec:
-  selector: {{app: hello}}
-  ports: [{{name: http, port: {port}}}]
----
-apiVersion: mycelium.io/v1
-kind: Deployment
-metadata: {{name: hello}}
-spec:
-  template:
-    metadata: {{labels: {{app: hello}}}}
-    spec:
-      serviceAccountName: hello
-      terminationGracePeriodSeconds: 5
-      containers:
-        - name: hello
-          command: [{python}, {app}, {mode}]
-          env:
-            - {{name: PORT, value: "{port}"}}
-            - {{name: EVENT_FILE, value: "{events}"}}
-            - {{name: COUNTER_FILE, value: "{counter}"}}
-          ports: [{{containerPort: {port}}}]
-          readinessProbe: {{httpGet: {{path: /, port: {port}}}}}
-"""
 
 
 @pytest.fixture
 async def controller(tmp_path: Path) -> AsyncIterator[Controller]:
-    controller = Controller(controller_config(tmp_path / "home", allow_anonymous_proxies=False))
-    await controller.start()
-    try:
-        yield controller
-    finally:
-        await controller.stop()
+    async with running_controller(tmp_path / "home", allow_anonymous_proxies=False) as running:
+        yield running
 
 
 async def pod_for(controller: Controller, tmp_path: Path, mode: str) -> ProcessPod:
-    text = MANIFEST.format(
+    text = hello_manifest(
         port=PORT,
-        python=sys.executable,
-        app=APP,
-        mode=mode,
         events=tmp_path / "events",
-        counter=tmp_path / "counter",
+        mode=mode,
+        env={"COUNTER_FILE": str(tmp_path / "counter")},
+        grace_seconds=5,
     )
     resources = load_documents(text, source="mesh.yaml")
     [deployment] = [r for r in resources if isinstance(r, Deployment)]

@@ -11,8 +11,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.text import Text
@@ -24,10 +25,13 @@ from mycelium.cli.manifests import ManifestFile, read_manifests, validate_locall
 from mycelium.cli.render import console_for, print_table
 from mycelium.cli.settings import settings_of
 
+if TYPE_CHECKING:
+    from mycelium.runtime.local_mesh import LocalMesh
+
 POD_HEADERS = ("NAMESPACE", "POD", "READY", "PHASE", "RESTARTS", "ADDRESS", "REASON")
 
 
-def _local_mesh(ctx: typer.Context, discovery: str) -> Any:
+def _local_mesh(ctx: typer.Context, discovery: str) -> LocalMesh:
     # Imported here: only these commands need the runtime.
     from mycelium.runtime.local_mesh import LocalMesh  # noqa: PLC0415
 
@@ -218,7 +222,7 @@ def exec_command(
         raise CliError(f"cannot run {command[0]!r}: {exc.strerror}") from None
 
 
-def _replicas_wanted(files: Any) -> dict[str, int]:
+def _replicas_wanted(files: Sequence[ManifestFile]) -> dict[str, int]:
     from mycelium.api.deployment import Deployment  # noqa: PLC0415
     from mycelium.api.loading import load_documents  # noqa: PLC0415
 

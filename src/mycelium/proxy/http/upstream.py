@@ -347,12 +347,8 @@ class EndpointPool:
             return
         # A fresh connection goes to a waiter as it is, even one the server already
         # spoiled (it spoke first, or closed): that request then fails with the reason.
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(conn)
-                return
-        self.release(conn)
+        if not self._hand_to_waiter(conn):
+            self.release(conn)
 
     async def connect(self, connect_timeout: float) -> UpstreamHttp1:
         """A new connection, never an idle one (an upgrade takes its connection away)."""
@@ -385,16 +381,22 @@ class EndpointPool:
         if not conn.reusable:
             conn.abort()
             return
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(conn)
-                return
+        if self._hand_to_waiter(conn):
+            return
         if len(self._idle) >= MAX_IDLE_PER_ENDPOINT:
             _close(conn)
             return
         conn.idle_since = time.monotonic()
         self._idle.append(conn)
+
+    def _hand_to_waiter(self, conn: UpstreamHttp1) -> bool:
+        """Give `conn` to the oldest request still waiting; False when none is."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return True
+        return False
 
     def forget(self, conn: UpstreamHttp1) -> None:
         self.open = max(0, self.open - 1)
