@@ -31,10 +31,10 @@ from mycelium.cli.commands import (
     delete,
     describe,
     get,
+    pods,
     proxy,
     status,
     token,
-    up,
     version,
 )
 from mycelium.cli.errors import CliError
@@ -147,13 +147,13 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "status": status.status_command,
     "check": check.check_command,
     "version": version.version_command,
-    "up": up.up_command,
-    "down": up.down_command,
-    "ps": up.ps_command,
-    "logs": up.logs_command,
-    "scale": up.scale_command,
-    "restart": up.restart_command,
-    "exec": up.exec_command,
+    "up": pods.up_command,
+    "down": pods.down_command,
+    "ps": pods.ps_command,
+    "logs": pods.logs_command,
+    "scale": pods.scale_command,
+    "restart": pods.restart_command,
+    "exec": pods.exec_command,
 }
 for _name, _function in COMMANDS.items():
     app.command(_name, help=help_text(_function.__doc__))(_function)

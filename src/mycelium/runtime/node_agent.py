@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 from dataclasses import dataclass, field, replace
@@ -28,7 +27,7 @@ import aiohttp
 
 from mycelium.api.deployment import Deployment
 from mycelium.runtime.pod_lifecycle import PodPhase
-from mycelium.runtime.pod_network import PROCESS_NETWORK, AddressPool
+from mycelium.runtime.pod_network import PROCESS_NETWORK, AddressPool, app_address_for
 from mycelium.runtime.process_pods import (
     MeshAccess,
     PodAddresses,
@@ -40,13 +39,6 @@ from mycelium.runtime.reconcile import CreatePod, PodView, StopPod, reconcile
 log = logging.getLogger("mycelium.runtime.agent")
 
 POLL_SECONDS = 1.0
-# Process pods' apps listen on the same host part in 127.1.0.0/16 as their pod's
-# address has in 127.0.0.0/16: two loopback addresses per pod, no port clashes.
-APP_ADDRESS_OFFSET = 1 << 16
-
-
-def app_address_for(pod_address: str) -> str:
-    return str(ipaddress.IPv4Address(pod_address) + APP_ADDRESS_OFFSET)
 
 
 class ControllerApi:

@@ -12,8 +12,9 @@ next `myc up` can find and remove what a crashed run left behind, and nothing el
   (SO_MARK) and those to the controller. Service names resolve inside the pod through
   `/etc/netns/<pod namespace>/hosts`, which `ip netns exec` puts in place of
   /etc/hosts.
-- **process pods** (no root): a loopback address per pod from 127.0.64.0/18; apps
-  reach the mesh through HTTP_PROXY and explicit ports.
+- **process pods** (no root): a loopback address per pod from 127.0.64.0/18 for its
+  sidecar, and the same host part in 127.1.0.0/16 for its app (`app_address_for`);
+  apps reach the mesh through HTTP_PROXY and explicit ports.
 
 This module only computes names, addresses and rule text (`PodNetworkPlan`,
 `AddressPool`, `pod_ruleset`, `hosts_file`); `runtime/netns_pods.py` applies them.
@@ -40,6 +41,16 @@ INBOUND_PORT = 15006
 ADMIN_PORT = 15000
 HEALTH_PORT = 15021
 PROXY_MARK = 0x539  # what the sidecar sets on its own sockets (proxy/settings.py)
+
+
+# A process pod's app listens on the same host part in 127.1.0.0/16 as its pod's
+# address has in 127.0.0.0/16: two loopback addresses per pod, no port clashes.
+APP_ADDRESS_OFFSET = 1 << 16
+
+
+def app_address_for(pod_address: str) -> str:
+    """Where a process pod's app listens, given the pod's (its sidecar's) address."""
+    return str(ipaddress.IPv4Address(pod_address) + APP_ADDRESS_OFFSET)
 
 
 class AddressesExhausted(MeshError):

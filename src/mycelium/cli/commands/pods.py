@@ -1,4 +1,4 @@
-"""`myc up`, `myc down`, `myc ps`, `myc logs`: a mesh of local pods on this machine.
+"""`myc up`, `down`, `ps`, `logs`, `exec`, `scale`, `restart`: local pods on this machine.
 
 `myc up -f mesh.yaml` starts a controller (unless one already answers at the
 controller URL), applies the manifest, starts the node agent, and waits until every
