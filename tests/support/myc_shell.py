@@ -26,7 +26,8 @@ def free_port() -> int:
 
 
 class MycShell:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, pods: str = "process") -> None:
+        self.pods_as = pods  # process pods unless a (system) test asks for netns
         self.home = tmp_path / "home"
         self.discovery = f"127.0.0.1:{free_port()}"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("MYC_")}
@@ -47,7 +48,9 @@ class MycShell:
         )
 
     def up(self, manifest: Path) -> subprocess.CompletedProcess[str]:
-        return self.myc("up", "-f", str(manifest), "--listen-discovery", self.discovery)
+        return self.myc(
+            "up", "-f", str(manifest), "--listen-discovery", self.discovery, "--pods", self.pods_as
+        )
 
     def down(self) -> subprocess.CompletedProcess[str]:
         return self.myc("down", "--listen-discovery", self.discovery)

@@ -30,6 +30,10 @@ from mycelium.api.scalars import DnsLabel, Labels, PortNumber
 
 # More replicas than this of one app on one machine is a typo rather than a plan.
 MAX_REPLICAS = 64
+# A pod template annotated with this set to "false" gets no sidecar: a gateway, which
+# is a proxy itself. Its app then receives the pod's identity and the controller's
+# address in its environment (MYC_* variables; see runtime/process_pods.py).
+SIDECAR_INJECT = "sidecar.mycelium.io/inject"
 # Environment variable names, as POSIX shells accept them.
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -55,6 +59,9 @@ class ContainerPort(ApiModel):
     container_port: PortNumber
     """The port the app listens on (a Service's targetPort)."""
     name: DnsLabel | None = None
+    host_port: PortNumber | None = None
+    """Publish the port on the host's 127.0.0.1 (an ingress gateway's listener): the
+    node agent forwards it to a ready pod of the Deployment."""
 
 
 class HttpGetAction(ApiModel):
@@ -139,6 +146,18 @@ class PodMeta(ApiModel):
     labels: Annotated[Labels, Field(min_length=1)]
     """What Services select; `version` is what subsets split traffic by."""
     annotations: dict[str, str] = {}
+
+    @field_validator("annotations")
+    @classmethod
+    def _inject_is_a_boolean(cls, annotations: dict[str, str]) -> dict[str, str]:
+        value = annotations.get(SIDECAR_INJECT)
+        if value is not None and value not in ("true", "false"):
+            raise ValueError(f'{SIDECAR_INJECT} must be "true" or "false", not {value!r}')
+        return annotations
+
+    @property
+    def wants_sidecar(self) -> bool:
+        return self.annotations.get(SIDECAR_INJECT, "true") == "true"
 
 
 class PodSpec(ApiModel):

@@ -16,6 +16,7 @@ from pathlib import Path
 import msgspec
 
 from mycelium.runtime.node_agent import ControllerApi, NodeAgent
+from mycelium.runtime.node_network import LoopbackNode, NetnsNode, NodeNetwork
 from mycelium.runtime.process_pods import MeshAccess, PodSpec
 
 
@@ -27,6 +28,8 @@ class AgentSettings(msgspec.Struct, frozen=True, kw_only=True):
     state_dir: str
     manifest_dir: str
     myc: list[str]
+    pods: str = "process"  # "netns" (root) or "process"
+    run: str = ""  # pod_network.run_id of the home: netns pods' names
 
 
 async def serve(settings: AgentSettings, token: str) -> None:
@@ -35,16 +38,23 @@ async def serve(settings: AgentSettings, token: str) -> None:
     async def join_token(spec: PodSpec) -> str:
         return await api.join_token(spec.namespace, spec.service_account)
 
+    node: NodeNetwork
+    if settings.pods == "netns":
+        host, _, port = settings.discovery.rpartition(":")
+        node = NetnsNode(run=settings.run, controller=(host, int(port)))
+    else:
+        node = LoopbackNode(settings.discovery)
     agent = NodeAgent(
         api,
         MeshAccess(
             myc=settings.myc,
-            discovery=settings.discovery,
+            discovery=node.discovery,
             trust_bundle=Path(settings.trust_bundle),
             join_token=join_token,
         ),
         state_dir=Path(settings.state_dir),
         manifest_dir=Path(settings.manifest_dir),
+        node=node,
     )
     running = asyncio.create_task(agent.run())
     stop = asyncio.Event()

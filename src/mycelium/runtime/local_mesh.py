@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from mycelium.errors import MeshError
+from mycelium.runtime.pod_network import run_id
 
 START_TIMEOUT_SECONDS = 30.0
 # The agent stops every pod (apps get their grace period, sidecars drain) before exiting.
@@ -85,8 +86,10 @@ class LocalMesh:
     def agent_running(self) -> bool:
         return _alive(self._pid("agent"))
 
-    def start_agent(self, manifest_dir: Path) -> None:
+    def start_agent(self, manifest_dir: Path, pods: str = "process") -> None:
         settings = {
+            "pods": pods,
+            "run": run_id(str(self.home.resolve())),
             "controller_url": self.controller_url,
             "token_file": str(self.home / "admin-token"),
             "discovery": self.discovery,

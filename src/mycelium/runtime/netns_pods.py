@@ -1,7 +1,8 @@
 """netns pods on this machine: a node namespace with a bridge, a namespace per pod.
 
 Nothing is added to the host's own network namespace: the bridge (`mycbr0`, the pod
-network's first address) lives in a node namespace, `mycelium-node`, and every pod's
+network's first address) lives in the run's node namespace (`mycelium-<run>-node`,
+see pod_network.node_netns), and every pod's
 veth pair is created with its ends already in the node's and the pod's namespaces. The
 host reaches pods, and pods reach the controller, only through sockets the node agent
 holds in both namespaces (a port forward), never through a route; so pods can reach
@@ -12,8 +13,8 @@ the bridge (the nftables output hook comes after routing, so connecting to a ser
 virtual IP needs a route to exist), the interception ruleset (`pod_ruleset`), and an
 `/etc/netns/<namespace>/hosts` that `ip netns exec` shows the pod's processes as
 /etc/hosts. Removing a pod deletes its namespace (which takes its veth pair and rules
-along) and its hosts file. `sweep_leftovers` removes whatever a crashed run left,
-recognised by the `mycelium-` prefix.
+along) and its hosts file. `sweep_leftovers` removes whatever a crashed run of the
+same home left, recognised by its `mycelium-<run>-` prefix.
 
 Needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) and iproute2 and nftables; without them,
 `NetnsUnavailable` says what is missing.
@@ -27,11 +28,10 @@ import subprocess
 from pathlib import Path
 
 from mycelium.errors import MeshError
-from mycelium.runtime.pod_network import BRIDGE, NETNS_PREFIX, PodNetworkPlan
+from mycelium.runtime.pod_network import BRIDGE, PodNetworkPlan, node_netns, run_prefix
 
 IP = shutil.which("ip") or "/usr/sbin/ip"
 NFT = shutil.which("nft") or "/usr/sbin/nft"
-NODE_NETNS = f"{NETNS_PREFIX}node"
 NETNS_RUN_DIR = Path("/run/netns")
 NETNS_ETC_DIR = Path("/etc/netns")
 COMMAND_TIMEOUT_SECONDS = 30.0
@@ -93,18 +93,19 @@ def namespace_names() -> set[str]:
     return {line.split()[0] for line in _run(IP, "netns", "list").splitlines() if line}
 
 
-def ensure_node(node_address: str, prefix_length: int) -> None:
-    """The node namespace and its bridge, created once per run."""
-    if NODE_NETNS in namespace_names():
+def ensure_node(run: str, node_address: str, prefix_length: int) -> None:
+    """The run's node namespace and its bridge, created once per run."""
+    node = node_netns(run)
+    if node in namespace_names():
         return
-    _run(IP, "netns", "add", NODE_NETNS)
+    _run(IP, "netns", "add", node)
     try:
-        run_in(NODE_NETNS, IP, "link", "set", "lo", "up")
-        run_in(NODE_NETNS, IP, "link", "add", BRIDGE, "type", "bridge")
-        run_in(NODE_NETNS, IP, "addr", "add", f"{node_address}/{prefix_length}", "dev", BRIDGE)
-        run_in(NODE_NETNS, IP, "link", "set", BRIDGE, "up")
+        run_in(node, IP, "link", "set", "lo", "up")
+        run_in(node, IP, "link", "add", BRIDGE, "type", "bridge")
+        run_in(node, IP, "addr", "add", f"{node_address}/{prefix_length}", "dev", BRIDGE)
+        run_in(node, IP, "link", "set", BRIDGE, "up")
     except MeshError:
-        _run(IP, "netns", "delete", NODE_NETNS)
+        _run(IP, "netns", "delete", node)
         raise
 
 
@@ -119,7 +120,7 @@ def create_pod(plan: PodNetworkPlan, ruleset: str, hosts: str) -> None:
             "add",
             plan.host_interface,
             "netns",
-            NODE_NETNS,
+            plan.node_netns,
             "type",
             "veth",
             "peer",
@@ -128,13 +129,14 @@ def create_pod(plan: PodNetworkPlan, ruleset: str, hosts: str) -> None:
             "netns",
             plan.netns,
         )
-        run_in(NODE_NETNS, IP, "link", "set", plan.host_interface, "master", BRIDGE, "up")
+        run_in(plan.node_netns, IP, "link", "set", plan.host_interface, "master", BRIDGE, "up")
         address = f"{plan.address}/{plan.prefix_length}"
         run_in(plan.netns, IP, "link", "set", "lo", "up")
         run_in(plan.netns, IP, "addr", "add", address, "dev", plan.pod_interface)
         run_in(plan.netns, IP, "link", "set", plan.pod_interface, "up")
         run_in(plan.netns, IP, "route", "add", "default", "via", str(plan.node_address))
-        run_in(plan.netns, NFT, "-f", "-", input_text=ruleset)
+        if ruleset:  # a pod without a sidecar (a gateway) intercepts nothing
+            run_in(plan.netns, NFT, "-f", "-", input_text=ruleset)
         write_hosts(plan.netns, hosts)
     except MeshError:
         remove_pod(plan.netns)
@@ -142,13 +144,17 @@ def create_pod(plan: PodNetworkPlan, ruleset: str, hosts: str) -> None:
 
 
 def write_hosts(netns: str, hosts: str) -> None:
-    """What the pod's processes read as /etc/hosts (`ip netns exec` mounts it there)."""
+    """What the pod's processes read as /etc/hosts (`ip netns exec` mounts it there).
+
+    An existing file is rewritten in place: processes already running see the file
+    through a bind mount of its inode, which a rename would leave behind."""
     directory = NETNS_ETC_DIR / netns
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / "hosts"
-    temporary = directory / "hosts.tmp"
-    temporary.write_text(hosts)
-    temporary.replace(target)
+    with open(target, "a+") as file:
+        file.seek(0)
+        file.truncate()
+        file.write(hosts)
 
 
 def remove_pod(netns: str) -> None:
@@ -158,18 +164,19 @@ def remove_pod(netns: str) -> None:
     shutil.rmtree(NETNS_ETC_DIR / netns, ignore_errors=True)
 
 
-def remove_node() -> None:
-    remove_pod(NODE_NETNS)
+def remove_node(run: str) -> None:
+    remove_pod(node_netns(run))
 
 
-def sweep_leftovers() -> list[str]:
-    """Remove every namespace (and hosts directory) a run left behind; returns their
+def sweep_leftovers(run: str) -> list[str]:
+    """Remove every namespace (and hosts directory) the run left behind; returns their
     names. The node goes last: pods' veth ends live in it."""
-    names = sorted(n for n in namespace_names() if n.startswith(NETNS_PREFIX))
-    names.sort(key=lambda n: n == NODE_NETNS)
+    prefix, node = run_prefix(run), node_netns(run)
+    names = sorted(n for n in namespace_names() if n.startswith(prefix))
+    names.sort(key=lambda n: n == node)
     for name in names:
         remove_pod(name)
     if NETNS_ETC_DIR.exists():
-        for directory in NETNS_ETC_DIR.glob(f"{NETNS_PREFIX}*"):
+        for directory in NETNS_ETC_DIR.glob(f"{prefix}*"):
             shutil.rmtree(directory, ignore_errors=True)
     return names

@@ -1,13 +1,18 @@
 """The node agent: keeps this machine's pods matching the Deployments the controller holds.
 
-Like a kubelet with its Deployment controller folded in. It reads Deployments through
-the controller's REST API (with the admin token), asks `reconcile` for the next steps,
-and carries them out with process pods: each `CreatePod` gets addresses from the pool
-and a `ProcessPod` task (its sidecar proves the pod's identity with a join token the
-agent mints), each `StopPod` stops its pod (app first, then the sidecar drains). It
-asks again after each pod event (turning ready, exiting, ending) and after reading the
-Deployments, which it does every `POLL_SECONDS` (a one-machine mesh has few of them;
-the REST watch would cut the delay, not the work).
+Like a kubelet with its Deployment controller folded in. It reads Deployments (and
+Services, for the names pods resolve) through the controller's REST API with the admin
+token, asks `reconcile` for the next steps, and carries them out: each `CreatePod` gets
+a place on the node's network (`runtime/node_network.py`: loopback addresses, or a
+network namespace) and a `ProcessPod` task (its sidecar proves the pod's identity with
+a join token the agent mints); each `StopPod` stops its pod (app first, then the
+sidecar drains), and the pod's network goes once its last process has. It asks again
+after each pod event (turning ready, exiting, ending) and after reading the resources,
+which it does every `POLL_SECONDS` (a one-machine mesh has few of them; the REST watch
+would cut the delay, not the work).
+
+A container port with a `hostPort` is published on the host's 127.0.0.1: the agent
+forwards each connection to a ready pod of its Deployment, in turn.
 
 What it knows of its pods is written to `<state dir>/pods.json` after every change, for
 `myc ps`; each pod's logs are under `<state dir>/pods/<namespace>/<pod>/`.
@@ -19,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,14 +32,11 @@ from typing import Any
 import aiohttp
 
 from mycelium.api.deployment import Deployment
+from mycelium.api.service import Service
+from mycelium.runtime.node_network import LoopbackNode, NodeNetwork, ServiceName
 from mycelium.runtime.pod_lifecycle import PodPhase
-from mycelium.runtime.pod_network import PROCESS_NETWORK, AddressPool, app_address_for
-from mycelium.runtime.process_pods import (
-    MeshAccess,
-    PodAddresses,
-    PodSpec,
-    ProcessPod,
-)
+from mycelium.runtime.port_forward import PortForward
+from mycelium.runtime.process_pods import MeshAccess, PodSpec, ProcessPod
 from mycelium.runtime.reconcile import CreatePod, PodView, StopPod, reconcile
 
 log = logging.getLogger("mycelium.runtime.agent")
@@ -61,17 +64,35 @@ class ControllerApi:
         return self._session
 
     async def deployments(self) -> list[Deployment]:
-        url = f"{self._base}/api/v1/resources"
-        async with self._open().get(url, params={"kind": "Deployment"}) as response:
-            response.raise_for_status()
-            body = await response.json()
         found = []
-        for item in body["items"]:
+        for item in await self._resources("Deployment"):
             try:
                 found.append(Deployment.model_validate(item))
             except ValueError as exc:  # stored by an older release, say: skip, say why
                 log.error("cannot run a stored Deployment: %s", exc)
         return found
+
+    async def service_names(self) -> list[ServiceName]:
+        """(virtual IP, name, namespace) of every Service that has a virtual IP."""
+        names = []
+        for item in await self._resources("Service"):
+            try:
+                service = Service.model_validate(item)
+            except ValueError:
+                continue
+            if service.spec.vip is not None:
+                names.append(
+                    (str(service.spec.vip), service.metadata.name, service.metadata.namespace)
+                )
+        return sorted(names, key=lambda n: (n[2] != "default", n[2], n[1]))
+
+    async def _resources(self, kind: str) -> list[dict[str, Any]]:
+        url = f"{self._base}/api/v1/resources"
+        async with self._open().get(url, params={"kind": kind}) as response:
+            response.raise_for_status()
+            body = await response.json()
+        items: list[dict[str, Any]] = body["items"]
+        return items
 
     async def join_token(self, namespace: str, service_account: str) -> str:
         url = f"{self._base}/api/v1/join-tokens"
@@ -96,13 +117,20 @@ class NodeAgent:
     mesh: MeshAccess
     state_dir: Path
     manifest_dir: Path = field(default_factory=Path.cwd)
-    pool: AddressPool = field(default_factory=lambda: AddressPool(PROCESS_NETWORK))
+    node: NodeNetwork = None  # type: ignore[assignment]  # LoopbackNode unless given
     pods: dict[str, _Pod] = field(default_factory=dict)
+    host_ports: dict[int, PortForward] = field(default_factory=dict)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _deployments: dict[tuple[str, str], Deployment] = field(default_factory=dict)
+    _turn: int = 0  # which ready pod the next host-port connection goes to
+
+    def __post_init__(self) -> None:
+        if self.node is None:
+            self.node = LoopbackNode(self.mesh.discovery)
 
     async def run(self) -> None:
         """Reconcile until cancelled; then stop every pod (app first) and wait."""
+        await self.node.start()
         try:
             while True:
                 await self.reconcile_once()
@@ -111,10 +139,12 @@ class NodeAgent:
                 self._changed.clear()
         finally:
             await self.stop_all()
+            await self.node.stop()
 
     async def reconcile_once(self) -> None:
         try:
             deployments = await self.api.deployments()
+            self.node.set_service_names(await self.api.service_names())
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("cannot read Deployments from the controller: %s", exc)
             return
@@ -126,9 +156,13 @@ class NodeAgent:
             elif isinstance(step, StopPod):
                 self._stop(step)
         self._forget_stopped()
+        await self._publish_host_ports()
         self.write_state()
 
     async def stop_all(self) -> None:
+        for forward in self.host_ports.values():
+            await forward.stop()
+        self.host_ports.clear()
         for pod in self.pods.values():
             pod.runner.stop()
         await asyncio.gather(*(pod.task for pod in self.pods.values()), return_exceptions=True)
@@ -142,19 +176,27 @@ class NodeAgent:
         spec = replace(
             PodSpec.from_deployment(deployment, step.ordinal, self.manifest_dir), name=step.name
         )
-        address = str(self.pool.assign(step.name))
+        placement = self.node.plan(step.name, spec.sidecar)
         runner = ProcessPod(
             spec,
-            PodAddresses(address, app_address_for(address)),
+            placement,
             self.mesh,
             self.state_dir / "pods" / step.namespace / step.name,
             on_change=self._changed.set,
         )
-        task = asyncio.create_task(runner.run())
+        task = asyncio.create_task(self._run_pod(runner))
         view = PodView(step.name, step.namespace, step.deployment, step.template_hash, step.ordinal)
         self.pods[step.name] = _Pod(view, runner, task)
         task.add_done_callback(self._pod_ended)
-        log.info("starting pod %s/%s at %s", step.namespace, step.name, address)
+        log.info("starting pod %s/%s at %s", step.namespace, step.name, placement.address)
+
+    async def _run_pod(self, runner: ProcessPod) -> PodPhase:
+        """The pod's network around its processes' life: made before, removed after."""
+        try:
+            await self.node.prepare(runner.placement, runner.spec.sidecar)
+            return await runner.run()
+        finally:
+            await self.node.release(runner.spec.name)
 
     def _pod_ended(self, task: asyncio.Task[PodPhase]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -179,7 +221,50 @@ class NodeAgent:
         for name, pod in list(self.pods.items()):
             if pod.task.done() and not _ended_for_good(pod):
                 del self.pods[name]
-                self.pool.release(name)
+
+    # --- host ports -----------------------------------------------------------------------
+
+    async def _publish_host_ports(self) -> None:
+        wanted: dict[int, tuple[tuple[str, str], int]] = {}
+        for key, deployment in self._deployments.items():
+            for port in deployment.spec.container.ports:
+                if port.host_port is not None:
+                    wanted[port.host_port] = (key, port.container_port)
+        for host_port in set(self.host_ports) - set(wanted):
+            await self.host_ports.pop(host_port).stop()
+        for host_port, (key, container_port) in wanted.items():
+            if host_port in self.host_ports:
+                continue
+            forward = PortForward(
+                listen_in=None,
+                listen=("127.0.0.1", host_port),
+                connect_in=self.node.connect_from,
+                target=self._ready_pod_picker(key, container_port),
+            )
+            try:
+                await forward.start()
+            except OSError as exc:
+                log.error("cannot publish host port %d: %s", host_port, exc)
+                continue
+            self.host_ports[host_port] = forward
+
+    def _ready_pod_picker(
+        self, deployment: tuple[str, str], port: int
+    ) -> Callable[[], tuple[str, int] | None]:
+        def pick() -> tuple[str, int] | None:
+            ready = [
+                pod.runner.placement.address
+                for pod in self.pods.values()
+                if (pod.view.namespace, pod.view.deployment) == deployment
+                and pod.runner.lifecycle.ready
+                and not pod.view.stopping
+            ]
+            if not ready:
+                return None
+            self._turn += 1
+            return ready[self._turn % len(ready)], port
+
+        return pick
 
     # --- state for `myc ps` ---------------------------------------------------------------
 
@@ -195,8 +280,9 @@ class NodeAgent:
                     "phase": str(lifecycle.phase),
                     "ready": lifecycle.ready,
                     "restarts": lifecycle.restarts,
-                    "address": pod.runner.addresses.pod,
-                    "app_address": pod.runner.addresses.app,
+                    "address": pod.runner.placement.address,
+                    "app_address": pod.runner.placement.app_address,
+                    "netns": getattr(pod.runner.placement, "netns", None),
                     "reason": lifecycle.reason,
                 }
             )

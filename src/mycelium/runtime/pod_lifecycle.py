@@ -12,6 +12,9 @@ The order is the mesh's promise to the app:
 - a sidecar that dies takes the pod down (stop the app, report failure): an app must
   never run outside the mesh.
 
+A pod without a sidecar (`sidecar=False`: a gateway, which is a proxy itself) starts
+its app at once and ends when the app has.
+
 The driver (the node agent) feeds events with the time they happened and carries out
 the returned actions; `wake_at` says when to call `tick` next.
 """
@@ -66,6 +69,7 @@ FINAL_PHASES = frozenset({PodPhase.COMPLETED, PodPhase.FAILED, PodPhase.STOPPED}
 class PodLifecycle:
     restart_policy: RestartPolicy = "OnFailure"
     grace_seconds: float = 10.0
+    sidecar: bool = True
     phase: PodPhase = PodPhase.STARTING_SIDECAR
     ready: bool = False
     restarts: int = 0
@@ -83,8 +87,10 @@ class PodLifecycle:
     def done(self) -> bool:
         return self.phase in FINAL_PHASES
 
-    def begin(self) -> list[Action]:
-        """Start the pod: its sidecar first."""
+    def begin(self, now: float = 0.0) -> list[Action]:
+        """Start the pod: its sidecar first (or the app, in a pod without one)."""
+        if not self.sidecar:
+            return self._start_app(now)
         self._running.add("sidecar")
         return [Start("sidecar")]
 

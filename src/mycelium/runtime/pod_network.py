@@ -1,8 +1,10 @@
 """Where pods live on this machine's network, planned without touching it.
 
-Everything a run creates carries the `mycelium-` prefix (namespaces, the state of a
-run) or the `myc` prefix (interfaces, which the kernel limits to 15 bytes), so that the
-next `myc up` can find and remove what a crashed run left behind, and nothing else.
+Everything a run creates carries the `mycelium-<run>-` prefix (namespaces; `<run>`
+names the mesh's home, so two meshes on one machine, say the demo and a test run, never
+touch each other's) or the `myc` prefix (interfaces, which the kernel limits to 15
+bytes, and which live inside the run's own node namespace), so that the next `myc up`
+of the same home can find and remove what a crashed run left behind, and nothing else.
 
 - **netns pods** (root): a network namespace per pod, a veth pair from the node bridge
   (`mycbr0`, 198.18.64.1) to the pod's `eth0`, an address from 198.18.64.0/18 (inside
@@ -22,6 +24,7 @@ This module only computes names, addresses and rule text (`PodNetworkPlan`,
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -96,10 +99,25 @@ class AddressPool:
         return dict(self._taken)
 
 
+def run_id(home: str) -> str:
+    """A short name for the mesh whose home is `home`, in its namespaces' names."""
+    return hashlib.blake2b(home.encode(), digest_size=3).hexdigest()
+
+
+def run_prefix(run: str) -> str:
+    return f"{NETNS_PREFIX}{run}-"
+
+
+def node_netns(run: str) -> str:
+    """The run's node namespace: its bridge, and the node's end of every pod's veth."""
+    return f"{run_prefix(run)}node"
+
+
 @dataclass(frozen=True, slots=True)
 class PodNetworkPlan:
     """One netns pod's names and addresses."""
 
+    run: str
     pod: str
     index: int  # unique among the run's pods, for interface names
     address: ipaddress.IPv4Address
@@ -108,7 +126,11 @@ class PodNetworkPlan:
 
     @property
     def netns(self) -> str:
-        return f"{NETNS_PREFIX}{self.pod}"
+        return f"{run_prefix(self.run)}{self.pod}"
+
+    @property
+    def node_netns(self) -> str:
+        return node_netns(self.run)
 
     @property
     def host_interface(self) -> str:
@@ -123,8 +145,9 @@ class PodNetworkPlan:
         return "eth0"
 
 
-def plan_pod(pod: str, index: int, pool: AddressPool) -> PodNetworkPlan:
+def plan_pod(run: str, pod: str, index: int, pool: AddressPool) -> PodNetworkPlan:
     return PodNetworkPlan(
+        run=run,
         pod=pod,
         index=index,
         address=pool.assign(pod),
@@ -136,6 +159,7 @@ def plan_pod(pod: str, index: int, pool: AddressPool) -> PodNetworkPlan:
 def pod_ruleset(
     *,
     controller: tuple[str, int],
+    pod_address: str | None = None,
     inbound_port: int = INBOUND_PORT,
     outbound_port: int = OUTBOUND_PORT,
     proxy_mark: int = PROXY_MARK,
@@ -148,9 +172,20 @@ def pod_ruleset(
     sidecar's own admin and health ports. Outbound: TCP the pod sends goes to
     `outbound_port`, except the sidecar's own connections (they carry `proxy_mark`),
     loopback, and the connection to the controller (discovery is how the sidecar
-    learns its config: it must not go through the sidecar itself)."""
+    learns its config: it must not go through the sidecar itself).
+
+    A call to the pod's own service can be balanced to the pod itself: the sidecar then
+    connects to its own `pod_address`, which the kernel routes over loopback, where the
+    inbound rule (on eth0) never sees it. Such a connection is sent to the inbound port
+    too, so the pod's own policy still applies to it."""
     exempt = ", ".join(str(port) for port in sorted(set(exempt_inbound_ports)))
     controller_host, controller_port = controller
+    to_self = (
+        f"meta mark {proxy_mark:#x} ip daddr {pod_address} tcp dport != {{ {exempt} }} "
+        f"redirect to :{inbound_port}\n        "
+        if pod_address
+        else ""
+    )
     return f"""table ip mycelium {{
     chain prerouting {{
         type nat hook prerouting priority dstnat; policy accept;
@@ -159,7 +194,7 @@ def pod_ruleset(
     }}
     chain output {{
         type nat hook output priority -100; policy accept;
-        meta mark {proxy_mark:#x} return
+        {to_self}meta mark {proxy_mark:#x} return
         ip daddr 127.0.0.0/8 return
         ip daddr {controller_host} tcp dport {controller_port} return
         meta l4proto tcp redirect to :{outbound_port}

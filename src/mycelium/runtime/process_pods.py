@@ -1,16 +1,12 @@
-"""Process pods: a pod's sidecar and app as real processes, driven by its lifecycle.
-
-A process pod has two loopback addresses: the pod's (its sidecar serves the workload's
-ports there, and binds its outbound, admin and health ports there too, so pods never
-clash on a port), and the app's, where the app listens. The app learns them from its
-environment: `MYC_APP_ADDRESS` (bind here), `MYC_POD_ADDRESS`, and `HTTP_PROXY`
-pointing at its sidecar's outbound port, so that calls by service name go through the
-mesh. (netns pods will give the app the pod's namespace instead; see netns_pods.)
+"""A pod's processes, driven by its lifecycle: the sidecar (unless the pod opts out)
+and the app, wherever the pod's placement puts them (`runtime/pod_placement.py`:
+loopback addresses for process pods, a network namespace for netns pods).
 
 `ProcessPod.run()` starts the sidecar, waits until its health port says ready, starts
 the app, probes it, restarts it as `PodLifecycle` says, and on `stop()` ends the app
 before draining the sidecar. Each process runs in its own session (so a signal reaches
-what it started too) and writes to its log under the pod's directory.
+what it started too) and writes to its log under the pod's directory. The sidecar
+proves the pod's identity with a join token minted for it, passed in its environment.
 """
 
 from __future__ import annotations
@@ -21,14 +17,12 @@ import logging
 import os
 import signal
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from mycelium.api.deployment import Container, Deployment, Probe, RestartPolicy
+from mycelium.api.deployment import Container, Deployment, RestartPolicy
 from mycelium.runtime.pod_lifecycle import (
     Action,
     PodLifecycle,
@@ -37,12 +31,11 @@ from mycelium.runtime.pod_lifecycle import (
     Signal,
     Start,
 )
-from mycelium.runtime.pod_network import ADMIN_PORT, HEALTH_PORT, OUTBOUND_PORT
+from mycelium.runtime.pod_placement import PodPlacement, http_ok, run_probe
 
 log = logging.getLogger("mycelium.runtime")
 
 READY_POLL_SECONDS = 0.1
-SIDECAR_DRAIN_SECONDS = 5.0
 
 type Event = (
     tuple[Literal["sidecar_exited", "app_exited"], int]
@@ -62,6 +55,11 @@ class PodSpec:
     restart_policy: RestartPolicy
     grace_seconds: float
     working_dir: Path  # where relative paths in the manifest start
+    sidecar: bool = True  # False: the app is a proxy itself (a gateway)
+
+    @property
+    def ports(self) -> list[int]:
+        return [port.container_port for port in self.container.ports]
 
     @classmethod
     def from_deployment(cls, deployment: Deployment, ordinal: int, base_dir: Path) -> PodSpec:
@@ -77,13 +75,8 @@ class PodSpec:
             restart_policy=template.spec.restart_policy,
             grace_seconds=float(template.spec.termination_grace_period_seconds),
             working_dir=base_dir / working_dir,
+            sidecar=template.metadata.wants_sidecar,
         )
-
-
-@dataclass(frozen=True, slots=True)
-class PodAddresses:
-    pod: str  # where peers reach the pod: its sidecar
-    app: str  # where the app listens
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,67 +89,45 @@ class MeshAccess:
     join_token: Callable[[PodSpec], Awaitable[str | None]] | None = None
 
 
-def sidecar_argv(spec: PodSpec, addresses: PodAddresses, mesh: MeshAccess) -> list[str]:
-    argv = [
-        *mesh.myc,
-        "proxy",
-        "--id",
-        f"{spec.namespace}.{spec.name}",
-        "--namespace",
-        spec.namespace,
-        "--workload",
-        spec.name,
-        "--service-account",
-        spec.service_account,
-        "--address",
-        addresses.pod,
-        "--inbound-address",
-        addresses.pod,
-        "--app-address",
-        addresses.app,
-        "--outbound",
-        f"{addresses.pod}:{OUTBOUND_PORT}",
-        "--admin",
-        f"{addresses.pod}:{ADMIN_PORT}",
-        "--health",
-        f"{addresses.pod}:{HEALTH_PORT}",
-        "--discovery",
-        mesh.discovery,
-        "--trust-bundle",
-        str(mesh.trust_bundle),
-        "--drain-seconds",
-        str(SIDECAR_DRAIN_SECONDS),
-    ]
-    for key, value in sorted(spec.labels.items()):
-        argv += ["--label", f"{key}={value}"]
-    for port in spec.container.ports:
-        argv += ["--port", str(port.container_port)]
-    return argv
-
-
 def app_environment(
-    spec: PodSpec, addresses: PodAddresses, base: Mapping[str, str]
+    spec: PodSpec,
+    placement: PodPlacement,
+    mesh: MeshAccess,
+    base: Mapping[str, str],
+    join_token: str | None = None,
 ) -> dict[str, str]:
     """The app's environment: the runtime's own (PATH and the like), what reaches the
-    mesh, then the manifest's variables, which win."""
-    proxy = f"http://{addresses.pod}:{OUTBOUND_PORT}"
-    # Proxy settings the runtime inherited (a corporate proxy, a no_proxy of "*") would
-    # send the app's calls around its sidecar: none of them passes.
+    mesh, then the manifest's variables, which win.
+
+    Proxy settings the runtime inherited (a corporate proxy, a no_proxy of "*") would
+    send the app's calls around its sidecar: none of them passes. The admin token and
+    other MYC_ settings of the runtime are not the app's either."""
     env = {
         k: v
         for k, v in base.items()
         if not k.startswith("MYC_") and not k.lower().endswith("_proxy")
     }
+    # `myc` itself is where the runtime's is, for apps (gateways) that run it.
+    myc_dir = str(Path(mesh.myc[0]).parent)
+    env["PATH"] = os.pathsep.join([myc_dir, env["PATH"]]) if env.get("PATH") else myc_dir
     env.update(
         MYC_POD_NAME=spec.name,
         MYC_POD_NAMESPACE=spec.namespace,
-        MYC_POD_ADDRESS=addresses.pod,
-        MYC_APP_ADDRESS=addresses.app,
-        HTTP_PROXY=proxy,
-        http_proxy=proxy,
-        NO_PROXY="",
-        no_proxy="",
+        MYC_POD_ADDRESS=placement.address,
+        MYC_APP_ADDRESS=placement.app_address,
     )
+    if spec.sidecar:
+        env.update(placement.mesh_environment())
+    else:
+        # No sidecar: the app joins the mesh itself (`myc gateway` reads these).
+        env.update(
+            MYC_SERVICE_ACCOUNT=spec.service_account,
+            MYC_POD_LABELS=",".join(f"{k}={v}" for k, v in sorted(spec.labels.items())),
+            MYC_DISCOVERY=mesh.discovery,
+            MYC_TRUST_BUNDLE=str(mesh.trust_bundle),
+        )
+        if join_token:
+            env["MYC_JOIN_TOKEN"] = join_token
     env.update({var.name: var.value for var in spec.container.env})
     return env
 
@@ -164,7 +135,7 @@ def app_environment(
 @dataclass(slots=True)
 class ProcessPod:
     spec: PodSpec
-    addresses: PodAddresses
+    placement: PodPlacement
     mesh: MeshAccess
     log_dir: Path
     # Called after every event the pod handled (ready, an exit, a restart...): how the
@@ -177,7 +148,9 @@ class ProcessPod:
 
     def __post_init__(self) -> None:
         self.lifecycle = PodLifecycle(
-            restart_policy=self.spec.restart_policy, grace_seconds=self.spec.grace_seconds
+            restart_policy=self.spec.restart_policy,
+            grace_seconds=self.spec.grace_seconds,
+            sidecar=self.spec.sidecar,
         )
 
     def stop(self) -> None:
@@ -188,7 +161,7 @@ class ProcessPod:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         pod = self.lifecycle
         try:
-            await self._carry_out(pod.begin())
+            await self._carry_out(pod.begin(_now()))
             while not pod.done:
                 timeout = None if pod.wake_at is None else max(0.0, pod.wake_at - _now())
                 try:
@@ -233,18 +206,18 @@ class ProcessPod:
                     _signal(process, signal.SIGKILL if action.kill else signal.SIGTERM)
 
     async def _start(self, which: Process) -> None:
-        spec = self.spec
+        spec, placement = self.spec, self.placement
         if which == "sidecar":
-            argv = sidecar_argv(spec, self.addresses, self.mesh)
+            argv = placement.wrap(placement.sidecar_argv(spec, self.mesh))
             env = {k: v for k, v in os.environ.items() if not k.startswith("MYC_")}
-            if self.mesh.join_token is not None:
-                token = await self.mesh.join_token(spec)
-                if token:
-                    env["MYC_JOIN_TOKEN"] = token  # a secret: never on the command line
+            token = await self._join_token()
+            if token:
+                env["MYC_JOIN_TOKEN"] = token  # a secret: never on the command line
             cwd = None
         else:
-            argv = [*spec.container.command, *spec.container.args]
-            env = app_environment(spec, self.addresses, os.environ)
+            argv = placement.wrap([*spec.container.command, *spec.container.args])
+            token = None if spec.sidecar else await self._join_token()
+            env = app_environment(spec, placement, self.mesh, os.environ, token)
             cwd = spec.working_dir
         # Opening a local log file is quick; the child writes to it directly.
         with open(self.log_dir / f"{which}.log", "ab") as output:  # noqa: ASYNC230
@@ -269,6 +242,11 @@ class ProcessPod:
             self._spawn(self._wait_ready(self._sidecar_ready, process, "sidecar_ready"))
         else:
             self._spawn(self._wait_ready(self._app_ready, process, "app_ready"))
+
+    async def _join_token(self) -> str | None:
+        if self.mesh.join_token is None:
+            return None
+        return await self.mesh.join_token(self.spec)
 
     def _spawn(self, coroutine: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -299,63 +277,13 @@ class ProcessPod:
             await asyncio.sleep(period)
 
     async def _sidecar_ready(self) -> bool:
-        url = f"http://{self.addresses.pod}:{HEALTH_PORT}/healthz/ready"
-        return await _http_ok(url, 1.0)
+        return await self.placement.run_blocking(http_ok, self.placement.sidecar_health_url, 1.0)
 
     async def _app_ready(self) -> bool:
         probe = self.spec.container.readiness_probe
         if probe is None:
             return True
-        return await run_probe(probe, self.addresses.app, self.spec.working_dir)
-
-
-async def run_probe(probe: Probe, address: str, working_dir: Path) -> bool:
-    """One readiness check: an HTTP GET answering 2xx/3xx, a TCP connect, or a command
-    exiting 0, within the probe's timeout."""
-    timeout = float(probe.timeout_seconds)
-    if probe.http_get is not None:
-        url = f"http://{address}:{probe.http_get.port}{probe.http_get.path}"
-        return await _http_ok(url, timeout)
-    if probe.tcp_socket is not None:
-        try:
-            _, writer = await asyncio.wait_for(
-                asyncio.open_connection(address, probe.tcp_socket.port), timeout
-            )
-        except (OSError, TimeoutError):
-            return False
-        writer.close()
-        return True
-    assert probe.exec is not None
-    try:
-        process = await asyncio.create_subprocess_exec(
-            *probe.exec.command,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-            cwd=working_dir,
-        )
-    except OSError:
-        return False
-    try:
-        return await asyncio.wait_for(process.wait(), timeout) == 0
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        return False
-
-
-async def _http_ok(url: str, timeout: float) -> bool:
-    def get() -> bool:
-        # Straight to the address: a proxy from the environment must not take this.
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        try:
-            with opener.open(url, timeout=timeout) as response:
-                status: int = response.status
-                return 200 <= status < 400
-        except (urllib.error.URLError, OSError, ValueError):
-            return False
-
-    return await asyncio.to_thread(get)
+        return await run_probe(probe, self.placement, self.spec.working_dir)
 
 
 def _signal(process: asyncio.subprocess.Process, sig: signal.Signals) -> None:

@@ -21,7 +21,8 @@ from mycelium.api.deployment import Deployment
 from mycelium.api.loading import load_documents
 from mycelium.control.controller import Controller
 from mycelium.runtime.pod_lifecycle import PodPhase
-from mycelium.runtime.process_pods import MeshAccess, PodAddresses, PodSpec, ProcessPod
+from mycelium.runtime.pod_placement import LoopbackPlacement
+from mycelium.runtime.process_pods import MeshAccess, PodSpec, ProcessPod
 
 MYC = [str(Path(sys.executable).parent / "myc")]
 POD_ADDRESS, APP_ADDRESS, PORT = "127.0.64.2", "127.1.64.2", 8080
@@ -58,7 +59,9 @@ async def pod_for(controller: Controller, tmp_path: Path, mode: str) -> ProcessP
         join_token=join_token,
     )
     spec = PodSpec.from_deployment(deployment, 0, tmp_path)
-    return ProcessPod(spec, PodAddresses(POD_ADDRESS, APP_ADDRESS), mesh, tmp_path / "pod")
+    return ProcessPod(
+        spec, LoopbackPlacement(POD_ADDRESS, APP_ADDRESS, asyncio.to_thread), mesh, tmp_path / "pod"
+    )
 
 
 def events(tmp_path: Path) -> list[str]:

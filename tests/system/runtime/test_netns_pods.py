@@ -11,6 +11,7 @@ The host's own interfaces are compared before and after: the runtime adds none.
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -29,12 +30,15 @@ from mycelium.runtime.pod_network import (
     hosts_file,
     plan_pod,
     pod_ruleset,
+    run_id,
+    run_prefix,
 )
 
 pytestmark = pytest.mark.system
 
 APP_PORT = 9080
 HOSTS = hosts_file([("198.19.0.10", "reviews", "bookinfo")])
+RUN = run_id(f"test-netns-pods-{os.getpid()}")  # this test's own, like a mesh home's
 
 
 @pytest.fixture
@@ -45,8 +49,8 @@ def pods() -> Iterator[tuple[PodNetworkPlan, PodNetworkPlan]]:
         pytest.fail(f"system tests need root: {exc}", pytrace=False)
     before = host_interface_names()
     pool = AddressPool(POD_NETWORK)
-    a, b = plan_pod("test-a", 1, pool), plan_pod("test-b", 2, pool)
-    netns_pods.ensure_node(str(pool.node), pool.network.prefixlen)
+    a, b = plan_pod(RUN, "test-a", 1, pool), plan_pod(RUN, "test-b", 2, pool)
+    netns_pods.ensure_node(RUN, str(pool.node), pool.network.prefixlen)
     rules = pod_ruleset(controller=(str(pool.node), 15012))
     try:
         for plan in (a, b):
@@ -55,8 +59,8 @@ def pods() -> Iterator[tuple[PodNetworkPlan, PodNetworkPlan]]:
     finally:
         for plan in (a, b):
             netns_pods.remove_pod(plan.netns)
-        netns_pods.remove_node()
-    assert not [n for n in netns_pods.namespace_names() if n.startswith("mycelium-")]
+        netns_pods.remove_node(RUN)
+    assert not [n for n in netns_pods.namespace_names() if n.startswith(run_prefix(RUN))]
     assert host_interface_names() == before, "the runtime touched the host's interfaces"
 
 
@@ -121,15 +125,15 @@ def test_what_a_crashed_run_left_is_swept() -> None:
         pytest.fail(f"system tests need root: {exc}", pytrace=False)
     before = host_interface_names()
     pool = AddressPool(POD_NETWORK)
-    netns_pods.ensure_node(str(pool.node), pool.network.prefixlen)
+    netns_pods.ensure_node(RUN, str(pool.node), pool.network.prefixlen)
     netns_pods.create_pod(
-        plan_pod("crashed", 1, pool), pod_ruleset(controller=(str(pool.node), 15012)), HOSTS
+        plan_pod(RUN, "crashed", 1, pool), pod_ruleset(controller=(str(pool.node), 15012)), HOSTS
     )
     # ...and the run dies here, without removing anything.
 
-    swept = netns_pods.sweep_leftovers()
+    swept = netns_pods.sweep_leftovers(RUN)
 
-    assert swept == ["mycelium-crashed", "mycelium-node"]
-    assert not [n for n in netns_pods.namespace_names() if n.startswith("mycelium-")]
-    assert not list(netns_pods.NETNS_ETC_DIR.glob("mycelium-*"))
+    assert swept == [f"mycelium-{RUN}-crashed", f"mycelium-{RUN}-node"]
+    assert not [n for n in netns_pods.namespace_names() if n.startswith(run_prefix(RUN))]
+    assert not list(netns_pods.NETNS_ETC_DIR.glob(f"{run_prefix(RUN)}*"))
     assert host_interface_names() == before

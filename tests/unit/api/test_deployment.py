@@ -102,3 +102,28 @@ def test_replicas_are_a_small_whole_number() -> None:
     assert refusal('  replicas: "2"\n' + TEMPLATE)[0] == "spec.replicas"
     assert refusal("  replicas: 65\n" + TEMPLATE)[0] == "spec.replicas"
     assert load("  replicas: 0\n" + TEMPLATE).spec.replicas == 0  # scaled to zero
+
+
+def test_a_gateway_pod_opts_out_of_the_sidecar_and_publishes_a_host_port() -> None:
+    gateway = TEMPLATE.replace(
+        "      labels: {app: reviews, version: v2}\n",
+        "      labels: {app: reviews, version: v2}\n"
+        '      annotations: {sidecar.mycelium.io/inject: "false"}\n',
+    ).replace("{containerPort: 9080, name: http}", "{containerPort: 8080, hostPort: 18080}")
+    deployment = load(gateway)
+
+    assert not deployment.spec.template.metadata.wants_sidecar
+    assert deployment.spec.container.ports[0].host_port == 18080
+    assert load(TEMPLATE).spec.template.metadata.wants_sidecar
+
+
+def test_the_inject_annotation_is_true_or_false() -> None:
+    path, message = refusal(
+        TEMPLATE.replace(
+            "      labels: {app: reviews, version: v2}\n",
+            "      labels: {app: reviews, version: v2}\n"
+            "      annotations: {sidecar.mycelium.io/inject: nope}\n",
+        )
+    )
+    assert path == "spec.template.metadata.annotations"
+    assert '"true" or "false"' in message

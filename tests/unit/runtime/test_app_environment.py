@@ -3,17 +3,25 @@ inherited, so no inherited proxy setting can send the app's calls around its sid
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 from mycelium.api.deployment import Container
-from mycelium.runtime.process_pods import PodAddresses, PodSpec, app_environment
+from mycelium.runtime.pod_placement import LoopbackPlacement
+from mycelium.runtime.process_pods import MeshAccess, PodSpec, app_environment
+
+PLACEMENT = LoopbackPlacement("127.0.64.2", "127.1.64.2", asyncio.to_thread)
+MESH = MeshAccess(
+    myc=["/opt/myc/bin/myc"], discovery="127.0.0.1:15012", trust_bundle=Path("root.pem")
+)
 
 
-def test_inherited_proxy_settings_cannot_route_around_the_sidecar() -> None:
+def spec_of(**changes: object) -> PodSpec:
     spec = PodSpec(
         name="reviews-0",
         namespace="shop",
-        labels={"app": "reviews"},
+        labels={"app": "reviews", "version": "v2"},
         service_account="reviews",
         container=Container.model_validate(
             {"name": "reviews", "command": ["reviews"], "env": [{"name": "LEVEL", "value": "2"}]}
@@ -22,6 +30,11 @@ def test_inherited_proxy_settings_cannot_route_around_the_sidecar() -> None:
         grace_seconds=10,
         working_dir=Path(),
     )
+    return replace(spec, **changes)  # type: ignore[arg-type]
+
+
+def test_inherited_proxy_settings_cannot_route_around_the_sidecar() -> None:
+    spec = spec_of(labels={"app": "reviews"})
     inherited = {
         "PATH": "/usr/bin",
         "no_proxy": "*",
@@ -30,13 +43,32 @@ def test_inherited_proxy_settings_cannot_route_around_the_sidecar() -> None:
         "MYC_TOKEN": "secret",
     }
 
-    env = app_environment(spec, PodAddresses("127.0.64.2", "127.1.64.2"), inherited)
+    env = app_environment(spec, PLACEMENT, MESH, inherited)
 
     assert env["HTTP_PROXY"] == env["http_proxy"] == "http://127.0.64.2:15001"
     assert env["no_proxy"] == env["NO_PROXY"] == ""
     assert "ALL_PROXY" not in env
     assert "https_proxy" not in env
     assert "MYC_TOKEN" not in env  # the runtime's admin token is not the app's
-    assert env["PATH"] == "/usr/bin"
+    assert env["PATH"] == "/opt/myc/bin:/usr/bin"  # `myc` is found, the rest as inherited
     assert env["MYC_APP_ADDRESS"] == "127.1.64.2"
     assert env["LEVEL"] == "2"
+
+
+def test_a_pod_without_a_sidecar_gets_what_it_needs_to_join_the_mesh_itself() -> None:
+    env = app_environment(spec_of(sidecar=False), PLACEMENT, MESH, {"PATH": "/bin"}, "tok")
+
+    assert "HTTP_PROXY" not in env  # there is no sidecar to send calls to
+    assert env["MYC_POD_NAME"] == "reviews-0"
+    assert env["MYC_POD_NAMESPACE"] == "shop"
+    assert env["MYC_SERVICE_ACCOUNT"] == "reviews"
+    assert env["MYC_POD_LABELS"] == "app=reviews,version=v2"
+    assert env["MYC_POD_ADDRESS"] == "127.0.64.2"
+    assert env["MYC_DISCOVERY"] == "127.0.0.1:15012"
+    assert env["MYC_TRUST_BUNDLE"] == "root.pem"
+    assert env["MYC_JOIN_TOKEN"] == "tok"
+
+
+def test_a_pod_with_a_sidecar_never_sees_a_join_token() -> None:
+    env = app_environment(spec_of(), PLACEMENT, MESH, {"MYC_JOIN_TOKEN": "leaked"}, "tok")
+    assert "MYC_JOIN_TOKEN" not in env

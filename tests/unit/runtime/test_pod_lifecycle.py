@@ -105,3 +105,13 @@ def test_an_app_never_runs_without_its_sidecar() -> None:
     assert early.sidecar_exited(1, 0.2) == []  # died before it was ready
     assert early.phase is PodPhase.FAILED
     assert early.sidecar_ready(0.3) == []
+
+
+def test_a_pod_without_a_sidecar_runs_its_app_at_once_and_ends_with_it() -> None:
+    pod = PodLifecycle(sidecar=False)
+    assert pod.begin(0.0) == [Start("app")]
+    assert pod.phase is PodPhase.RUNNING
+
+    assert pod.stop(1.0) == [Signal("app")]
+    assert pod.app_exited(0, 2.0) == []
+    assert pod.phase is PodPhase.STOPPED  # no sidecar to drain

@@ -41,12 +41,13 @@ def test_a_released_address_is_reused_last() -> None:
 
 
 def test_a_plan_names_what_the_cleanup_will_recognise() -> None:
-    plan = plan_pod("reviews-v2-0", 7, AddressPool(POD_NETWORK))
-    assert plan.netns == "mycelium-reviews-v2-0"
+    plan = plan_pod("a1b2c3", "reviews-v2-0", 7, AddressPool(POD_NETWORK))
+    assert plan.netns == "mycelium-a1b2c3-reviews-v2-0"
+    assert plan.node_netns == "mycelium-a1b2c3-node"
     assert plan.host_interface == "mycv7"
     assert plan.prefix_length == 18
     with pytest.raises(ValueError, match="longer than the kernel allows"):
-        _ = plan_pod("x", 10**12, AddressPool(POD_NETWORK)).host_interface
+        _ = plan_pod("a1b2c3", "x", 10**12, AddressPool(POD_NETWORK)).host_interface
 
 
 def test_the_ruleset_sends_tcp_through_the_sidecar_but_not_its_own() -> None:
@@ -57,6 +58,14 @@ def test_the_ruleset_sends_tcp_through_the_sidecar_but_not_its_own() -> None:
     assert "ip daddr 198.18.64.1 tcp dport 15012 return" in rules
     # the exemptions come before the catch-all redirect
     assert rules.index("meta mark 0x539 return") < rules.index("redirect to :15001")
+
+
+def test_a_pod_calling_its_own_service_goes_through_its_own_inbound() -> None:
+    rules = pod_ruleset(controller=("127.0.0.1", 15012), pod_address="198.18.64.3")
+    self_call = "meta mark 0x539 ip daddr 198.18.64.3 tcp dport != { 15000, 15021 } "
+    assert self_call + "redirect to :15006" in rules
+    # before the sidecar's own connections are let through untouched
+    assert rules.index(self_call) < rules.index("meta mark 0x539 return")
 
 
 def test_service_names_resolve_short_qualified_and_fully_qualified() -> None:

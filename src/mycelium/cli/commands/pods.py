@@ -2,7 +2,8 @@
 
 `myc up -f mesh.yaml` starts a controller (unless one already answers at the
 controller URL), applies the manifest, starts the node agent, and waits until every
-Deployment's pods are ready. Pods run as processes for now (issue 5 adds netns pods).
+Deployment's pods are ready. As root, pods are network namespaces (`--pods netns`);
+otherwise, or with `--pods process`, they are processes on loopback addresses.
 """
 
 from __future__ import annotations
@@ -54,6 +55,15 @@ def up_command(
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds to wait for every pod to be ready.")
     ] = 120.0,
+    pods_as: Annotated[
+        str | None,
+        typer.Option(
+            "--pods",
+            metavar="netns|process",
+            help="netns: a network namespace per pod (needs root; the default as root). "
+            "process: processes on loopback addresses (the default otherwise).",
+        ),
+    ] = None,
 ) -> None:
     """Run the manifest's Deployments as pods here, each with its sidecar.
 
@@ -65,6 +75,16 @@ def up_command(
 
       myc up -f examples/bookinfo/mesh.yaml
     """
+    runtime = pods_as or ("netns" if os.geteuid() == 0 else "process")
+    if runtime not in ("netns", "process"):
+        raise CliError(f"--pods {runtime!r} must be netns or process")
+    if runtime == "netns":
+        from mycelium.runtime.netns_pods import NetnsUnavailable, check_available  # noqa: PLC0415
+
+        try:
+            check_available()
+        except NetnsUnavailable as exc:
+            raise CliError(str(exc)) from None
     files = read_manifests(filenames, sys.stdin)
     validate_locally(files)
     mesh = _local_mesh(ctx, discovery)
@@ -78,7 +98,7 @@ def up_command(
         console.print(f"{qualified_name(result.kind, result.name)} {result.action}")
     if not mesh.agent_running():
         manifest_dir = Path(filenames[0]).parent if filenames and filenames[0] != "-" else Path()
-        mesh.start_agent(manifest_dir)
+        mesh.start_agent(manifest_dir, runtime)
     wanted = _replicas_wanted(files)
     deadline = time.monotonic() + timeout
     shown = ""
@@ -190,9 +210,10 @@ def exec_command(
 ) -> None:
     """Run a command as one of the pod's own processes.
 
-    The command gets the environment the pod's app has: its addresses, and HTTP_PROXY
-    pointing at the pod's sidecar, so that calls by service name go through the mesh as
-    the pod's identity. Its exit status is the command's.
+    In a netns pod the command runs inside the pod's network namespace (its /etc/hosts
+    names the services, its sidecar intercepts every call); in a process pod it gets
+    HTTP_PROXY pointing at the pod's sidecar. Either way its calls go through the mesh
+    as the pod's identity. Its exit status is the command's.
 
     [bold]Examples[/]
 
@@ -202,7 +223,6 @@ def exec_command(
     if not found:
         raise CliError(f"no pod {pod!r} runs here; `myc ps` lists them")
     listed = found[0]
-    proxy = f"http://{listed['address']}:15001"
     env = {
         k: v for k, v in os.environ.items() if k != "MYC_TOKEN" and not k.lower().endswith("_proxy")
     }
@@ -211,11 +231,18 @@ def exec_command(
         MYC_POD_NAMESPACE=str(listed["namespace"]),
         MYC_POD_ADDRESS=str(listed["address"]),
         MYC_APP_ADDRESS=str(listed.get("app_address", "")),
-        HTTP_PROXY=proxy,
-        http_proxy=proxy,
         NO_PROXY="",
         no_proxy="",
     )
+    netns = listed.get("netns")
+    if netns:
+        # Inside the pod's namespace its sidecar intercepts every call, as the app's.
+        from mycelium.runtime.netns_pods import IP  # noqa: PLC0415
+
+        command = [IP, "netns", "exec", str(netns), *command]
+    else:
+        proxy = f"http://{listed['address']}:15001"
+        env.update(HTTP_PROXY=proxy, http_proxy=proxy)
     try:
         os.execvpe(command[0], command, env)
     except OSError as exc:
