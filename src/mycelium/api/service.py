@@ -54,7 +54,8 @@ class ServiceSpec(ApiModel):
     """Labels of the workloads behind this Service; an empty selector selects none."""
     ports: Annotated[list[ServicePort], Field(min_length=1)]
     vip: IPv4Address | None = None
-    """The virtual IP clients may connect to; the controller may allocate one later."""
+    """The virtual IP clients may connect to; when left out, the controller allocates one
+    from 198.19.0.0/16 and keeps it across re-applies."""
     hosts: list[Hostname] = []
     """Extra host names that resolve to this Service, besides `<name>.<namespace>`."""
 

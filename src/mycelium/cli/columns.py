@@ -210,9 +210,10 @@ def _gateway_listeners(doc: ResourceDoc) -> str:
 
 KIND_COLUMNS: dict[str, tuple[Column, ...]] = {
     "Service": (
+        # kubectl shows CLUSTER-IP before the ports; the vip is its counterpart.
+        Column("VIP", _spec_text("vip")),
         Column("PORTS", _service_ports),
         Column("SELECTOR", _selector),
-        Column("VIP", _spec_text("vip"), wide_only=True),
         Column("HOSTS", _spec_list("hosts"), wide_only=True),
     ),
     "Workload": (

@@ -3,7 +3,8 @@
 Start-up order matters and is the same every time: open the store, load everything
 under `/mycelium/` into the mirror, bind both listeners (so a port clash fails at once),
 then follow the store's watch from the revision the listing was read at — so no change
-between the listing and the watch is missed. Every change updates the mirror and tells
+between the listing and the watch is missed — and last give a vip to any Service stored
+without one. Every change updates the mirror and tells
 the discovery server which topics it touched.
 """
 
@@ -20,6 +21,7 @@ from collections import Counter
 from aiohttp import web
 
 from mycelium.api import KINDS
+from mycelium.control.apply import assign_missing_vips
 from mycelium.control.ca import CertificateAuthority
 from mycelium.control.client_limits import ClientLimits
 from mycelium.control.compiler import REGISTERED_BY, topics_of_change
@@ -136,6 +138,10 @@ class Controller:
         for address in self._runner.addresses:  # the real port when 0 was asked for
             self.api_port = int(address[1])
         self._watch_task = asyncio.create_task(self._follow(revision + 1))
+        # Services stored before vips were allocated get one now (the watch above
+        # carries the change to the mirror and the proxies).
+        for failure in await assign_missing_vips(self.store):
+            log.error("a Service has no usable vip: %s", failure)
         log.info(
             "controller ready: api http://%s:%d, discovery %s:%d, store %s",
             cfg.api_host,

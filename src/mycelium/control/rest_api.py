@@ -25,7 +25,7 @@ from aiohttp import web
 from mycelium import __version__
 from mycelium.api import KINDS, resolve_kind
 from mycelium.api.errors import ResourceValidationError, UnknownKind
-from mycelium.control.apply import SourceFile, apply_resources, validate_files
+from mycelium.control.apply import SourceFile, apply_resources, delete_resource, validate_files
 from mycelium.control.ca_material import key_id
 from mycelium.control.client_limits import ClientLimits, retry_after_header
 from mycelium.control.root_rotation import RootStillInUse
@@ -204,10 +204,11 @@ class RestApi:
             )
         try:
             resources = validate_files(files, self._c.state)
+            # Also refuses a Service whose vip another Service holds.
+            result = await apply_resources(self._c.store, resources, dry_run=dry_run)
         except ResourceValidationError as exc:
             details = [dataclasses.asdict(issue) for issue in exc.issues]
             return error(422, "invalid", str(exc), details)
-        result = await apply_resources(self._c.store, resources, dry_run=dry_run)
         return web.json_response(
             {
                 "revision": result.revision,
@@ -261,7 +262,7 @@ class RestApi:
         if isinstance(found, web.Response):
             return found
         kind, key = found
-        revision = await self._c.store.delete(key)
+        revision = await delete_resource(self._c.store, key)
         if revision is None:
             return self._not_found(kind, request)
         return web.json_response({"revision": revision})

@@ -17,6 +17,9 @@ of the same home can find and remove what a crashed run left behind, and nothing
 - **process pods** (no root): a loopback address per pod from 127.0.64.0/18 for its
   sidecar, and the same host part in 127.1.0.0/16 for its app (`app_address_for`);
   apps reach the mesh through HTTP_PROXY and explicit ports.
+- **Service vips** come from 198.19.0.0/16, allocated by the controller
+  (`control/vips.py`, `SERVICE_VIP_NETWORK`): the other half of the benchmarking range,
+  never a pod's address.
 
 This module only computes names, addresses and rule text (`PodNetworkPlan`,
 `AddressPool`, `pod_ruleset`, `hosts_file`); `runtime/netns_pods.py` applies them.

@@ -80,6 +80,7 @@ def test_apply_get_describe_delete(controller: Controller, tmp_path: Path) -> No
     # get: a table with the kind's columns
     (service,) = table(controller.myc("get", "services").ok())
     assert service["NAME"] == "reviews"
+    assert service["VIP"].startswith("198.19.")  # allocated by the controller
     assert service["PORTS"] == "9080/HTTP"
     assert service["SELECTOR"] == "app=reviews"
     assert int(service["REVISION"]) > 0

@@ -77,7 +77,7 @@ def test_the_table_starts_with_what_exists_and_stays_aligned(controller: Control
     controller.myc("apply", "-f", "-", stdin=SERVICE % ("ratings", "ratings", 9080)).ok()
     with watching(controller) as lines:
         header, first = lines.next(), lines.next()
-        assert header.split() == ["EVENT", "NAME", "PORTS", "SELECTOR", "REVISION"]
+        assert header.split() == ["EVENT", "NAME", "VIP", "PORTS", "SELECTOR", "REVISION"]
         assert first.split()[:2] == ["ADDED", "ratings"]
 
         controller.myc("delete", "svc", "ratings").ok()

@@ -35,7 +35,7 @@ SERVICE = resource(
             {"name": "http", "port": 9080, "targetPort": 9080, "protocol": "HTTP"},
             {"name": "grpc", "port": 9090, "targetPort": 19090, "protocol": "GRPC"},
         ],
-        "vip": None,
+        "vip": "198.19.0.7",
         "hosts": [],
     },
 )
@@ -45,6 +45,7 @@ def test_a_service_shows_ports_and_selector() -> None:
     assert table("Service", [SERVICE]) == [
         {
             "NAME": "reviews",
+            "VIP": "198.19.0.7",
             "PORTS": "9080/HTTP,9090:19090/GRPC",
             "SELECTOR": "app=reviews,tier=backend",
             "REVISION": "17",
@@ -62,8 +63,8 @@ def test_all_namespaces_adds_the_namespace_after_the_name() -> None:
 def test_wide_adds_the_kind_extras_and_labels() -> None:
     (row,) = table("Service", [SERVICE], wide=True)
 
-    assert list(row) == ["NAME", "PORTS", "SELECTOR", "VIP", "HOSTS", "REVISION", "LABELS"]
-    assert row["VIP"] == NONE
+    assert list(row) == ["NAME", "VIP", "PORTS", "SELECTOR", "HOSTS", "REVISION", "LABELS"]
+    assert row["HOSTS"] == NONE
     assert row["LABELS"] == NONE
 
 
