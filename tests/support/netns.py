@@ -38,12 +38,14 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+
+import pytest
 
 IP = shutil.which("ip") or "/usr/sbin/ip"
 NFT = shutil.which("nft") or "/usr/sbin/nft"
@@ -301,3 +303,15 @@ class NetnsLab:
         found = [name for name in host_namespace_names() if name.startswith(self.prefix)]
         found += [name for name in host_interface_names() if name.startswith(self.prefix)]
         return found
+
+
+def system_lab() -> Iterator[NetnsLab]:
+    """The body of a system test's `lab` fixture (`yield from system_lab()`): a lab that
+    fails the test, never skips it, without root, and proves nothing survived it."""
+    try:
+        lab = NetnsLab()
+    except NetnsUnavailable as exc:
+        pytest.fail(f"system tests need root: {exc}", pytrace=False)
+    with lab:
+        yield lab
+    assert lab.leftovers() == [], "namespaces or links survived the test"

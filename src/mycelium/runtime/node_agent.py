@@ -35,7 +35,7 @@ from mycelium.api.deployment import Deployment
 from mycelium.api.service import Service
 from mycelium.runtime.node_network import LoopbackNode, NodeNetwork, ServiceName
 from mycelium.runtime.pod_lifecycle import PodPhase
-from mycelium.runtime.port_forward import PortForward
+from mycelium.runtime.port_forward import InNamespace, PortForward, PortForwardError
 from mycelium.runtime.process_pods import MeshAccess, PodSpec, ProcessPod
 from mycelium.runtime.reconcile import CreatePod, PodView, StopPod, reconcile
 
@@ -123,6 +123,7 @@ class NodeAgent:
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _deployments: dict[tuple[str, str], Deployment] = field(default_factory=dict)
     _turn: int = 0  # which ready pod the next host-port connection goes to
+    _host: InNamespace = field(default_factory=InNamespace)
 
     def __post_init__(self) -> None:
         if self.node is None:
@@ -140,6 +141,7 @@ class NodeAgent:
         finally:
             await self.stop_all()
             await self.node.stop()
+            self._host.close()
 
     async def reconcile_once(self) -> None:
         try:
@@ -236,14 +238,14 @@ class NodeAgent:
             if host_port in self.host_ports:
                 continue
             forward = PortForward(
-                listen_in=None,
-                listen=("127.0.0.1", host_port),
+                ("127.0.0.1", host_port),
+                self._ready_pod_picker(key, container_port),
+                listen_in=self._host,
                 connect_in=self.node.connect_from,
-                target=self._ready_pod_picker(key, container_port),
             )
             try:
                 await forward.start()
-            except OSError as exc:
+            except PortForwardError as exc:
                 log.error("cannot publish host port %d: %s", host_port, exc)
                 continue
             self.host_ports[host_port] = forward

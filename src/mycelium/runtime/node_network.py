@@ -17,6 +17,7 @@ first process starts; `release` removes it after its last process ended.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from mycelium.runtime.pod_network import (
     pod_ruleset,
 )
 from mycelium.runtime.pod_placement import LoopbackPlacement, NetnsPlacement, PodPlacement
-from mycelium.runtime.port_forward import NamespaceThread, PortForward
+from mycelium.runtime.port_forward import InNamespace, PortForward
 
 log = logging.getLogger("mycelium.runtime.node")
 
@@ -65,7 +66,7 @@ class NodeNetwork(Protocol):
         ...
 
     @property
-    def connect_from(self) -> NamespaceThread:
+    def connect_from(self) -> InNamespace:
         """Where connections to pod addresses are made (host ports)."""
         ...
 
@@ -78,13 +79,13 @@ async def _to_thread[T](fn: Callable[..., T], /, *args: Any) -> T:
 class LoopbackNode:
     discovery: str
     pool: AddressPool = field(default_factory=lambda: AddressPool(PROCESS_NETWORK))
-    _host: NamespaceThread = field(default_factory=lambda: NamespaceThread(None))
+    _host: InNamespace = field(default_factory=InNamespace)
 
     async def start(self) -> None:
         return None
 
     async def stop(self) -> None:
-        self._host.close()
+        await asyncio.to_thread(self._host.close)
 
     def plan(self, pod: str, sidecar: bool) -> PodPlacement:
         address = str(self.pool.assign(pod))
@@ -100,14 +101,14 @@ class LoopbackNode:
         return None  # process pods name services through HTTP_PROXY
 
     @property
-    def connect_from(self) -> NamespaceThread:
+    def connect_from(self) -> InNamespace:
         return self._host
 
 
 @dataclass(slots=True)
 class _NetnsPod:
     plan: PodNetworkPlan
-    thread: NamespaceThread
+    inside: InNamespace | None = None  # once its namespace exists
     forward: PortForward | None = None
 
 
@@ -119,7 +120,8 @@ class NetnsNode:
     pods: dict[str, _NetnsPod] = field(default_factory=dict)
     _hosts: str = field(default_factory=lambda: hosts_file([]))
     _next_index: int = 1
-    _node: NamespaceThread | None = None
+    _node: InNamespace | None = None
+    _host: InNamespace = field(default_factory=InNamespace)
 
     @property
     def discovery(self) -> str:
@@ -133,26 +135,31 @@ class NetnsNode:
         await asyncio.to_thread(
             netns_pods.ensure_node, self.run, str(self.pool.node), self.pool.network.prefixlen
         )
-        self._node = NamespaceThread(node_netns(self.run))
+        self._node = InNamespace(node_netns(self.run))
 
     async def stop(self) -> None:
         for name in list(self.pods):
             await self.release(name)
         if self._node is not None:
-            self._node.close()
+            await asyncio.to_thread(self._node.close)
+        await asyncio.to_thread(self._host.close)
         await asyncio.to_thread(netns_pods.remove_node, self.run)
 
     def plan(self, pod: str, sidecar: bool) -> PodPlacement:
         plan = plan_pod(self.run, pod, self._next_index, self.pool)
         self._next_index += 1
-        thread = NamespaceThread(plan.netns)
-        self.pods[pod] = _NetnsPod(plan, thread)
+        self.pods[pod] = _NetnsPod(plan)
         return NetnsPlacement(
             address=str(plan.address),
             netns=plan.netns,
             ip_command=netns_pods.IP,
-            runner=thread.call,
+            runner=functools.partial(self._inside, pod),
         )
+
+    async def _inside[T](self, pod: str, fn: Callable[..., T], /, *args: Any) -> T:
+        inside = self.pods[pod].inside
+        assert inside is not None, "prepare() the pod first"
+        return await inside.call(fn, *args)
 
     async def prepare(self, placement: PodPlacement, sidecar: bool) -> None:
         assert isinstance(placement, NetnsPlacement)
@@ -164,11 +171,12 @@ class NetnsNode:
             else ""
         )
         await asyncio.to_thread(netns_pods.create_pod, pod.plan, rules, self._hosts)
+        pod.inside = InNamespace(pod.plan.netns)
         pod.forward = PortForward(
-            listen_in=pod.thread,
-            listen=("127.0.0.1", self.controller[1]),
-            connect_in=None,
-            target=lambda: self.controller,
+            ("127.0.0.1", self.controller[1]),
+            self.controller,
+            listen_in=pod.inside,
+            connect_in=self._host,
         )
         await pod.forward.start()
 
@@ -178,7 +186,8 @@ class NetnsNode:
             return
         if pod.forward is not None:
             await pod.forward.stop()
-        pod.thread.close()
+        if pod.inside is not None:
+            await asyncio.to_thread(pod.inside.close)
         await asyncio.to_thread(netns_pods.remove_pod, pod.plan.netns)
         self.pool.release(pod_name)
 
@@ -191,6 +200,6 @@ class NetnsNode:
             netns_pods.write_hosts(pod.plan.netns, text)
 
     @property
-    def connect_from(self) -> NamespaceThread:
+    def connect_from(self) -> InNamespace:
         assert self._node is not None, "start() first"
         return self._node

@@ -29,6 +29,7 @@ from tests.support.netns import (
     NetnsUnavailable,
     host_interface_names,
     host_namespace_names,
+    system_lab,
 )
 
 from mycelium.proxy.original_dst import (
@@ -73,13 +74,7 @@ class Pod:
 
 @pytest.fixture
 def lab() -> Iterator[NetnsLab]:
-    try:
-        lab = NetnsLab()
-    except NetnsUnavailable as exc:
-        pytest.fail(f"system tests need root: {exc}", pytrace=False)
-    with lab:
-        yield lab
-    assert lab.leftovers() == [], "namespaces or links survived the test"
+    yield from system_lab()
 
 
 @pytest.fixture
