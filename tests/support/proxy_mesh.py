@@ -106,6 +106,7 @@ class ProxyMesh:
             labels=settings.pop("labels", {}),  # type: ignore[arg-type]
             address=settings.pop("address", None),  # type: ignore[arg-type]
             service_account=settings.pop("service_account", "default"),  # type: ignore[arg-type]
+            role=settings.pop("role", "sidecar"),  # type: ignore[arg-type]
         )
         join_token = settings.pop("join_token", None)
         return ProxyServer(

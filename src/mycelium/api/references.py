@@ -6,9 +6,10 @@ store and passes the stored DestinationPolicies (for subsets). Resources in the 
 count as existing, and a DestinationPolicy in the batch replaces the stored one of the
 same name. Checked:
 
-- HTTPRoute and TCPRoute: each parentRef names an existing Service or Gateway; each
-  backendRef and mirror names an existing Service, and its `subset`, if any, is defined
-  by a DestinationPolicy for that Service;
+- HTTPRoute and TCPRoute: each parentRef names an existing Service or Gateway (and,
+  for a Gateway with a `port`, one of its listeners' ports); each backendRef and
+  mirror names an existing Service, and its `subset`, if any, is defined by a
+  DestinationPolicy for that Service;
 - RateLimitPolicy: its targetRef names an existing Service or HTTPRoute.
 """
 
@@ -18,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 
 from mycelium.api.errors import ValidationIssue
+from mycelium.api.gateway import Gateway
 from mycelium.api.meta import Resource
 from mycelium.api.routing import BackendRef, HTTPRoute, MirrorBackendRef, ParentRef, TCPRoute
 from mycelium.api.traffic_policy import DestinationPolicy, RateLimitPolicy
@@ -30,13 +32,15 @@ def check_references(
     resources: Sequence[Resource],
     exists: Exists,
     stored_policies: Iterable[DestinationPolicy] = (),
+    stored_gateways: Iterable[Gateway] = (),
 ) -> list[ValidationIssue]:
     """Every dangling reference in `resources`, as issues located in their source files.
 
-    `stored_policies` are the DestinationPolicies already in the store; those with the
-    same key as one in `resources` are ignored in favour of the new version.
+    `stored_policies` are the DestinationPolicies already in the store, `stored_gateways`
+    the Gateways (for their listeners' ports); those with the same key as one in
+    `resources` are ignored in favour of the new version.
     """
-    checker = _ReferenceChecker(resources, exists, stored_policies)
+    checker = _ReferenceChecker(resources, exists, stored_policies, stored_gateways)
     issues: list[ValidationIssue] = []
     for resource in resources:
         if isinstance(resource, HTTPRoute | TCPRoute):
@@ -52,9 +56,12 @@ class _ReferenceChecker:
         batch: Sequence[Resource],
         exists: Exists,
         stored_policies: Iterable[DestinationPolicy],
+        stored_gateways: Iterable[Gateway] = (),
     ) -> None:
         self._exists = exists
         self._batch = {(r.kind, r.metadata.namespace, r.metadata.name) for r in batch}
+        gateways = [*stored_gateways, *(r for r in batch if isinstance(r, Gateway))]
+        self._gateways = {(g.metadata.namespace, g.metadata.name): g for g in gateways}
         batch_keys = {r.key for r in batch}
         policies = [p for p in stored_policies if p.key not in batch_keys]
         policies += [r for r in batch if isinstance(r, DestinationPolicy)]
@@ -92,7 +99,20 @@ class _ReferenceChecker:
     def _parent(self, route: Resource, path: str, parent: ParentRef) -> list[ValidationIssue]:
         namespace = parent.namespace or route.metadata.namespace
         if self.known(parent.kind, namespace, parent.name):
-            return []
+            gateway = self._gateways.get((namespace, parent.name))
+            if parent.kind != "Gateway" or parent.port is None or gateway is None:
+                return []
+            ports = sorted({listener.port for listener in gateway.spec.listeners})
+            if parent.port in ports:
+                return []
+            return [
+                route.issue(
+                    f"{path}.port",
+                    f"Gateway {namespace}/{parent.name} has no listener on port {parent.port} "
+                    f"(its ports: {', '.join(map(str, ports))}): fix the port, or remove it "
+                    "to attach to every listener",
+                )
+            ]
         return [
             route.issue(
                 f"{path}.name",

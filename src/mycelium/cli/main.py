@@ -30,6 +30,7 @@ from mycelium.cli.commands import (
     controller,
     delete,
     describe,
+    gateway,
     get,
     pods,
     proxy,
@@ -140,6 +141,7 @@ def help_text(doc: str | None) -> str:
 COMMANDS: dict[str, Callable[..., None]] = {
     "controller": controller.controller_command,
     "proxy": proxy.proxy_command,
+    "gateway": gateway.gateway_command,
     "apply": apply.apply_command,
     "get": get.get_command,
     "describe": describe.describe_command,

@@ -85,7 +85,12 @@ def validate_files(files: Sequence[SourceFile], state: MeshState) -> list[Resour
     issues.extend(duplicate_issues(resources))
     if issues:
         raise ResourceValidationError(issues)
-    issues = check_references(resources, state.exists, _stored_policies(resources, state))
+    issues = check_references(
+        resources,
+        state.exists,
+        _stored_policies(resources, state),
+        _stored_gateways(resources, state),
+    )
     if issues:
         raise ResourceValidationError(issues)
     return resources
@@ -107,6 +112,22 @@ def _stored_policies(resources: Sequence[Resource], state: MeshState) -> list[An
             targets.update((ref.namespace or ns, ref.name) for ref in refs)
     found = (state.destination_policy_for(ns, name) for ns, name in sorted(targets))
     return [policy for policy in found if policy is not None]
+
+
+def _stored_gateways(resources: Sequence[Resource], state: MeshState) -> list[Any]:
+    """The stored Gateways the batch's routes attach to by port: the reference check
+    needs their listeners' ports."""
+    found = []
+    for resource in resources:
+        if resource.kind not in ("HTTPRoute", "TCPRoute"):
+            continue
+        for parent in resource.spec.parent_refs:  # type: ignore[attr-defined]
+            if parent.kind == "Gateway" and parent.port is not None:
+                ns = parent.namespace or resource.metadata.namespace
+                gateway = state.get("Gateway", ns, parent.name)
+                if gateway is not None:
+                    found.append(gateway)
+    return found
 
 
 async def apply_resources(

@@ -2,12 +2,14 @@
 
 Pure functions over a `MeshState`; no I/O, no clock, no randomness. A proxy's snapshot
 is its `inbound` entry plus, for every service it subscribed to, that service's route
-and the clusters and endpoints the route can send to — so a snapshot grows with what
+and the clusters and endpoints the route can send to (a gateway proxy also gets its
+`gateway` entry: see gateway_compiler) — so a snapshot grows with what
 the proxy talks to, not with the mesh.
 
 Each compiled piece also names the *topics* it depends on (`service:<svc>.<ns>`,
-`policy:<ns>`, `workload:<ns>/<name>`); `topics_of_change` maps a store change to the
-topics it touches, which is how the discovery server knows whom to recompile and push.
+`policy:<ns>`, `workload:<ns>/<name>`, `gateways:<ns>`); `topics_of_change` maps a
+store change to the topics it touches, which is how the discovery server knows whom to
+recompile and push.
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ def compile_service(state: MeshState, reference: str, from_namespace: str) -> Bu
     http_rules: list[cfg.HttpRule] = []
     for route in state.http_routes_for(ns, service.metadata.name):
         for index, rule in enumerate(route.spec.rules):
-            http_rules.append(_compile_http_rule(route, index, rule, bundle, state))
+            http_rules.append(compile_http_rule(route, index, rule, bundle, state))
     default_backend = cfg.WeightedCluster(cluster=svc_name, weight=1)
     if not http_rules:
         # No HTTPRoute: every request goes to the service. With one, a request no rule
@@ -102,7 +104,8 @@ def compile_service(state: MeshState, reference: str, from_namespace: str) -> Bu
     for route in state.tcp_routes_for(ns, service.metadata.name):
         for rule in route.spec.rules:
             tcp_backends.extend(
-                _backend(ref, route.metadata.namespace, bundle, state) for ref in rule.backend_refs
+                backend_cluster(ref, route.metadata.namespace, bundle, state)
+                for ref in rule.backend_refs
             )
         break  # the first TCPRoute (by name) wins; several make no sense for one port
     if not tcp_backends:
@@ -125,7 +128,7 @@ def compile_service(state: MeshState, reference: str, from_namespace: str) -> Bu
     return bundle
 
 
-def _compile_http_rule(
+def compile_http_rule(
     route: Any, index: int, rule: Any, bundle: Bundle, state: MeshState
 ) -> cfg.HttpRule:
     ns = route.metadata.namespace
@@ -150,14 +153,14 @@ def _compile_http_rule(
         )
     mirror = None
     if rule.mirror is not None:
-        target = _backend(rule.mirror.backend_ref, ns, bundle, state)
+        target = backend_cluster(rule.mirror.backend_ref, ns, bundle, state)
         mirror = cfg.MirrorPolicy(
             cluster=target.cluster, port=target.port, percentage=rule.mirror.percentage
         )
     return cfg.HttpRule(
         name=f"{ns}/{route.metadata.name}#{index}",
         matches=matches,
-        backends=[_backend(ref, ns, bundle, state) for ref in rule.backend_refs],
+        backends=[backend_cluster(ref, ns, bundle, state) for ref in rule.backend_refs],
         timeout=rule.timeout,
         retries=retries,
         fault=fault,
@@ -196,7 +199,7 @@ def _rewrite(rewrite: Any) -> cfg.Rewrite | None:
     )
 
 
-def _backend(
+def backend_cluster(
     ref: Any, route_namespace: str, bundle: Bundle, state: MeshState
 ) -> cfg.WeightedCluster:
     ns = ref.namespace or route_namespace
@@ -471,6 +474,11 @@ def _rate_limits(state: MeshState, ns: str, labels: dict[str, str]) -> list[cfg.
 # --- whole snapshots and change topics ------------------------------------------------------
 
 
+def gateway_topic(namespace: str) -> str:
+    """The topic of the Gateways in `namespace` and the routes attached to them."""
+    return f"gateways:{namespace}"
+
+
 def compile_snapshot(
     state: MeshState,
     node: NodeInfo,
@@ -478,7 +486,12 @@ def compile_snapshot(
     trust_domain: str = DEFAULT_TRUST_DOMAIN,
 ) -> dict[str, CompiledEntry]:
     """The complete config of one proxy (the discovery server caches the pieces)."""
+    # Imported here: the gateway compiler builds on this module's pieces.
+    from mycelium.control.gateway_compiler import compile_gateway  # noqa: PLC0415
+
     entries = dict(compile_inbound(state, node, trust_domain).entries)
+    if node.role == "gateway":
+        entries.update(compile_gateway(state, node).entries)
     for reference in sorted(subscriptions):
         entries.update(compile_service(state, reference, node.namespace).entries)
     return entries
@@ -497,10 +510,15 @@ def topics_of_change(state: MeshState, old: Any | None, new: Any | None) -> set[
             topics.add(f"workload:{ns}/{name}")
             for svc in state.services_selecting(ns, resource.metadata.labels):
                 topics.add(f"service:{service_key(ns, svc.metadata.name)}")
+        elif kind == "Gateway":
+            topics.add(gateway_topic(ns))
         elif kind in ("HTTPRoute", "TCPRoute"):
             for parent in resource.spec.parent_refs:
                 parent_ns = parent.namespace or ns
-                topics.add(f"service:{service_key(parent_ns, parent.name)}")
+                if parent.kind == "Gateway":
+                    topics.add(gateway_topic(parent_ns))
+                else:
+                    topics.add(f"service:{service_key(parent_ns, parent.name)}")
             if kind == "HTTPRoute" and any(
                 rl.spec.target_ref.kind == "HTTPRoute" and rl.spec.target_ref.name == name
                 for rl in state.of_kind("RateLimitPolicy", ns)

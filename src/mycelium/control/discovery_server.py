@@ -25,6 +25,7 @@ from mycelium import __version__
 from mycelium.control.client_limits import ClientLimits, retry_after_header
 from mycelium.control.compiler import Bundle, CompiledEntry, compile_inbound, compile_service
 from mycelium.control.discovery_auth import StreamCredentials
+from mycelium.control.gateway_compiler import compile_gateway
 from mycelium.control.state import MeshState
 from mycelium.control.svids import IssuedSvid
 from mycelium.discovery import protocol as p
@@ -229,6 +230,8 @@ class DiscoveryServer:
 
     def _bundle_keys(self, session: ProxySession) -> list[str]:
         keys = [f"inbound|{session.node.id}"]
+        if session.node.role == "gateway":
+            keys.append(f"gateway|{session.node.id}")
         keys += [f"svc|{session.node.namespace}|{ref}" for ref in sorted(session.subscriptions)]
         return keys
 
@@ -241,6 +244,8 @@ class DiscoveryServer:
         if kind == "inbound":
             session = self.sessions[rest]
             bundle = compile_inbound(self._state, session.node, self._trust_domain)
+        elif kind == "gateway":
+            bundle = compile_gateway(self._state, self.sessions[rest].node)
         else:
             namespace, reference = rest.split("|", 1)
             bundle = compile_service(self._state, reference, namespace)

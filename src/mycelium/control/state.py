@@ -1,8 +1,8 @@
 """The controller's in-memory mirror of the store, indexed for the compiler.
 
 `MeshState` holds every resource under `/mycelium/` as validated models, plus the few
-indexes the compiler asks for (services by host, routes by parent, workloads by
-namespace). The controller feeds it the store's watch events in revision order; the
+indexes the compiler asks for (services by host, routes by parent Service or Gateway,
+workloads by namespace). The controller feeds it the store's watch events in revision order; the
 compiler only reads it. It does no I/O.
 """
 
@@ -39,7 +39,7 @@ class MeshState:
         # Secondary indexes, so that compiling one service costs the same in a mesh of
         # ten services or ten thousand.
         self._by_namespace: dict[tuple[str, str], dict[str, Resource]] = defaultdict(dict)
-        self._routes_by_parent: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+        self._routes_by_parent: dict[tuple[str, str, str, str], set[str]] = defaultdict(set)
         self._policies_by_host: dict[tuple[str, str], set[str]] = defaultdict(set)
         self._services_by_address: dict[str, set[str]] = defaultdict(set)
 
@@ -48,13 +48,12 @@ class MeshState:
         names: list[tuple[dict[Any, set[str]], Any]] = []
         if resource.kind in ("HTTPRoute", "TCPRoute"):
             for parent in resource.spec.parent_refs:
-                if parent.kind == "Service":
-                    names.append(
-                        (
-                            self._routes_by_parent,
-                            (resource.kind, parent.namespace or ns, parent.name),
-                        )
+                names.append(
+                    (
+                        self._routes_by_parent,
+                        (resource.kind, parent.kind, parent.namespace or ns, parent.name),
                     )
+                )
         elif resource.kind == "DestinationPolicy":
             names.append((self._policies_by_host, _host_names(resource.spec.host, ns)))
         elif resource.kind == "Service":
@@ -143,13 +142,17 @@ class MeshState:
 
     def http_routes_for(self, namespace: str, name: str) -> list[Any]:
         """HTTPRoutes attached to Service `name` in `namespace`, ordered by namespace/name."""
-        return self._routes("HTTPRoute", namespace, name)
+        return self._routes("HTTPRoute", "Service", namespace, name)
 
     def tcp_routes_for(self, namespace: str, name: str) -> list[Any]:
-        return self._routes("TCPRoute", namespace, name)
+        return self._routes("TCPRoute", "Service", namespace, name)
 
-    def _routes(self, kind: str, namespace: str, name: str) -> list[Any]:
-        keys = self._routes_by_parent.get((kind, namespace, name), ())
+    def routes_of_gateway(self, kind: str, namespace: str, name: str) -> list[Any]:
+        """Routes of `kind` (HTTPRoute, TCPRoute) whose parentRefs name Gateway `name`."""
+        return self._routes(kind, "Gateway", namespace, name)
+
+    def _routes(self, kind: str, parent_kind: str, namespace: str, name: str) -> list[Any]:
+        keys = self._routes_by_parent.get((kind, parent_kind, namespace, name), ())
         return sorted(
             (self._by_key[k] for k in keys),
             key=lambda r: (r.metadata.namespace, r.metadata.name),

@@ -9,6 +9,7 @@ names say what they hold and for whom:
 - `cluster/<svc>.<ns>[/<subset>]` a group of endpoints and how to balance and protect it
 - `endpoints/<svc>.<ns>[/<subset>]` the addresses of that group's workloads
 - `unresolved/<name>`            a subscription that names no known service (yet)
+- `gateway`                      a gateway proxy's listeners and what is attached to them
 
 Only what the proxy needs is there: its inbound side and the services it subscribed to
 (plus the clusters their routes send to), never the whole mesh.
@@ -255,12 +256,47 @@ class Unresolved(_Body, frozen=True, kw_only=True):
     reason: str
 
 
+# --- gateways ------------------------------------------------------------------------------
+
+
+class GatewayTls(_Body, frozen=True, kw_only=True):
+    mode: Literal["Terminate", "Passthrough"]
+    certificate_file: str | None = None  # read by the gateway proxy, on its own machine
+    key_file: str | None = None
+
+
+class VirtualHost(_Body, frozen=True, kw_only=True):
+    """The HTTP rules for requests whose Host is `hostname`: a name, `*.suffix` (any
+    name under suffix) or `*` (any name). The most specific virtual host wins."""
+
+    hostname: str
+    rules: list[HttpRule]  # from every route attached with this hostname, in route order
+
+
+class GatewayListener(_Body, frozen=True, kw_only=True):
+    name: str  # "<ns>/<gateway>/<listener>"
+    port: int
+    protocol: Literal["HTTP", "HTTPS", "TCP", "TLS"]
+    hostname: str | None = None  # Host (HTTP) or SNI (TLS) it serves; any when None
+    tls: GatewayTls | None = None
+    virtual_hosts: list[VirtualHost] = []  # HTTP and HTTPS
+    tcp_backends: list[WeightedCluster] = []  # TCP and TLS: where connections are relayed
+
+
+class GatewayConfig(_Body, frozen=True, kw_only=True):
+    listeners: list[GatewayListener]  # sorted by port, then name
+    # Routes (and listeners) that name this proxy's Gateways but could not attach, and
+    # why: what an operator reads when traffic does not arrive.
+    problems: list[str] = []
+
+
 _BODY_BY_PREFIX: dict[str, type[_Body]] = {
     "inbound": InboundConfig,
     "route": ServiceRoute,
     "cluster": Cluster,
     "endpoints": EndpointSet,
     "unresolved": Unresolved,
+    "gateway": GatewayConfig,
 }
 
 

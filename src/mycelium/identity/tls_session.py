@@ -7,7 +7,8 @@ ciphertext byte it has (`receive`), writes out what it produces (`outgoing`), an
 moves plaintext through `send` and the return value of `receive`. Underneath it is
 OpenSSL through `ssl.MemoryBIO`, with the contexts from `identity.tls`.
 
-After the handshake `peer` is the peer's verified SPIFFE ID. Failures raise
+After the handshake `peer` is the peer's verified SPIFFE ID (None where no peer
+identity is required: a gateway's listener for clients outside the mesh). Failures raise
 `TlsRefused` with a word for counters: `not_tls` (the bytes are not a TLS handshake,
 e.g. plaintext to a STRICT port), `untrusted_peer` (no certificate, another CA, or
 expired), `handshake_failed` (anything else OpenSSL refused).
@@ -34,11 +35,15 @@ class TlsRefused(MeshError):
 
 
 class TlsSession:
-    def __init__(self, context: ssl.SSLContext, *, server_side: bool) -> None:
+    def __init__(
+        self, context: ssl.SSLContext, *, server_side: bool, peer_identity_required: bool = True
+    ) -> None:
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=server_side)
         self._server_side = server_side
+        # False for a gateway's clients outside the mesh: they present no SVID.
+        self._peer_identity_required = peer_identity_required
         self._pending: list[bytes] = []  # plaintext sent before the handshake finished
         self.handshake_done = False
         self.peer: SpiffeId | None = None
@@ -86,10 +91,11 @@ class TlsSession:
         except ssl.SSLError as exc:
             reason = "untrusted_peer" if _about_certificates(exc) else "handshake_failed"
             raise TlsRefused(reason, exc.reason or str(exc)) from None
-        try:
-            self.peer = peer_identity(self._tls)
-        except PeerIdentityError as exc:
-            raise TlsRefused("untrusted_peer", str(exc)) from None
+        if self._peer_identity_required:
+            try:
+                self.peer = peer_identity(self._tls)
+            except PeerIdentityError as exc:
+                raise TlsRefused("untrusted_peer", str(exc)) from None
         self.handshake_done = True
         pending, self._pending = self._pending, []
         for plaintext in pending:

@@ -18,6 +18,7 @@ from mycelium.proxy.destination import service_port
 from mycelium.proxy.filters.authorization import Authorizer
 from mycelium.proxy.filters.chain import RuleChain, build_chain
 from mycelium.proxy.filters.rate_limit import RateLimitFilter
+from mycelium.proxy.gateway import GatewayRoutes, UnknownHost, build_gateway
 from mycelium.proxy.routing import CompiledRoute, compile_route
 from mycelium.proxy.upstream.clusters import ClusterRuntime
 
@@ -46,6 +47,7 @@ class ActiveConfig:
     rate_limits: list[RateLimitFilter] = field(default_factory=list)
     authorizer: Authorizer = field(default_factory=lambda: Authorizer([]))
     inbound_ports: dict[int, cfg.InboundPort] = field(default_factory=dict)
+    gateway: GatewayRoutes | None = None  # a gateway proxy's listeners
     # Names requests used (a Host value as received, or a local listener's service),
     # resolved to their service and route; bounded by `MAX_RESOLVED_NAMES`. The one
     # thing that grows after the build: a memo of what the fields above already say.
@@ -54,6 +56,8 @@ class ActiveConfig:
     # and the live clusters requests reached under this config, by (name, port).
     destinations: dict[str | bytes, Destination] = field(default_factory=dict)
     live_clusters: dict[tuple[str, int], ClusterRuntime] = field(default_factory=dict)
+    # A gateway's destinations by (listener port, Host value as received).
+    gateway_destinations: dict[tuple[int, bytes | str], Destination] = field(default_factory=dict)
 
     def resolve(self, name: str | bytes) -> tuple[str, CompiledRoute] | None:
         """The service and route for a Host value (bytes) or a service name, cached."""
@@ -91,6 +95,23 @@ class ActiveConfig:
             self.destinations[name] = found
         return found
 
+    def gateway_destination(self, port: int, host: bytes | str) -> Destination:
+        """Where a request to gateway listener port `port` goes by its Host value;
+        raises `UnknownHost` or `NoRoute` (404s) when nothing there serves that host.
+        Cached, as `destination` is."""
+        key = (port, host)
+        found = self.gateway_destinations.get(key)
+        if found is not None:
+            return found
+        if self.gateway is None:
+            raise UnknownHost(f"this proxy serves no gateway listener on port {port}")
+        text = host.decode("latin-1") if isinstance(host, bytes) else host
+        listener, route = self.gateway.route(port, text)
+        found = Destination(listener.config.name, route, text, port)
+        if len(self.gateway_destinations) < MAX_RESOLVED_NAMES:
+            self.gateway_destinations[key] = found
+        return found
+
     def service_for(self, host: str) -> str | None:
         """The service a Host header (or VIP) names; a `:port` suffix is ignored."""
         name = host.lower()
@@ -117,10 +138,7 @@ def build_active_config(
         if isinstance(body, cfg.InboundConfig):
             active.inbound = body
         elif isinstance(body, cfg.ServiceRoute):
-            compiled = compile_route(body)
-            for rule in compiled.rules:
-                rule.state = build_chain(rule.rule, rng)
-            active.routes[body.service] = compiled
+            active.routes[body.service] = _compiled(body, rng)
             for host in body.hosts:
                 active.hosts[host.lower()] = body.service
             if body.vip:
@@ -131,6 +149,8 @@ def build_active_config(
             active.endpoints[body.cluster] = body
         elif isinstance(body, cfg.Unresolved):
             active.unresolved[body.subscription] = body.reason
+        elif isinstance(body, cfg.GatewayConfig):
+            active.gateway = build_gateway(body, lambda route: _compiled(route, rng))
     _check_references(active)
     if active.inbound is not None:
         active.inbound_ports = {p.port: p for p in active.inbound.ports}
@@ -149,13 +169,29 @@ def build_active_config(
     return active
 
 
+def _compiled(body: cfg.ServiceRoute, rng: random.Random) -> CompiledRoute:
+    """A route's matchers, with each rule's filter chain attached."""
+    compiled = compile_route(body)
+    for rule in compiled.rules:
+        rule.state = build_chain(rule.rule, rng)
+    return compiled
+
+
 def _check_references(active: ActiveConfig) -> None:
-    for service, route in active.routes.items():
+    routes = list(active.routes.items())
+    if active.gateway is not None:
+        for port in active.gateway.ports.values():
+            for listener in port.listeners.values():
+                name = f"gateway listener {listener.config.name}"
+                routes += [(name, route) for route in listener.virtual_hosts.values()]
+                if any(b.cluster not in active.clusters for b in listener.config.tcp_backends):
+                    raise ValueError(f"{name} relays to a cluster this snapshot does not define")
+    for owner, route in routes:
         for rule in route.rules:
             for backend in rule.rule.backends:
                 if backend.cluster not in active.clusters:
                     raise ValueError(
-                        f"route {service} rule {rule.rule.name} sends to cluster "
+                        f"route {owner} rule {rule.rule.name} sends to cluster "
                         f"{backend.cluster!r}, which this snapshot does not define"
                     )
 

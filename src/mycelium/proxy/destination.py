@@ -2,7 +2,8 @@
 the HTTP/2 stream, so both name, resolve and refuse destinations the same way.
 
 The name comes from a local listener's service reference, or from the Host header /
-`:authority`. A name the proxy has not heard of is subscribed on demand (waiting up to
+`:authority`; a gateway's listener finds the route among its own virtual hosts. A name
+the proxy has not heard of is subscribed on demand (waiting up to
 `ON_DEMAND_WAIT_SECONDS` for its config); still unknown, it is `UnknownService`.
 """
 
@@ -16,12 +17,21 @@ from mycelium.proxy.errors import UnknownService
 if TYPE_CHECKING:
     from mycelium.proxy.active_config import ActiveConfig
     from mycelium.proxy.core import ProxyCore
+    from mycelium.proxy.http.exchange import Listener
     from mycelium.proxy.routing import CompiledRoute
 
 
-async def find_route(proxy: ProxyCore, name: str) -> tuple[ActiveConfig, str, CompiledRoute]:
-    """The config in force, the service key and the compiled route `name` leads to."""
+async def find_route(
+    proxy: ProxyCore, listener: Listener, host: str
+) -> tuple[ActiveConfig, str, CompiledRoute]:
+    """The config in force, the service key and the compiled route a request with Host
+    `host` takes on `listener`. A gateway's listener looks among its own virtual hosts
+    (the key is then the gateway listener's name); others by service name."""
     config = proxy.active
+    if listener.kind == "gateway":
+        destination = config.gateway_destination(listener.port or 0, host)
+        return config, destination.service, destination.route
+    name = listener.reference or host
     service = config.service_for(name)
     if service is None:
         await proxy.resolve(name)

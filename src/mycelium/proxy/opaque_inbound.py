@@ -25,6 +25,7 @@ from mycelium.identity.tls_session import TlsSession
 from mycelium.proxy.protocols.detect import DETECTION_TIMEOUT
 from mycelium.proxy.protocols.tls_hello import judge_client_hello
 from mycelium.proxy.tls_layer import TlsLayer
+from mycelium.proxy.undecided import Undecided
 
 if TYPE_CHECKING:
     from mycelium.proxy.tcp_routing import TcpRouting
@@ -33,16 +34,14 @@ if TYPE_CHECKING:
 HANDSHAKE_TIMEOUT = 10.0  # seconds
 
 
-class OpaqueInbound(asyncio.Protocol):
+class OpaqueInbound(Undecided):
     """Takes over a connection whose router already decided it is `inbound`'s."""
 
     def __init__(self, routing: TcpRouting, inbound: cfg.InboundPort, peer: str) -> None:
+        super().__init__()
         self._routing = routing
         self._inbound = inbound
         self._peer = peer
-        self._transport: asyncio.Transport | None = None
-        self._held = b""
-        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
@@ -60,10 +59,6 @@ class OpaqueInbound(asyncio.Protocol):
     def eof_received(self) -> bool:
         self._plaintext(eof=True)
         return True
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_timer()
-        self._transport = None
 
     # -- decisions ---------------------------------------------------------------------
 
@@ -102,19 +97,7 @@ class OpaqueInbound(asyncio.Protocol):
             lambda: _AdmitWhenVerified(routing, inbound, peer),
             core.counters,
         )
-        transport.set_protocol(layer)
-        layer.connection_made(transport)
-        layer.data_received(self._held)
-
-    def _take(self) -> asyncio.Transport | None:
-        transport, self._transport = self._transport, None
-        self._stop_timer()
-        return transport
-
-    def _stop_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._terminate_tls(transport, layer)
 
 
 class _AdmitWhenVerified(asyncio.Protocol):

@@ -3,7 +3,8 @@
 Start-up binds every listener before serving, so a port clash fails at once with the
 port in the message. Config comes only through discovery (the last-known-good snapshot
 from disk first, if any). Inbound listeners in explicit mode follow the config: one per
-inbound service port, opened and closed as services come and go.
+inbound service port, opened and closed as services come and go. So do a gateway's: one
+per port of its compiled listeners, on the gateway address.
 
 Drain (SIGTERM): stop accepting, report not-ready, let requests in flight finish until
 the deadline (responses say `connection: close`, idle keep-alive connections close at
@@ -18,6 +19,7 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -32,6 +34,8 @@ from mycelium.identity.renewal import run_identity
 from mycelium.proxy.active_config import ActiveConfig
 from mycelium.proxy.admin import AdminServer
 from mycelium.proxy.core import ProxyCore
+from mycelium.proxy.gateway import PortFamily
+from mycelium.proxy.gateway_connections import GatewayConnection
 from mycelium.proxy.h2.detecting import listener_protocol
 from mycelium.proxy.http.exchange import Listener
 from mycelium.proxy.settings import ListenAddress, LocalUpstream, ProxySettings
@@ -55,6 +59,10 @@ class ProxyServer:
         self._servers: list[asyncio.Server] = []  # data listeners
         self._operations: list[asyncio.Server] = []  # admin and health: open until the end
         self._inbound: dict[int, asyncio.Server] = {}
+        # gateway role: port -> (how its connections are served, its listener)
+        self._gateway: dict[int, tuple[PortFamily, asyncio.Server]] = {}
+        self._opening: set[int] = set()
+        self._gateway_problems: list[str] = []
         self.bound: dict[str, ListenAddress] = {}  # name -> actual address (port 0 resolved)
 
     async def start(self) -> None:
@@ -109,12 +117,18 @@ class ProxyServer:
         self, name: str, address: ListenAddress, listener: Listener
     ) -> asyncio.Server:
         core = self.core
-        loop = asyncio.get_running_loop()
 
         def factory() -> asyncio.Protocol:
             # HTTP/1 or HTTP/2 (prior knowledge), told apart by the first bytes.
             return listener_protocol(core, listener)
 
+        return await self._bind(name, address, factory)
+
+    async def _bind(
+        self, name: str, address: ListenAddress, factory: Callable[[], asyncio.Protocol]
+    ) -> asyncio.Server:
+        """A data listener, named in `bound` and closed by the drain."""
+        loop = asyncio.get_running_loop()
         try:
             server = await loop.create_server(
                 factory, address.host, address.port, reuse_address=True, backlog=1024
@@ -136,20 +150,7 @@ class ProxyServer:
     ) -> asyncio.Server:
         """A listener whose connections go to the TCP relay or to HTTP (see tcp_routing)."""
         tcp = self.tcp
-        loop = asyncio.get_running_loop()
-        try:
-            server = await loop.create_server(
-                lambda: tcp.protocol(role, upstream, port),
-                address.host,
-                address.port,
-                reuse_address=True,
-                backlog=1024,
-            )
-        except OSError as exc:
-            raise ListenError(f"cannot listen on {address} for {name}: {exc.strerror}") from exc
-        self._servers.append(server)
-        self.bound[name] = _address_of(server)
-        return server
+        return await self._bind(name, address, lambda: tcp.protocol(role, upstream, port))
 
     async def _bind_stream(self, address: ListenAddress, handler: Any) -> asyncio.Server:
         try:
@@ -161,8 +162,11 @@ class ProxyServer:
         """Open and close explicit-mode inbound listeners as the config's ports change.
 
         Each listens on the inbound address at the app's target port: callers connect to
-        a workload's address and target port, as they would without a mesh.
+        a workload's address and target port, as they would without a mesh. A gateway's
+        listeners follow the config the same way (`_follow_gateway`).
         """
+        if self.settings.gateway_address is not None:
+            self._follow_gateway(active)
         if self.settings.inbound_address is None:
             return
         wanted = {p.target_port: p for p in active.inbound_ports.values()}
@@ -191,6 +195,47 @@ class ProxyServer:
             return
         self._inbound[target_port] = server
 
+    def _follow_gateway(self, active: ActiveConfig) -> None:
+        """One listener per port of the gateway's listeners; a port whose kind (HTTP,
+        TLS, TCP) changes is opened anew, a port no longer wanted is closed."""
+        gateway = active.gateway
+        wanted = {p.port: p.family for p in gateway.ports.values()} if gateway else {}
+        for port, (family, server) in list(self._gateway.items()):
+            if wanted.get(port) != family:
+                del self._gateway[port]
+                self.bound.pop(f"gateway:{port}", None)
+                server.close()
+        for port, family in wanted.items():
+            if port not in self._gateway and port not in self._opening:
+                self._opening.add(port)
+                self.core.spawn(self._open_gateway(port, family))
+        problems = gateway.problems if gateway is not None else []
+        if problems != self._gateway_problems:
+            self._gateway_problems = problems
+            for problem in problems:
+                log.warning("gateway config: %s", problem)
+
+    async def _open_gateway(self, port: int, family: PortFamily) -> None:
+        assert self.settings.gateway_address is not None
+        address = ListenAddress(self.settings.gateway_address, port)
+        name = f"gateway:{port}"
+        tcp = self.tcp
+        try:
+            if family == "http":
+                server = await self._listen(name, address, Listener("gateway", port=port))
+            else:
+                server = await self._bind(
+                    name, address, lambda: GatewayConnection(tcp, port, family)
+                )
+        except ListenError as exc:
+            log.error("%s", exc)
+            return
+        finally:
+            self._opening.discard(port)
+        self._gateway[port] = (family, server)
+        if self.core.active.gateway is None or port not in self.core.active.gateway.ports:
+            self._follow_gateway(self.core.active)  # the config moved on while we bound
+
     async def drain(self, deadline_seconds: float | None = None) -> None:
         core = self.core
         deadline = time.monotonic() + (
@@ -198,6 +243,8 @@ class ProxyServer:
         )
         core.draining = True
         for server in [*self._servers, *self._inbound.values()]:
+            server.close()
+        for _, server in self._gateway.values():
             server.close()
         for conn in list(core.connections):
             conn.close_if_idle()

@@ -1,7 +1,8 @@
 """The proxy process's own settings: where it listens and how it finds its controller.
 
-Parsed once at start (from the `myc proxy` command line) into a frozen object. What the
-proxy does with traffic is not here: that comes from the controller, as config entries.
+Parsed once at start (from the `myc proxy` or `myc gateway` command line) into a frozen
+object. What the proxy does with traffic is not here: that comes from the controller, as
+config entries.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ class ProxySettings:
     # explicit mode: inbound listeners on this address, one per inbound service port
     inbound_address: str | None = None
     app_address: str = "127.0.0.1"  # where the local app listens
+    # gateway role: every port of the compiled gateway listeners, on this address
+    gateway_address: str | None = None
     admin: ListenAddress | None = ListenAddress("127.0.0.1", 15000)
     health: ListenAddress | None = ListenAddress("127.0.0.1", 15021)
     local_upstreams: list[LocalUpstream] = field(default_factory=list)

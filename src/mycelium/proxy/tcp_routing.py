@@ -89,23 +89,39 @@ def service_port(route: cfg.ServiceRoute, port: int | None) -> cfg.ServicePort |
 
 def pick_tcp_backend(route: cfg.ServiceRoute, roll: float) -> cfg.WeightedCluster | None:
     """The backend `roll` (in [0, 1)) falls on, by weight; None if every weight is 0."""
-    total = sum(max(b.weight, 0) for b in route.tcp_backends)
+    return pick_weighted(route.tcp_backends, roll)
+
+
+def pick_weighted(backends: list[cfg.WeightedCluster], roll: float) -> cfg.WeightedCluster | None:
+    total = sum(max(b.weight, 0) for b in backends)
     if total <= 0:
         return None
     point = roll * total
-    for backend in route.tcp_backends:
+    for backend in backends:
         point -= max(backend.weight, 0)
         if point < 0:
             return backend
-    return route.tcp_backends[-1]
+    return backends[-1]
 
 
 def relay_to_service(
     core: ProxyCore, config: ActiveConfig, route: cfg.ServiceRoute, port: int
-) -> Decision:
-    backend = pick_tcp_backend(route, core.rng.random())
+) -> RelayTo | Refuse:
+    return relay_to_backends(core, config, route.tcp_backends, port, f"service {route.service}")
+
+
+def relay_to_backends(
+    core: ProxyCore,
+    config: ActiveConfig,
+    backends: list[cfg.WeightedCluster],
+    port: int,
+    owner: str,
+) -> RelayTo | Refuse:
+    """Where to relay a connection for `owner` (a service, a gateway listener): an
+    endpoint of the backend cluster drawn by weight, through mTLS when it runs a proxy."""
+    backend = pick_weighted(backends, core.rng.random())
     if backend is None or backend.cluster not in config.clusters:
-        return Refuse(f"service {route.service} has no TCP backend")
+        return Refuse(f"{owner} has no TCP backend")
     cluster = core.cluster(config, backend.cluster, backend.port or port)
     endpoint = cluster.pick(time.monotonic())
     if endpoint is None:
@@ -214,6 +230,17 @@ class TcpRouting:
     ) -> None:
         """Relay an inbound opaque connection to the app, or refuse it by policy."""
         decision = admit_to_app(self.core, self.core.active, inbound, peer, principal)
+        self.relay_or_refuse(transport, decision, held, eof, peer)
+
+    def relay_or_refuse(
+        self,
+        transport: asyncio.Transport,
+        decision: RelayTo | Refuse,
+        held: bytes,
+        eof: bool,
+        peer: str,
+    ) -> None:
+        """Carry out a decision: relay the connection, or count, log and abort it."""
         if isinstance(decision, Refuse):
             self.core.refused(decision.counter, peer)
             self.core.log.warning("%s", decision.reason)
@@ -362,13 +389,8 @@ class ConnectionRouter(asyncio.Protocol):
         self._transport = None
         held, self._held = b"".join(self._held), []
         core = self._routing.core
-        if isinstance(decision, Refuse):
-            core.refused(decision.counter, _peer(transport))
-            core.log.warning("%s", decision.reason)
-            transport.abort()
-            return
-        if isinstance(decision, RelayTo):
-            self._routing.start_relay(transport, decision, held, self._eof)
+        if isinstance(decision, Refuse | RelayTo):
+            self._routing.relay_or_refuse(transport, decision, held, self._eof, _peer(transport))
             return
         if isinstance(decision, SniffMtls):
             peername = transport.get_extra_info("peername")

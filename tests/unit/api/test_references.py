@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from mycelium.api import DestinationPolicy, Resource
+from mycelium.api.gateway import Gateway
 from mycelium.api.references import check_references
 
 from .conftest import load
@@ -53,10 +54,13 @@ class Store:
     def policies(self) -> list[DestinationPolicy]:
         return [r for r in self.resources if isinstance(r, DestinationPolicy)]
 
+    def gateways(self) -> list[Gateway]:
+        return [r for r in self.resources if isinstance(r, Gateway)]
+
 
 def problems(resources: list[Resource], store: Store | None = None) -> list[str]:
     store = store or Store()
-    issues = check_references(resources, store.exists, store.policies())
+    issues = check_references(resources, store.exists, store.policies(), store.gateways())
     return [f"{i.resource} {i.path}: {i.message}" for i in issues]
 
 
@@ -96,6 +100,26 @@ def test_a_missing_parent_service_or_gateway_is_reported() -> None:
     assert problem.startswith("HTTPRoute/bookinfo/reviews spec.parentRefs[0].name: Gateway")
     [problem] = problems(batch(http_route("[]", extra=", fault: {abort: {httpStatus: 503}}")))
     assert "spec.parentRefs[0].name: Service bookinfo/reviews does not exist" in problem
+
+
+GATEWAY = (
+    f"{HEADER}kind: Gateway\nmetadata: {{name: edge, namespace: bookinfo}}\n"
+    "spec: {selector: {app: edge}, listeners: [{name: web, port: 8080, protocol: HTTP}]}\n"
+)
+
+
+def test_a_gateway_parent_with_a_port_needs_a_listener_on_it() -> None:
+    on_port = http_route("[{name: reviews}]", parent="{kind: Gateway, name: edge, port: 8080}")
+    wrong = http_route("[{name: reviews}]", parent="{kind: Gateway, name: edge, port: 80}")
+    assert problems(batch(service("reviews"), GATEWAY, on_port)) == []
+    assert problems(batch(service("reviews"), on_port), Store(GATEWAY)) == []
+    expected = [
+        "HTTPRoute/bookinfo/reviews spec.parentRefs[0].port: Gateway bookinfo/edge has no "
+        "listener on port 80 (its ports: 8080): fix the port, or remove it to attach to "
+        "every listener"
+    ]
+    assert problems(batch(service("reviews"), GATEWAY, wrong)) == expected
+    assert problems(batch(service("reviews"), wrong), Store(GATEWAY)) == expected
 
 
 def test_a_subset_must_be_defined_by_a_destination_policy() -> None:

@@ -5,22 +5,47 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from mycelium.cli.errors import InputError
 from mycelium.cli.settings import settings_of
 
+if TYPE_CHECKING:
+    from mycelium.discovery.client import ControllerAddress
+    from mycelium.proxy.settings import ProxySettings
 
-def _labels(values: list[str]) -> dict[str, str]:
+
+def parse_labels(values: list[str]) -> dict[str, str]:
+    """Labels from `KEY=VALUE` items, each maybe a comma-separated list of them."""
     labels = {}
-    for item in values:
-        key, sep, value = item.partition("=")
+    for item in (part for value in values for part in value.split(",")):
+        key, sep, value = item.strip().partition("=")
         if not sep or not key:
             raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="'--label'")
         labels[key] = value
     return labels
+
+
+def controller_addresses(values: list[str] | None) -> list[ControllerAddress]:
+    from mycelium.discovery.client import ControllerAddress  # noqa: PLC0415
+
+    return [ControllerAddress.parse(c) for c in (values or ["127.0.0.1:15012"])]
+
+
+def exec_proxy(settings: ProxySettings, join_token: str | None) -> None:
+    """Become the proxy process (`python -m mycelium.proxy`) with these settings."""
+    # The token travels in the environment, not on the command line, where anyone
+    # could read it in the process list.
+    if join_token:
+        os.environ["MYC_JOIN_TOKEN"] = join_token
+    # Replace this process with a lean one: a proxy should not carry the CLI's
+    # libraries (Typer, rich: ~15 MB) for its whole life.
+    os.execv(
+        sys.executable,
+        [sys.executable, "-m", "mycelium.proxy", settings.to_json().decode()],
+    )
 
 
 def proxy_command(
@@ -159,13 +184,12 @@ def proxy_command(
       myc proxy --id reviews-v1-0 --workload reviews-v1-0 -l app=reviews -l version=v1 \\
           --address 127.0.0.2 --port 9080 --inbound-address 127.0.0.2
     """
-    from mycelium.discovery.client import ControllerAddress  # noqa: PLC0415
     from mycelium.discovery.protocol import NodeInfo  # noqa: PLC0415
     from mycelium.proxy.settings import ListenAddress, LocalUpstream, ProxySettings  # noqa: PLC0415
 
     home = settings_of(ctx).home
     try:
-        controllers = [ControllerAddress.parse(c) for c in (controller or ["127.0.0.1:15012"])]
+        controllers = controller_addresses(controller)
         locals_ = []
         for item in upstream or []:
             target, sep, listen = item.partition("=")
@@ -192,7 +216,7 @@ def proxy_command(
                 namespace=namespace,
                 workload=workload,
                 service_account=service_account,
-                labels=_labels(label or []),
+                labels=parse_labels(label or []),
                 address=address,
                 ports=port or [],
             ),
@@ -213,13 +237,4 @@ def proxy_command(
         )
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    # The token travels in the environment, not on the command line, where anyone
-    # could read it in the process list.
-    if join_token:
-        os.environ["MYC_JOIN_TOKEN"] = join_token
-    # Replace this process with a lean one: a sidecar should not carry the CLI's
-    # libraries (Typer, rich: ~15 MB) for its whole life.
-    os.execv(
-        sys.executable,
-        [sys.executable, "-m", "mycelium.proxy", settings.to_json().decode()],
-    )
+    exec_proxy(settings, join_token)

@@ -272,7 +272,7 @@ class Http2Exchange:
         target = self.target.decode("latin-1")
         facts = RequestFacts.from_fields(self.method.decode("latin-1"), target, self.headers)
         self.facts = facts
-        config, service, route = await find_route(proxy, self.listener.reference or self.host)
+        config, service, route = await find_route(proxy, self.listener, self.host)
         self.service = service
         if self.port is None:
             self.port = service_port(self.host, bool(self.listener.reference), route.route)

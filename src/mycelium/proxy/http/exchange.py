@@ -64,6 +64,7 @@ from mycelium.proxy.routing import DEFAULT_TIMEOUT_SECONDS, CompiledRule, Reques
 from mycelium.proxy.upstream.hash_key import request_hash_key
 
 if TYPE_CHECKING:
+    from mycelium.proxy.active_config import Destination
     from mycelium.proxy.core import ProxyCore
     from mycelium.proxy.http.downstream import DownstreamHttp1
     from mycelium.proxy.http.upstream import UpstreamHttp1
@@ -83,7 +84,9 @@ _FORWARDED_FRAMINGS = frozenset({"length", "chunked"})
 # Responses without a body whatever their fields say (RFC 9110 sections 15.3.5, 15.4.5).
 NO_BODY_STATUSES = frozenset({204, 304})
 
-type ListenerKind = Literal["outbound", "inbound", "local"]
+# outbound: an app's calls; inbound: a peer's calls to the app; local: one service's
+# own port; gateway: a gateway listener's port, routed by its virtual hosts.
+type ListenerKind = Literal["outbound", "inbound", "local", "gateway"]
 
 
 class Listener:
@@ -247,7 +250,14 @@ class Exchange:
         `run`."""
         proxy = self.proxy
         config = proxy.active
-        destination = config.destination(self.listener.reference or self.head.host)
+        listener = self.listener
+        if listener.kind == "gateway":
+            # raises a 404 (answered by `start`) when no listener serves the host
+            destination: Destination | None = config.gateway_destination(
+                listener.port or 0, self.head.host
+            )
+        else:
+            destination = config.destination(listener.reference or self.head.host)
         if destination is None:
             return False  # unknown yet: `run` subscribes and waits for its config
         route = destination.route
@@ -522,7 +532,7 @@ class Exchange:
     async def _outbound(self) -> None:
         facts = self._request_facts()
         proxy = self.proxy
-        config, service, route = await find_route(proxy, self.listener.reference or self.host)
+        config, service, route = await find_route(proxy, self.listener, self.host)
         self.service = service
         if self.port is None:
             self.port = service_port(self.host, bool(self.listener.reference), route.route)

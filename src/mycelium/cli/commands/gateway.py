@@ -1,0 +1,192 @@
+"""`myc gateway`: run a proxy in the gateway role, in the foreground.
+
+The runtime starts a gateway pod as a container whose command is just `myc gateway`,
+so every option also reads an environment variable; the pod's own variables are:
+
+  MYC_POD_NAME         --id, and the Workload it registers as (--workload)
+  MYC_POD_NAMESPACE    --namespace
+  MYC_SERVICE_ACCOUNT  --service-account
+  MYC_POD_LABELS       --label, as KEY=VALUE,KEY2=VALUE2
+  MYC_POD_ADDRESS      --address: where the listeners bind, and the Workload's address;
+                       admin and health default to ADDRESS:15000 and ADDRESS:15021
+  MYC_DISCOVERY        --discovery HOST:PORT
+  MYC_TRUST_BUNDLE     --trust-bundle FILE
+  MYC_JOIN_TOKEN       --join-token
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mycelium.cli.commands.proxy import controller_addresses, exec_proxy, parse_labels
+from mycelium.cli.errors import InputError
+from mycelium.cli.settings import settings_of
+
+ADMIN_PORT = 15000
+HEALTH_PORT = 15021
+
+
+def _option(*names: str, envvar: str, help: str, metavar: str | None = None) -> Any:
+    """An option that also reads `envvar`, and says so in its help."""
+    return typer.Option(*names, envvar=envvar, show_envvar=True, help=help, metavar=metavar)
+
+
+def gateway_command(
+    ctx: typer.Context,
+    *,
+    node_id: Annotated[
+        str,
+        _option("--id", envvar="MYC_POD_NAME", metavar="ID", help="This gateway's unique name."),
+    ],
+    namespace: Annotated[
+        str, _option("--namespace", "-n", envvar="MYC_POD_NAMESPACE", help="Its namespace.")
+    ] = "default",
+    workload: Annotated[
+        str | None,
+        _option(
+            "--workload",
+            envvar="MYC_WORKLOAD",
+            help="Register as this Workload (default: the --id), with --address.",
+        ),
+    ] = None,
+    service_account: Annotated[
+        str,
+        _option("--service-account", envvar="MYC_SERVICE_ACCOUNT", help="Its identity's account."),
+    ] = "default",
+    label: Annotated[
+        list[str] | None,
+        _option(
+            "--label",
+            "-l",
+            envvar="MYC_POD_LABELS",
+            metavar="KEY=VALUE[,KEY=VALUE]",
+            help="Its labels, which Gateway selectors match; repeat, or separate by commas.",
+        ),
+    ] = None,
+    address: Annotated[
+        str | None,
+        _option(
+            "--address",
+            envvar="MYC_POD_ADDRESS",
+            metavar="IP",
+            help="Where its listeners bind (default 0.0.0.0), and its Workload's address.",
+        ),
+    ] = None,
+    controller: Annotated[
+        list[str] | None,
+        _option(
+            "--discovery",
+            envvar="MYC_DISCOVERY",
+            metavar="HOST:PORT",
+            help="A controller's discovery address (repeat for several).",
+        ),
+    ] = None,
+    trust_bundle: Annotated[
+        Path | None,
+        _option(
+            "--trust-bundle",
+            envvar="MYC_TRUST_BUNDLE",
+            metavar="FILE",
+            help="The mesh root CA, to verify the controller. Default: HOME/ca/root.pem.",
+        ),
+    ] = None,
+    state_dir: Annotated[
+        Path | None,
+        _option(
+            "--state-dir",
+            envvar="MYC_STATE_DIR",
+            metavar="DIR",
+            help="Where the last-known-good config is kept, to start without a controller.",
+        ),
+    ] = None,
+    admin: Annotated[
+        str | None,
+        _option(
+            "--admin",
+            envvar="MYC_ADMIN",
+            metavar="[HOST:]PORT",
+            help=f"Admin endpoints. Default: ADDRESS:{ADMIN_PORT} (127.0.0.1 without --address).",
+        ),
+    ] = None,
+    health: Annotated[
+        str | None,
+        _option(
+            "--health",
+            envvar="MYC_HEALTH",
+            metavar="[HOST:]PORT",
+            help=f"Readiness endpoint. Default: ADDRESS:{HEALTH_PORT}.",
+        ),
+    ] = None,
+    access_log: Annotated[
+        str | None,
+        _option(
+            "--access-log",
+            envvar="MYC_ACCESS_LOG",
+            metavar="FILE|-",
+            help="JSON lines, one per request.",
+        ),
+    ] = None,
+    drain_seconds: Annotated[
+        float,
+        _option("--drain-seconds", envvar="MYC_DRAIN_SECONDS", help="How long SIGTERM waits."),
+    ] = 10.0,
+    join_token: Annotated[
+        str | None,
+        _option(
+            "--join-token",
+            envvar="MYC_JOIN_TOKEN",
+            help="A token from `myc token create`: the gateway gets its certificate with it.",
+        ),
+    ] = None,
+) -> None:
+    """Run an ingress or egress gateway in the foreground until SIGTERM, then drain.
+
+    The gateway is the mesh's proxy in the gateway role: it serves the listeners of
+    every Gateway in its namespace whose selector matches its labels, routes them by
+    the HTTPRoutes and TCPRoutes attached to those Gateways, and calls the mesh's
+    workloads over mTLS with its own certificate (get one with --join-token). Its
+    listeners open and close as the Gateways change. Every option also reads the
+    environment variable named in its help, so that a pod runs just `myc gateway`.
+
+    [bold]Examples[/]
+
+      # an ingress gateway on 127.0.0.30, for Gateways that select app=ingress
+      myc gateway --id ingress-0 -l app=ingress --address 127.0.0.30 \\
+          --service-account ingress \\
+          --join-token "$(myc token create --service-account ingress)"
+
+      # the same from a pod's environment
+      MYC_POD_NAME=ingress-0 MYC_POD_LABELS=app=ingress MYC_POD_ADDRESS=127.0.0.30 myc gateway
+    """
+    from mycelium.discovery.protocol import NodeInfo  # noqa: PLC0415
+    from mycelium.proxy.settings import ListenAddress, ProxySettings  # noqa: PLC0415
+
+    home = settings_of(ctx).home
+    operations_host = address or "127.0.0.1"
+    try:
+        settings = ProxySettings(
+            node=NodeInfo(
+                id=node_id,
+                namespace=namespace,
+                workload=workload or node_id,
+                service_account=service_account,
+                role="gateway",
+                labels=parse_labels(label or []),
+                address=address,
+            ),
+            controllers=controller_addresses(controller),
+            trust_bundle=trust_bundle or home / "ca" / "root.pem",
+            state_dir=state_dir,
+            outbound=None,  # a gateway serves its Gateways' listeners, not an app's calls
+            gateway_address=address or "0.0.0.0",
+            admin=ListenAddress.parse(admin or f"{operations_host}:{ADMIN_PORT}"),
+            health=ListenAddress.parse(health or f"{operations_host}:{HEALTH_PORT}"),
+            drain_seconds=drain_seconds,
+            access_log=access_log,
+        )
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    exec_proxy(settings, join_token)
