@@ -77,3 +77,23 @@ async def test_a_failed_dial_fails_the_request_waiting_for_it() -> None:
     pool = EndpointPool("127.0.0.1", 9)  # discard port: nothing listens on loopback
     with pytest.raises(UpstreamConnectFailed, match=r"127\.0\.0\.1:9"):
         await asyncio.wait_for(pool.acquire(1.0), 5)
+
+
+async def test_a_request_right_after_a_dial_ended_is_not_left_waiting(server_port: int) -> None:
+    """A dial that has handed its connection over is finished, even in the moment
+    before asyncio runs its done-callbacks: a request arriving then (here: the very
+    request that got the connection, asking again in the same step, as a retry does)
+    must start a dial of its own instead of waiting for that finished one."""
+    pool = EndpointPool("127.0.0.1", server_port)
+
+    async def take_two() -> tuple[UpstreamHttp1, UpstreamHttp1]:
+        first = await pool.acquire(5.0)
+        return first, await pool.acquire(5.0)  # no await in between: the same step
+
+    first, second = await asyncio.wait_for(take_two(), 5.0)
+
+    assert first is not second
+    assert pool.open == 2
+    for conn in (first, second):
+        pool.release(conn)
+    pool.close_idle()

@@ -315,7 +315,7 @@ class EndpointPool:
         if len(self._dials) < len(self._waiters):
             dial = asyncio.get_running_loop().create_task(self._dial(connect_timeout))
             self._dials.add(dial)
-            dial.add_done_callback(self._dials.discard)
+            dial.add_done_callback(self._dials.discard)  # also when cancelled before it ran
         try:
             return await waiter
         except asyncio.CancelledError:
@@ -330,14 +330,15 @@ class EndpointPool:
         try:
             conn = await self.connect(connect_timeout)
         except BaseException as exc:
+            self._dial_ended()
             failure = (
                 exc
                 if isinstance(exc, UpstreamConnectFailed)
                 else UpstreamConnectFailed(f"connecting to {self.host}:{self.port}: {exc!r}")
             )
-            # The oldest waiter hears of it, unless the dials still in flight (this one
-            # still counted) are more than the waiters: one of them will serve it.
-            if len(self._waiters) >= len(self._dials):
+            # The oldest waiter hears of it, unless the dials still in flight are at
+            # least as many as the waiters: one of them will serve it.
+            if len(self._waiters) > len(self._dials):
                 for waiter in self._waiters:
                     if not waiter.done():
                         waiter.set_exception(failure)
@@ -345,10 +346,19 @@ class EndpointPool:
             if not isinstance(exc, Exception):
                 raise  # cancelled (the proxy is stopping)
             return
+        self._dial_ended()
         # A fresh connection goes to a waiter as it is, even one the server already
         # spoiled (it spoke first, or closed): that request then fails with the reason.
         if not self._hand_to_waiter(conn):
             self.release(conn)
+
+    def _dial_ended(self) -> None:
+        """This dial no longer counts as in flight. Not left to a done-callback: a
+        request arriving before asyncio runs it would wait on a dial that has already
+        handed its connection to someone else, and no dial would serve it."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._dials.discard(task)
 
     async def connect(self, connect_timeout: float) -> UpstreamHttp1:
         """A new connection, never an idle one (an upgrade takes its connection away)."""
