@@ -9,21 +9,26 @@ the sidecar was still up when SIGTERM came (the runtime stops the app first).
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import signal
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 
-def sidecar_up() -> bool:
+def sidecar_state() -> str:
+    """ "ready", "left" (deregistered, still serving: a stop under way) or "gone"."""
     url = f"http://{os.environ['MYC_POD_ADDRESS']}:15021/healthz/ready"
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         with opener.open(url, timeout=2) as response:
-            return bool(response.status == 200)
+            return "ready" if response.status == 200 else "gone"
+    except urllib.error.HTTPError as exc:
+        return "left" if json.loads(exc.read() or b"{}").get("left") else "gone"
     except OSError:
-        return False
+        return "gone"
 
 
 def note(line: str) -> None:
@@ -45,7 +50,7 @@ class Hello(http.server.BaseHTTPRequestHandler):
 
 def main() -> None:
     mode = sys.argv[1]
-    note(f"started sidecar_ready={sidecar_up()}")
+    note(f"started sidecar={sidecar_state()}")
     if mode == "job":
         return
     if mode == "crash-once":
@@ -56,7 +61,7 @@ def main() -> None:
             sys.exit(1)
 
     def on_term(signum: int, frame: object) -> None:
-        note(f"sigterm sidecar_up={sidecar_up()}")
+        note(f"sigterm sidecar={sidecar_state()}")
         sys.exit(0)
 
     signal.signal(signal.SIGTERM, on_term)

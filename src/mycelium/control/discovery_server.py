@@ -395,9 +395,8 @@ class DiscoveryServer:
         session.held = dict(hello.held)
         session.acked_version = hello.version if hello.held else ""
         self.sessions[hello.node.id] = session
-        if self._register is not None and hello.node.workload and hello.node.address:
-            session.lease = await self._register(hello.node)
-            session.lease_refreshed = time.monotonic()
+        if hello.registered:
+            await self._join(session)
         session.send(
             p.Welcome(
                 controller_version=__version__,
@@ -436,10 +435,13 @@ class DiscoveryServer:
             session.send(p.Heartbeat())
             await self._refresh_lease(session)
         elif isinstance(message, p.Leave):
+            # The stream stays: a pod about to stop still gets config; a proxy that
+            # shuts down closes it itself.
             if session.lease is not None and self._revoke is not None:
                 lease, session.lease = session.lease, None
                 await self._revoke(lease)
-            session.writer.close()
+        elif isinstance(message, p.Join):
+            await self._join(session)
         elif isinstance(message, p.CertificateRequest):
             session.send(self._certificate(session, message))
         elif isinstance(message, p.Hello):
@@ -478,6 +480,14 @@ class DiscoveryServer:
             trust_bundle=answer.trust_bundle.decode(),
             expires_at=answer.expires_at,
         )
+
+    async def _join(self, session: ProxySession) -> None:
+        """Register the session's workload under a lease (once; it needs a name and
+        an address)."""
+        node = session.node
+        if session.lease is None and self._register is not None and node.workload and node.address:
+            session.lease = await self._register(node)
+            session.lease_refreshed = time.monotonic()
 
     async def _refresh_lease(self, session: ProxySession) -> None:
         if session.lease is None or self._keep_alive is None:

@@ -82,10 +82,14 @@ class DiscoveryClient:
         subscriptions: list[str] | None = None,
         token: str | None = None,
         server_name: str | None = None,
+        registered: bool = True,
     ) -> None:
         if not controllers:
             raise ValueError("at least one controller address is required")
         self.node = node
+        # Whether our workload (if the node names one) is registered: False until
+        # `join_mesh` for a pod whose app is not ready yet, and again after `leave_mesh`.
+        self.registered = registered
         self._controllers = controllers
         # A context we build from a file follows the bundle the controller sends (a
         # root rotation must not lock us out) and presents our SVID once we hold one;
@@ -127,6 +131,25 @@ class DiscoveryClient:
         """Load the last-known-good snapshot (if any), then keep a stream open in the background."""
         self._load_from_disk()
         self._task = asyncio.create_task(self._run())
+
+    async def join_mesh(self) -> None:
+        """Register our workload now (and at every reconnect from here on): the app
+        behind us is ready for traffic."""
+        await self._set_registered(True, p.Join())
+
+    async def leave_mesh(self) -> None:
+        """Deregister our workload now and stay connected: peers stop choosing us, and
+        what they still send is served. A reconnect does not register us again. The
+        first step of a graceful stop, before the app goes."""
+        await self._set_registered(False, p.Leave())
+
+    async def _set_registered(self, registered: bool, message: p.ClientMessage) -> None:
+        self.registered = registered
+        writer = self._writer
+        if writer is not None and self.connected.is_set():
+            self._send(message)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.drain(), LEAVE_TIMEOUT_SECONDS)
 
     async def stop(self, *, leave: bool = True) -> None:
         """Stop. With `leave`, say goodbye so the controller deregisters our workload at
@@ -258,6 +281,7 @@ class DiscoveryClient:
                     version=self.version,
                     held={name: e.version for name, e in self.snapshot.items()},
                     subscriptions=sorted(self.subscriptions),
+                    registered=self.registered,
                 )
             )
             decoder = p.FrameDecoder()

@@ -61,6 +61,8 @@ class Hello(_Message, tag="hello", frozen=True, kw_only=True):
     version: str = ""
     held: dict[str, str] = {}
     subscriptions: list[str] = []
+    # False: register the workload only when `join` comes (a pod whose app is not ready)
+    registered: bool = True
 
 
 class Ack(_Message, tag="ack", frozen=True, kw_only=True):
@@ -86,8 +88,14 @@ class Heartbeat(_Message, tag="heartbeat", frozen=True, kw_only=True):
 
 
 class Leave(_Message, tag="leave", frozen=True, kw_only=True):
-    """The proxy is shutting down cleanly: deregister its workload now, not at lease
-    expiry, so nobody is sent to it while the lease runs out."""
+    """Deregister the proxy's workload now: it is shutting down cleanly (not at lease
+    expiry, so nobody is sent to it while the lease runs out), or its pod is about to
+    stop (the stream stays open)."""
+
+
+class Join(_Message, tag="join", frozen=True, kw_only=True):
+    """Register the proxy's workload now (its `hello` said `registered: false`, or it
+    left): its app is ready for traffic."""
 
 
 class Welcome(_Message, tag="welcome", frozen=True, kw_only=True):
@@ -160,7 +168,7 @@ class Refusal(_Message, tag="refusal", frozen=True, kw_only=True):
     message: str
 
 
-type ClientMessage = Hello | Ack | Nack | Subscribe | Heartbeat | Leave | CertificateRequest
+type ClientMessage = Hello | Ack | Nack | Subscribe | Heartbeat | Leave | Join | CertificateRequest
 type ServerMessage = (
     Welcome | Push | Refusal | Heartbeat | CertificateIssued | CertificateRefused | TrustBundle
 )

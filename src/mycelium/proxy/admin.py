@@ -48,8 +48,12 @@ class AdminServer:
                 raise ValueError("request too large")
             method, target, _ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
             path = target.split("?", 1)[0]
-            if method not in ("GET", "HEAD"):
-                status, body = 405, {"error": "only GET is supported"}
+            if method == "POST" and route == self._admin_route and path == "/leave":
+                status, body = await self._leave()
+            elif method == "POST" and route == self._admin_route and path == "/join":
+                status, body = await self._join()
+            elif method not in ("GET", "HEAD"):
+                status, body = 405, {"error": "only GET is supported (and POST /join, /leave)"}
             else:
                 status, body = route(path)
             payload = json.dumps(body, indent=2, default=str).encode() + b"\n"
@@ -73,12 +77,35 @@ class AdminServer:
     # --- routes ---------------------------------------------------------------------------
 
     def _is_ready(self) -> bool:
-        return self.ready and bool(self.core.active.version) and not self.core.draining
+        core = self.core
+        return self.ready and bool(core.active.version) and not core.draining and not core.left
+
+    async def _join(self) -> tuple[int, Any]:
+        """Register the workload (a proxy started with `wait_for_join`): the runtime
+        says so once the app behind it is ready."""
+        core = self.core
+        core.left = False
+        if core.discovery is not None:
+            await core.discovery.join_mesh()
+        return 200, {"joined": True}
+
+    async def _leave(self) -> tuple[int, Any]:
+        """The first step of a graceful stop (the runtime's, before it stops the app):
+        deregister the workload, so peers stop choosing it, and serve on meanwhile."""
+        core = self.core
+        core.left = True
+        if core.discovery is not None:
+            await core.discovery.leave_mesh()
+        return 200, {"left": True, "ready": False}
 
     def _health_route(self, path: str) -> tuple[int, Any]:
         if path in ("/healthz/ready", "/ready"):
             ok = self._is_ready()
-            return (200 if ok else 503), {"ready": ok, "draining": self.core.draining}
+            return (200 if ok else 503), {
+                "ready": ok,
+                "draining": self.core.draining,
+                "left": self.core.left,
+            }
         return 404, {"error": f"no such path {path}; try /healthz/ready"}
 
     def _admin_route(self, path: str) -> tuple[int, Any]:
@@ -107,7 +134,10 @@ class AdminServer:
                 "downstream_connections": len(core.connections),
                 "tasks": len(core.tasks),
             }
-        return 404, {"error": f"no such path {path}; try /config_dump, /clusters, /stats"}
+        return 404, {
+            "error": f"no such path {path}; try /config_dump, /clusters, /stats "
+            "(POST /join, /leave)"
+        }
 
     def _clusters(self) -> list[dict[str, Any]]:
         now = time.monotonic()

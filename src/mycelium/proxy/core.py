@@ -62,6 +62,7 @@ class ProxyCore:
         self.relays: set[TcpRelay] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.draining = False
+        self.left = False  # deregistered on request (admin POST /leave): about to stop
         self.discovery: DiscoveryClient | None = None
         self.config_changed = asyncio.Event()
         # defaultdict, not Counter: its increment costs half as much, and there is one

@@ -81,6 +81,7 @@ class ProxyServer:
             subscriptions=subscriptions,
             # authenticates the stream until our SVID does (see identity/renewal.py)
             token=self._join_token,
+            registered=not settings.wait_for_join,
         )
         core.discovery = client
         core.on_config.append(self._follow_config)

@@ -72,6 +72,9 @@ class ProxySettings:
     drain_seconds: float = DEFAULT_DRAIN_SECONDS
     access_log: str | None = None  # a file path, or "-" for standard output
     socket_mark: int = DEFAULT_SOCKET_MARK  # transparent mode only; needs CAP_NET_ADMIN
+    # Register the workload only on admin POST /join (the runtime does once the app is
+    # ready), not as soon as the discovery stream is up.
+    wait_for_join: bool = False
 
     def to_json(self) -> bytes:
         """For handing the settings to a fresh process (see `mycelium.proxy.__main__`)."""

@@ -3,12 +3,19 @@
 The order is the mesh's promise to the app:
 - the sidecar starts first, and the app only once the sidecar is ready (so the app's
   first request already goes through the mesh);
-- the pod is ready when the app is (its readiness probe passes, or it has none);
+- once the app passes its readiness probe (or has none), the sidecar joins the mesh
+  (registers the workload), so no peer is sent to an app that cannot answer yet; the
+  pod counts as ready `propagation_seconds` later, when the peers have heard (a rollout
+  stops an old pod only for a ready new one: without the wait, the old one's leave
+  could reach a peer before the new one's join). An app that exits leaves the mesh;
 - an app that exits: with 0 under OnFailure (or Never) the pod has completed, a job;
   otherwise it is restarted after a backoff that doubles from 1 s to 60 s and starts
   over once the app has run 60 s; the sidecar keeps running meanwhile;
-- on stop the app goes first (SIGTERM, SIGKILL after its grace period), then the
-  sidecar drains; the pod ends when both have exited;
+- on stop the sidecar first leaves the mesh (its workload is deregistered, so peers
+  stop sending it new requests, while it still serves what comes) and `propagation_seconds`
+  later, once the peers have heard, the app goes (SIGTERM, SIGKILL after its grace
+  period), then the sidecar drains; the pod ends when both have exited. Without the
+  wait, requests that peers sent before they heard would meet an app already gone;
 - a sidecar that dies takes the pod down (stop the app, report failure): an app must
   never run outside the mesh.
 
@@ -33,10 +40,16 @@ BACKOFF_MAX_SECONDS = 60.0
 BACKOFF_RESET_AFTER_SECONDS = 60.0
 
 
+# Long enough for the controller to push a (de)registration to every peer (milliseconds
+# on one machine), short enough not to slow a rollout down.
+PROPAGATION_SECONDS = 1.0
+
+
 class PodPhase(StrEnum):
     STARTING_SIDECAR = "starting-sidecar"
     RUNNING = "running"  # the app runs; `ready` says whether it passes its probe
     BACKOFF = "backoff"  # the app failed; it restarts at `wake_at`
+    LEAVING = "leaving"  # the sidecar left the mesh; the app stops at `wake_at`
     STOPPING_APP = "stopping-app"
     DRAINING_SIDECAR = "draining-sidecar"
     COMPLETED = "completed"  # the app exited 0 and is not restarted
@@ -60,7 +73,17 @@ class Signal:
     kill: bool = False
 
 
-type Action = Start | Signal
+@dataclass(frozen=True, slots=True)
+class Join:
+    """Ask the sidecar to register the pod's workload: peers may send to it now."""
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    """Ask the sidecar to deregister the pod's workload (and keep serving)."""
+
+
+type Action = Start | Signal | Join | Leave
 
 FINAL_PHASES = frozenset({PodPhase.COMPLETED, PodPhase.FAILED, PodPhase.STOPPED})
 
@@ -70,6 +93,7 @@ class PodLifecycle:
     restart_policy: RestartPolicy = "OnFailure"
     grace_seconds: float = 10.0
     sidecar: bool = True
+    propagation_seconds: float = PROPAGATION_SECONDS
     phase: PodPhase = PodPhase.STARTING_SIDECAR
     ready: bool = False
     restarts: int = 0
@@ -80,6 +104,7 @@ class PodLifecycle:
     _backoff: float = BACKOFF_FIRST_SECONDS
     _app_started_at: float = 0.0
     _running: set[Process] = field(default_factory=set)
+    _joined: bool = False  # the sidecar registered the workload at our request
     _stop_wanted: bool = False
     _outcome: PodPhase = PodPhase.STOPPED  # what a stop in progress will end as
 
@@ -101,16 +126,22 @@ class PodLifecycle:
             return []
         return self._start_app(now)
 
-    def app_ready(self) -> None:
-        if self.phase is PodPhase.RUNNING:
+    def app_ready(self, now: float) -> list[Action]:
+        if self.phase is not PodPhase.RUNNING or self.ready or self._joined:
+            return []
+        self.reason = ""
+        if not self.sidecar or self.propagation_seconds <= 0:
             self.ready = True
-            self.reason = ""
+            return []
+        self._joined = True
+        self.wake_at = now + self.propagation_seconds  # then ready: see `tick`
+        return [Join()]
 
     def app_exited(self, code: int, now: float) -> list[Action]:
         self._running.discard("app")
         self.ready = False
         self.last_exit = code
-        if self.phase is PodPhase.STOPPING_APP:
+        if self.phase in (PodPhase.STOPPING_APP, PodPhase.LEAVING):
             return self._drain_sidecar()
         if self.phase is not PodPhase.RUNNING:
             return []
@@ -126,7 +157,7 @@ class PodLifecycle:
         self.wake_at = now + self._backoff
         self.reason = f"the app exited {code}; restarting in {self._backoff:g} s"
         self._backoff = min(self._backoff * 2, BACKOFF_MAX_SECONDS)
-        return []
+        return self._leave_mesh()  # until the restarted app is ready again
 
     def sidecar_exited(self, code: int, now: float) -> list[Action]:
         self._running.discard("sidecar")
@@ -149,6 +180,11 @@ class PodLifecycle:
         self._outcome = PodPhase.STOPPED
         self.reason = "stopped"
         if "app" in self._running:
+            if self._joined and "sidecar" in self._running and self.propagation_seconds > 0:
+                self.phase = PodPhase.LEAVING
+                self.ready = False
+                self.wake_at = now + self.propagation_seconds
+                return self._leave_mesh()
             return self._signal_app(now)
         return self._drain_sidecar()
 
@@ -160,6 +196,11 @@ class PodLifecycle:
         if self.phase is PodPhase.BACKOFF:
             self.restarts += 1
             return self._start_app(now)
+        if self.phase is PodPhase.LEAVING:
+            return self._signal_app(now)
+        if self.phase is PodPhase.RUNNING and self._joined:
+            self.ready = True  # the peers have heard of the join
+            return []
         if self.phase is PodPhase.STOPPING_APP and "app" in self._running:
             return [Signal("app", kill=True)]  # past its grace period
         return []
@@ -172,6 +213,12 @@ class PodLifecycle:
         self._app_started_at = now
         self._running.add("app")
         return [Start("app")]
+
+    def _leave_mesh(self) -> list[Action]:
+        if not self._joined:
+            return []
+        self._joined = False
+        return [Leave()]
 
     def _signal_app(self, now: float) -> list[Action]:
         self.phase = PodPhase.STOPPING_APP

@@ -115,6 +115,11 @@ class PodPlacement(Protocol):
     @property
     def sidecar_health_url(self) -> str: ...
 
+    @property
+    def sidecar_admin_url(self) -> str:
+        """As `run_blocking` checks reach it."""
+        ...
+
 
 def _sidecar_argv_common(pod: PodIdentity, mesh: MeshEndpoints) -> list[str]:
     argv = [
@@ -134,6 +139,8 @@ def _sidecar_argv_common(pod: PodIdentity, mesh: MeshEndpoints) -> list[str]:
         str(mesh.trust_bundle),
         "--drain-seconds",
         str(SIDECAR_DRAIN_SECONDS),
+        # registered once the app is ready (the lifecycle's Join), not at start
+        "--wait-for-join",
     ]
     for key, value in sorted(pod.labels.items()):
         argv += ["--label", f"{key}={value}"]
@@ -183,6 +190,10 @@ class LoopbackPlacement:
     def sidecar_health_url(self) -> str:
         return f"http://{self.address}:{HEALTH_PORT}/healthz/ready"
 
+    @property
+    def sidecar_admin_url(self) -> str:
+        return f"http://{self.address}:{ADMIN_PORT}"
+
 
 @dataclass(frozen=True, slots=True)
 class NetnsPlacement:
@@ -230,16 +241,23 @@ class NetnsPlacement:
     def sidecar_health_url(self) -> str:
         return f"http://127.0.0.1:{HEALTH_PORT}/healthz/ready"
 
+    @property
+    def sidecar_admin_url(self) -> str:
+        return f"http://127.0.0.1:{ADMIN_PORT}"
+
 
 # --- checks, blocking: run through `PodPlacement.run_blocking` --------------------------
 
+# Straight to the address: a proxy from the environment must not take these. Built
+# once: an opener loads the system's CA store (about 20 ms), and probes run often.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
-def http_ok(url: str, timeout: float) -> bool:
-    """An HTTP GET answered 2xx or 3xx, straight to the address (a proxy from the
-    environment must not take it)."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+def http_ok(url: str, timeout: float, method: str = "GET") -> bool:
+    """An HTTP request (GET, or an empty POST) answered 2xx or 3xx."""
+    request = urllib.request.Request(url, data=b"" if method == "POST" else None, method=method)
     try:
-        with opener.open(url, timeout=timeout) as response:
+        with _DIRECT.open(request, timeout=timeout) as response:
             status: int = response.status
             return 200 <= status < 400
     except (urllib.error.URLError, OSError, ValueError):
@@ -270,11 +288,11 @@ def command_ok(argv: list[str], working_dir: Path, timeout: float) -> bool:
     return done.returncode == 0
 
 
-async def run_probe(probe: Probe, placement: PodPlacement, working_dir: Path) -> bool:
-    """One readiness check of the app: an HTTP GET answering 2xx/3xx, a TCP connect, or
-    a command (run as one of the pod's processes) exiting 0, within the probe's timeout."""
+async def run_probe(probe: Probe, placement: PodPlacement, host: str, working_dir: Path) -> bool:
+    """One readiness check of the app at `host`: an HTTP GET answering 2xx/3xx, a TCP
+    connect, or a command (run as one of the pod's processes) exiting 0, within the
+    probe's timeout."""
     timeout = float(probe.timeout_seconds)
-    host = placement.check_host
     if probe.http_get is not None:
         url = f"http://{host}:{probe.http_get.port}{probe.http_get.path}"
         return await placement.run_blocking(http_ok, url, timeout)

@@ -25,6 +25,8 @@ from typing import Literal
 from mycelium.api.deployment import Container, Deployment, RestartPolicy
 from mycelium.runtime.pod_lifecycle import (
     Action,
+    Join,
+    Leave,
     PodLifecycle,
     PodPhase,
     Process,
@@ -114,7 +116,8 @@ def app_environment(
         MYC_POD_NAME=spec.name,
         MYC_POD_NAMESPACE=spec.namespace,
         MYC_POD_ADDRESS=placement.address,
-        MYC_APP_ADDRESS=placement.app_address,
+        # Without a sidecar the app is what peers reach: it listens on the pod's address.
+        MYC_APP_ADDRESS=placement.app_address if spec.sidecar else placement.address,
     )
     if spec.sidecar:
         env.update(placement.mesh_environment())
@@ -186,9 +189,8 @@ class ProcessPod:
         if kind == "sidecar_ready":
             return pod.sidecar_ready(now)
         if kind == "app_ready":
-            pod.app_ready()
             log.info("pod %s/%s is ready", self.spec.namespace, self.spec.name)
-            return []
+            return pod.app_ready(now)
         if kind == "stop":
             return pod.stop(now)
         assert code is not None
@@ -198,7 +200,9 @@ class ProcessPod:
 
     async def _carry_out(self, actions: list[Action]) -> None:
         for action in actions:
-            if isinstance(action, Start):
+            if isinstance(action, Join | Leave):
+                self._spawn(self._tell_sidecar(action))
+            elif isinstance(action, Start):
                 await self._start(action.process)
             elif isinstance(action, Signal):
                 process = self._processes.get(action.process)
@@ -276,6 +280,19 @@ class ProcessPod:
                 return
             await asyncio.sleep(period)
 
+    async def _tell_sidecar(self, action: Join | Leave) -> None:
+        """Join or leave the mesh through the sidecar's admin port. Best effort: a
+        sidecar that does not answer is stopped all the same (after a leave's wait),
+        and one that never joined is simply never sent traffic."""
+        what = "join" if isinstance(action, Join) else "leave"
+        url = f"{self.placement.sidecar_admin_url}/{what}"
+        if not await self.placement.run_blocking(http_ok, url, 2.0, "POST"):
+            log.warning("pod %s/%s: its sidecar did not %s the mesh", *self._names, what)
+
+    @property
+    def _names(self) -> tuple[str, str]:
+        return self.spec.namespace, self.spec.name
+
     async def _sidecar_ready(self) -> bool:
         return await self.placement.run_blocking(http_ok, self.placement.sidecar_health_url, 1.0)
 
@@ -283,7 +300,10 @@ class ProcessPod:
         probe = self.spec.container.readiness_probe
         if probe is None:
             return True
-        return await run_probe(probe, self.placement, self.spec.working_dir)
+        # An app behind a sidecar listens where the pod's checks reach it; a pod
+        # without one (a gateway) serves on the pod's own address.
+        host = self.placement.check_host if self.spec.sidecar else self.placement.address
+        return await run_probe(probe, self.placement, host, self.spec.working_dir)
 
 
 def _signal(process: asyncio.subprocess.Process, sig: signal.Signals) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import aiohttp
 from tests.support.polling import eventually
 from tests.support.proxy_mesh import BASE, RATINGS, ProxyMesh, admin, start_ratings
 
@@ -116,3 +117,64 @@ async def test_drain_finishes_the_request_in_flight_and_stops_accepting(
     except OSError:
         accepted = False
     assert not accepted
+
+
+async def test_a_sidecar_leaves_the_mesh_and_joins_again_on_request(
+    proxy_mesh: ProxyMesh,
+) -> None:
+    """A pod's graceful stop starts with a leave: peers stop choosing the workload, and
+    what still reaches its sidecar is served (the app has not been stopped yet). A
+    join (the runtime's, once an app is ready) registers it again."""
+    app, ratings = await start_ratings(proxy_mesh)
+    controller = proxy_mesh.controller
+
+    def registered() -> bool:
+        return any(w.metadata.name == "ratings-0" for w in controller.state.of_kind("Workload"))
+
+    async def post(path: str) -> None:
+        address = ratings.bound["admin"]
+        url = f"http://{address.host}:{address.port}{path}"
+        async with aiohttp.ClientSession() as session, session.post(url) as response:
+            assert response.status == 200
+
+    async def refused() -> str | None:
+        response = await proxy_mesh.get("/stars", host="ratings")
+        return response.headers.get("x-mycelium-reason") if response.status == 503 else None
+
+    async def answered() -> bool:
+        return (await proxy_mesh.get("/stars", host="ratings")).status == 200
+
+    try:
+        await eventually(registered, what="ratings-0 registered")
+        assert (await proxy_mesh.get("/stars", host="ratings")).status == 200
+        stream = controller.discovery.sessions["ratings-0"]
+
+        await post("/leave")
+
+        await eventually(lambda: not registered(), what="ratings-0 deregistered")
+        reason = await eventually(refused, what="callers no longer sending to ratings-0")
+        assert reason == "no_healthy_upstream"
+        status, body = await admin(ratings, "/healthz/ready", "health")
+        assert (status, body["left"]) == (503, True)
+        # Still serving what reaches it: a request straight to its inbound port.
+        direct = f"http://127.0.0.21:{app.port}/stars"
+        async with aiohttp.ClientSession() as session, session.get(direct) as response:
+            assert response.status == 200
+        # The stream stays up; a reconnect would not register the workload again.
+        assert controller.discovery.sessions["ratings-0"] is stream
+        stream.writer.close()
+        await eventually(
+            lambda: controller.discovery.sessions.get("ratings-0") not in (None, stream),
+            what="ratings-0 reconnected",
+        )
+        assert not registered()
+
+        await post("/join")
+
+        await eventually(registered, what="ratings-0 registered again")
+        await eventually(answered, what="callers sending to ratings-0 again")
+        status, body = await admin(ratings, "/healthz/ready", "health")
+        assert (status, body["left"]) == (200, False)
+    finally:
+        await ratings.stop()
+        await app.stop()

@@ -85,7 +85,7 @@ async def test_the_app_starts_after_its_sidecar_and_stops_before_it(
     running = asyncio.create_task(pod.run())
     try:
         await eventually(lambda: pod.lifecycle.ready, timeout=20, what="the pod ready")
-        assert events(tmp_path) == ["started sidecar_ready=True"]
+        assert events(tmp_path) == ["started sidecar=ready"]
         answer = await eventually(
             lambda: asyncio.to_thread(through_the_sidecar), what="the app through its sidecar"
         )
@@ -94,7 +94,8 @@ async def test_the_app_starts_after_its_sidecar_and_stops_before_it(
         pod.stop()
         phase = await asyncio.wait_for(running, 30)
     assert phase is PodPhase.STOPPED
-    assert events(tmp_path)[-1] == "sigterm sidecar_up=True"  # the app went first
+    # The pod left the mesh first; the app went next, while its sidecar still served.
+    assert events(tmp_path)[-1] == "sigterm sidecar=left"
 
 
 async def test_a_job_completes_and_takes_its_sidecar_with_it(
@@ -104,7 +105,7 @@ async def test_a_job_completes_and_takes_its_sidecar_with_it(
     phase = await asyncio.wait_for(pod.run(), 30)
     assert phase is PodPhase.COMPLETED
     assert pod.lifecycle.last_exit == 0
-    assert events(tmp_path) == ["started sidecar_ready=True"]
+    assert events(tmp_path) == ["started sidecar=ready"]
 
 
 async def test_a_crashed_app_is_restarted_and_becomes_ready(
@@ -116,7 +117,7 @@ async def test_a_crashed_app_is_restarted_and_becomes_ready(
         await eventually(lambda: pod.lifecycle.ready, timeout=20, what="the restarted app")
         assert pod.lifecycle.restarts == 1
         assert pod.lifecycle.last_exit == 1
-        assert "sidecar_ready=True" in events(tmp_path)[1]
+        assert "sidecar=ready" in events(tmp_path)[1]
     finally:
         pod.stop()
         await asyncio.wait_for(running, 30)

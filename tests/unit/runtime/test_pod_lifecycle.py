@@ -3,13 +3,22 @@ a growing backoff, stops in the right order, and no app left without its sidecar
 
 from __future__ import annotations
 
-from mycelium.runtime.pod_lifecycle import PodLifecycle, PodPhase, Signal, Start
+from mycelium.runtime.pod_lifecycle import Join, Leave, PodLifecycle, PodPhase, Signal, Start
 
 
 def running(policy: str = "OnFailure", now: float = 0.0) -> PodLifecycle:
     pod = PodLifecycle(restart_policy=policy, grace_seconds=5.0)  # type: ignore[arg-type]
     assert pod.begin() == [Start("sidecar")]
     assert pod.sidecar_ready(now) == [Start("app")]
+    return pod
+
+
+def serving(now: float = 0.0) -> PodLifecycle:
+    """A pod whose app passed its probe: its sidecar joined the mesh."""
+    pod = running(now=now)
+    assert pod.app_ready(now) == [Join()]
+    assert pod.tick(now + 1.0) == []
+    assert pod.ready
     return pod
 
 
@@ -20,8 +29,13 @@ def test_the_app_starts_only_once_its_sidecar_is_ready() -> None:
     assert pod.sidecar_ready(0.0) == [Start("app")]
     assert pod.phase is PodPhase.RUNNING
     assert not pod.ready
-    pod.app_ready()
+    assert pod.app_ready(1.0) == [Join()]  # only now may peers be sent to it
+    assert not pod.ready  # ...and until they have heard, a rollout must not count on it
+    assert pod.tick(1.5) == []
+    assert not pod.ready
+    assert pod.tick(2.0) == []
     assert pod.ready
+    assert pod.app_ready(2.5) == []  # once
 
 
 def test_a_job_that_exits_0_completes_and_its_sidecar_drains_after_it() -> None:
@@ -72,15 +86,27 @@ def test_restart_policies_always_and_never() -> None:
     assert never.failed_by == "app"
 
 
-def test_a_stop_ends_the_app_first_kills_it_after_its_grace_then_drains_the_sidecar() -> None:
-    pod = running()
-    assert pod.stop(10.0) == [Signal("app")]
-    assert pod.tick(14.0) == []
-    assert pod.tick(15.0) == [Signal("app", kill=True)]
-    assert pod.app_exited(-9, 15.1) == [Signal("sidecar")]
-    assert pod.sidecar_exited(0, 16.0) == []
+def test_a_stop_leaves_the_mesh_then_ends_the_app_kills_it_after_its_grace_then_drains() -> None:
+    pod = serving(now=5.0)
+    assert pod.stop(10.0) == [Leave()]  # peers stop choosing the pod...
+    assert pod.phase is PodPhase.LEAVING
+    assert not pod.ready
+    assert pod.tick(10.5) == []
+    assert pod.tick(11.0) == [Signal("app")]  # ...and a second later the app goes
+    assert pod.tick(15.0) == []
+    assert pod.tick(16.0) == [Signal("app", kill=True)]
+    assert pod.app_exited(-9, 16.1) == [Signal("sidecar")]
+    assert pod.sidecar_exited(0, 17.0) == []
     assert pod.phase is PodPhase.STOPPED
-    assert pod.stop(17.0) == []  # once
+    assert pod.stop(18.0) == []  # once
+
+
+def test_an_app_that_exits_while_its_pod_leaves_the_mesh_lets_the_sidecar_drain() -> None:
+    pod = serving()
+    assert pod.stop(10.0) == [Leave()]
+    assert pod.app_exited(1, 10.2) == [Signal("sidecar")]
+    assert pod.sidecar_exited(0, 10.5) == []
+    assert pod.phase is PodPhase.STOPPED
 
 
 def test_a_stop_during_a_backoff_has_no_app_to_wait_for() -> None:
@@ -112,6 +138,18 @@ def test_a_pod_without_a_sidecar_runs_its_app_at_once_and_ends_with_it() -> None
     assert pod.begin(0.0) == [Start("app")]
     assert pod.phase is PodPhase.RUNNING
 
-    assert pod.stop(1.0) == [Signal("app")]
+    assert pod.stop(1.0) == [Signal("app")]  # nothing to leave: a gateway's own drain
     assert pod.app_exited(0, 2.0) == []
     assert pod.phase is PodPhase.STOPPED  # no sidecar to drain
+
+
+def test_a_crashed_app_leaves_the_mesh_until_it_is_ready_again() -> None:
+    pod = serving()
+    assert pod.app_exited(1, 3.0) == [Leave()]
+    assert pod.tick(4.0) == [Start("app")]
+    assert pod.app_ready(4.5) == [Join()]
+
+
+def test_a_pod_never_ready_stops_without_leaving() -> None:
+    pod = running()
+    assert pod.stop(1.0) == [Signal("app")]  # it never joined: nothing to wait for

@@ -156,6 +156,14 @@ def proxy_command(
     drain_seconds: Annotated[
         float, typer.Option("--drain-seconds", help="How long SIGTERM waits for requests.")
     ] = 10.0,
+    wait_for_join: Annotated[
+        bool,
+        typer.Option(
+            "--wait-for-join",
+            help="Register the workload only on POST /join to the admin port (the runtime "
+            "does once the app is ready), and leave on POST /leave.",
+        ),
+    ] = False,
     join_token: Annotated[
         str | None,
         typer.Option(
@@ -234,6 +242,7 @@ def proxy_command(
             subscriptions=subscribe or [],
             drain_seconds=drain_seconds,
             access_log=access_log,
+            wait_for_join=wait_for_join,
         )
     except ValueError as exc:
         raise InputError(str(exc)) from None
