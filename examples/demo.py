@@ -134,6 +134,7 @@ class Page:
     reviews: str  # the version that served the reviews, "-" when none did
     ratings_failed: bool
     reason: str  # x-mycelium-reason, when the mesh refused the request
+    detail: str = ""  # the refusal's body: the sentence that says why
 
 
 VERSION = re.compile(r'data-reviews-version="([^"]*)"')
@@ -147,13 +148,12 @@ def fetch(url: str = ENTRY) -> Page:
             status = response.status
             reason = response.headers.get("x-mycelium-reason", "")
     except urllib.error.HTTPError as exc:
-        return Page(exc.code, "-", False, exc.headers.get("x-mycelium-reason", "") or "")
+        detail = exc.read(500).decode(errors="replace").strip()
+        return Page(exc.code, "-", False, exc.headers.get("x-mycelium-reason", "") or "", detail)
     except (urllib.error.URLError, OSError) as exc:
         return Page(0, "-", False, str(exc))
     match = VERSION.search(body)
-    return Page(
-        status, match.group(1) if match else "-", "ratings unavailable" in body, reason
-    )
+    return Page(status, match.group(1) if match else "-", "ratings unavailable" in body, reason)
 
 
 def drive(title: str, count: int = REQUESTS) -> list[Page]:
@@ -263,8 +263,8 @@ def run_steps() -> None:
     apply(DENY_PRODUCTPAGE)
     wait_until("denied")
     page = fetch()
-    table = Table("status", "x-mycelium-reason", title=f"GET {ENTRY}")
-    table.add_row(str(page.status), page.reason)
+    table = Table("status", "x-mycelium-reason", "body", title="GET /productpage")
+    table.add_row(str(page.status), page.reason, page.detail)
     console.print(table)
     myc("delete", "authorizationpolicy", "closed-for-inventory", "-n", "bookinfo")
     wait_until("allowed")

@@ -60,7 +60,10 @@ def call(url: str) -> tuple[dict[str, object] | None, str | None]:
         with MESH.open(url, timeout=CALL_TIMEOUT_S) as response:
             document = json.load(response)
     except urllib.error.HTTPError as exc:
-        return None, f"{url} answered {exc.code} {exc.reason}"
+        # When the mesh answered rather than the service, it says why.
+        mesh_reason = exc.headers.get("x-mycelium-reason")
+        why = f" (mesh: {mesh_reason})" if mesh_reason else ""
+        return None, f"{url} answered {exc.code} {exc.reason}{why}"
     except (urllib.error.URLError, OSError) as exc:
         return None, f"{url} could not be reached: {getattr(exc, 'reason', exc)}"
     except ValueError as exc:

@@ -37,9 +37,12 @@ class MycShell:
             COLUMNS="200",
         )
 
-    def myc(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    def myc(
+        self, *args: str, timeout: float = 180, input_text: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [*MYC, *args],
+            input=input_text,
             capture_output=True,
             text=True,
             env=self.env,
