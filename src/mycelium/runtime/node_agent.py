@@ -72,6 +72,14 @@ class ControllerApi:
                 log.error("cannot run a stored Deployment: %s", exc)
         return found
 
+    async def ambient_namespaces(self) -> set[str]:
+        """Namespaces whose pods get no sidecar (the node's ztunnel serves them)."""
+        found = set()
+        for item in await self._resources("Namespace"):
+            if (item.get("spec") or {}).get("mode") == "ambient":
+                found.add(str(item["metadata"]["name"]))
+        return found
+
     async def service_names(self) -> list[ServiceName]:
         """(virtual IP, name, namespace) of every Service that has a virtual IP."""
         names = []
@@ -123,6 +131,7 @@ class NodeAgent:
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _deployments: dict[tuple[str, str], Deployment] = field(default_factory=dict)
     _turn: int = 0  # which ready pod the next host-port connection goes to
+    _ambient: set[str] = field(default_factory=set)
     _host: InNamespace = field(default_factory=InNamespace)
 
     def __post_init__(self) -> None:
@@ -147,6 +156,7 @@ class NodeAgent:
         try:
             deployments = await self.api.deployments()
             self.node.set_service_names(await self.api.service_names())
+            self._ambient = await self.api.ambient_namespaces()
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("cannot read Deployments from the controller: %s", exc)
             return
@@ -175,8 +185,10 @@ class NodeAgent:
 
     def _create(self, step: CreatePod) -> None:
         deployment = self._deployments[(step.namespace, step.deployment)]
+        spec = PodSpec.from_deployment(deployment, step.ordinal, self.manifest_dir)
+        # Sidecars go into pods of sidecar-mode namespaces only, unless a pod opts out.
         spec = replace(
-            PodSpec.from_deployment(deployment, step.ordinal, self.manifest_dir), name=step.name
+            spec, name=step.name, sidecar=spec.sidecar and step.namespace not in self._ambient
         )
         placement = self.node.plan(step.name, spec.sidecar)
         runner = ProcessPod(

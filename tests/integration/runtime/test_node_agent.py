@@ -65,7 +65,7 @@ def answer(address: str) -> str | None:
         return None
 
 
-async def test_deployments_become_pods_that_scale_roll_and_stop(mesh: Mesh, tmp_path: Path) -> None:
+def agent_for(mesh: Mesh, tmp_path: Path) -> tuple[NodeAgent, ControllerApi, Path]:
     controller = mesh.controller
     api = ControllerApi(f"http://127.0.0.1:{controller.api_port}", controller.admin_token)
 
@@ -84,6 +84,11 @@ async def test_deployments_become_pods_that_scale_roll_and_stop(mesh: Mesh, tmp_
         state_dir=state,
         manifest_dir=tmp_path,
     )
+    return agent, api, state
+
+
+async def test_deployments_become_pods_that_scale_roll_and_stop(mesh: Mesh, tmp_path: Path) -> None:
+    agent, api, state = agent_for(mesh, tmp_path)
     await mesh.apply(replicas=2)
     running = asyncio.create_task(agent.run())
     try:
@@ -120,3 +125,29 @@ async def test_deployments_become_pods_that_scale_roll_and_stop(mesh: Mesh, tmp_
         await asyncio.gather(running, return_exceptions=True)
         await api.close()
     assert listed(state) == []  # every pod stopped with the agent
+
+
+async def test_pods_of_an_ambient_namespace_get_no_sidecar(mesh: Mesh, tmp_path: Path) -> None:
+    agent, api, state = agent_for(mesh, tmp_path)
+    async with aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{mesh.controller.api_port}"
+        namespace = "apiVersion: mycelium.io/v1\nkind: Namespace\nmetadata: {name: default}\n"
+        status, body = await Api(url, mesh.controller.admin_token, session).apply(
+            namespace + "spec: {mode: ambient}\n"
+        )
+        assert status == 200, body
+    await mesh.apply(replicas=1)
+    running = asyncio.create_task(agent.run())
+    try:
+        [pod] = await eventually(
+            lambda: [p for p in listed(state) if p["ready"]], timeout=30, what="a ready pod"
+        )
+        logs = state / "pods" / "default" / str(pod["name"])
+        assert (logs / "app.log").exists()
+        assert not (logs / "sidecar.log").exists()  # the node's ztunnel's job, not a sidecar's
+        # Without a sidecar the app serves on the pod's own address.
+        assert await asyncio.to_thread(answer, str(pod["address"])) is not None
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await api.close()
