@@ -60,7 +60,8 @@ class LocalMesh:
         except (urllib.error.URLError, OSError):
             return False
 
-    def start_controller(self) -> None:
+    def start_controller(self, store: str | None = None) -> None:
+        """A controller on the embedded store under the home, or on `store` (a URL)."""
         api = urlsplit(self.controller_url).netloc
         argv = [
             *_myc(),
@@ -72,6 +73,8 @@ class LocalMesh:
             "--listen-discovery",
             self.discovery,
         ]
+        if store is not None:
+            argv += ["--store", store]
         self._spawn("controller", argv)
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while not self.controller_answers():

@@ -55,6 +55,15 @@ def up_command(
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds to wait for every pod to be ready.")
     ] = 120.0,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            metavar="URL",
+            help="The store of a controller started here: etcd://HOST:PORT[,HOST:PORT...] "
+            "or sqlite:///PATH. Default: an embedded SQLite store under the home.",
+        ),
+    ] = None,
     pods_as: Annotated[
         str | None,
         typer.Option(
@@ -74,6 +83,7 @@ def up_command(
     [bold]Examples[/]
 
       myc up -f examples/bookinfo/mesh.yaml
+      myc up -f mesh.yaml --pods process --store etcd://127.0.0.1:2379
     """
     runtime = pods_as or ("netns" if os.geteuid() == 0 else "process")
     if runtime not in ("netns", "process"):
@@ -91,7 +101,7 @@ def up_command(
     console = console_for()
     if not mesh.controller_answers():
         console.print(f"starting a controller (home {mesh.home})")
-        mesh.start_controller()
+        mesh.start_controller(store)
     with settings_of(ctx).client() as client:
         outcome = client.apply(files, dry_run=False)
     for result in outcome.results:
