@@ -11,15 +11,14 @@ from __future__ import annotations
 import re
 import shutil
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.myc_shell import MycShell, free_port
+from tests.support.polling import wait_for
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "bookinfo"
 VERSION_ON_PAGE = re.compile(r'data-reviews-version="([^"]*)"')
@@ -65,17 +64,6 @@ def get(url: str, timeout: float = 10) -> Page:
         return Page(exc.code, exc.read().decode(errors="replace"), reason)
     except OSError as exc:
         return Page(0, str(exc))
-
-
-def wait_for[T](check: Callable[[], T | None], timeout: float, what: str) -> T:
-    """`check()` polled until it is truthy; its value, or a failure at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s; last: {result!r}"
-        time.sleep(0.1)
 
 
 def reviews_route(**weights: int) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections.abc import Awaitable, Callable
 
 POLL_INTERVAL_S = 0.02
@@ -34,3 +35,15 @@ async def eventually[T](
                 raise last
             raise AssertionError(f"{what} not met within {timeout} s")
         await asyncio.sleep(POLL_INTERVAL_S)
+
+
+def wait_for[T](check: Callable[[], T | None], timeout: float, what: str) -> T:
+    """The blocking twin of `eventually`, for tests that drive processes from a thread:
+    `check()` polled until it is truthy; its value, or a failure at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s; last: {result!r}"
+        time.sleep(0.1)

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from mycelium.errors import MeshError
+from mycelium.runtime import netns_pods, process_records
 from mycelium.runtime.pod_network import run_id
 
 START_TIMEOUT_SECONDS = 30.0
@@ -90,6 +91,9 @@ class LocalMesh:
         return _alive(self._pid("agent"))
 
     def start_agent(self, manifest_dir: Path, pods: str = "process") -> None:
+        # What a dead agent last wrote is not what the new one runs: `myc up` must
+        # not take its pods for ready.
+        (self.state_dir / "pods.json").unlink(missing_ok=True)
         settings = {
             "pods": pods,
             "run": run_id(str(self.home.resolve())),
@@ -116,7 +120,8 @@ class LocalMesh:
 
     def stop(self) -> list[str]:
         """Stop the agent (and with it every pod), then the controller if we started
-        it; returns what was stopped."""
+        it; returns what was stopped. What an agent that died left (pods' processes,
+        network namespaces) is removed too."""
         stopped = []
         for name in ("agent", "controller"):
             pid = self._pid(name)
@@ -125,6 +130,10 @@ class LocalMesh:
                 _terminate(pid, STOP_TIMEOUT_SECONDS)
                 stopped.append(name)
             (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
+        if process_records.stop_orphans(self.state_dir / "pods"):
+            stopped.append("pods a dead agent left")
+        if os.geteuid() == 0 and netns_pods.sweep_leftovers(run_id(str(self.home.resolve()))):
+            stopped.append("its network namespaces")
         return stopped
 
     # --- helpers --------------------------------------------------------------------------
@@ -163,12 +172,17 @@ def _alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    # A zombie (our own child that exited) is not alive.
+    # A zombie is not alive: our own child that exited (reaped here), or another's
+    # that its new parent has not reaped yet (an agent killed with SIGKILL).
     with contextlib.suppress(ChildProcessError):
         done, _ = os.waitpid(pid, os.WNOHANG)
         if done == pid:
             return False
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc: trust the signal check
+    return state not in ("Z", "X")
 
 
 def _terminate(pid: int, timeout: float) -> None:

@@ -33,6 +33,7 @@ import aiohttp
 
 from mycelium.api.deployment import Deployment
 from mycelium.api.service import Service
+from mycelium.runtime import process_records
 from mycelium.runtime.node_network import LoopbackNode, NodeNetwork, ServiceName
 from mycelium.runtime.pod_lifecycle import PodPhase
 from mycelium.runtime.port_forward import InNamespace, PortForward, PortForwardError
@@ -140,6 +141,11 @@ class NodeAgent:
 
     async def run(self) -> None:
         """Reconcile until cancelled; then stop every pod (app first) and wait."""
+        # An agent that was killed left its pods' processes running: stop them before
+        # their addresses are handed out again.
+        orphans = process_records.stop_orphans(self.state_dir / "pods")
+        if orphans:
+            log.warning("stopped %d processes an earlier agent left running", len(orphans))
         await self.node.start()
         try:
             while True:

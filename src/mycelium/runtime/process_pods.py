@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from mycelium.api.deployment import Container, Deployment, RestartPolicy
+from mycelium.runtime import process_records
 from mycelium.runtime.pod_lifecycle import (
     Action,
     Join,
@@ -241,6 +242,7 @@ class ProcessPod:
                 self._events.put_nowait((f"{which}_exited", 127))  # type: ignore[arg-type]
                 return
         self._processes[which] = process
+        process_records.record(self.log_dir, which, process.pid)  # for a crashed agent's heir
         self._spawn(self._watch(which, process))
         if which == "sidecar":
             self._spawn(self._wait_ready(self._sidecar_ready, process, "sidecar_ready"))
@@ -259,6 +261,7 @@ class ProcessPod:
 
     async def _watch(self, which: Process, process: asyncio.subprocess.Process) -> None:
         code = await process.wait()
+        process_records.forget(self.log_dir, which)
         self._events.put_nowait((f"{which}_exited", code))  # type: ignore[arg-type]
 
     async def _wait_ready(

@@ -17,8 +17,9 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from tests.support.bookinfo_mesh import BookinfoMesh, SteadyLoad, reviews_route, wait_for
+from tests.support.bookinfo_mesh import BookinfoMesh, SteadyLoad, reviews_route
 from tests.support.myc_shell import MycShell
+from tests.support.polling import wait_for
 
 from mycelium.runtime.netns_pods import NetnsUnavailable, check_available
 
