@@ -18,6 +18,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from mycelium.control.state import MeshState, all_hosts, labels_match, service_key
 from mycelium.discovery import config as cfg
 from mycelium.discovery.protocol import NodeInfo, canonical_json, encode_entry
@@ -224,9 +226,19 @@ def _add_cluster(state: MeshState, service: Any, subset: str | None, bundle: Bun
         for s in policy.spec.subsets:
             if s.name == subset:
                 subset_labels = dict(s.labels)
-    bundle.add(f"cluster/{cluster_name}", _cluster(cluster_name, svc_name, subset, policy))
+    cluster = _cluster(cluster_name, svc_name, subset, policy)
+    if service.spec.external:
+        # Nothing outside the mesh runs a proxy: never originate mTLS to it.
+        cluster = msgspec.structs.replace(cluster, mtls=False)
+    bundle.add(f"cluster/{cluster_name}", cluster)
 
     port_map = {p.port: p.target_port or p.port for p in service.spec.ports}
+    if service.spec.external:
+        bundle.add(
+            f"endpoints/{cluster_name}",
+            cfg.EndpointSet(cluster=cluster_name, endpoints=_external_endpoints(service)),
+        )
+        return
     endpoints = []
     bundle.topics.add(f"policy:{ns}")  # PeerAuthentication decides plaintext_ports
     for wl in state.workloads_of(service):
@@ -260,6 +272,27 @@ def _add_cluster(state: MeshState, service: Any, subset: str | None, bundle: Bun
 
 
 REGISTERED_BY = "mycelium.io/registered-by"
+
+
+def _external_endpoints(service: Any) -> list[cfg.Endpoint]:
+    """An external Service's endpoints: plaintext, no identity to check."""
+    ns, name = service.metadata.namespace, service.metadata.name
+    endpoints = []
+    for endpoint in service.spec.endpoints:
+        ports = {
+            str(p.port): endpoint.ports.get(p.name, p.target_port or p.port)
+            for p in service.spec.ports
+        }
+        endpoints.append(
+            cfg.Endpoint(
+                workload=f"{ns}/{name}@{endpoint.address}",
+                address=str(endpoint.address),
+                ports=ports,
+                identity="",
+                mtls=False,
+            )
+        )
+    return endpoints
 
 
 def _cluster(cluster_name: str, svc_name: str, subset: str | None, policy: Any) -> cfg.Cluster:
