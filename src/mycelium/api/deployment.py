@@ -167,6 +167,10 @@ class PodSpec(ApiModel):
     restart_policy: RestartPolicy = "OnFailure"
     termination_grace_period_seconds: Annotated[int, Field(ge=0, le=3600)] = 10
     """How long the app gets after SIGTERM before SIGKILL."""
+    host_network: bool = False
+    """Run in the host's network (on a loopback address of its own) rather than in a
+    pod network: what an egress gateway needs to reach outside the mesh. Pods reach it
+    through the node's bridge address; only pods without a sidecar may ask for it."""
 
     @field_validator("containers")
     @classmethod
@@ -182,6 +186,16 @@ class PodSpec(ApiModel):
 class PodTemplate(ApiModel):
     metadata: PodMeta
     spec: PodSpec
+
+    @model_validator(mode="after")
+    def _host_network_has_no_sidecar(self) -> Self:
+        if self.spec.host_network and self.metadata.wants_sidecar:
+            raise ValueError(
+                "spec.hostNetwork puts the pod in the host's network, where no sidecar "
+                f'intercepts its traffic: annotate the template {SIDECAR_INJECT}: "false" '
+                "(a gateway, which is a proxy itself), or remove hostNetwork"
+            )
+        return self
 
 
 class LabelSelector(ApiModel):

@@ -3,11 +3,16 @@
 Invariants: at least one port; port names and port numbers are unique within a Service;
 `targetPort` is always set after validation (it defaults to `port`), so readers never
 have to apply the default themselves.
+
+An *external* Service (`external: true`, as Istio's ServiceEntry with location
+MESH_EXTERNAL) names a destination outside the mesh: it selects no workloads, lists its
+`endpoints` (IP addresses, no proxy, no identity: always called in plaintext) and is
+called by its `hosts`. Either it has endpoints and no selector, or it is not external.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
@@ -49,6 +54,15 @@ class ServicePort(ApiModel):
         return data
 
 
+class ExternalEndpoint(ApiModel):
+    """An address outside the mesh that an external Service sends to."""
+
+    address: IPv4Address
+    ports: dict[DnsLabel, PortNumber] = {}
+    """Where this address listens, by the Service's port names; a port left out is
+    reached on its `targetPort`."""
+
+
 class ServiceSpec(ApiModel):
     selector: Labels = {}
     """Labels of the workloads behind this Service; an empty selector selects none."""
@@ -58,6 +72,11 @@ class ServiceSpec(ApiModel):
     from 198.19.0.0/16 and keeps it across re-applies."""
     hosts: list[Hostname] = []
     """Extra host names that resolve to this Service, besides `<name>.<namespace>`."""
+    external: bool = False
+    """A destination outside the mesh (no proxy, no identity): its `endpoints` are
+    called in plaintext, and through the namespace's egress gateway when it has one."""
+    endpoints: list[ExternalEndpoint] = []
+    """External Services only: the addresses they send to."""
 
     @field_validator("ports")
     @classmethod
@@ -69,6 +88,34 @@ class ServiceSpec(ApiModel):
                 f"port numbers must be unique; repeated: {', '.join(map(str, numbers))}"
             )
         return ports
+
+    @model_validator(mode="after")
+    def _external_has_endpoints_not_selector(self) -> Self:
+        if not self.external:
+            if self.endpoints:
+                raise ValueError(
+                    "endpoints are only for external Services: set external: true, or "
+                    "remove endpoints (a mesh Service finds its workloads by selector)"
+                )
+            return self
+        if self.selector:
+            raise ValueError(
+                "an external Service selects no workloads (nothing outside the mesh runs "
+                "a proxy): remove selector and list the addresses under endpoints"
+            )
+        if not self.endpoints:
+            raise ValueError(
+                "an external Service needs endpoints: the addresses outside the mesh it "
+                "sends to, e.g. endpoints: [{address: 203.0.113.10}]"
+            )
+        names = {p.name for p in self.ports}
+        for endpoint in self.endpoints:
+            if unknown := sorted(set(endpoint.ports) - names):
+                raise ValueError(
+                    f"endpoint {endpoint.address} names port {', '.join(unknown)}, which "
+                    f"is not a port of this Service (its ports: {', '.join(sorted(names))})"
+                )
+        return self
 
 
 class Service(Resource):

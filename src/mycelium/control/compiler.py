@@ -6,8 +6,14 @@ and the clusters and endpoints the route can send to (a gateway proxy also gets 
 `gateway` entry: see gateway_compiler) — so a snapshot grows with what
 the proxy talks to, not with the mesh.
 
+A caller's route to an external Service depends on the caller's namespace: when its
+Namespace names an egress gateway, the route sends every request to that Gateway's
+proxies (cluster `egress~<gateway>.<ns>`, over mTLS) instead of the Service's own
+endpoints, which only the gateway's snapshot then holds.
+
 Each compiled piece also names the *topics* it depends on (`service:<svc>.<ns>`,
-`policy:<ns>`, `workload:<ns>/<name>`, `gateways:<ns>`); `topics_of_change` maps a
+`policy:<ns>` (a namespace's policies and its Namespace resource), `workload:<ns>/<name>`,
+`gateways:<ns>`, `gateway-workloads:<ns>/<gateway>`); `topics_of_change` maps a
 store change to the topics it touches, which is how the discovery server knows whom to
 recompile and push.
 """
@@ -17,6 +23,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from mycelium.control.state import MeshState, all_hosts, labels_match, service_key
 from mycelium.discovery import config as cfg
@@ -88,6 +96,12 @@ def compile_service(state: MeshState, reference: str, from_namespace: str) -> Bu
     svc_name = service_key(service.metadata.namespace, service.metadata.name)
     bundle.topics.add(f"service:{svc_name}")
     ns = service.metadata.namespace
+    if service.spec.external:
+        bundle.topics.add(f"policy:{from_namespace}")  # the caller's Namespace: its egress
+        gateway = egress_gateway(state, from_namespace)
+        if gateway is not None:
+            _add_route_through_egress_gateway(state, service, from_namespace, gateway, bundle)
+            return bundle
 
     http_rules: list[cfg.HttpRule] = []
     for route in state.http_routes_for(ns, service.metadata.name):
@@ -117,15 +131,112 @@ def compile_service(state: MeshState, reference: str, from_namespace: str) -> Bu
             service=svc_name,
             hosts=all_hosts(service),
             vip=str(service.spec.vip) if service.spec.vip else None,
-            ports=[
-                cfg.ServicePort(name=p.name, port=p.port, protocol=p.protocol, opaque=p.opaque)
-                for p in service.spec.ports
-            ],
+            ports=_route_ports(service),
             http_rules=http_rules,
             tcp_backends=tcp_backends,
         ),
     )
     return bundle
+
+
+def egress_gateway(state: MeshState, namespace: str) -> str | None:
+    """The name of the Gateway that carries `namespace`'s calls to external Services."""
+    resource = state.get("Namespace", "", namespace)
+    return resource.spec.egress.gateway if resource is not None else None
+
+
+def egress_cluster_name(namespace: str, gateway: str) -> str:
+    """The cluster of an egress gateway's proxies; `~` keeps it apart from any Service's."""
+    return f"egress~{gateway}.{namespace}"
+
+
+def gateway_workloads_topic(namespace: str, gateway: str) -> str:
+    """The topic of the Workloads a Gateway's selector matches (its proxies)."""
+    return f"gateway-workloads:{namespace}/{gateway}"
+
+
+def _add_route_through_egress_gateway(
+    state: MeshState, service: Any, namespace: str, gateway_name: str, bundle: Bundle
+) -> None:
+    """A caller's route to external `service` when its `namespace` names an egress
+    gateway: every request goes, over mTLS and with its Host kept, to the gateway's
+    HTTP listener for the service's hosts; the gateway's HTTPRoutes take it from there.
+    TCP ports get no backend (the gateway relays no opaque bytes outside yet), so the
+    caller refuses their connections rather than going around the gateway."""
+    svc_name = service_key(service.metadata.namespace, service.metadata.name)
+    hosts = all_hosts(service)
+    cluster_name = egress_cluster_name(namespace, gateway_name)
+    bundle.topics.update(
+        {gateway_topic(namespace), gateway_workloads_topic(namespace, gateway_name)}
+    )
+    gateway = state.get("Gateway", namespace, gateway_name)
+    port = _egress_listener_port(gateway, service.spec.hosts) if gateway is not None else None
+    endpoints = []
+    if gateway is not None and port is not None:
+        for wl in state.of_kind("Workload", namespace):
+            if not labels_match(gateway.spec.selector, wl.metadata.labels):
+                continue
+            endpoints.append(
+                cfg.Endpoint(
+                    workload=f"{namespace}/{wl.metadata.name}",
+                    address=str(wl.spec.address),
+                    ports={str(port): port},
+                    labels=dict(wl.metadata.labels),
+                    identity=spiffe_id(namespace, wl.spec.service_account),
+                    weight=wl.spec.weight,
+                    healthy=wl.spec.healthy,
+                    mtls=REGISTERED_BY in wl.metadata.annotations,
+                )
+            )
+    endpoints.sort(key=lambda e: e.workload)
+    # No listener (or no Gateway): a cluster without endpoints, so callers are answered
+    # 503 naming it, never sent around the gateway.
+    bundle.add(
+        f"cluster/{cluster_name}",
+        cfg.Cluster(name=cluster_name, service=f"{gateway_name}.{namespace}"),
+    )
+    bundle.add(
+        f"endpoints/{cluster_name}", cfg.EndpointSet(cluster=cluster_name, endpoints=endpoints)
+    )
+    backend = cfg.WeightedCluster(cluster=cluster_name, port=port, weight=1)
+    bundle.add(
+        f"route/{svc_name}",
+        cfg.ServiceRoute(
+            service=svc_name,
+            hosts=hosts,
+            vip=str(service.spec.vip) if service.spec.vip else None,
+            ports=_route_ports(service),
+            http_rules=[
+                cfg.HttpRule(name=f"egress/{namespace}/{gateway_name}", backends=[backend])
+            ],
+            tcp_backends=[],
+        ),
+    )
+
+
+def _egress_listener_port(gateway: Any, hosts: list[str]) -> int | None:
+    """The port of the Gateway's HTTP listener that serves one of `hosts` (by the
+    Gateway API's hostname intersection), else of one that serves any host."""
+    # Imported here: the gateway compiler builds on this module's pieces.
+    from mycelium.control.gateway_compiler import intersect_hostnames  # noqa: PLC0415
+
+    listeners = sorted(
+        (listener for listener in gateway.spec.listeners if listener.protocol == "HTTP"),
+        key=lambda listener: listener.port,
+    )
+    for listener in listeners:
+        if listener.hostname is not None and any(
+            intersect_hostnames(host, listener.hostname) for host in hosts
+        ):
+            return int(listener.port)
+    return next((int(lst.port) for lst in listeners if lst.hostname is None), None)
+
+
+def _route_ports(service: Any) -> list[cfg.ServicePort]:
+    return [
+        cfg.ServicePort(name=p.name, port=p.port, protocol=p.protocol, opaque=p.opaque)
+        for p in service.spec.ports
+    ]
 
 
 def compile_http_rule(
@@ -224,9 +335,19 @@ def _add_cluster(state: MeshState, service: Any, subset: str | None, bundle: Bun
         for s in policy.spec.subsets:
             if s.name == subset:
                 subset_labels = dict(s.labels)
-    bundle.add(f"cluster/{cluster_name}", _cluster(cluster_name, svc_name, subset, policy))
+    cluster = _cluster(cluster_name, svc_name, subset, policy)
+    if service.spec.external:
+        # Nothing outside the mesh runs a proxy: never originate mTLS to it.
+        cluster = msgspec.structs.replace(cluster, mtls=False)
+    bundle.add(f"cluster/{cluster_name}", cluster)
 
     port_map = {p.port: p.target_port or p.port for p in service.spec.ports}
+    if service.spec.external:
+        bundle.add(
+            f"endpoints/{cluster_name}",
+            cfg.EndpointSet(cluster=cluster_name, endpoints=_external_endpoints(service)),
+        )
+        return
     endpoints = []
     bundle.topics.add(f"policy:{ns}")  # PeerAuthentication decides plaintext_ports
     for wl in state.workloads_of(service):
@@ -260,6 +381,27 @@ def _add_cluster(state: MeshState, service: Any, subset: str | None, bundle: Bun
 
 
 REGISTERED_BY = "mycelium.io/registered-by"
+
+
+def _external_endpoints(service: Any) -> list[cfg.Endpoint]:
+    """An external Service's endpoints: plaintext, no identity to check."""
+    ns, name = service.metadata.namespace, service.metadata.name
+    endpoints = []
+    for endpoint in service.spec.endpoints:
+        ports = {
+            str(p.port): endpoint.ports.get(p.name, p.target_port or p.port)
+            for p in service.spec.ports
+        }
+        endpoints.append(
+            cfg.Endpoint(
+                workload=f"{ns}/{name}@{endpoint.address}",
+                address=str(endpoint.address),
+                ports=ports,
+                identity="",
+                mtls=False,
+            )
+        )
+    return endpoints
 
 
 def _cluster(cluster_name: str, svc_name: str, subset: str | None, policy: Any) -> cfg.Cluster:
@@ -333,6 +475,7 @@ def compile_inbound(
     bundle.topics.update({f"policy:{ns}", f"workload:{ns}/{workload}"})
     ports: list[cfg.InboundPort] = []
     peer_auth = _peer_authentication(state, ns, node.labels)
+    namespace = state.get("Namespace", "", ns)  # its egress policy; topic policy:<ns>
     for service in state.services_selecting(ns, node.labels):
         svc_name = service_key(ns, service.metadata.name)
         bundle.topics.add(f"service:{svc_name}")
@@ -358,6 +501,7 @@ def compile_inbound(
             ports=ports,
             authorization=_authorization(state, ns, node.labels),
             rate_limits=_rate_limits(state, ns, node.labels),
+            egress_policy=namespace.spec.egress.policy if namespace is not None else "ALLOW_ANY",
         ),
     )
     return bundle
@@ -510,8 +654,11 @@ def topics_of_change(state: MeshState, old: Any | None, new: Any | None) -> set[
             topics.add(f"workload:{ns}/{name}")
             for svc in state.services_selecting(ns, resource.metadata.labels):
                 topics.add(f"service:{service_key(ns, svc.metadata.name)}")
+            for gateway in state.of_kind("Gateway", ns):  # egress routes send to its proxies
+                if labels_match(gateway.spec.selector, resource.metadata.labels):
+                    topics.add(gateway_workloads_topic(ns, gateway.metadata.name))
         elif kind == "Gateway":
-            topics.add(gateway_topic(ns))
+            topics.update({gateway_topic(ns), gateway_workloads_topic(ns, name)})
         elif kind in ("HTTPRoute", "TCPRoute"):
             for parent in resource.spec.parent_refs:
                 parent_ns = parent.namespace or ns

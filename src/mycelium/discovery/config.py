@@ -99,6 +99,8 @@ class InboundConfig(_Body, frozen=True, kw_only=True):
     ports: list[InboundPort]
     authorization: list[AuthzPolicy] = []
     rate_limits: list[RateLimit] = []
+    # The namespace's egress policy: REGISTRY_ONLY refuses what no Service names.
+    egress_policy: Literal["ALLOW_ANY", "REGISTRY_ONLY"] = "ALLOW_ANY"
 
 
 # --- routes -----------------------------------------------------------------------------

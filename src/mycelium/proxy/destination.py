@@ -4,7 +4,8 @@ the HTTP/2 stream, so both name, resolve and refuse destinations the same way.
 The name comes from a local listener's service reference, or from the Host header /
 `:authority`; a gateway's listener finds the route among its own virtual hosts. A name
 the proxy has not heard of is subscribed on demand (waiting up to
-`ON_DEMAND_WAIT_SECONDS` for its config); still unknown, it is `UnknownService`.
+`ON_DEMAND_WAIT_SECONDS` for its config); still unknown, it is `UnknownService`, or
+`EgressDenied` where the namespace's egress policy is REGISTRY_ONLY.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mycelium.discovery import config as cfg
-from mycelium.proxy.errors import UnknownService
+from mycelium.proxy.errors import EgressDenied, UnknownService
 
 if TYPE_CHECKING:
     from mycelium.proxy.active_config import ActiveConfig
@@ -38,12 +39,29 @@ async def find_route(
         config = proxy.active
         service = config.service_for(name)
         if service is None:
+            if registry_only(config):
+                raise EgressDenied(egress_denied_detail(config, name))
             reason = config.unresolved.get(strip_port(name))
             raise UnknownService(reason or f"no service is known by the name {name!r}")
     route = config.routes.get(service)
     if route is None:
         raise UnknownService(f"no route for service {service} in config {config.version}")
     return config, service, route
+
+
+def registry_only(config: ActiveConfig) -> bool:
+    """Whether this proxy's namespace forbids destinations the registry does not name."""
+    return config.inbound is not None and config.inbound.egress_policy == "REGISTRY_ONLY"
+
+
+def egress_denied_detail(config: ActiveConfig, destination: str) -> str:
+    """What an operator reads when a call leaving the mesh was refused."""
+    namespace = config.inbound.namespace if config.inbound is not None else "?"
+    return (
+        f"{destination} is not a Service in the registry, and namespace {namespace} has "
+        "egress policy REGISTRY_ONLY: declare it as an external Service (external: true), "
+        "or set the Namespace's egress policy to ALLOW_ANY"
+    )
 
 
 def service_port(host: str, from_local_listener: bool, route: cfg.ServiceRoute) -> int:

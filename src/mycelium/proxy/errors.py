@@ -3,7 +3,8 @@
 Every response the proxy generates carries its reason in `x-mycelium-reason` and in the
 access log, so that "503" is never the whole story: `no_route` (nothing matches),
 `upstream_connect_failed`, `upstream_timeout`, `upstream_reset`, `circuit_open`,
-`no_healthy_upstream`, `rate_limited`, `retry_budget_exhausted`, `fault_injected`...
+`no_healthy_upstream`, `rate_limited`, `retry_budget_exhausted`, `fault_injected`,
+`egress_denied`...
 The reason strings are part of the product's interface: dashboards and alerts key on
 them, so they only ever gain members.
 """
@@ -35,6 +36,14 @@ class NoRoute(ProxyError):
 class UnknownService(ProxyError):
     status = 503
     reason = "unknown_service"
+
+
+class EgressDenied(ProxyError):
+    """The destination is no Service in the registry, and the namespace's egress policy
+    is REGISTRY_ONLY. 502, as Istio's BlackHoleCluster answers."""
+
+    status = 502
+    reason = "egress_denied"
 
 
 class NoHealthyUpstream(ProxyError):

@@ -115,13 +115,13 @@ class ProxyServer:
         self.admin.ready = True
 
     async def _listen(
-        self, name: str, address: ListenAddress, listener: Listener
+        self, name: str, address: ListenAddress, listener: Listener, *, mesh_tls: bool = False
     ) -> asyncio.Server:
         core = self.core
 
         def factory() -> asyncio.Protocol:
             # HTTP/1 or HTTP/2 (prior knowledge), told apart by the first bytes.
-            return listener_protocol(core, listener)
+            return listener_protocol(core, listener, mesh_tls=mesh_tls or None)
 
         return await self._bind(name, address, factory)
 
@@ -223,7 +223,9 @@ class ProxyServer:
         tcp = self.tcp
         try:
             if family == "http":
-                server = await self._listen(name, address, Listener("gateway", port=port))
+                # Sidecars sending to an egress gateway come with mTLS; the edge in plaintext.
+                listener = Listener("gateway", port=port)
+                server = await self._listen(name, address, listener, mesh_tls=True)
             else:
                 server = await self._bind(
                     name, address, lambda: GatewayConnection(tcp, port, family)

@@ -8,7 +8,9 @@ server-speaks-first protocol must not stall); an HTTP port goes to protocol dete
 and the HTTP/1 or HTTP/2 handlers, with a `Listener` that names the service and port.
 
 An outbound destination no config names, even after subscribing on demand by its
-address, is relayed to that very address (passthrough, counted `tcp_passthrough`).
+address, is relayed to that very address (passthrough, counted `tcp_passthrough`) —
+unless the namespace's egress policy is REGISTRY_ONLY: then the connection is closed
+(counted `refused_egress_denied`).
 Bytes that arrive while the decision waits for config are held and replayed.
 """
 
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, cast
 
 from mycelium.discovery import config as cfg
+from mycelium.proxy.destination import egress_denied_detail, registry_only
 from mycelium.proxy.errors import Denied
 from mycelium.proxy.filters.authorization import AccessRequest
 from mycelium.proxy.h2.detecting import listener_protocol
@@ -197,6 +200,14 @@ def admit_to_app(
         except Denied as exc:
             return Refuse(f"denied: {exc.detail}", "denied")
     return RelayTo(core.settings.app_address, inbound.target_port, f"inbound|{inbound.target_port}")
+
+
+def passthrough(config: ActiveConfig, address: str, port: int) -> RelayTo | Refuse:
+    """An outbound connection to a destination no Service names: relayed as addressed,
+    unless the namespace allows only what the registry names."""
+    if registry_only(config):
+        return Refuse(egress_denied_detail(config, f"{address}:{port}"), "egress_denied")
+    return RelayTo(address, port)
 
 
 class TcpRouting:
@@ -378,7 +389,7 @@ class ConnectionRouter(asyncio.Protocol):
                 decision = ServeHttp(listener)  # HTTP answers with what is missing
             else:
                 assert self._destination is not None
-                decision = RelayTo(*self._destination)  # passthrough
+                decision = passthrough(core.active, *self._destination)
         self._waiting = None
         self._hand_over(decision)
 

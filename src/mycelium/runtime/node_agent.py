@@ -82,7 +82,7 @@ class ControllerApi:
         return found
 
     async def service_names(self) -> list[ServiceName]:
-        """(virtual IP, name, namespace) of every Service that has a virtual IP."""
+        """(virtual IP, name, namespace, hosts) of every Service that has a virtual IP."""
         names = []
         for item in await self._resources("Service"):
             try:
@@ -90,9 +90,9 @@ class ControllerApi:
             except ValueError:
                 continue
             if service.spec.vip is not None:
-                names.append(
-                    (str(service.spec.vip), service.metadata.name, service.metadata.namespace)
-                )
+                meta = service.metadata
+                hosts = tuple(service.spec.hosts)
+                names.append((str(service.spec.vip), meta.name, meta.namespace, hosts))
         return sorted(names, key=lambda n: (n[2] != "default", n[2], n[1]))
 
     async def _resources(self, kind: str) -> list[dict[str, Any]]:
@@ -196,7 +196,7 @@ class NodeAgent:
         spec = replace(
             spec, name=step.name, sidecar=spec.sidecar and step.namespace not in self._ambient
         )
-        placement = self.node.plan(step.name, spec.sidecar)
+        placement = self.node.plan(step.name, spec.sidecar, spec.host_network, spec.ports)
         runner = ProcessPod(
             spec,
             placement,

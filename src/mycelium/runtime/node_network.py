@@ -9,6 +9,12 @@ pod's namespace (`127.0.0.1:<discovery port>` there, the controller's address on
 host): nothing is routed between the pods and the host, and the controller's
 certificate (valid for 127.0.0.1) verifies unchanged.
 
+A pod with `hostNetwork` (an egress gateway, which must reach the host's networks) is
+no network namespace: on a `NetnsNode` it gets a loopback address on the host, like a
+process pod, and each of its ports is forwarded from the node's bridge address
+(`198.18.64.1:<port>` in the node namespace) to it, which is where it tells the mesh
+it is (`advertise_address`). Two such pods cannot share a port.
+
 Both hand out `PodPlacement`s (`runtime/pod_placement.py`): `plan` decides names and
 addresses without touching anything; `prepare` makes the pod's network before its
 first process starts; `release` removes it after its last process ended.
@@ -19,14 +25,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable, Iterable
+import socket
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from mycelium.runtime import netns_pods
 from mycelium.runtime.pod_network import (
+    ADMIN_PORT,
+    HEALTH_PORT,
     POD_NETWORK,
     PROCESS_NETWORK,
+    AddressesExhausted,
     AddressPool,
     PodNetworkPlan,
     app_address_for,
@@ -40,9 +50,23 @@ from mycelium.runtime.port_forward import InNamespace, PortForward
 
 log = logging.getLogger("mycelium.runtime.node")
 
+# Addresses tried for a hostNetwork pod before giving up: other processes on the host
+# may hold a few of them, not dozens.
+HOST_ADDRESS_ATTEMPTS = 64
 
-# A service known to pods by name: (virtual IP, name, namespace).
-type ServiceName = tuple[str, str, str]
+
+def _bindable(address: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((address, port))
+        except OSError:
+            return False
+    return True
+
+
+# A service known to pods by name: (virtual IP, name, namespace, extra host names).
+type ServiceName = tuple[str, str, str, tuple[str, ...]]
 
 
 class NodeNetwork(Protocol):
@@ -55,7 +79,11 @@ class NodeNetwork(Protocol):
 
     async def stop(self) -> None: ...
 
-    def plan(self, pod: str, sidecar: bool) -> PodPlacement: ...
+    def plan(
+        self, pod: str, sidecar: bool, host_network: bool = False, ports: Sequence[int] = ()
+    ) -> PodPlacement:
+        """`ports`: what a hostNetwork pod listens on, for the node to forward."""
+        ...
 
     async def prepare(self, placement: PodPlacement, sidecar: bool) -> None: ...
 
@@ -87,7 +115,10 @@ class LoopbackNode:
     async def stop(self) -> None:
         await asyncio.to_thread(self._host.close)
 
-    def plan(self, pod: str, sidecar: bool) -> PodPlacement:
+    def plan(
+        self, pod: str, sidecar: bool, host_network: bool = False, ports: Sequence[int] = ()
+    ) -> PodPlacement:
+        # Every process pod is in the host's network already: hostNetwork changes nothing.
         address = str(self.pool.assign(pod))
         return LoopbackPlacement(address, app_address_for(address), _to_thread)
 
@@ -113,11 +144,23 @@ class _NetnsPod:
 
 
 @dataclass(slots=True)
+class _HostPod:
+    """A hostNetwork pod of a netns node: its loopback address, and the forwards from
+    the node's bridge address to its ports."""
+
+    placement: LoopbackPlacement
+    ports: tuple[int, ...]
+    forwards: list[PortForward] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class NetnsNode:
     run: str  # pod_network.run_id of the mesh's home
     controller: tuple[str, int]  # the controller's discovery address on the host
     pool: AddressPool = field(default_factory=lambda: AddressPool(POD_NETWORK))
     pods: dict[str, _NetnsPod] = field(default_factory=dict)
+    host_pool: AddressPool = field(default_factory=lambda: AddressPool(PROCESS_NETWORK))
+    host_pods: dict[str, _HostPod] = field(default_factory=dict)
     _hosts: str = field(default_factory=lambda: hosts_file([]))
     _next_index: int = 1
     _node: InNamespace | None = None
@@ -138,14 +181,23 @@ class NetnsNode:
         self._node = InNamespace(node_netns(self.run))
 
     async def stop(self) -> None:
-        for name in list(self.pods):
+        for name in [*self.pods, *self.host_pods]:
             await self.release(name)
         if self._node is not None:
             await asyncio.to_thread(self._node.close)
         await asyncio.to_thread(self._host.close)
         await asyncio.to_thread(netns_pods.remove_node, self.run)
 
-    def plan(self, pod: str, sidecar: bool) -> PodPlacement:
+    def plan(
+        self, pod: str, sidecar: bool, host_network: bool = False, ports: Sequence[int] = ()
+    ) -> PodPlacement:
+        if host_network:
+            address = self._free_host_address(pod, ports)
+            placement = LoopbackPlacement(
+                address, app_address_for(address), _to_thread, str(self.pool.node)
+            )
+            self.host_pods[pod] = _HostPod(placement, tuple(ports))
+            return placement
         plan = plan_pod(self.run, pod, self._next_index, self.pool)
         self._next_index += 1
         self.pods[pod] = _NetnsPod(plan)
@@ -156,12 +208,31 @@ class NetnsNode:
             runner=functools.partial(self._inside, pod),
         )
 
+    def _free_host_address(self, pod: str, ports: Sequence[int]) -> str:
+        """A loopback address for a hostNetwork pod where its ports (and its proxy's
+        admin and health ports) are free: the host is shared with whatever else runs
+        there, process pods of another mesh included."""
+        wanted = [*ports, ADMIN_PORT, HEALTH_PORT]
+        for _ in range(HOST_ADDRESS_ATTEMPTS):
+            address = str(self.host_pool.assign(pod))
+            if all(_bindable(address, port) for port in wanted):
+                return address
+            self.host_pool.release(pod)  # reused last: the next call tries another
+        raise AddressesExhausted(
+            f"no loopback address in {self.host_pool.network} has ports "
+            f"{', '.join(map(str, wanted))} free for {pod}"
+        )
+
     async def _inside[T](self, pod: str, fn: Callable[..., T], /, *args: Any) -> T:
         inside = self.pods[pod].inside
         assert inside is not None, "prepare() the pod first"
         return await inside.call(fn, *args)
 
     async def prepare(self, placement: PodPlacement, sidecar: bool) -> None:
+        host_pod = next((p for p in self.host_pods.values() if p.placement is placement), None)
+        if host_pod is not None:
+            await self._forward_to_host(host_pod)
+            return
         assert isinstance(placement, NetnsPlacement)
         pod = next(p for p in self.pods.values() if p.plan.netns == placement.netns)
         # The controller's port inside the pod is the agent's forward: exempt it.
@@ -180,7 +251,28 @@ class NetnsNode:
         )
         await pod.forward.start()
 
+    async def _forward_to_host(self, pod: _HostPod) -> None:
+        """Pods reach a hostNetwork pod's ports at the bridge address: a listener there
+        in the node namespace, connecting to the pod's loopback address on the host."""
+        assert self._node is not None, "start() first"
+        bridge = str(self.pool.node)
+        for port in pod.ports:
+            forward = PortForward(
+                (bridge, port),
+                (pod.placement.address, port),
+                listen_in=self._node,
+                connect_in=self._host,
+            )
+            await forward.start()  # a port another hostNetwork pod holds: PortForwardError
+            pod.forwards.append(forward)
+
     async def release(self, pod_name: str) -> None:
+        host_pod = self.host_pods.pop(pod_name, None)
+        if host_pod is not None:
+            for forward in host_pod.forwards:
+                await forward.stop()
+            self.host_pool.release(pod_name)
+            return
         pod = self.pods.pop(pod_name, None)
         if pod is None:
             return

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from mycelium.errors import MeshError
@@ -207,19 +207,24 @@ def pod_ruleset(
 
 
 def hosts_file(
-    services: Iterable[tuple[str, str, str]], trust_domain: str = "cluster.local"
+    services: Iterable[tuple[str, str, str] | tuple[str, str, str, Sequence[str]]],
+    trust_domain: str = "cluster.local",
 ) -> str:
     """`/etc/hosts` for pods: each service's virtual IP under its short name, its
     `name.namespace` and its `name.namespace.svc.<domain>` (given as (vip, name,
-    namespace)). Short names are those of every namespace: a name in two namespaces
-    resolves to the first given, as pods of the default namespace would expect."""
+    namespace)), then its extra host names when given as a fourth item (`spec.hosts`:
+    how callers name an external Service, `api.example.com`). Short names are those
+    of every namespace: a name in two namespaces resolves to the first given, as pods
+    of the default namespace would expect."""
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
     short_seen: set[str] = set()
-    for vip, name, namespace in services:
+    for vip, name, namespace, *extra in services:
         names = []
         if name not in short_seen:
             short_seen.add(name)
             names.append(name)
         names += [f"{name}.{namespace}", f"{name}.{namespace}.svc.{trust_domain}"]
+        names += [host for host in (extra[0] if extra else ()) if host not in short_seen]
+        short_seen.update(names)
         lines.append(f"{vip}\t{' '.join(names)}")
     return "\n".join(lines) + "\n"

@@ -5,6 +5,8 @@ between process pods and netns pods.
   sidecar serves the workload's ports on the pod's address and binds its outbound,
   admin and health ports there too, so pods never clash on a port; the app listens on
   the app's address (`MYC_APP_ADDRESS`) and reaches the mesh through `HTTP_PROXY`.
+  A pod with `hostNetwork` on a netns node is placed this way too, on the host, and
+  `advertise_address` says where the other pods reach it (the node's bridge address).
 - `NetnsPlacement` (root): the pod is a network namespace (`runtime/netns_pods.py`).
   Its processes run under `ip netns exec`, which also gives them the pod's /etc/hosts;
   the sidecar runs in transparent mode (nftables sends the pod's TCP to it), the app
@@ -91,6 +93,12 @@ class PodPlacement(Protocol):
         """Where the app listens, as the pod sees it."""
         ...
 
+    @property
+    def advertise_address(self) -> str | None:
+        """Where other pods reach it when that is not `address` (a hostNetwork pod,
+        through a port forward), else None."""
+        ...
+
     def wrap(self, argv: list[str]) -> list[str]:
         """The command line that runs `argv` as one of the pod's processes."""
         ...
@@ -154,6 +162,7 @@ class LoopbackPlacement:
     address: str
     app_address: str
     runner: BlockingRunner
+    advertise_address: str | None = None  # a hostNetwork pod of a netns node
 
     def wrap(self, argv: list[str]) -> list[str]:
         return argv
@@ -202,6 +211,7 @@ class NetnsPlacement:
     ip_command: str
     runner: BlockingRunner  # runs inside the pod's namespace
     app_address: str = "127.0.0.1"
+    advertise_address: str | None = None
 
     def wrap(self, argv: list[str]) -> list[str]:
         return [self.ip_command, "netns", "exec", self.netns, *argv]

@@ -59,6 +59,7 @@ class PodSpec:
     grace_seconds: float
     working_dir: Path  # where relative paths in the manifest start
     sidecar: bool = True  # False: the app is a proxy itself (a gateway)
+    host_network: bool = False  # in the host's network namespace (an egress gateway)
 
     @property
     def ports(self) -> list[int]:
@@ -79,6 +80,7 @@ class PodSpec:
             grace_seconds=float(template.spec.termination_grace_period_seconds),
             working_dir=base_dir / working_dir,
             sidecar=template.metadata.wants_sidecar,
+            host_network=template.spec.host_network,
         )
 
 
@@ -132,6 +134,9 @@ def app_environment(
         )
         if join_token:
             env["MYC_JOIN_TOKEN"] = join_token
+        if placement.advertise_address is not None:
+            # Bound on one address, reached by pods at another (a hostNetwork pod).
+            env["MYC_ADVERTISE_ADDRESS"] = placement.advertise_address
     env.update({var.name: var.value for var in spec.container.env})
     return env
 

@@ -127,3 +127,20 @@ def test_the_inject_annotation_is_true_or_false() -> None:
     )
     assert path == "spec.template.metadata.annotations"
     assert '"true" or "false"' in message
+
+
+def test_host_network_is_for_pods_without_a_sidecar() -> None:
+    host_network = TEMPLATE.replace(
+        "      serviceAccountName: bookinfo-reviews\n",
+        "      serviceAccountName: bookinfo-reviews\n      hostNetwork: true\n",
+    )
+    path, message = refusal(host_network)
+    assert path == "spec.template"
+    assert "no sidecar intercepts its traffic" in message
+    gateway = host_network.replace(
+        "      labels: {app: reviews, version: v2}\n",
+        "      labels: {app: reviews, version: v2}\n"
+        '      annotations: {sidecar.mycelium.io/inject: "false"}\n',
+    )
+    assert load(gateway).spec.template.spec.host_network
+    assert not load(TEMPLATE).spec.template.spec.host_network

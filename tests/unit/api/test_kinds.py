@@ -196,6 +196,63 @@ def test_service_ports_must_be_unique_by_name_and_number() -> None:
     assert "port numbers must be unique; repeated: 80" in issue.message
 
 
+EXTERNAL_PORTS = "ports: [{name: http, port: 80, targetPort: 8080}]"
+
+
+def test_an_external_service_lists_its_endpoints() -> None:
+    [svc] = load(
+        doc(
+            "Service",
+            "{external: true, hosts: [api.example.com], " + EXTERNAL_PORTS + ", "
+            "endpoints: [{address: 203.0.113.10}, {address: 203.0.113.11, ports: {http: 81}}]}",
+        )
+    )
+    assert isinstance(svc, Service)
+    assert svc.spec.external
+    assert [(e.address, e.ports) for e in svc.spec.endpoints] == [
+        ("203.0.113.10", {}),
+        ("203.0.113.11", {"http": 81}),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("{external: true, " + EXTERNAL_PORTS + "}", "an external Service needs endpoints"),
+        (
+            "{external: true, selector: {app: x}, endpoints: [{address: 203.0.113.10}], "
+            + EXTERNAL_PORTS
+            + "}",
+            "an external Service selects no workloads",
+        ),
+        (
+            "{endpoints: [{address: 203.0.113.10}], " + EXTERNAL_PORTS + "}",
+            "endpoints are only for external Services",
+        ),
+        (
+            "{external: true, endpoints: [{address: 203.0.113.10, ports: {https: 443}}], "
+            + EXTERNAL_PORTS
+            + "}",
+            "endpoint 203.0.113.10 names port https, which is not a port of this Service",
+        ),
+    ],
+)
+def test_an_external_service_is_refused_with_a_sentence(spec: str, message: str) -> None:
+    issue = only_issue(doc("Service", spec))
+    assert issue.path == "spec"
+    assert message in issue.message
+
+
+def test_an_external_endpoint_is_an_ip_address() -> None:
+    issue = only_issue(
+        doc(
+            "Service",
+            "{external: true, endpoints: [{address: api.example.com}], " + EXTERNAL_PORTS + "}",
+        )
+    )
+    assert issue.path == "spec.endpoints[0].address"
+
+
 def test_a_service_needs_a_port_and_a_valid_vip() -> None:
     assert only_issue(doc("Service", "{ports: []}")).message == "needs at least one entry"
     issue = only_issue(doc("Service", "{ports: [{name: a, port: 80}], vip: 10.0.0.300}"))

@@ -18,6 +18,7 @@ from mycelium.proxy.tcp_routing import (
     decide_inbound,
     decide_outbound,
     is_opaque,
+    passthrough,
     pick_tcp_backend,
     service_port,
 )
@@ -143,3 +144,26 @@ def test_an_opaque_inbound_port_is_refused_when_policy_denies_the_peer() -> None
     assert core.counters["authz_denied"] == 1
     allowed = decide_inbound(core, config, 3306, "198.18.1.7")
     assert allowed == RelayTo("127.0.0.1", 13306, "inbound|13306")
+
+
+def _inbound(policy: str) -> cfg.InboundConfig:
+    return cfg.InboundConfig(
+        workload="shop/cart-0",
+        namespace="shop",
+        identity="spiffe://cluster.local/ns/shop/sa/cart",
+        ports=[],
+        egress_policy=policy,  # type: ignore[arg-type]
+    )
+
+
+def test_an_unknown_destination_is_relayed_as_addressed_unless_registry_only() -> None:
+    config = ActiveConfig(version="1", inbound=_inbound("ALLOW_ANY"))
+    assert passthrough(config, "203.0.113.7", 443) == RelayTo("203.0.113.7", 443)
+    assert passthrough(ActiveConfig(version="1"), "203.0.113.7", 443) == RelayTo("203.0.113.7", 443)
+    refused = passthrough(
+        ActiveConfig(version="1", inbound=_inbound("REGISTRY_ONLY")), "203.0.113.7", 443
+    )
+    assert isinstance(refused, Refuse)
+    assert refused.counter == "egress_denied"
+    assert "203.0.113.7:443 is not a Service in the registry" in refused.reason
+    assert "namespace shop has egress policy REGISTRY_ONLY" in refused.reason

@@ -72,3 +72,13 @@ def test_a_pod_without_a_sidecar_gets_what_it_needs_to_join_the_mesh_itself() ->
 def test_a_pod_with_a_sidecar_never_sees_a_join_token() -> None:
     env = app_environment(spec_of(), PLACEMENT, MESH, {"MYC_JOIN_TOKEN": "leaked"}, "tok")
     assert "MYC_JOIN_TOKEN" not in env
+
+
+def test_a_host_network_gateway_is_told_where_pods_reach_it() -> None:
+    placement = replace(PLACEMENT, advertise_address="198.18.64.1")
+    env = app_environment(spec_of(sidecar=False), placement, MESH, {}, "tok")
+    assert env["MYC_POD_ADDRESS"] == "127.0.64.2"  # where it binds
+    assert env["MYC_ADVERTISE_ADDRESS"] == "198.18.64.1"  # where it registers
+    assert "MYC_ADVERTISE_ADDRESS" not in app_environment(
+        spec_of(sidecar=False), PLACEMENT, MESH, {}
+    )

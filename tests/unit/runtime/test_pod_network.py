@@ -81,3 +81,11 @@ def test_service_names_resolve_short_qualified_and_fully_qualified() -> None:
     # a short name already taken stays with the first namespace
     assert "198.19.0.12\treviews.shop reviews.shop.svc.cluster.local" in lines
     assert lines[0] == "127.0.0.1\tlocalhost"
+
+
+def test_an_external_service_resolves_by_its_extra_host_names() -> None:
+    text = hosts_file([("198.19.0.20", "example-api", "shop", ("api.example.com",))])
+    assert (
+        "198.19.0.20\texample-api example-api.shop example-api.shop.svc.cluster.local "
+        "api.example.com"
+    ) in text.splitlines()

@@ -9,6 +9,8 @@ so every option also reads an environment variable; the pod's own variables are:
   MYC_POD_LABELS       --label, as KEY=VALUE,KEY2=VALUE2
   MYC_POD_ADDRESS      --address: where the listeners bind, and the Workload's address;
                        admin and health default to ADDRESS:15000 and ADDRESS:15021
+  MYC_ADVERTISE_ADDRESS --advertise-address: the Workload's address when peers reach
+                       the gateway elsewhere than where it binds (a port forward)
   MYC_DISCOVERY        --discovery HOST:PORT
   MYC_TRUST_BUNDLE     --trust-bundle FILE
   MYC_JOIN_TOKEN       --join-token
@@ -73,6 +75,16 @@ def gateway_command(
             envvar="MYC_POD_ADDRESS",
             metavar="IP",
             help="Where its listeners bind (default 0.0.0.0), and its Workload's address.",
+        ),
+    ] = None,
+    advertise_address: Annotated[
+        str | None,
+        _option(
+            "--advertise-address",
+            envvar="MYC_ADVERTISE_ADDRESS",
+            metavar="IP",
+            help="Register the Workload at this address instead of --address (peers reach "
+            "the gateway there, through a port forward).",
         ),
     ] = None,
     controller: Annotated[
@@ -175,7 +187,7 @@ def gateway_command(
                 service_account=service_account,
                 role="gateway",
                 labels=parse_labels(label or []),
-                address=address,
+                address=advertise_address or address,
             ),
             controllers=controller_addresses(controller),
             trust_bundle=trust_bundle or home / "ca" / "root.pem",

@@ -133,10 +133,18 @@ class DetectingProtocol(asyncio.Protocol):
         return protocol
 
 
-def listener_protocol(proxy: ProxyCore, listener: Listener) -> asyncio.Protocol:
-    """The protocol factory's product for one accepted connection of a proxy listener."""
+def listener_protocol(
+    proxy: ProxyCore, listener: Listener, *, mesh_tls: bool | None = None
+) -> asyncio.Protocol:
+    """The protocol factory's product for one accepted connection of a proxy listener.
+
+    `mesh_tls`: whether a client may open with the mesh's mTLS (ended with the proxy's
+    SVID, the peer's identity then known to policies): an inbound listener's peers do,
+    and so do the sidecars calling a gateway's plain HTTP port (an egress gateway)."""
+    if mesh_tls is None:
+        mesh_tls = listener.kind == "inbound"
     return DetectingProtocol(
         lambda: DownstreamHttp1(proxy, listener),
         lambda: DownstreamHttp2(proxy, listener),
-        InboundTls(proxy, listener) if listener.kind == "inbound" else None,
+        InboundTls(proxy, listener) if mesh_tls else None,
     )

@@ -60,6 +60,7 @@ from mycelium.proxy.routing import DEFAULT_TIMEOUT_SECONDS, CompiledRule, Reques
 from mycelium.proxy.upstream.hash_key import request_hash_key
 
 if TYPE_CHECKING:
+    from mycelium.proxy.active_config import ActiveConfig
     from mycelium.proxy.core import ProxyCore
     from mycelium.proxy.filters.chain import RuleChain
     from mycelium.proxy.h2.downstream import DownstreamHttp2
@@ -273,6 +274,8 @@ class Http2Exchange:
         facts = RequestFacts.from_fields(self.method.decode("latin-1"), target, self.headers)
         self.facts = facts
         config, service, route = await find_route(proxy, self.listener, self.host)
+        if self.listener.kind == "gateway":
+            self._authorize(config, self.listener.port or 0)
         self.service = service
         if self.port is None:
             self.port = service_port(self.host, bool(self.listener.reference), route.route)
@@ -294,14 +297,9 @@ class Http2Exchange:
             mirror_http2(proxy, self, config, rule.rule.mirror, port)
         await self._forward(cluster, rule, chain)
 
-    # --- inbound -----------------------------------------------------------------------------
-
-    async def _inbound(self) -> None:
-        config = self.proxy.active
-        self.facts = RequestFacts.from_fields(
-            self.method.decode("latin-1"), self.target.decode("latin-1"), self.headers
-        )
-        port = self.listener.port or 0
+    def _authorize(self, config: ActiveConfig, port: int) -> None:
+        """The workload's AuthorizationPolicies (at a gateway: who may pass through it);
+        raises `Denied` (403 `denied`)."""
         if config.authorizer.active:
             request = http_request(
                 self.downstream.peer_host,
@@ -312,6 +310,16 @@ class Http2Exchange:
                 principal=self.downstream.peer_principal,
             )
             config.authorizer.enforce(request, self.proxy.counters)
+
+    # --- inbound -----------------------------------------------------------------------------
+
+    async def _inbound(self) -> None:
+        config = self.proxy.active
+        self.facts = RequestFacts.from_fields(
+            self.method.decode("latin-1"), self.target.decode("latin-1"), self.headers
+        )
+        port = self.listener.port or 0
+        self._authorize(config, port)
         for limit in config.rate_limits:
             if limit.applies(port):
                 limit.on_request(self)  # type: ignore[arg-type]

@@ -272,6 +272,9 @@ class Exchange:
             self.facts = facts
         if rule.waits:
             return False
+        if listener.kind == "gateway":
+            # who may pass through this gateway (raises a 403, answered by `start`)
+            self._authorize(config.authorizer, listener.port or 0)
         self.host = destination.host or self.head.host.decode("latin-1")
         self.service = destination.service
         if self.port is None:
@@ -533,6 +536,8 @@ class Exchange:
         facts = self._request_facts()
         proxy = self.proxy
         config, service, route = await find_route(proxy, self.listener, self.host)
+        if self.listener.kind == "gateway":
+            self._authorize(config.authorizer, self.listener.port or 0)
         self.service = service
         if self.port is None:
             self.port = service_port(self.host, bool(self.listener.reference), route.route)
