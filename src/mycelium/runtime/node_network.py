@@ -23,12 +23,17 @@ first process starts; `release` removes it after its last process ended.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import functools
+import ipaddress
 import logging
+import os
 import socket
+import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Protocol, TextIO
 
 from mycelium.runtime import netns_pods
 from mycelium.runtime.pod_network import (
@@ -41,6 +46,7 @@ from mycelium.runtime.pod_network import (
     PodNetworkPlan,
     app_address_for,
     hosts_file,
+    loopback_blocks,
     node_netns,
     plan_pod,
     pod_ruleset,
@@ -103,17 +109,50 @@ async def _to_thread[T](fn: Callable[..., T], /, *args: Any) -> T:
     return await asyncio.to_thread(fn, *args)
 
 
+class LoopbackBlock:
+    """One /24 of loopback addresses claimed for this mesh's host-side pods, with a lock
+    file held for the agent's life (`flock`: a dead agent's claim ends with it)."""
+
+    def __init__(self, lock_dir: Path | None = None) -> None:
+        self._lock_dir = lock_dir or Path(tempfile.gettempdir()) / f"mycelium-{os.getuid()}"
+        self._handle: TextIO | None = None
+        self.network: ipaddress.IPv4Network | None = None
+
+    def claim(self) -> ipaddress.IPv4Network:
+        self._lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for block in loopback_blocks():
+            handle = open(self._lock_dir / f"pods-{block.network_address}.lock", "w")  # noqa: SIM115
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            self._handle, self.network = handle, block
+            return block
+        raise AddressesExhausted(
+            f"every block of {PROCESS_NETWORK} is taken by another mesh on this machine: "
+            "stop one (`myc down`)"
+        )
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()  # the lock goes with the descriptor
+            self._handle = None
+
+
 @dataclass(slots=True)
 class LoopbackNode:
     discovery: str
     pool: AddressPool = field(default_factory=lambda: AddressPool(PROCESS_NETWORK))
     _host: InNamespace = field(default_factory=InNamespace)
+    _block: LoopbackBlock = field(default_factory=LoopbackBlock)
 
     async def start(self) -> None:
-        return None
+        self.pool = AddressPool(await asyncio.to_thread(self._block.claim))
 
     async def stop(self) -> None:
         await asyncio.to_thread(self._host.close)
+        self._block.release()
 
     def plan(
         self, pod: str, sidecar: bool, host_network: bool = False, ports: Sequence[int] = ()
@@ -165,6 +204,7 @@ class NetnsNode:
     _next_index: int = 1
     _node: InNamespace | None = None
     _host: InNamespace = field(default_factory=InNamespace)
+    _block: LoopbackBlock = field(default_factory=LoopbackBlock)
 
     @property
     def discovery(self) -> str:
@@ -179,6 +219,7 @@ class NetnsNode:
             netns_pods.ensure_node, self.run, str(self.pool.node), self.pool.network.prefixlen
         )
         self._node = InNamespace(node_netns(self.run))
+        self.host_pool = AddressPool(await asyncio.to_thread(self._block.claim))
 
     async def stop(self) -> None:
         for name in [*self.pods, *self.host_pods]:
@@ -187,6 +228,7 @@ class NetnsNode:
             await asyncio.to_thread(self._node.close)
         await asyncio.to_thread(self._host.close)
         await asyncio.to_thread(netns_pods.remove_node, self.run)
+        self._block.release()
 
     def plan(
         self, pod: str, sidecar: bool, host_network: bool = False, ports: Sequence[int] = ()

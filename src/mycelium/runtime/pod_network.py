@@ -54,6 +54,16 @@ PROXY_MARK = 0x539  # what the sidecar sets on its own sockets (proxy/settings.p
 APP_ADDRESS_OFFSET = 1 << 16
 
 
+# Process pods of one mesh take one /24 of PROCESS_NETWORK, so that two meshes on one
+# machine (the demo and a test run, say) never hand out the same loopback address.
+LOOPBACK_BLOCK_PREFIX = 24
+
+
+def loopback_blocks() -> list[ipaddress.IPv4Network]:
+    """The blocks a mesh's process pods may take, in the order they are tried."""
+    return list(PROCESS_NETWORK.subnets(new_prefix=LOOPBACK_BLOCK_PREFIX))
+
+
 def app_address_for(pod_address: str) -> str:
     """Where a process pod's app listens, given the pod's (its sidecar's) address."""
     return str(ipaddress.IPv4Address(pod_address) + APP_ADDRESS_OFFSET)

@@ -20,12 +20,19 @@ from tests.support.polling import eventually
 from mycelium.api.deployment import Deployment
 from mycelium.api.loading import load_documents
 from mycelium.control.controller import Controller
+from mycelium.runtime.node_network import LoopbackBlock
 from mycelium.runtime.pod_lifecycle import PodPhase
+from mycelium.runtime.pod_network import app_address_for
 from mycelium.runtime.pod_placement import LoopbackPlacement
 from mycelium.runtime.process_pods import MeshAccess, PodSpec, ProcessPod
 
 MYC = [str(Path(sys.executable).parent / "myc")]
-POD_ADDRESS, APP_ADDRESS, PORT = "127.0.64.2", "127.1.64.2", 8080
+PORT = 8080
+# The pod's address comes from a block of loopback addresses claimed as a mesh claims
+# one, so that a mesh running meanwhile on this machine (the demo) is never in the way.
+BLOCK = LoopbackBlock()
+POD_ADDRESS = str(next(BLOCK.claim().hosts()) + 1)
+APP_ADDRESS = app_address_for(POD_ADDRESS)
 
 
 @pytest.fixture
