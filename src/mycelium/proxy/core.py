@@ -31,6 +31,7 @@ from mycelium.proxy.http.upstream import (
 from mycelium.proxy.protocols.http1 import Http1Limits
 from mycelium.proxy.settings import ON_DEMAND_WAIT_SECONDS, ProxySettings
 from mycelium.proxy.upstream.clusters import ClusterRuntime, ClusterSet
+from mycelium.telemetry import ConnectionObserver, FinishedConnection, RequestObserver
 
 if TYPE_CHECKING:
     from mycelium.proxy.http.downstream import DownstreamHttp1
@@ -70,6 +71,9 @@ class ProxyCore:
         self.counters: defaultdict[str, int] = defaultdict(int)
         self._local_apps: dict[int, ClusterRuntime] = {}
         self.access_log: AccessLog | None = None
+        # metrics, tracing, tap: told of every finished request and TCP connection
+        self.request_observers: list[RequestObserver] = []
+        self.connection_observers: list[ConnectionObserver] = []
         self.svid: Svid | None = None  # this proxy's certificate, once fetched
         self.on_config: list[Any] = []  # callbacks after a config is accepted
 
@@ -185,6 +189,8 @@ class ProxyCore:
             counters[f"reason_{exchange.reason}"] += 1
         if self.access_log is not None:
             self.access_log.record(exchange)
+        for observer in self.request_observers:
+            observer.request_finished(exchange)
         exchange.downstream.exchange_done(exchange)
 
     def record(self, exchange: LoggedExchange) -> None:
@@ -194,6 +200,12 @@ class ProxyCore:
             self.counters[f"reason_{exchange.reason}"] += 1
         if self.access_log is not None:
             self.access_log.record(exchange)
+        for observer in self.request_observers:
+            observer.request_finished(exchange)
+
+    def connection_finished(self, connection: FinishedConnection) -> None:
+        for observer in self.connection_observers:
+            observer.connection_finished(connection)
 
     def refused(self, reason: str, peer: str) -> None:
         self.counters[f"refused_{reason}"] += 1

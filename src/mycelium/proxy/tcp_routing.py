@@ -31,6 +31,7 @@ from mycelium.proxy.opaque_inbound import OpaqueInbound
 from mycelium.proxy.original_dst import OriginalDestinationError, original_destination
 from mycelium.proxy.settings import LocalUpstream
 from mycelium.proxy.tcp_relay import TcpRelay
+from mycelium.telemetry import FinishedConnection
 
 if TYPE_CHECKING:
     from mycelium.proxy.active_config import ActiveConfig
@@ -54,6 +55,7 @@ class RelayTo:
     cluster: str = ""
     mtls: bool = False
     identity: str = ""
+    service: str = ""  # the service key, for telemetry ("" for passthrough)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +112,9 @@ def pick_weighted(backends: list[cfg.WeightedCluster], roll: float) -> cfg.Weigh
 def relay_to_service(
     core: ProxyCore, config: ActiveConfig, route: cfg.ServiceRoute, port: int
 ) -> RelayTo | Refuse:
-    return relay_to_backends(core, config, route.tcp_backends, port, f"service {route.service}")
+    return relay_to_backends(
+        core, config, route.tcp_backends, port, f"service {route.service}", service=route.service
+    )
 
 
 def relay_to_backends(
@@ -119,6 +123,8 @@ def relay_to_backends(
     backends: list[cfg.WeightedCluster],
     port: int,
     owner: str,
+    *,
+    service: str = "",
 ) -> RelayTo | Refuse:
     """Where to relay a connection for `owner` (a service, a gateway listener): an
     endpoint of the backend cluster drawn by weight, through mTLS when it runs a proxy."""
@@ -130,8 +136,10 @@ def relay_to_backends(
     if endpoint is None:
         return Refuse(f"cluster {cluster.name} has no healthy endpoint")
     if core.speaks_mtls(cluster, endpoint):
-        return RelayTo(endpoint.address, endpoint.port, cluster.name, True, endpoint.identity)
-    return RelayTo(endpoint.address, endpoint.port, cluster.name)
+        return RelayTo(
+            endpoint.address, endpoint.port, cluster.name, True, endpoint.identity, service
+        )
+    return RelayTo(endpoint.address, endpoint.port, cluster.name, service=service)
 
 
 def decide_for_service(
@@ -199,7 +207,12 @@ def admit_to_app(
             config.authorizer.enforce(request, core.counters)
         except Denied as exc:
             return Refuse(f"denied: {exc.detail}", "denied")
-    return RelayTo(core.settings.app_address, inbound.target_port, f"inbound|{inbound.target_port}")
+    return RelayTo(
+        core.settings.app_address,
+        inbound.target_port,
+        f"inbound|{inbound.target_port}",
+        service=inbound.service,
+    )
 
 
 def passthrough(config: ActiveConfig, address: str, port: int) -> RelayTo | Refuse:
@@ -287,16 +300,38 @@ class TcpRouting:
         core.counters["tcp_connections"] += 1
         if not target.cluster:
             core.counters["tcp_passthrough"] += 1
-        core.spawn(self._finished(relay))
+        core.spawn(self._finished(relay, target, transport))
 
-    async def _finished(self, relay: TcpRelay) -> None:
+    async def _finished(
+        self, relay: TcpRelay, target: RelayTo, transport: asyncio.Transport
+    ) -> None:
+        peer = transport.get_extra_info("peername")
+        principal = transport.get_extra_info("peer_identity")
         try:
             result = await relay.wait()
         finally:
             self.relays.discard(relay)
-        self.core.counters[f"tcp_ended_{result.ended_by}"] += 1
-        self.core.counters["tcp_bytes_to_upstream"] += result.bytes_to_upstream
-        self.core.counters["tcp_bytes_to_downstream"] += result.bytes_to_downstream
+        core = self.core
+        core.counters[f"tcp_ended_{result.ended_by}"] += 1
+        core.counters["tcp_bytes_to_upstream"] += result.bytes_to_upstream
+        core.counters["tcp_bytes_to_downstream"] += result.bytes_to_downstream
+        if core.connection_observers:
+            upstream = result.upstream_address
+            core.connection_finished(
+                FinishedConnection(
+                    direction="inbound" if target.cluster.startswith("inbound|") else "outbound",
+                    service=target.service,
+                    cluster=target.cluster,
+                    upstream_host=f"{upstream[0]}:{upstream[1]}" if upstream else "",
+                    peer=peer[0] if peer else "",
+                    peer_principal=str(principal.uri) if principal else None,
+                    mtls_upstream=target.mtls,
+                    bytes_received=result.bytes_to_upstream,
+                    bytes_sent=result.bytes_to_downstream,
+                    duration=result.duration,
+                    ended_by=str(result.ended_by),
+                )
+            )
 
 
 class ConnectionRouter(asyncio.Protocol):

@@ -119,7 +119,7 @@ def test_inbound_ports_relay_or_serve_http_and_others_reach_the_app_as_they_are(
         8080: cfg.InboundPort(port=8080, target_port=18080, service="db.default", protocol="HTTP"),
     }
     relayed = decide_inbound(core, config, 3306, "198.18.0.9")
-    assert relayed == RelayTo("127.0.0.1", 13306, "inbound|13306")
+    assert relayed == RelayTo("127.0.0.1", 13306, "inbound|13306", service="db.default")
     http = decide_inbound(core, config, 8080, "198.18.0.9")
     assert isinstance(http, ServeHttp)
     assert http.listener.kind == "inbound"
@@ -143,7 +143,7 @@ def test_an_opaque_inbound_port_is_refused_when_policy_denies_the_peer() -> None
     assert "198.18.0.9 may not reach port 3306" in refused.reason
     assert core.counters["authz_denied"] == 1
     allowed = decide_inbound(core, config, 3306, "198.18.1.7")
-    assert allowed == RelayTo("127.0.0.1", 13306, "inbound|13306")
+    assert allowed == RelayTo("127.0.0.1", 13306, "inbound|13306", service="db.default")
 
 
 def _inbound(policy: str) -> cfg.InboundConfig:
