@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 from tests.support.apps import EchoApp
-from tests.support.controller import Api
+from tests.support.controller import Api, controller_config
 from tests.support.polling import eventually
 
 from mycelium.control.controller import Controller
@@ -188,3 +188,30 @@ def serving_sidecar(
         app_address="127.0.0.1",
         service_account=app,
     )
+
+
+@asynccontextmanager
+async def running_proxy_mesh(tmp_path: Path) -> AsyncIterator[ProxyMesh]:
+    """A controller, two reviews apps registered as workloads (BASE), and a caller
+    sidecar (`productpage-0`), for the block."""
+    controller = Controller(controller_config(tmp_path / "home"))
+    await controller.start()
+    port = free_port_on("127.0.0.11", "127.0.0.12")
+    v1 = await EchoApp("reviews-v1", "127.0.0.11", port).start()
+    v2 = await EchoApp("reviews-v2", "127.0.0.12", port).start()
+    session = aiohttp.ClientSession(auto_decompress=False)
+    api = Api(f"http://127.0.0.1:{controller.api_port}", controller.admin_token, session)
+    status, body = await api.apply(BASE.format(port=port))
+    assert status == 200, body
+    mesh = ProxyMesh(controller, api, tmp_path / "home", v1, v2, None, session, port)  # type: ignore[arg-type]
+    caller = mesh.proxy("productpage-0")
+    await caller.start()
+    mesh.caller = caller
+    try:
+        yield mesh
+    finally:
+        await caller.stop()
+        await session.close()
+        await v1.stop()
+        await v2.stop()
+        await controller.stop()

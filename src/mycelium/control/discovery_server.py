@@ -20,10 +20,17 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from mycelium import __version__
 from mycelium.control.client_limits import ClientLimits, retry_after_header
-from mycelium.control.compiler import Bundle, CompiledEntry, compile_inbound, compile_service
+from mycelium.control.compiler import (
+    Bundle,
+    CompiledEntry,
+    compile_inbound,
+    compile_service,
+    topics_of_change,
+)
 from mycelium.control.discovery_auth import StreamCredentials
 from mycelium.control.gateway_compiler import compile_gateway
 from mycelium.control.state import MeshState
@@ -84,6 +91,10 @@ class ProxySession:
     nonce: int = 0
     pushed_at: float = 0.0
     push_latency: float | None = None  # seconds from push to ACK, for the last ACK
+    # The store revision the config in flight / the config acknowledged was compiled
+    # at: a resource changed at revision R is in force at this proxy once acked >= R.
+    in_flight_revision: int = 0
+    acked_revision: int = 0
 
     @property
     def state(self) -> str:
@@ -292,11 +303,14 @@ class DiscoveryServer:
         if version == session.rejected_version and not full:
             return  # the proxy refused exactly this; wait for a change
         if not full and version == session.acked_version:
+            # Nothing changed for this proxy: what it holds is this revision's config.
+            session.acked_revision = self._state.revision
             return
         changed = [e for n, e in entries.items() if session.held.get(n) != e.version]
         removed = [n for n in session.held if n not in entries]
         session.nonce += 1
         session.in_flight = (session.nonce, version, {n: e.version for n, e in entries.items()})
+        session.in_flight_revision = self._state.revision
         session.sent_version = version
         session.pushed_at = time.monotonic()
         self.pushes += 1
@@ -319,6 +333,7 @@ class DiscoveryServer:
             self.acks += 1
             session.held = entries
             session.acked_version = version
+            session.acked_revision = session.in_flight_revision
             session.rejected_version = None
             session.last_nack = None
             session.push_latency = time.monotonic() - session.pushed_at
@@ -329,6 +344,15 @@ class DiscoveryServer:
             log.warning("proxy %s rejected config %s: %s", session.node.id, version, message.reason)
         if session.dirty:
             self._push(session)
+
+    def sessions_affected_by(self, resource: Any) -> list[ProxySession]:
+        """The connected proxies whose config depends on `resource` (by the topics of
+        the bundles they hold): those that must acknowledge a change of it."""
+        ids: set[str] = set()
+        for topic in topics_of_change(self._state, None, resource):
+            for key in self._by_topic.get(topic, ()):
+                ids.update(self._users.get(key, ()))
+        return [self.sessions[i] for i in sorted(ids) if i in self.sessions]
 
     # --- connections --------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from mycelium.api.errors import ResourceValidationError, UnknownKind
 from mycelium.control.apply import SourceFile, apply_resources, delete_resource, validate_files
 from mycelium.control.ca_material import key_id
 from mycelium.control.client_limits import ClientLimits, retry_after_header
+from mycelium.control.dashboard import dashboard_routes
 from mycelium.control.root_rotation import RootStillInUse
 from mycelium.errors import ConfigError, MeshError
 from mycelium.store import CompactedError, StoreError
@@ -116,6 +117,8 @@ def build_app(controller: Controller) -> web.Application:
             web.post("/identity/v1/svids", api.issue_svid),
         ]
     )
+    # Read-only, and outside /api/: no admin token (see control/dashboard).
+    app.add_routes(dashboard_routes(controller))
     return app
 
 

@@ -1,0 +1,92 @@
+"""The dashboard the controller serves on its REST port, at /dashboard/.
+
+A static page (`static/`: plain JavaScript, with cytoscape.js for the graph and uPlot
+for charts, vendored as published) and the read-only JSON it polls under
+/dashboard/api/. The dashboard is meant for the operator's own machine: it shows
+config and telemetry, never the admin token or keys, and changes nothing, so it needs no
+token; bind the REST port to loopback (the default) to keep it private.
+
+- `/dashboard/api/config`: every resource, its YAML and store revision, and which
+  connected proxies depend on it and have acknowledged a config compiled at or after
+  that revision.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from mycelium.control.controller import Controller
+    from mycelium.control.discovery_server import ProxySession
+
+STATIC = Path(__file__).parent / "static"
+RESOURCE_PREFIX = "/mycelium/"
+
+
+def dashboard_routes(controller: Controller) -> list[web.AbstractRouteDef]:
+    pages = DashboardPages(controller)
+    return [
+        web.get("/dashboard", pages.redirect),
+        web.get("/dashboard/", pages.index),
+        web.get("/dashboard/api/config", pages.config),
+        web.static("/dashboard/static", STATIC),
+    ]
+
+
+class DashboardPages:
+    def __init__(self, controller: Controller) -> None:
+        self._c = controller
+
+    async def redirect(self, request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound("/dashboard/")
+
+    async def index(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC / "index.html")
+
+    async def config(self, request: web.Request) -> web.Response:
+        c = self._c
+        listing = await c.store.range(RESOURCE_PREFIX)
+        resources: list[dict[str, Any]] = []
+        for kv in listing.kvs:
+            parts = kv.key.split("/")  # "", "mycelium", kind, namespace, name
+            resource = c.state.by_key(kv.key)
+            proxies = c.discovery.sessions_affected_by(resource) if resource is not None else []
+            resources.append(
+                {
+                    "kind": resource.kind if resource is not None else parts[2],
+                    "namespace": "" if parts[3] == "_" else parts[3],
+                    "name": parts[4],
+                    "revision": kv.mod_revision,
+                    "yaml": _yaml(kv.value),
+                    "proxies": [_acknowledgement(s, kv.mod_revision) for s in proxies],
+                }
+            )
+        resources.sort(key=lambda r: (r["kind"], r["namespace"], r["name"]))
+        return web.json_response({"revision": listing.revision, "resources": resources})
+
+
+def _acknowledgement(session: ProxySession, revision: int) -> dict[str, Any]:
+    return {
+        "id": session.node.id,
+        "acked": session.acked_revision >= revision,
+        "state": session.state,
+    }
+
+
+def _yaml(value: bytes) -> str:
+    """The stored resource as YAML, without the unset fields every default fills in."""
+    document = _without_empty(yaml.safe_load(value))
+    return str(yaml.safe_dump(document, sort_keys=False, default_flow_style=False))
+
+
+def _without_empty(value: Any) -> Any:
+    if isinstance(value, dict):
+        kept = {k: _without_empty(v) for k, v in value.items()}
+        return {k: v for k, v in kept.items() if v not in (None, {}, [])}
+    if isinstance(value, list):
+        return [_without_empty(v) for v in value]
+    return value
