@@ -35,6 +35,7 @@ from mycelium.control.discovery_auth import StreamCredentials
 from mycelium.control.gateway_compiler import compile_gateway
 from mycelium.control.state import MeshState
 from mycelium.control.svids import IssuedSvid
+from mycelium.control.traffic import TrafficStore
 from mycelium.discovery import protocol as p
 from mycelium.discovery.errors import ProtocolViolation
 
@@ -155,6 +156,8 @@ class DiscoveryServer:
         self.pushes = 0
         self.acks = 0
         self.nacks = 0
+        # what the proxies report they forwarded: the dashboard's and `myc stat`'s data
+        self.traffic = TrafficStore()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -466,6 +469,8 @@ class DiscoveryServer:
                 await self._revoke(lease)
         elif isinstance(message, p.Join):
             await self._join(session)
+        elif isinstance(message, p.TelemetryReport):
+            self.traffic.add(time.time(), message.rows)
         elif isinstance(message, p.CertificateRequest):
             session.send(self._certificate(session, message))
         elif isinstance(message, p.Hello):

@@ -98,6 +98,37 @@ class Join(_Message, tag="join", frozen=True, kw_only=True):
     left): its app is ready for traffic."""
 
 
+# Istio's default buckets for istio_request_duration_milliseconds (upper bounds, ms);
+# a row's `latency_buckets` has one more count, for what took longer than the last.
+LATENCY_BUCKETS_MS: tuple[float, ...] = (
+    0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000,
+    300000, 600000, 1800000, 3600000,
+)  # fmt: skip
+
+
+class TrafficRow(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """What a proxy forwarded between two reports, for one source/destination pair."""
+
+    source_workload: str
+    source_namespace: str
+    destination_service: str  # the service key, "reviews.bookinfo"
+    destination_workload: str
+    destination_namespace: str
+    route: str  # the rule's name, "" for the default route
+    protocol: str  # "http", "grpc" or "tcp"
+    mtls: bool
+    requests: int
+    errors: int  # answered 5xx, or failed before an answer
+    latency_buckets: list[int]  # per LATENCY_BUCKETS_MS bound, then one for beyond
+
+
+class TelemetryReport(_Message, tag="telemetry", frozen=True, kw_only=True):
+    """Traffic since the proxy's last report: the dashboard's and `myc stat`'s data
+    (the controller cannot scrape proxies inside pods)."""
+
+    rows: list[TrafficRow] = []
+
+
 class Welcome(_Message, tag="welcome", frozen=True, kw_only=True):
     protocol: int = PROTOCOL_VERSION
     controller_version: str

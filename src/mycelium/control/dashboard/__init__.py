@@ -9,15 +9,25 @@ token; bind the REST port to loopback (the default) to keep it private.
 - `/dashboard/api/config`: every resource, its YAML and store revision, and which
   connected proxies depend on it and have acknowledged a config compiled at or after
   that revision.
+- `/dashboard/api/graph?window=S`: the service graph of the last S seconds (default
+  60): workloads and services as nodes; edges (workload → service → workload) with
+  requests/s, success rate, p50/p95/p99 and the share of mTLS, from the proxies'
+  telemetry reports (`control/traffic.py`).
+- `/dashboard/api/services?window=S`: golden metrics per service, and
+  `/dashboard/api/series?service=NAME&window=S` one point per slot for the charts.
 """
 
 from __future__ import annotations
 
+import time
+from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 from aiohttp import web
+
+from mycelium.control.traffic import Totals
 
 if TYPE_CHECKING:
     from mycelium.control.controller import Controller
@@ -33,6 +43,9 @@ def dashboard_routes(controller: Controller) -> list[web.AbstractRouteDef]:
         web.get("/dashboard", pages.redirect),
         web.get("/dashboard/", pages.index),
         web.get("/dashboard/api/config", pages.config),
+        web.get("/dashboard/api/graph", pages.graph),
+        web.get("/dashboard/api/services", pages.services),
+        web.get("/dashboard/api/series", pages.series),
         web.static("/dashboard/static", STATIC),
     ]
 
@@ -67,6 +80,61 @@ class DashboardPages:
             )
         resources.sort(key=lambda r: (r["kind"], r["namespace"], r["name"]))
         return web.json_response({"revision": listing.revision, "resources": resources})
+
+    async def graph(self, request: web.Request) -> web.Response:
+        seconds = _window(request, 60.0)
+        edges = self._c.discovery.traffic.edges(time.time(), seconds)
+        nodes: dict[str, dict[str, str]] = {}
+        links: dict[tuple[str, str], Totals] = defaultdict(Totals)
+        for key, totals in edges.items():
+            source, source_ns, service, workload, workload_ns, _, _, _ = key
+            caller = _node(nodes, "workload", source_ns, source)
+            target = _node(nodes, "service", service.rpartition(".")[2], service.split(".")[0])
+            callee = _node(nodes, "workload", workload_ns, workload)
+            links[(caller, target)].merge(totals)
+            links[(target, callee)].merge(totals)
+        return web.json_response(
+            {
+                "window": seconds,
+                "nodes": sorted(nodes.values(), key=lambda n: n["id"]),
+                "edges": [
+                    {"id": f"{a}->{b}", "source": a, "target": b, **totals.summary(seconds)}
+                    for (a, b), totals in sorted(links.items())
+                ],
+            }
+        )
+
+    async def services(self, request: web.Request) -> web.Response:
+        seconds = _window(request, 60.0)
+        grouped = self._c.discovery.traffic.grouped(time.time(), seconds, "service")
+        return web.json_response(
+            {
+                "window": seconds,
+                "services": [
+                    {"service": name, **totals.summary(seconds)}
+                    for name, totals in sorted(grouped.items())
+                ],
+            }
+        )
+
+    async def series(self, request: web.Request) -> web.Response:
+        service = request.query.get("service", "")
+        seconds = _window(request, 300.0)
+        points = self._c.discovery.traffic.series(time.time(), seconds, service)
+        return web.json_response({"service": service, "points": points})
+
+
+def _window(request: web.Request, default: float) -> float:
+    try:
+        return min(max(float(request.query.get("window", default)), 5.0), 600.0)
+    except ValueError:
+        raise web.HTTPBadRequest(text="window must be a number of seconds") from None
+
+
+def _node(nodes: dict[str, dict[str, str]], kind: str, namespace: str, name: str) -> str:
+    node_id = f"{kind}:{namespace}/{name}"
+    nodes.setdefault(node_id, {"id": node_id, "kind": kind, "namespace": namespace, "name": name})
+    return node_id
 
 
 def _acknowledgement(session: ProxySession, revision: int) -> dict[str, Any]:
