@@ -240,6 +240,18 @@ class ControllerClient:
 
         return _parse("GET /api/v1/check", body, parse)
 
+    def stat(self, by: str, window_seconds: float) -> dict[str, Any]:
+        """Golden metrics per service, route or source workload (`myc stat`, `top`)."""
+        params = {"by": by, "window": f"{window_seconds:g}"}
+        body = self._call("GET", "/api/v1/stat", params=params)
+
+        def parse(b: Any) -> dict[str, Any]:
+            for row in b["rows"]:
+                str(row["name"]), float(row["rps"])  # what every table needs
+            return dict(b)
+
+        return _parse("GET /api/v1/stat", body, parse)
+
     def status(self) -> MeshStatus:
         body = self._call("GET", "/api/v1/status")
         return _parse("GET /api/v1/status", body, _parse_status)

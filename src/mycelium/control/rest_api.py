@@ -109,6 +109,7 @@ def build_app(controller: Controller) -> web.Application:
             web.delete("/api/v1/resources/{kind}/{namespace}/{name}", api.delete),
             web.get("/api/v1/watch", api.watch),
             web.get("/api/v1/status", api.status),
+            web.get("/api/v1/stat", api.stat),
             web.post("/api/v1/join-tokens", api.mint_join_token),
             web.get("/api/v1/check", api.check),
             web.get("/api/v1/ca", api.ca_status),
@@ -357,6 +358,21 @@ class RestApi:
                 "workloads": sum(1 for _ in c.state.of_kind("Workload")),
             }
         )
+
+    async def stat(self, request: web.Request) -> web.Response:
+        """Golden metrics over a window, per service, route or source workload (the
+        proxies' telemetry reports): what `myc stat` and `myc top` show."""
+        by = request.query.get("by", "service")
+        if by not in ("service", "route", "workload"):
+            return error(400, "bad_request", f"by={by!r}: choose service, route or workload")
+        try:
+            seconds = min(max(float(request.query.get("window", "60")), 5.0), 600.0)
+        except ValueError:
+            return error(400, "bad_request", "window must be a number of seconds")
+        grouped = self._c.discovery.traffic.grouped(time.time(), seconds, by)
+        rows = [{"name": name, **totals.summary(seconds)} for name, totals in grouped.items()]
+        rows.sort(key=lambda row: (-float(row["rps"] or 0), str(row["name"])))
+        return web.json_response({"by": by, "window": seconds, "rows": rows})
 
     async def check(self, request: web.Request) -> web.Response:
         """The facts `myc check` judges: clocks, certificates, proxies' sync state."""

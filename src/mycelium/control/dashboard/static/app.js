@@ -48,11 +48,110 @@ async function renderConfig() {
   return `revision ${data.revision} · ${data.resources.length} resources`;
 }
 
-const VIEWS = { config: renderConfig };
+// --- the service graph (cytoscape lays it out; we only say what to draw) ---------------
+
+let cy = null;
+
+function percent(value) {
+  return value === null || value === undefined ? "-" : `${(value * 100).toFixed(1)}%`;
+}
+
+function edgeLabel(edge) {
+  return `${edge.rps.toFixed(1)} rps · ${percent(edge.successRate)} · p99 ${edge.p99 ?? "-"} ms`;
+}
+
+async function renderGraph() {
+  const data = await fetchJson("/dashboard/api/graph?window=60");
+  const elements = [
+    ...data.nodes.map((node) => ({
+      group: "nodes",
+      data: { id: node.id, label: node.name, kind: node.kind, namespace: node.namespace },
+    })),
+    ...data.edges.map((edge) => ({
+      group: "edges",
+      data: {
+        id: edge.id, source: edge.source, target: edge.target, label: edgeLabel(edge),
+        rps: edge.rps, successRate: edge.successRate ?? 1, p99: edge.p99, mtls: edge.mtls ?? 0,
+      },
+    })),
+  ];
+  if (cy === null) {
+    cy = cytoscape({
+      container: document.getElementById("cy"),
+      style: [
+        { selector: "node", style: { label: "data(label)", "font-size": 11, "text-valign": "bottom", "text-margin-y": 4 } },
+        { selector: 'node[kind = "workload"]', style: { shape: "round-rectangle", "background-color": "#3f7d58" } },
+        { selector: 'node[kind = "service"]', style: { shape: "triangle", "background-color": "#2d6cdf" } },
+        { selector: "edge", style: {
+          label: "data(label)", "font-size": 9, "curve-style": "bezier", "target-arrow-shape": "triangle",
+          width: 2, "line-color": "#8a99a8", "target-arrow-color": "#8a99a8", "text-background-color": "#fff",
+          "text-background-opacity": 0.8 } },
+        { selector: "edge[successRate < 0.99]", style: { "line-color": "#b3261e", "target-arrow-color": "#b3261e" } },
+        { selector: "edge[mtls < 1]", style: { "line-style": "dashed" } },
+      ],
+    });
+  }
+  const known = new Set(cy.elements().map((item) => item.id()));
+  const wanted = new Set(elements.map((item) => item.data.id));
+  cy.elements().filter((item) => !wanted.has(item.id())).remove();
+  let added = false;
+  for (const item of elements) {
+    if (known.has(item.data.id)) cy.getElementById(item.data.id).data(item.data);
+    else { cy.add(item); added = true; }
+  }
+  if (added) cy.layout({ name: "breadthfirst", directed: true, spacingFactor: 1.1 }).run();
+  return `${data.nodes.length} nodes · ${data.edges.length} edges`;
+}
+
+// --- golden metrics per service, with charts of the last minutes ------------------------
+
+const charts = new Map(); // service -> uPlot
+
+async function renderServices() {
+  const data = await fetchJson("/dashboard/api/services?window=60");
+  const body = document.querySelector("#golden tbody");
+  body.replaceChildren();
+  for (const service of data.services) {
+    const success = element("td", {}, percent(service.successRate));
+    if (service.successRate !== null && service.successRate < 0.99) success.classList.add("bad");
+    body.append(element(
+      "tr", { "data-service": service.service },
+      element("td", {}, service.service), element("td", { "data-metric": "rps" }, service.rps.toFixed(2)),
+      success, element("td", {}, String(service.p50 ?? "-")), element("td", {}, String(service.p95 ?? "-")),
+      element("td", {}, String(service.p99 ?? "-")), element("td", {}, percent(service.mtls)),
+    ));
+    await renderChart(service.service);
+  }
+  return `${data.services.length} services`;
+}
+
+async function renderChart(service) {
+  const data = await fetchJson(`/dashboard/api/series?window=300&service=${encodeURIComponent(service)}`);
+  const series = [
+    data.points.map((point) => point.t),
+    data.points.map((point) => point.rps),
+    data.points.map((point) => point.p99),
+  ];
+  let chart = charts.get(service);
+  if (chart === undefined) {
+    const box = element("div", { class: "chart", "data-chart": service }, element("h3", {}, service));
+    document.getElementById("charts").append(box);
+    chart = new uPlot({
+      width: 420, height: 180,
+      series: [{}, { label: "req/s", stroke: "#2d6cdf" }, { label: "p99 ms", stroke: "#b3261e", scale: "ms" }],
+      axes: [{}, { label: "req/s" }, { side: 1, scale: "ms", label: "ms" }],
+    }, series, box);
+    charts.set(service, chart);
+  } else {
+    chart.setData(series);
+  }
+}
+
+const VIEWS = { graph: renderGraph, services: renderServices, config: renderConfig };
 
 function currentView() {
   const name = location.hash.replace("#", "");
-  return name in VIEWS ? name : "config";
+  return name in VIEWS ? name : "graph";
 }
 
 async function refresh() {
