@@ -11,6 +11,7 @@ from contextlib import AbstractAsyncContextManager
 
 import pytest
 from tests.support.apps import EchoApp
+from tests.support.h2_apps import H2Client, H2Mesh, h2_mesh
 from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.support.polling import eventually
 from tests.support.proxy_mesh import (
@@ -27,6 +28,7 @@ from mycelium.telemetry.tracing import parse_traceparent
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
 SAMPLED = f"00-{TRACE}-{CLIENT_SPAN}-01"
+__all__ = ["h2_mesh"]
 type Sidecar = AbstractAsyncContextManager[ProxyServer]
 SPAN_KIND_SERVER = 2
 SPAN_KIND_CLIENT = 3
@@ -225,3 +227,29 @@ async def test_an_unreachable_collector_fails_no_request(
         )
         assert caller.core.counters["trace_spans_dropped"] >= 1
         assert caller.core.counters["trace_spans_exported"] == 0
+
+
+async def test_http2_streams_are_traced_like_http1_requests(
+    h2_mesh: H2Mesh, receiver: OtlpReceiver
+) -> None:
+    proxy = h2_mesh.mesh.proxy(
+        "traced-0", subscriptions=["reviews"], trace_collector=receiver.url, trace_sampling=0.0
+    )
+    await proxy.start()
+    try:
+        await eventually(lambda: proxy.core.active.routes, what="the proxy's first config")
+        client = await H2Client.connect("127.0.0.1", proxy.bound["outbound"].port)
+        try:
+            response = await client.request("/h2?x=1", headers=[("traceparent", SAMPLED)])
+        finally:
+            await client.close()
+        assert response.status == 200
+        [hop] = await eventually(lambda: receiver.trace(TRACE))
+    finally:
+        await proxy.stop()
+
+    assert hop.parent_span_id == CLIENT_SPAN
+    assert hop.attributes["network.protocol.version"] == "2"
+    assert hop.attributes["url.path"] == "/h2"
+    [seen] = [r for r in h2_mesh.v1.seen + h2_mesh.v2.seen if r["path"] == "/h2?x=1"]
+    assert seen["headers"]["traceparent"] == f"00-{TRACE}-{hop.span_id}-01"
