@@ -162,9 +162,9 @@ def _sidecar_argv_common(pod: PodIdentity, mesh: MeshEndpoints) -> list[str]:
     for port in pod.ports:
         argv += ["--port", str(port)]
     for variable, option in SIDECAR_TRACE_OPTIONS.items():
-        value = os.environ.get(variable)
-        if value:
-            argv += [option, value]
+        setting = os.environ.get(variable)
+        if setting:
+            argv += [option, setting]
     return argv
 
 
