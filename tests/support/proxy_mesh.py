@@ -174,10 +174,11 @@ async def sidecar(mesh: ProxyMesh, node_id: str, **settings: object) -> AsyncIte
 
 
 def serving_sidecar(
-    mesh: ProxyMesh, node_id: str, address: str, app: str = "ratings"
+    mesh: ProxyMesh, node_id: str, address: str, app: str = "ratings", **settings: object
 ) -> AbstractAsyncContextManager[ProxyServer]:
     """The SVID-holding sidecar of an `app` workload that registers itself: it serves
-    the app's ports on `address` and hands requests to the app on 127.0.0.1."""
+    the app's ports on `address` and hands requests to the app on 127.0.0.1. More
+    `settings` (ProxySettings fields) go to the proxy."""
     return sidecar(
         mesh,
         node_id,
@@ -187,6 +188,7 @@ def serving_sidecar(
         inbound_address=address,
         app_address="127.0.0.1",
         service_account=app,
+        **settings,
     )
 
 

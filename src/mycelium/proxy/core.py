@@ -32,6 +32,7 @@ from mycelium.proxy.protocols.http1 import Http1Limits
 from mycelium.proxy.settings import ON_DEMAND_WAIT_SECONDS, ProxySettings
 from mycelium.proxy.upstream.clusters import ClusterRuntime, ClusterSet
 from mycelium.telemetry import ConnectionObserver, FinishedConnection, RequestObserver
+from mycelium.telemetry.tracing import Tracer
 
 if TYPE_CHECKING:
     from mycelium.proxy.http.downstream import DownstreamHttp1
@@ -74,6 +75,9 @@ class ProxyCore:
         # metrics, tracing, tap: told of every finished request and TCP connection
         self.request_observers: list[RequestObserver] = []
         self.connection_observers: list[ConnectionObserver] = []
+        # Set (and among the request observers) when spans are exported: exchanges ask
+        # it where they build the upstream head. None: tracing off, one check per request.
+        self.tracer: Tracer | None = None
         self.svid: Svid | None = None  # this proxy's certificate, once fetched
         self.on_config: list[Any] = []  # callbacks after a config is accepted
 

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ try:
 except ImportError:  # uvloop does not build everywhere; asyncio's loop works too
     uvloop = None  # type: ignore[assignment]
 
+from mycelium import __version__
 from mycelium.discovery import config as cfg
 from mycelium.discovery.client import DiscoveryClient
 from mycelium.identity.renewal import run_identity
@@ -40,8 +42,14 @@ from mycelium.proxy.h2.detecting import listener_protocol
 from mycelium.proxy.http.exchange import Listener
 from mycelium.proxy.settings import ListenAddress, LocalUpstream, ProxySettings
 from mycelium.proxy.tcp_routing import RouterRole, TcpRouting, is_opaque
+from mycelium.proxy.upstream.dial import set_mark
+from mycelium.telemetry.otlp import CollectorAddress, Connect, OtlpHttpExporter
+from mycelium.telemetry.tracing import Tracer
 
 log = logging.getLogger("mycelium.proxy")
+
+# At drain, how long the spans still queued get to reach the collector.
+FINAL_EXPORT_SECONDS = 2.0
 
 
 class ListenError(OSError):
@@ -64,6 +72,7 @@ class ProxyServer:
         self._opening: set[int] = set()
         self._gateway_problems: list[str] = []
         self.bound: dict[str, ListenAddress] = {}  # name -> actual address (port 0 resolved)
+        self.span_exporter: OtlpHttpExporter | None = None
 
     async def start(self) -> None:
         settings, core = self.settings, self.core
@@ -71,6 +80,8 @@ class ProxyServer:
             core.open_access_log(sys.stdout)
         elif settings.access_log is not None:
             core.open_access_log(_open_for_append(Path(settings.access_log)))
+        if settings.trace_collector is not None:
+            self._start_tracing(settings.trace_collector)
         subscriptions = list(settings.subscriptions) + [u.service for u in settings.local_upstreams]
         client = DiscoveryClient(
             settings.controllers,
@@ -113,6 +124,29 @@ class ProxyServer:
         if core.active.version:
             self._follow_config(core.active)
         self.admin.ready = True
+
+    def _start_tracing(self, collector: str) -> None:
+        """Spans for sampled requests, exported by a task of their own (telemetry/otlp)."""
+        core, node = self.core, self.settings.node
+        # Istio's service name for a proxy's spans: its app (canonical service) and
+        # namespace; the instance is the proxy itself.
+        app = node.labels.get("app") or node.workload or node.id
+        exporter = OtlpHttpExporter(
+            CollectorAddress.parse(collector),
+            {
+                "service.name": f"{app}.{node.namespace}",
+                "service.namespace": node.namespace,
+                "service.instance.id": node.id,
+                "mycelium.role": node.role,
+            },
+            core.counters,
+            connect=_marked_connect(core.socket_mark) if core.socket_mark is not None else None,
+            scope_version=__version__,
+        )
+        core.tracer = Tracer(self.settings.trace_sampling, exporter.add)
+        core.request_observers.append(core.tracer)
+        core.spawn(exporter.run())
+        self.span_exporter = exporter
 
     async def _listen(
         self, name: str, address: ListenAddress, listener: Listener, *, mesh_tls: bool = False
@@ -264,6 +298,11 @@ class ProxyServer:
             server.close()
         if core.discovery is not None:
             await core.discovery.stop()
+        if self.span_exporter is not None:
+            # the last spans, if the collector takes them at once
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FINAL_EXPORT_SECONDS):
+                    await self.span_exporter.flush()
         for task in list(core.tasks):
             task.cancel()
         with contextlib.suppress(Exception):
@@ -273,6 +312,25 @@ class ProxyServer:
 
     async def stop(self) -> None:
         await self.drain(0)
+
+
+def _marked_connect(mark: int) -> Connect:
+    """Connections to the collector that the pod's interception lets through, as the
+    proxy's own upstream connections are (transparent mode)."""
+
+    async def connect(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            set_mark(sock, mark)
+            await asyncio.get_running_loop().sock_connect(sock, (host, port))
+        except BaseException:
+            sock.close()
+            raise
+        return await asyncio.open_connection(sock=sock)
+
+    return connect
 
 
 def _open_for_append(path: Path) -> TextIO:

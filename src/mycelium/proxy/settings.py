@@ -15,6 +15,7 @@ import msgspec
 
 from mycelium.discovery.client import ControllerAddress
 from mycelium.discovery.protocol import NodeInfo
+from mycelium.telemetry.tracing import DEFAULT_SAMPLING
 
 # How long a request waits for the config of a service it names for the first time.
 ON_DEMAND_WAIT_SECONDS = 2.0
@@ -71,6 +72,12 @@ class ProxySettings:
     subscriptions: list[str] = field(default_factory=list)
     drain_seconds: float = DEFAULT_DRAIN_SECONDS
     access_log: str | None = None  # a file path, or "-" for standard output
+    # Tracing (docs/tracing.md): spans go to this OTLP/HTTP collector, http://HOST:PORT;
+    # None: no spans, and trace headers pass through untouched.
+    trace_collector: str | None = None
+    # The share of requests without a sampling decision that start a trace here (a
+    # sampled parent is always continued, an unsampled one never).
+    trace_sampling: float = DEFAULT_SAMPLING
     socket_mark: int = DEFAULT_SOCKET_MARK  # transparent mode only; needs CAP_NET_ADMIN
     # Register the workload only on admin POST /join (the runtime does once the app is
     # ready), not as soon as the discovery stream is up.

@@ -20,6 +20,7 @@ bundle and a join token (`MYC_*`, the contract `myc gateway` reads).
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import urllib.error
@@ -40,6 +41,12 @@ from mycelium.runtime.pod_network import (
 T = TypeVar("T")
 
 SIDECAR_DRAIN_SECONDS = 5.0
+# Tracing for every sidecar (docs/tracing.md): set in the runtime's environment (`myc
+# up`), passed on as options, since a sidecar inherits no MYC_ variable.
+SIDECAR_TRACE_OPTIONS = {
+    "MYC_TRACE_COLLECTOR": "--trace-collector",
+    "MYC_TRACE_SAMPLING": "--trace-sampling",
+}
 
 
 class PodIdentity(Protocol):
@@ -154,6 +161,10 @@ def _sidecar_argv_common(pod: PodIdentity, mesh: MeshEndpoints) -> list[str]:
         argv += ["--label", f"{key}={value}"]
     for port in pod.ports:
         argv += ["--port", str(port)]
+    for variable, option in SIDECAR_TRACE_OPTIONS.items():
+        setting = os.environ.get(variable)
+        if setting:
+            argv += [option, setting]
     return argv
 
 

@@ -7,6 +7,8 @@ import asyncio
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from mycelium.api.deployment import Container
 from mycelium.runtime.pod_placement import LoopbackPlacement
 from mycelium.runtime.process_pods import MeshAccess, PodSpec, app_environment
@@ -82,3 +84,18 @@ def test_a_host_network_gateway_is_told_where_pods_reach_it() -> None:
     assert "MYC_ADVERTISE_ADDRESS" not in app_environment(
         spec_of(sidecar=False), PLACEMENT, MESH, {}
     )
+
+
+def test_sidecars_trace_when_the_runtime_is_told_where_the_collector_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spec = spec_of()
+    monkeypatch.delenv("MYC_TRACE_COLLECTOR", raising=False)
+    monkeypatch.delenv("MYC_TRACE_SAMPLING", raising=False)
+    assert "--trace-collector" not in PLACEMENT.sidecar_argv(spec, MESH)
+
+    monkeypatch.setenv("MYC_TRACE_COLLECTOR", "http://127.0.0.1:4318")
+    monkeypatch.setenv("MYC_TRACE_SAMPLING", "0.5")
+    argv = PLACEMENT.sidecar_argv(spec, MESH)
+    assert argv[argv.index("--trace-collector") + 1] == "http://127.0.0.1:4318"
+    assert argv[argv.index("--trace-sampling") + 1] == "0.5"

@@ -14,6 +14,8 @@ so every option also reads an environment variable; the pod's own variables are:
   MYC_DISCOVERY        --discovery HOST:PORT
   MYC_TRUST_BUNDLE     --trust-bundle FILE
   MYC_JOIN_TOKEN       --join-token
+  MYC_TRACE_COLLECTOR  --trace-collector http://HOST:PORT (docs/tracing.md)
+  MYC_TRACE_SAMPLING   --trace-sampling RATIO
 """
 
 from __future__ import annotations
@@ -23,7 +25,13 @@ from typing import Annotated, Any
 
 import typer
 
-from mycelium.cli.commands.proxy import controller_addresses, exec_proxy, parse_labels
+from mycelium.cli.commands.proxy import (
+    DEFAULT_TRACE_SAMPLING,
+    check_tracing,
+    controller_addresses,
+    exec_proxy,
+    parse_labels,
+)
 from mycelium.cli.errors import InputError
 from mycelium.cli.settings import settings_of
 
@@ -141,6 +149,24 @@ def gateway_command(
             help="JSON lines, one per request.",
         ),
     ] = None,
+    trace_collector: Annotated[
+        str | None,
+        _option(
+            "--trace-collector",
+            envvar="MYC_TRACE_COLLECTOR",
+            metavar="http://HOST:PORT",
+            help="Export spans to this OpenTelemetry collector (OTLP/HTTP, JSON).",
+        ),
+    ] = None,
+    trace_sampling: Annotated[
+        float,
+        _option(
+            "--trace-sampling",
+            envvar="MYC_TRACE_SAMPLING",
+            metavar="RATIO",
+            help="Share of new traces started here (0-1); sampled parents are always continued.",
+        ),
+    ] = DEFAULT_TRACE_SAMPLING,
     drain_seconds: Annotated[
         float,
         _option("--drain-seconds", envvar="MYC_DRAIN_SECONDS", help="How long SIGTERM waits."),
@@ -179,6 +205,7 @@ def gateway_command(
     home = settings_of(ctx).home
     operations_host = address or "127.0.0.1"
     try:
+        check_tracing(trace_collector, trace_sampling)
         settings = ProxySettings(
             node=NodeInfo(
                 id=node_id,
@@ -198,6 +225,8 @@ def gateway_command(
             health=ListenAddress.parse(health or f"{operations_host}:{HEALTH_PORT}"),
             drain_seconds=drain_seconds,
             access_log=access_log,
+            trace_collector=trace_collector,
+            trace_sampling=trace_sampling,
         )
     except ValueError as exc:
         raise InputError(str(exc)) from None

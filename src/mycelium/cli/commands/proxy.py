@@ -12,9 +12,23 @@ import typer
 from mycelium.cli.errors import InputError
 from mycelium.cli.settings import settings_of
 
+# As telemetry/tracing.py's DEFAULT_SAMPLING (Istio's 1 %), not imported: the CLI
+# starts without the proxy's modules.
+DEFAULT_TRACE_SAMPLING = 0.01
+
 if TYPE_CHECKING:
     from mycelium.discovery.client import ControllerAddress
     from mycelium.proxy.settings import ProxySettings
+
+
+def check_tracing(collector: str | None, sampling: float) -> None:
+    """--trace-collector and --trace-sampling, checked before the proxy starts."""
+    from mycelium.telemetry.otlp import CollectorAddress  # noqa: PLC0415
+
+    if collector is not None:
+        CollectorAddress.parse(collector)  # raises ValueError naming the problem
+    if not 0.0 <= sampling <= 1.0:
+        raise ValueError(f"--trace-sampling {sampling} must be a ratio between 0 and 1")
 
 
 def parse_labels(values: list[str]) -> dict[str, str]:
@@ -153,6 +167,26 @@ def proxy_command(
         str | None,
         typer.Option("--access-log", metavar="FILE|-", help="JSON lines, one per request."),
     ] = None,
+    trace_collector: Annotated[
+        str | None,
+        typer.Option(
+            "--trace-collector",
+            envvar="MYC_TRACE_COLLECTOR",
+            show_envvar=True,
+            metavar="http://HOST:PORT",
+            help="Export spans to this OpenTelemetry collector (OTLP/HTTP, JSON).",
+        ),
+    ] = None,
+    trace_sampling: Annotated[
+        float,
+        typer.Option(
+            "--trace-sampling",
+            envvar="MYC_TRACE_SAMPLING",
+            show_envvar=True,
+            metavar="RATIO",
+            help="Share of new traces started here (0-1); sampled parents are always continued.",
+        ),
+    ] = DEFAULT_TRACE_SAMPLING,
     drain_seconds: Annotated[
         float, typer.Option("--drain-seconds", help="How long SIGTERM waits for requests.")
     ] = 10.0,
@@ -218,6 +252,7 @@ def proxy_command(
                 "--inbound needs --mode transparent (explicit mode: --inbound-address)"
             )
         default_host = "0.0.0.0" if mode == "transparent" else "127.0.0.1"
+        check_tracing(trace_collector, trace_sampling)
         settings = ProxySettings(
             node=NodeInfo(
                 id=node_id,
@@ -242,6 +277,8 @@ def proxy_command(
             subscriptions=subscribe or [],
             drain_seconds=drain_seconds,
             access_log=access_log,
+            trace_collector=trace_collector,
+            trace_sampling=trace_sampling,
             wait_for_join=wait_for_join,
         )
     except ValueError as exc:

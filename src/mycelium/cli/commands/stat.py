@@ -101,6 +101,10 @@ def top_command(
 ) -> None:
     """The busiest routes (or services, or source workloads) right now, redrawn live.
 
+    Every redraw asks the controller for the last few seconds of what the proxies
+    reported: success rate, requests per second, latency percentiles and mTLS share,
+    the busiest first. Ctrl-C stops it; --once prints one screen for scripts.
+
     [bold]Examples[/]
 
       myc top            # routes, last 10 s, every 2 s, until Ctrl-C

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from h2.errors import ErrorCodes
 
@@ -66,6 +66,7 @@ if TYPE_CHECKING:
     from mycelium.proxy.h2.downstream import DownstreamHttp2
     from mycelium.proxy.upstream.clusters import ClusterRuntime
     from mycelium.proxy.upstream.endpoint import EndpointState
+    from mycelium.telemetry.tracing import Span
 
 
 # A stream the endpoint never processed is sent again on a fresh connection at most this
@@ -110,6 +111,8 @@ class Http2Exchange:
         self.reason = ""
         self.bytes_sent = 0
         self.started = time.monotonic()
+        # tracing: None until decided where the upstream request is built (`_trace`)
+        self.span: Span | Literal[False] | None = None
         self.response_started = False
         # request body, from the client
         self._unsent: deque[bytes] = deque()  # arrived while no attempt was bound
@@ -293,9 +296,17 @@ class Http2Exchange:
             raise NoHealthyUpstream(f"every backend of rule {rule.rule.name} has weight 0")
         port = backend.port or self.port
         cluster = proxy.cluster(config, backend.cluster, port)
+        self._trace()
         if rule.rule.mirror is not None:
             mirror_http2(proxy, self, config, rule.rule.mirror, port)
         await self._forward(cluster, rule, chain)
+
+    def _trace(self) -> None:
+        """Before the request block is built: continue or start the trace (the tracer
+        rewrites the trace headers of a sampled request)."""
+        tracer = self.proxy.tracer
+        if tracer is not None:
+            tracer.begin(self)
 
     def _authorize(self, config: ActiveConfig, port: int) -> None:
         """The workload's AuthorizationPolicies (at a gateway: who may pass through it);
@@ -336,6 +347,7 @@ class Http2Exchange:
         inbound = self.listener.inbound_port or config.inbound_ports.get(port)
         target_port = inbound.target_port if inbound is not None else port
         self.service = inbound.service if inbound is not None else ""
+        self._trace()
         await self._forward(self.proxy.local_app(target_port), None, None)
 
     # --- forwarding with retries ----------------------------------------------------------

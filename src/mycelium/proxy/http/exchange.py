@@ -70,6 +70,7 @@ if TYPE_CHECKING:
     from mycelium.proxy.http.upstream import UpstreamHttp1
     from mycelium.proxy.upstream.clusters import ClusterRuntime
     from mycelium.proxy.upstream.endpoint import EndpointState
+    from mycelium.telemetry.tracing import Span
 
 # Between retries: 25 ms doubling, with jitter (Envoy's default base interval).
 RETRY_BACKOFF_BASE_SECONDS = 0.025
@@ -136,6 +137,7 @@ class Exchange:
         "response_started",
         "rule_name",
         "service",
+        "span",
         "started",
         "status",
         "target",
@@ -170,6 +172,8 @@ class Exchange:
         self.reason = ""
         self.bytes_sent = 0
         self.started = time.monotonic()
+        # tracing: None until decided where the upstream head is built (`_trace`)
+        self.span: Span | Literal[False] | None = None
         self.response_started = False
         self.deadline = 0.0  # when the core's sweep times the response head out (0: never)
         self._done: asyncio.Future[None] | None = None  # the async path awaits the response
@@ -325,7 +329,15 @@ class Exchange:
         self._cluster = cluster
         self._send_now(cluster, None)
 
+    def _trace(self) -> None:
+        """Where the upstream head is about to be built: continue or start the trace
+        (the tracer rewrites the trace headers of a sampled request)."""
+        tracer = self.proxy.tracer
+        if tracer is not None:
+            tracer.begin(self)
+
     def _send_now(self, cluster: ClusterRuntime, rule: CompiledRule | None) -> None:
+        self._trace()
         now = time.monotonic()
         self._sent_at = now
         hashed = cluster.settings.consistent_hash is not None
@@ -354,7 +366,8 @@ class Exchange:
         else:
             self.deadline = now + DEFAULT_TIMEOUT_SECONDS
         head = self.head
-        if rule is not None and rule.keeps_head and head.forwardable:
+        # a traced request's head changes (its traceparent): it is built anew
+        if rule is not None and rule.keeps_head and head.forwardable and not self.span:
             conn.begin_with(self.method, head.raw_head, self)
         else:
             request_head = encode_request_head(self.method, self.target, self._upstream_headers())
@@ -555,6 +568,7 @@ class Exchange:
             raise NoHealthyUpstream(f"every backend of rule {rule.rule.name} has weight 0")
         port = backend.port or self.port
         cluster = proxy.cluster(config, backend.cluster, port)
+        self._trace()
         if rule.rule.mirror is not None:
             mirror_http1(proxy, self, config, rule.rule.mirror, port)
         await self._forward(cluster, rule, chain)
@@ -598,6 +612,7 @@ class Exchange:
         target_port = inbound.target_port if inbound is not None else port
         self.service = inbound.service if inbound is not None else ""
         cluster = self.proxy.local_app(target_port)
+        self._trace()
         await self._forward(cluster, None, None)
 
     # --- forwarding with retries ----------------------------------------------------------
