@@ -71,6 +71,8 @@ class ProxySettings:
     subscriptions: list[str] = field(default_factory=list)
     drain_seconds: float = DEFAULT_DRAIN_SECONDS
     access_log: str | None = None  # a file path, or "-" for standard output
+    # the share of requests and TCP connections logged; errors are always logged
+    access_log_sampling: float = 1.0
     socket_mark: int = DEFAULT_SOCKET_MARK  # transparent mode only; needs CAP_NET_ADMIN
     # Register the workload only on admin POST /join (the runtime does once the app is
     # ready), not as soon as the discovery stream is up.
