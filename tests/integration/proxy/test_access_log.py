@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from tests.integration.proxy.test_tcp_services import SERVICES, tcp_servers
 from tests.support.h2_apps import H2Client, H2Mesh, h2_mesh
 from tests.support.polling import eventually
 from tests.support.proxy_mesh import ProxyMesh, free_port_on
@@ -121,36 +122,13 @@ async def test_http2_streams_are_logged_like_http1_requests(
     assert refused["reason"] == "fault_injected"
 
 
-ECHO = """---
-apiVersion: mycelium.io/v1
-kind: Service
-metadata: {{name: echo}}
-spec:
-  selector: {{app: echo}}
-  ports: [{{name: tcp, port: 7000, targetPort: {port}, protocol: TCP}}]
----
-apiVersion: mycelium.io/v1
-kind: Workload
-metadata: {{name: echo-0, labels: {{app: echo}}}}
-spec: {{address: 127.0.0.21}}
-"""
-
-
-async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while data := await reader.read(65536):
-        writer.write(data)
-        await writer.drain()
-    writer.close()
-
-
 async def test_a_relayed_tcp_connection_is_logged_with_its_bytes_and_end(
     proxy_mesh: ProxyMesh, tmp_path: Path
 ) -> None:
-    port = free_port_on("127.0.0.21")
-    server = await asyncio.start_server(_echo, "127.0.0.21", port)
+    port = free_port_on("127.0.0.21", "127.0.0.22", "127.0.0.23")
     log = tmp_path / "access.log"
-    try:
-        await proxy_mesh.apply(ECHO.format(port=port))
+    async with tcp_servers(port):
+        await proxy_mesh.apply(SERVICES.format(port=port))
         local = LocalUpstream(ListenAddress("127.0.0.1", 0), "echo", 7000)
         async with logging_proxy(proxy_mesh, log, local_upstreams=[local]) as proxy:
             address = proxy.bound["local:echo"]
@@ -161,8 +139,6 @@ async def test_a_relayed_tcp_connection_is_logged_with_its_bytes_and_end(
                 assert len(await reader.read()) == 400
             writer.close()
             (line,) = await eventually(lambda: records(log), what="the connection's line")
-    finally:
-        server.close()
 
     assert line["protocol"] == "TCP"
     assert line["direction"] == "outbound"
