@@ -173,12 +173,9 @@ type ServerMessage = (
     Welcome | Push | Refusal | Heartbeat | CertificateIssued | CertificateRefused | TrustBundle
 )
 
-_client_decoder = msgspec.json.Decoder(
-    Hello | Ack | Nack | Subscribe | Heartbeat | Leave | CertificateRequest
-)
-_server_decoder = msgspec.json.Decoder(
-    Welcome | Push | Refusal | Heartbeat | CertificateIssued | CertificateRefused | TrustBundle
-)
+# From the type aliases, so that a message added to one cannot be forgotten in the other.
+_client_decoder = msgspec.json.Decoder(ClientMessage.__value__)
+_server_decoder = msgspec.json.Decoder(ServerMessage.__value__)
 _encoder = msgspec.json.Encoder()
 
 
