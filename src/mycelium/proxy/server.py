@@ -40,6 +40,7 @@ from mycelium.proxy.h2.detecting import listener_protocol
 from mycelium.proxy.http.exchange import Listener
 from mycelium.proxy.settings import ListenAddress, LocalUpstream, ProxySettings
 from mycelium.proxy.tcp_routing import RouterRole, TcpRouting, is_opaque
+from mycelium.telemetry.tap import Tap
 
 log = logging.getLogger("mycelium.proxy")
 
@@ -64,6 +65,7 @@ class ProxyServer:
         self._opening: set[int] = set()
         self._gateway_problems: list[str] = []
         self.bound: dict[str, ListenAddress] = {}  # name -> actual address (port 0 resolved)
+        self.tap: Tap | None = None
 
     async def start(self) -> None:
         settings, core = self.settings, self.core
@@ -84,6 +86,11 @@ class ProxyServer:
             registered=not settings.wait_for_join,
         )
         core.discovery = client
+        # `myc tap`, through the controller: idle (and free) until it asks
+        self.tap = Tap(client.send)
+        client.on_tap = self.tap.command
+        client.on_stream_lost.append(self.tap.stream_lost)
+        core.request_observers.append(self.tap)
         core.on_config.append(self._follow_config)
         core.spawn(core.sweep())
         if self._join_token:

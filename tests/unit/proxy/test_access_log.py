@@ -7,39 +7,13 @@ import io
 import json
 import random
 import time
-from dataclasses import dataclass, field
 
 import pytest
+from tests.support.finished import FakeClient as _Client
+from tests.support.finished import FinishedRequest as _Finished
 
 from mycelium.proxy.access_log import FLUSH_LINES, AccessLog
-from mycelium.proxy.http.exchange import Listener
 from mycelium.telemetry import FinishedConnection
-
-
-@dataclass
-class _Client:
-    peer_host: str = "198.18.0.9"
-    peer_principal: str | None = None
-
-
-@dataclass
-class _Finished:
-    protocol: str = "HTTP/2"
-    listener: Listener = field(default_factory=lambda: Listener(kind="outbound"))
-    method: bytes = b"POST"
-    target: bytes = b"/ratings.Ratings/Get"
-    host: str = "ratings:9090"
-    service: str = "ratings.default"
-    rule_name: str = "ratings/0"
-    status: int = 503
-    reason: str = "circuit_open"
-    cluster_name: str = "ratings.default|9090"
-    upstream_host: str = ""
-    bytes_sent: int = 17
-    bytes_received: int = 5
-    started: float = field(default_factory=time.monotonic)
-    response_head_at: float = 0.0
-    downstream: _Client = field(default_factory=_Client)
 
 
 def test_a_record_waits_for_the_flush_then_reads_as_json() -> None:
