@@ -35,6 +35,7 @@ from mycelium.cli.commands import (
     pods,
     proxy,
     status,
+    tap,
     token,
     version,
 )
@@ -148,6 +149,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "delete": delete.delete_command,
     "status": status.status_command,
     "check": check.check_command,
+    "tap": tap.tap_command,
     "version": version.version_command,
     "up": pods.up_command,
     "down": pods.down_command,
