@@ -268,11 +268,28 @@ class ControllerClient:
             params["kind"] = kind
         if namespace is not None:
             params["namespace"] = namespace
+        for line in self._stream_lines("/api/v1/watch", params, "watch"):
+            yield _parse_watch_line(line)
+
+    def tap(self, params: Mapping[str, str]) -> Iterator[dict[str, Any]]:
+        """The lines of a live tap (`GET /api/v1/tap`), until its `end` line; the
+        caller stops iterating to end it sooner. Raises `StreamEnded` if the
+        controller closes the stream before the end."""
+        for line in self._stream_lines("/api/v1/tap", params, "tap"):
+            body = _decode_json("GET /api/v1/tap", line)
+            if not isinstance(body, dict) or "type" not in body:
+                raise ControllerError(200, "bad_answer", "a tap line without a type")
+            yield body
+            if body["type"] == "end":
+                return
+
+    def _stream_lines(self, path: str, params: Mapping[str, str], what: str) -> Iterator[bytes]:
+        """The non-empty lines of a streaming answer; `StreamEnded` if it stops."""
         ended = StreamEnded(
-            f"the controller at {self.base_url} closed the watch stream: it may have "
+            f"the controller at {self.base_url} closed the {what} stream: it may have "
             "stopped or restarted; run the command again"
         )
-        response = self._run(self._open_stream("/api/v1/watch", params))
+        response = self._run(self._open_stream(path, params))
         try:
             while True:
                 try:
@@ -281,9 +298,8 @@ class ControllerClient:
                     raise ended from None
                 if not line:
                     raise ended
-                if not line.strip():
-                    continue  # keep-alive
-                yield _parse_watch_line(line)
+                if line.strip():  # else a keep-alive
+                    yield line
         finally:
             response.close()
 

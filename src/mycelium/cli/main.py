@@ -36,6 +36,7 @@ from mycelium.cli.commands import (
     proxy,
     stat,
     status,
+    tap,
     token,
     version,
 )
@@ -151,6 +152,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "stat": stat.stat_command,
     "top": stat.top_command,
     "check": check.check_command,
+    "tap": tap.tap_command,
     "version": version.version_command,
     "up": pods.up_command,
     "down": pods.down_command,

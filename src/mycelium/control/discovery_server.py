@@ -20,7 +20,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from mycelium import __version__
 from mycelium.control.client_limits import ClientLimits, retry_after_header
@@ -62,6 +62,14 @@ type LeaseKeeper = Callable[[int], Awaitable[bool]]
 type SvidIssuer = Callable[[bytes, str, str], IssuedSvid | tuple[str, str]]
 # csr, current SVID (PEM), proof, peer -> the SVID, or (reason, sentence)
 type SvidRenewer = Callable[[bytes, bytes, str, str], IssuedSvid | tuple[str, str]]
+
+
+class TapListener(Protocol):
+    """Who receives a tap's batches (control/tap.ActiveTap)."""
+
+    def events(self, node: p.NodeInfo, message: p.TapEvents) -> None: ...
+
+    def proxy_gone(self, node_id: str) -> None: ...
 
 
 def snapshot_version(bundles: list[tuple[str, Bundle]]) -> str:
@@ -158,6 +166,7 @@ class DiscoveryServer:
         self.nacks = 0
         # what the proxies report they forwarded: the dashboard's and `myc stat`'s data
         self.traffic = TrafficStore()
+        self.taps: dict[str, TapListener] = {}  # tap id -> its listener
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -447,8 +456,37 @@ class DiscoveryServer:
             session.send(message)
         return len(self.sessions)
 
+    # --- taps --------------------------------------------------------------------------------
+
+    def start_tap(self, start: p.TapStart, node_ids: list[str], listener: TapListener) -> None:
+        """Send `start` to these proxies and hand their batches to `listener`."""
+        self.taps[start.id] = listener
+        for node_id in node_ids:
+            session = self.sessions.get(node_id)
+            if session is None:
+                listener.proxy_gone(node_id)
+            else:
+                session.send(start)
+
+    def stop_tap(self, tap_id: str, node_ids: set[str]) -> None:
+        """Forget the tap; tell the proxies still tapping to stop."""
+        self.taps.pop(tap_id, None)
+        for node_id in node_ids:
+            session = self.sessions.get(node_id)
+            if session is not None:
+                session.send(p.TapStop(id=tap_id))
+
+    def _tap_events(self, session: ProxySession, message: p.TapEvents) -> None:
+        listener = self.taps.get(message.id)
+        if listener is not None:
+            listener.events(session.node, message)
+        elif not message.ended:
+            session.send(p.TapStop(id=message.id))  # nobody listens any more
+
     async def _handle(self, session: ProxySession, message: p.ClientMessage) -> None:
-        if isinstance(message, p.Ack | p.Nack):
+        if isinstance(message, p.TapEvents):
+            self._tap_events(session, message)
+        elif isinstance(message, p.Ack | p.Nack):
             self._on_answer(session, message)
         elif isinstance(message, p.Subscribe):
             before = set(session.subscriptions)
@@ -535,6 +573,8 @@ class DiscoveryServer:
         del self.sessions[session.node.id]
         for key in self._bundle_keys(session):
             self._release(session.node.id, key)
+        for listener in list(self.taps.values()):
+            listener.proxy_gone(session.node.id)
         # The workload lease is left to expire: a proxy that reconnects within its TTL
         # (to this controller or another) keeps its registration without a flap.
 

@@ -16,10 +16,12 @@ import dataclasses
 import hmac
 import json
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from aiohttp import web
 
 from mycelium import __version__
@@ -30,6 +32,15 @@ from mycelium.control.ca_material import key_id
 from mycelium.control.client_limits import ClientLimits, retry_after_header
 from mycelium.control.dashboard import dashboard_routes
 from mycelium.control.root_rotation import RootStillInUse
+from mycelium.control.tap import (
+    DEFAULT_TAP_SECONDS,
+    MAX_ACTIVE_TAPS,
+    MAX_TAP_SECONDS,
+    ActiveTap,
+    TapTarget,
+    select,
+)
+from mycelium.discovery import protocol as p
 from mycelium.errors import ConfigError, MeshError
 from mycelium.store import CompactedError, StoreError
 
@@ -46,6 +57,10 @@ API_RATE_PER_SECOND = 50.0
 API_BURST = 100
 IDENTITY_RATE_PER_SECOND = 2.0
 IDENTITY_BURST = 10
+
+# A tap with no traffic still writes an empty line this often: it finds out that the
+# client left (a write fails), and keeps proxies between us from timing the stream out.
+TAP_KEEPALIVE_SECONDS = 5.0
 
 # An apply body is YAML text; a few MiB is far beyond any sane set of resources.
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -108,6 +123,7 @@ def build_app(controller: Controller) -> web.Application:
             web.get("/api/v1/resources/{kind}/{namespace}/{name}", api.get),
             web.delete("/api/v1/resources/{kind}/{namespace}/{name}", api.delete),
             web.get("/api/v1/watch", api.watch),
+            web.get("/api/v1/tap", api.tap),
             web.get("/api/v1/status", api.status),
             web.get("/api/v1/stat", api.stat),
             web.post("/api/v1/join-tokens", api.mint_join_token),
@@ -321,6 +337,76 @@ class RestApi:
             self._watches.discard(task)
             with contextlib.suppress(Exception):
                 await events.aclose()  # type: ignore[attr-defined]
+        return response
+
+    async def tap(self, request: web.Request) -> web.StreamResponse:
+        """Live requests from the proxies a target names, as NDJSON (see docs/tap.md)."""
+        query = request.query
+        discovery = self._c.discovery
+        try:
+            target = TapTarget.parse(query.get("target", ""))
+            seconds = float(query.get("seconds", DEFAULT_TAP_SECONDS))
+            start = p.TapStart(
+                id=secrets.token_hex(8),
+                filter=p.TapFilter(
+                    path_prefix=query.get("path", ""),
+                    method=query.get("method", "").upper(),
+                    authority=query.get("authority", ""),
+                    status=query.get("status", ""),
+                    direction=query.get("direction", ""),
+                ),
+                max=int(query.get("max", 0)),
+                seconds=min(seconds, MAX_TAP_SECONDS),
+                rate=int(query.get("rate", p.DEFAULT_TAP_RATE)),
+            )
+        except (ValueError, msgspec.ValidationError) as exc:
+            return error(400, "bad_request", str(exc))
+        if len(discovery.taps) >= MAX_ACTIVE_TAPS:
+            return error(429, "too_many_taps", f"{MAX_ACTIVE_TAPS} taps are running; retry later")
+        namespace = query.get("namespace") or None
+        nodes = [session.node for session in discovery.sessions.values()]
+        proxies = select(target, namespace, nodes, self._c.state)
+        if not proxies:
+            where = f' in namespace "{namespace}"' if namespace else ""
+            return error(
+                404,
+                "no_proxies",
+                f"no connected proxy serves {target}{where}: check the name with "
+                "`myc ps` or `myc status`",
+            )
+        tap = ActiveTap(start, proxies)
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        discovery.start_tap(start, [node.id for node in proxies], tap)
+        started = {
+            "type": "started",
+            "id": start.id,
+            "target": str(target),
+            "proxies": [
+                {"id": n.id, "namespace": n.namespace, "workload": n.workload} for n in proxies
+            ],
+        }
+        log.info("tap %s on %s: %d proxies", start.id, target, len(proxies))
+        try:
+            await response.write(json.dumps(started).encode() + b"\n")
+            async with asyncio.timeout(start.seconds + TAP_KEEPALIVE_SECONDS):
+                while True:
+                    try:
+                        line = await asyncio.wait_for(tap.lines.get(), TAP_KEEPALIVE_SECONDS)
+                    except TimeoutError:
+                        await response.write(b"\n")
+                        continue
+                    await response.write(json.dumps(line).encode() + b"\n")
+                    if line["type"] == "end":
+                        break
+        except TimeoutError:  # the proxies should have said "deadline" by now
+            tap.finish("deadline")
+            with contextlib.suppress(Exception):
+                await response.write(json.dumps(tap.lines.get_nowait()).encode() + b"\n")
+        except (ConnectionResetError, ConnectionError, asyncio.CancelledError):
+            tap.finish("client_left")
+        finally:
+            discovery.stop_tap(start.id, tap.running)
         return response
 
     async def status(self, request: web.Request) -> web.Response:

@@ -105,6 +105,9 @@ class DiscoveryClient:
         )
         self.trust_bundle: p.TrustBundle | None = None
         self.on_trust_bundle: list[Callable[[p.TrustBundle], None]] = []
+        # Taps (see telemetry/tap.py): the controller's commands, and the stream's end.
+        self.on_tap: Callable[[p.TapStart | p.TapStop], None] | None = None
+        self.on_stream_lost: list[Callable[[], None]] = []
         self._server_name = server_name
         self._state_dir = state_dir
         self._on_update = on_update
@@ -254,6 +257,8 @@ class DiscoveryClient:
             finally:
                 self.connected.clear()
                 self._writer = None
+                for callback in self.on_stream_lost:
+                    callback()
             if self._stopping:
                 break
             index += 1
@@ -309,6 +314,8 @@ class DiscoveryClient:
                         self._answer_certificate(message)
                     elif isinstance(message, p.TrustBundle):
                         self._new_trust_bundle(message)
+                    elif isinstance(message, p.TapStart | p.TapStop):
+                        self._tap(message)
         finally:
             if heartbeat is not None:
                 heartbeat.cancel()
@@ -415,9 +422,21 @@ class DiscoveryClient:
         else:
             waiter.set_exception(CertificateRefusedError(message.reason, message.message))
 
-    def _send(self, message: p.ClientMessage) -> None:
+    def _tap(self, message: p.TapStart | p.TapStop) -> None:
+        if self.on_tap is not None:
+            self.on_tap(message)
+        elif isinstance(message, p.TapStart):  # a proxy that cannot tap says so at once
+            self._send(p.TapEvents(id=message.id, ended="unsupported"))
+
+    def send(self, message: p.ClientMessage) -> bool:
+        """Put a message on the stream; False when there is no stream to put it on."""
+        return self._send(message)
+
+    def _send(self, message: p.ClientMessage) -> bool:
         if self._writer is not None and not self._writer.is_closing():
             self._writer.write(p.encode(message))
+            return True
+        return False
 
     async def _apply(self, push: p.Push) -> None:
         candidate: Snapshot = {} if push.full else dict(self.snapshot)

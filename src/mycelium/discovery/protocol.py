@@ -19,6 +19,7 @@ while decoding and validating faster.
 from __future__ import annotations
 
 import json
+import re
 import struct
 from typing import Any, Literal
 
@@ -199,9 +200,95 @@ class Refusal(_Message, tag="refusal", frozen=True, kw_only=True):
     message: str
 
 
-type ClientMessage = Hello | Ack | Nack | Subscribe | Heartbeat | Leave | Join | CertificateRequest
+# --- tap: live requests, streamed from proxies through the controller (docs/tap.md) ---
+
+# A tap asks for at most this many events per second from each proxy; more are counted
+# as dropped. A busy proxy must not flood the controller (or the operator's terminal).
+DEFAULT_TAP_RATE = 100
+MAX_TAP_RATE = 1000
+# The status filter: one code ("503") or a class ("5xx").
+_STATUS_FILTER = re.compile(r"^(?:[1-5][0-9][0-9]|[1-5]xx)$")
+
+
+class TapFilter(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Which finished requests a tap reports; an empty field matches everything."""
+
+    path_prefix: str = ""
+    method: str = ""  # exact, upper case
+    authority: str = ""  # exact, as the client sent it (port included if it sent one)
+    status: str = ""  # "503", or a class: "5xx"
+    direction: str = ""  # "inbound", "outbound", "gateway", "local"
+
+    def __post_init__(self) -> None:
+        if self.status and not _STATUS_FILTER.match(self.status):
+            raise ValueError(f"status filter {self.status!r} must be a code (503) or a class (5xx)")
+        if self.path_prefix and not self.path_prefix.startswith("/"):
+            raise ValueError(f"path prefix {self.path_prefix!r} must start with /")
+
+
+class TapStart(_Message, tag="tap_start", frozen=True, kw_only=True):
+    """Report finished requests matching `filter` under `id`: at most `max` of them
+    (0: no limit), for at most `seconds`, at most `rate` a second. Starting an id the
+    proxy already taps replaces that tap."""
+
+    id: str
+    filter: TapFilter = TapFilter()
+    max: int = 0
+    seconds: float
+    rate: int = DEFAULT_TAP_RATE
+
+    def __post_init__(self) -> None:
+        if self.max < 0 or self.seconds <= 0 or not 0 < self.rate <= MAX_TAP_RATE:
+            raise ValueError("a tap needs max >= 0, seconds > 0 and 0 < rate <= 1000")
+
+
+class TapStop(_Message, tag="tap_stop", frozen=True, kw_only=True):
+    id: str
+
+
+class TapEvent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One finished request, as a tap shows it."""
+
+    ts: float  # unix time the request finished
+    direction: str
+    protocol: str  # HTTP/1.1, HTTP/2
+    method: str
+    path: str
+    authority: str
+    service: str  # the Service it was for ("" if none)
+    status: int  # 0: no response was sent
+    latency_ms: float
+    source: str  # the client's address
+    source_principal: str | None  # its SPIFFE ID when it came over mTLS
+    destination: str  # the endpoint (host:port) it went to, "" if none
+    reason: str  # x-mycelium-reason, "" when the upstream answered
+    response_flags: str
+
+
+class TapEvents(_Message, tag="tap_events", frozen=True, kw_only=True):
+    """A batch of a tap's events. `dropped` counts matching requests left out since the
+    last batch (over the rate); `ended` is set on the tap's last batch on this proxy:
+    "max", "deadline" or "stopped"."""
+
+    id: str
+    events: list[TapEvent] = []
+    dropped: int = 0
+    ended: str = ""
+
+
+type ClientMessage = (
+    Hello | Ack | Nack | Subscribe | Heartbeat | Leave | Join | CertificateRequest | TapEvents
+)
 type ServerMessage = (
-    Welcome | Push | Refusal | Heartbeat | CertificateIssued | CertificateRefused | TrustBundle
+    Welcome
+    | Push
+    | Refusal
+    | Heartbeat
+    | CertificateIssued
+    | CertificateRefused
+    | TrustBundle
+    | TapStart
+    | TapStop
 )
 
 # From the type aliases, so that a message added to one cannot be forgotten in the other.

@@ -1,10 +1,19 @@
-"""The access log: one JSON line per finished request, HTTP/1.1 or HTTP/2.
+"""The access log: one JSON line per finished request (HTTP/1.1 or HTTP/2) and per
+relayed TCP connection.
 
-Each record says where the request went (service, rule, cluster, endpoint), who sent
-it (address, and SPIFFE ID when it came over mTLS) and, when
-the proxy answered or cut it itself, why: `reason` is the same word as the response's
+Each request record says where the request went (service, rule, cluster, endpoint), who
+sent it (address, and SPIFFE ID when it came over mTLS), how long it took (in all, and
+until the upstream's response head arrived), the bytes both ways and, when the proxy
+answered or cut it itself, why: `reason` is the same word as the response's
 `x-mycelium-reason` (`no_route`, `upstream_timeout`, `circuit_open`...), so a 503 in a
-client's log can be matched to its cause here.
+client's log can be matched to its cause here, and `response_flags` is Envoy's code for
+it (UH, UF, NR...: `telemetry/response_flags.py`), as Istio's logs say it. A TCP
+connection's record says the same of the connection, and `ended_by` how it ended.
+
+Sampling: with a ratio below 1 only that share of records is written, chosen at random;
+errors are always written (a request the proxy answered or cut itself, any 5xx, a
+request that got no response; a TCP connection that ended with a response flag), since
+those are the lines an operator comes looking for.
 
 Lines are buffered and written out by the core's once-a-second sweep (and at exit):
 a write and flush per request would cost a system call per request on the hot path.
@@ -13,11 +22,15 @@ a write and flush per request would cost a system call per request on the hot pa
 from __future__ import annotations
 
 import json
+import random
 import time
 from typing import TYPE_CHECKING, Protocol, TextIO
 
+from mycelium.telemetry.response_flags import NO_FLAG, response_flags
+
 if TYPE_CHECKING:
     from mycelium.proxy.http.exchange import Listener
+    from mycelium.telemetry import FinishedConnection
 
 # Written out sooner than the sweep once this many lines wait (a burst).
 FLUSH_LINES = 512
@@ -32,7 +45,7 @@ class _Client(Protocol):
 
 
 class LoggedExchange(Protocol):
-    """What an exchange of either protocol tells the log."""
+    """What an exchange of either protocol tells the log (and every request observer)."""
 
     protocol: str
     listener: Listener
@@ -46,18 +59,49 @@ class LoggedExchange(Protocol):
     cluster_name: str
     upstream_host: str
     bytes_sent: int
-    started: float
+    started: float  # time.monotonic() when the request head was complete
+    response_head_at: float  # time.monotonic() when the upstream's head came; 0: never
+
+    @property
+    def bytes_received(self) -> int: ...
 
     @property
     def downstream(self) -> _Client: ...
 
 
+def is_error(exchange: LoggedExchange) -> bool:
+    """Whether a request is one sampling must never drop: answered or cut by the proxy
+    (it has a reason), a 5xx from anywhere, or no response at all."""
+    status = exchange.status
+    return bool(exchange.reason) or status >= 500 or status == 0
+
+
 class AccessLog:
-    def __init__(self, stream: TextIO) -> None:
+    """A request observer and a connection observer writing JSON lines to `stream`."""
+
+    def __init__(
+        self, stream: TextIO, *, sampling: float = 1.0, rng: random.Random | None = None
+    ) -> None:
+        if not 0.0 <= sampling <= 1.0:
+            raise ValueError(f"access log sampling must be a ratio from 0 to 1, not {sampling}")
         self._stream = stream
         self._lines: list[str] = []
+        self.sampling = sampling
+        self._random = (rng or random.Random()).random
+        self.dropped = 0  # records left out by sampling
+
+    def _sampled_out(self) -> bool:
+        if self.sampling >= 1.0 or self._random() < self.sampling:
+            return False
+        self.dropped += 1
+        return True
 
     def record(self, exchange: LoggedExchange) -> None:
+        if self.sampling < 1.0 and not is_error(exchange) and self._sampled_out():
+            return
+        now = time.monotonic()
+        started = exchange.started
+        head_at = exchange.response_head_at
         principal = exchange.downstream.peer_principal
         entry = {
             "ts": time.time(),
@@ -69,16 +113,47 @@ class AccessLog:
             "service": exchange.service,
             "rule": exchange.rule_name,
             "status": exchange.status,
-            "reason": exchange.reason or None,
+            "response_flags": response_flags(exchange.reason, exchange.status),
+            "reason": exchange.reason or None,  # x-mycelium-reason
             "upstream_cluster": exchange.cluster_name or None,
             "upstream_host": exchange.upstream_host or None,
+            "bytes_received": exchange.bytes_received,
             "bytes_sent": exchange.bytes_sent,
-            "duration_ms": round((time.monotonic() - exchange.started) * 1000, 3),
+            # until the upstream's response head arrived (Envoy's RESPONSE_DURATION)
+            "response_duration_ms": round((head_at - started) * 1000, 3) if head_at else None,
+            "duration_ms": round((now - started) * 1000, 3),
             "client": exchange.downstream.peer_host,
             # who the client proved to be (mTLS), in Istio's telemetry words
             "source_principal": principal,
             "connection_security_policy": "mutual_tls" if principal else "none",
         }
+        self._append(entry)
+
+    def connection_finished(self, connection: FinishedConnection) -> None:
+        flag = response_flags(connection.ended_by, 0)
+        if self.sampling < 1.0 and flag == NO_FLAG and self._sampled_out():
+            return
+        principal = connection.peer_principal
+        entry = {
+            "ts": time.time(),
+            "protocol": "TCP",
+            "direction": connection.direction,
+            "service": connection.service or None,  # None: passthrough
+            "ended_by": connection.ended_by,
+            "response_flags": flag,
+            "upstream_cluster": connection.cluster or None,
+            "upstream_host": connection.upstream_host or None,
+            "upstream_mtls": connection.mtls_upstream,
+            "bytes_received": connection.bytes_received,
+            "bytes_sent": connection.bytes_sent,
+            "duration_ms": round(connection.duration * 1000, 3),
+            "client": connection.peer,
+            "source_principal": principal,
+            "connection_security_policy": "mutual_tls" if principal else "none",
+        }
+        self._append(entry)
+
+    def _append(self, entry: dict[str, object]) -> None:
         self._lines.append(json.dumps(entry))
         if len(self._lines) >= FLUSH_LINES:
             self.flush()

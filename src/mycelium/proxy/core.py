@@ -218,4 +218,8 @@ class ProxyCore:
     # --- access log -------------------------------------------------------------------------
 
     def open_access_log(self, stream: TextIO) -> None:
-        self.access_log = AccessLog(stream)
+        """Log every request (sampled as the settings say) and every TCP connection."""
+        self.access_log = AccessLog(
+            stream, sampling=self.settings.access_log_sampling, rng=self.rng
+        )
+        self.connection_observers.append(self.access_log)

@@ -44,6 +44,7 @@ from mycelium.proxy.settings import ListenAddress, LocalUpstream, ProxySettings
 from mycelium.proxy.tcp_routing import RouterRole, TcpRouting, is_opaque
 from mycelium.proxy.upstream.dial import set_mark
 from mycelium.telemetry.otlp import CollectorAddress, Connect, OtlpHttpExporter
+from mycelium.telemetry.tap import Tap
 from mycelium.telemetry.tracing import Tracer
 
 log = logging.getLogger("mycelium.proxy")
@@ -73,6 +74,7 @@ class ProxyServer:
         self._gateway_problems: list[str] = []
         self.bound: dict[str, ListenAddress] = {}  # name -> actual address (port 0 resolved)
         self.span_exporter: OtlpHttpExporter | None = None
+        self.tap: Tap | None = None
 
     async def start(self) -> None:
         settings, core = self.settings, self.core
@@ -95,6 +97,11 @@ class ProxyServer:
             registered=not settings.wait_for_join,
         )
         core.discovery = client
+        # `myc tap`, through the controller: idle (and free) until it asks
+        self.tap = Tap(client.send)
+        client.on_tap = self.tap.command
+        client.on_stream_lost.append(self.tap.stream_lost)
+        core.request_observers.append(self.tap)
         core.on_config.append(self._follow_config)
         core.spawn(core.sweep())
         if self._join_token:

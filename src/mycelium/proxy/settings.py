@@ -78,6 +78,8 @@ class ProxySettings:
     # The share of requests without a sampling decision that start a trace here (a
     # sampled parent is always continued, an unsampled one never).
     trace_sampling: float = DEFAULT_SAMPLING
+    # the share of requests and TCP connections logged; errors are always logged
+    access_log_sampling: float = 1.0
     socket_mark: int = DEFAULT_SOCKET_MARK  # transparent mode only; needs CAP_NET_ADMIN
     # Register the workload only on admin POST /join (the runtime does once the app is
     # ready), not as soon as the discovery stream is up.

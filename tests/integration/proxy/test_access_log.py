@@ -4,6 +4,7 @@ response's `x-mycelium-reason`)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from tests.integration.proxy.test_tcp_services import SERVICES, tcp_servers
 from tests.support.h2_apps import H2Client, H2Mesh, h2_mesh
 from tests.support.polling import eventually
-from tests.support.proxy_mesh import ProxyMesh
+from tests.support.proxy_mesh import ProxyMesh, free_port_on
 
 from mycelium.proxy.server import ProxyServer
+from mycelium.proxy.settings import ListenAddress, LocalUpstream
 
 __all__ = ["h2_mesh"]
 
@@ -35,8 +38,10 @@ spec:
 
 
 @asynccontextmanager
-async def logging_proxy(mesh: ProxyMesh, log: Path) -> AsyncIterator[ProxyServer]:
-    proxy = mesh.proxy("logged-0", access_log=str(log), subscriptions=["reviews"])
+async def logging_proxy(
+    mesh: ProxyMesh, log: Path, **settings: object
+) -> AsyncIterator[ProxyServer]:
+    proxy = mesh.proxy("logged-0", access_log=str(log), subscriptions=["reviews"], **settings)
     await proxy.start()
     try:
         # the route was applied first: the proxy's first config holds it
@@ -60,7 +65,9 @@ async def test_http1_requests_are_logged_with_their_route_and_reason(
     async with logging_proxy(proxy_mesh, log) as proxy:
         outbound = f"http://127.0.0.1:{proxy.bound['outbound'].port}"
         async with aiohttp.ClientSession() as session:
-            async with session.get(f"{outbound}/api/books", headers={"Host": "reviews"}) as ok:
+            async with session.post(
+                f"{outbound}/api/books", headers={"Host": "reviews"}, data=b"x" * 300
+            ) as ok:
                 assert ok.status == 200
             async with session.get(f"{outbound}/admin", headers={"Host": "reviews"}) as refused:
                 assert refused.status == 503
@@ -75,9 +82,15 @@ async def test_http1_requests_are_logged_with_their_route_and_reason(
     assert served["reason"] is None
     assert served["service"] == "reviews.default"
     assert served["upstream_host"].startswith("127.0.0.11:")
+    assert served["response_flags"] == "-"
+    assert served["bytes_received"] == 300
+    assert served["bytes_sent"] > 0
+    assert 0 <= served["response_duration_ms"] <= served["duration_ms"]
     assert missed["path"] == "/admin"
     assert missed["status"] == 503
     assert missed["reason"] == "fault_injected"
+    assert missed["response_flags"] == "FI"
+    assert missed["response_duration_ms"] is None
     assert missed["rule"] != served["rule"]
     assert missed["upstream_host"] is None
 
@@ -107,3 +120,31 @@ async def test_http2_streams_are_logged_like_http1_requests(
     assert served["bytes_sent"] > 0
     assert refused["path"] == "/admin"
     assert refused["reason"] == "fault_injected"
+
+
+async def test_a_relayed_tcp_connection_is_logged_with_its_bytes_and_end(
+    proxy_mesh: ProxyMesh, tmp_path: Path
+) -> None:
+    port = free_port_on("127.0.0.21", "127.0.0.22", "127.0.0.23")
+    log = tmp_path / "access.log"
+    async with tcp_servers(port):
+        await proxy_mesh.apply(SERVICES.format(port=port))
+        local = LocalUpstream(ListenAddress("127.0.0.1", 0), "echo", 7000)
+        async with logging_proxy(proxy_mesh, log, local_upstreams=[local]) as proxy:
+            address = proxy.bound["local:echo"]
+            reader, writer = await asyncio.open_connection(address.host, address.port)
+            writer.write(b"ping" * 100)
+            writer.write_eof()
+            async with asyncio.timeout(10):
+                assert len(await reader.read()) == 400
+            writer.close()
+            (line,) = await eventually(lambda: records(log), what="the connection's line")
+
+    assert line["protocol"] == "TCP"
+    assert line["direction"] == "outbound"
+    assert line["service"] == "echo.default"
+    assert line["upstream_host"] == f"127.0.0.21:{port}"
+    assert line["bytes_received"] == line["bytes_sent"] == 400
+    assert line["ended_by"] == "completed"
+    assert line["response_flags"] == "-"
+    assert line["duration_ms"] >= 0

@@ -146,7 +146,7 @@ def gateway_command(
             "--access-log",
             envvar="MYC_ACCESS_LOG",
             metavar="FILE|-",
-            help="JSON lines, one per request.",
+            help="JSON lines, one per request and per TCP connection.",
         ),
     ] = None,
     trace_collector: Annotated[
@@ -167,6 +167,18 @@ def gateway_command(
             help="Share of new traces started here (0-1); sampled parents are always continued.",
         ),
     ] = DEFAULT_TRACE_SAMPLING,
+    access_log_sampling: Annotated[
+        float,
+        typer.Option(
+            "--access-log-sampling",
+            envvar="MYC_ACCESS_LOG_SAMPLING",
+            show_envvar=True,
+            metavar="RATIO",
+            min=0.0,
+            max=1.0,
+            help="The share of requests logged, 0 to 1; errors are always logged.",
+        ),
+    ] = 1.0,
     drain_seconds: Annotated[
         float,
         _option("--drain-seconds", envvar="MYC_DRAIN_SECONDS", help="How long SIGTERM waits."),
@@ -227,6 +239,7 @@ def gateway_command(
             access_log=access_log,
             trace_collector=trace_collector,
             trace_sampling=trace_sampling,
+            access_log_sampling=access_log_sampling,
         )
     except ValueError as exc:
         raise InputError(str(exc)) from None

@@ -165,7 +165,11 @@ def proxy_command(
     ] = "127.0.0.1:15021",
     access_log: Annotated[
         str | None,
-        typer.Option("--access-log", metavar="FILE|-", help="JSON lines, one per request."),
+        typer.Option(
+            "--access-log",
+            metavar="FILE|-",
+            help="JSON lines, one per request and per TCP connection.",
+        ),
     ] = None,
     trace_collector: Annotated[
         str | None,
@@ -187,6 +191,16 @@ def proxy_command(
             help="Share of new traces started here (0-1); sampled parents are always continued.",
         ),
     ] = DEFAULT_TRACE_SAMPLING,
+    access_log_sampling: Annotated[
+        float,
+        typer.Option(
+            "--access-log-sampling",
+            metavar="RATIO",
+            min=0.0,
+            max=1.0,
+            help="The share of requests logged, 0 to 1; errors are always logged.",
+        ),
+    ] = 1.0,
     drain_seconds: Annotated[
         float, typer.Option("--drain-seconds", help="How long SIGTERM waits for requests.")
     ] = 10.0,
@@ -279,6 +293,7 @@ def proxy_command(
             access_log=access_log,
             trace_collector=trace_collector,
             trace_sampling=trace_sampling,
+            access_log_sampling=access_log_sampling,
             wait_for_join=wait_for_join,
         )
     except ValueError as exc:

@@ -110,9 +110,11 @@ class Http2Exchange:
         self.status = 0
         self.reason = ""
         self.bytes_sent = 0
+        self.bytes_received = 0  # request body bytes from the client
         self.started = time.monotonic()
         # tracing: None until decided where the upstream request is built (`_trace`)
         self.span: Span | Literal[False] | None = None
+        self.response_head_at = 0.0  # when the upstream's response head came (0: none)
         self.response_started = False
         # request body, from the client
         self._unsent: deque[bytes] = deque()  # arrived while no attempt was bound
@@ -172,6 +174,7 @@ class Http2Exchange:
     # --- events from the downstream connection ---------------------------------------------
 
     def request_data(self, data: bytes) -> None:
+        self.bytes_received += len(data)
         if self._replay is not None:
             if self._replay_size + len(data) <= REPLAY_LIMIT_BYTES:
                 self._replay.append(data)
@@ -219,6 +222,7 @@ class Http2Exchange:
     # --- events from the upstream connection (the `ResponseSink`) -------------------------
 
     def response_headers(self, block: Fields) -> None:
+        self.response_head_at = time.monotonic()
         if self._head is not None and not self._head.done():
             self._head.set_result(block)
 

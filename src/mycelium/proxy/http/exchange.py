@@ -134,6 +134,7 @@ class Exchange:
         "port",
         "proxy",
         "reason",
+        "response_head_at",
         "response_started",
         "rule_name",
         "service",
@@ -174,6 +175,7 @@ class Exchange:
         self.started = time.monotonic()
         # tracing: None until decided where the upstream head is built (`_trace`)
         self.span: Span | Literal[False] | None = None
+        self.response_head_at = 0.0  # when the upstream's response head came (0: none)
         self.response_started = False
         self.deadline = 0.0  # when the core's sweep times the response head out (0: never)
         self._done: asyncio.Future[None] | None = None  # the async path awaits the response
@@ -185,6 +187,12 @@ class Exchange:
         self._endpoint: EndpointState | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._sent_at = 0.0
+
+    @property
+    def bytes_received(self) -> int:
+        """Request body bytes from the client (counted by the body, not per request)."""
+        body = self.body
+        return body.total if body is not None else 0
 
     # --- entry points ----------------------------------------------------------------------
 
@@ -387,6 +395,7 @@ class Exchange:
 
     def upstream_responded(self, conn: UpstreamHttp1, response: ResponseReceived) -> None:
         """The response head to the synchronous attempt (called by the upstream)."""
+        self.response_head_at = time.monotonic()
         self._disarm()
         self._conn = None
         cluster = self._cluster
@@ -738,6 +747,7 @@ class Exchange:
             async with asyncio.timeout(timeout):
                 await self._send_body(conn, replay)
                 response = await waiter
+            self.response_head_at = time.monotonic()
         except TimeoutError:
             conn.abort()
             self._attempt_failed(cluster, endpoint, "timeout")

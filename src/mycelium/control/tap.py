@@ -1,0 +1,168 @@
+"""Tap, the controller's half: which proxies a `myc tap` target means, and one live
+tap's relay from those proxies to the REST client.
+
+Proxies in network-namespace pods cannot be reached from the host, but every proxy
+keeps a discovery stream to us; so `GET /api/v1/tap` picks the connected proxies the
+target names (`select`, pure), sends them `tap_start` on their streams, and relays the
+`tap_events` they answer as NDJSON lines (`ActiveTap`), until the tap's maximum, its
+time, every proxy's end, or the client's leaving; then it sends `tap_stop`.
+
+Targets, as the runtime names things: a Deployment's pods are workloads named
+`<deployment>-<hash>-<n>` carrying the template's labels; a Service's are the
+workloads its selector matches; a pod is one workload. ztunnels never parse HTTP and
+are never tapped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import msgspec
+
+from mycelium.control.state import MeshState, labels_match
+from mycelium.discovery import protocol as p
+
+# A tap the client does not bound ends after this long anyway (the proxies are told
+# so too), so a forgotten terminal cannot keep proxies tapping for ever.
+DEFAULT_TAP_SECONDS = 600.0
+MAX_TAP_SECONDS = 3600.0
+# At most this many taps at once on one controller: each costs every tapped proxy a
+# filter per request.
+MAX_ACTIVE_TAPS = 16
+# Lines waiting for a slow client beyond this are dropped (and counted): the relay
+# must not grow without bound because a terminal stopped reading.
+MAX_QUEUED_LINES = 10_000
+
+type TargetKind = Literal["deploy", "svc", "pod", "all"]
+_KINDS: dict[str, TargetKind] = {
+    "deploy": "deploy",
+    "deployment": "deploy",
+    "svc": "svc",
+    "service": "svc",
+    "pod": "pod",
+    "po": "pod",
+}
+_TAPPABLE_ROLES = frozenset({"sidecar", "gateway", "waypoint"})
+
+
+class TargetError(ValueError):
+    """A target that names nothing tappable; the message says what to write."""
+
+
+@dataclass(frozen=True, slots=True)
+class TapTarget:
+    kind: TargetKind
+    name: str  # "" for all
+
+    @classmethod
+    def parse(cls, text: str) -> TapTarget:
+        """`deploy/NAME`, `svc/NAME`, `pod/NAME`, or `all` (every proxy)."""
+        if text == "all":
+            return cls("all", "")
+        kind, sep, name = text.partition("/")
+        if not sep or not name or kind.lower() not in _KINDS:
+            raise TargetError(
+                f"tap target {text!r} must be deploy/NAME, svc/NAME or pod/NAME (or --all)"
+            )
+        return cls(_KINDS[kind.lower()], name)
+
+    def __str__(self) -> str:
+        return "all proxies" if self.kind == "all" else f"{self.kind}/{self.name}"
+
+
+def select(
+    target: TapTarget, namespace: str | None, nodes: list[p.NodeInfo], state: MeshState
+) -> list[p.NodeInfo]:
+    """The connected proxies `target` names in `namespace` (None: every namespace)."""
+    chosen = []
+    for node in nodes:
+        if node.role not in _TAPPABLE_ROLES:
+            continue
+        if namespace is not None and node.namespace != namespace:
+            continue
+        if _selected(target, node, state):
+            chosen.append(node)
+    return chosen
+
+
+def _selected(target: TapTarget, node: p.NodeInfo, state: MeshState) -> bool:
+    if target.kind == "all":
+        return True
+    workload = node.workload or ""
+    if target.kind == "pod":
+        return target.name in (workload, node.id)
+    if target.kind == "svc":
+        service = state.get("Service", node.namespace, target.name)
+        return service is not None and labels_match(service.spec.selector, node.labels)
+    # deploy: the runtime's pod names, and the template's labels when we know them
+    if not re.fullmatch(rf"{re.escape(target.name)}-[a-z0-9]+-[0-9]+", workload):
+        return False
+    deployment = state.get("Deployment", node.namespace, target.name)
+    if deployment is None:
+        return True
+    return labels_match(dict(deployment.spec.template.metadata.labels), node.labels)
+
+
+class ActiveTap:
+    """One tap's relay: proxies' batches in, NDJSON-ready dicts out (`lines`)."""
+
+    def __init__(self, start: p.TapStart, proxies: list[p.NodeInfo]) -> None:
+        self.start = start
+        self.proxies = {node.id: node for node in proxies}
+        self._running = set(self.proxies)
+        self._ends: dict[str, str] = {}
+        self.lines: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.sent = 0  # request lines
+        self.lost_lines = 0  # left out because the client read too slowly
+        self.ended: str | None = None
+
+    def events(self, node: p.NodeInfo, message: p.TapEvents) -> None:
+        """A batch from a proxy (the discovery server calls this)."""
+        if self.ended is not None or node.id not in self._running:
+            return
+        for event in message.events:
+            if self.start.max and self.sent >= self.start.max:
+                break
+            line = msgspec.to_builtins(event)
+            line.update(type="request", proxy=node.id, workload=node.workload)
+            line["namespace"] = node.namespace
+            self._put(line)
+            self.sent += 1
+        if message.dropped:
+            self._put({"type": "dropped", "proxy": node.id, "count": message.dropped})
+        if self.start.max and self.sent >= self.start.max:
+            self.finish("max")
+        elif message.ended:
+            self._proxy_ended(node.id, message.ended)
+
+    def proxy_gone(self, node_id: str) -> None:
+        """A tapped proxy's stream closed."""
+        if node_id in self._running:
+            self._proxy_ended(node_id, "disconnected")
+
+    def _proxy_ended(self, node_id: str, why: str) -> None:
+        self._running.discard(node_id)
+        self._ends[node_id] = why
+        self._put({"type": "proxy_ended", "proxy": node_id, "reason": why})
+        if not self._running and self.ended is None:
+            every = set(self._ends.values())
+            self.finish(every.pop() if len(every) == 1 else "proxies_ended")
+
+    def finish(self, why: str) -> None:
+        if self.ended is None:
+            self.ended = why
+            self.lines.put_nowait({"type": "end", "reason": why, "requests": self.sent})
+
+    @property
+    def running(self) -> set[str]:
+        """The proxies still tapping (to be told `tap_stop` when the tap ends early)."""
+        return set(self._running)
+
+    def _put(self, line: dict[str, Any]) -> None:
+        if self.lines.qsize() >= MAX_QUEUED_LINES:
+            self.lost_lines += 1
+            return
+        self.lines.put_nowait(line)

@@ -1,0 +1,90 @@
+"""Which connected proxies a `myc tap` target names, and the relay's ends."""
+
+from __future__ import annotations
+
+import pytest
+
+from mycelium.api.loading import load_documents
+from mycelium.control.state import MeshState
+from mycelium.control.tap import ActiveTap, TapTarget, TargetError, select
+from mycelium.discovery import protocol as p
+
+NODES = [
+    p.NodeInfo(id="reviews-5d8f7c-0", workload="reviews-5d8f7c-0", labels={"app": "reviews"}),
+    p.NodeInfo(id="reviews-5d8f7c-1", workload="reviews-5d8f7c-1", labels={"app": "reviews"}),
+    p.NodeInfo(id="reviews-v2-9a1b2c-0", workload="reviews-v2-9a1b2c-0", labels={"app": "reviews"}),
+    p.NodeInfo(id="ratings-77aa-0", workload="ratings-77aa-0", labels={"app": "ratings"}),
+    p.NodeInfo(id="reviews-x-0", namespace="shop", workload="reviews-4f4f-0"),
+    p.NodeInfo(id="ztunnel-node1", workload="reviews-1234-0", role="ztunnel"),
+]
+
+
+def _state(text: str = "") -> MeshState:
+    state = MeshState()
+    for resource in load_documents(text, source="test") if text else []:
+        state.put(resource)
+    return state
+
+
+def _ids(
+    target: str, namespace: str | None = "default", state: MeshState | None = None
+) -> set[str]:
+    chosen = select(TapTarget.parse(target), namespace, NODES, state or _state())
+    return {node.id for node in chosen}
+
+
+def test_a_deployment_is_its_pods_by_name_not_another_deployments() -> None:
+    assert _ids("deploy/reviews") == {"reviews-5d8f7c-0", "reviews-5d8f7c-1"}
+    assert _ids("deploy/reviews-v2") == {"reviews-v2-9a1b2c-0"}
+
+
+def test_a_service_is_the_proxies_its_selector_matches() -> None:
+    service = """
+apiVersion: mycelium.io/v1
+kind: Service
+metadata: {name: reviews}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}]
+"""
+    assert _ids("svc/reviews", state=_state(service)) == {
+        "reviews-5d8f7c-0",
+        "reviews-5d8f7c-1",
+        "reviews-v2-9a1b2c-0",
+    }
+    assert _ids("svc/unknown") == set()
+
+
+def test_a_pod_is_one_proxy_and_all_is_every_proxy_but_ztunnels() -> None:
+    assert _ids("pod/ratings-77aa-0") == {"ratings-77aa-0"}
+    assert _ids("all", None) == {n.id for n in NODES if n.role != "ztunnel"}
+    assert _ids("deploy/reviews", "shop") == {"reviews-x-0"}
+
+
+@pytest.mark.parametrize("text", ["reviews", "rs/reviews", "deploy/", ""])
+def test_a_target_must_say_what_kind_it_is(text: str) -> None:
+    with pytest.raises(TargetError, match="deploy/NAME"):
+        TapTarget.parse(text)
+
+
+async def test_the_relay_ends_at_max_across_proxies_and_when_every_proxy_ended() -> None:
+    start = p.TapStart(id="t", max=3, seconds=10)
+    a, b = NODES[0], NODES[1]
+    tap = ActiveTap(start, [a, b])
+    event = p.TapEvent(
+        ts=1.0, direction="inbound", protocol="HTTP/1.1", method="GET", path="/",
+        authority="reviews", service="reviews.default", status=200, latency_ms=1.0,
+        source="198.18.0.9", source_principal=None, destination="127.0.0.1:9080",
+        reason="", response_flags="-",
+    )  # fmt: skip
+    tap.events(a, p.TapEvents(id="t", events=[event, event]))
+    tap.events(b, p.TapEvents(id="t", events=[event, event], dropped=4))
+    lines = [tap.lines.get_nowait() for _ in range(tap.lines.qsize())]
+    assert [line["type"] for line in lines] == ["request"] * 3 + ["dropped", "end"]
+    assert lines[2]["proxy"] == b.id
+    assert lines[-1] == {"type": "end", "reason": "max", "requests": 3}
+
+    other = ActiveTap(p.TapStart(id="u", seconds=10), [a, b])
+    other.events(a, p.TapEvents(id="u", ended="deadline"))
+    other.proxy_gone(b.id)
+    assert other.ended == "proxies_ended"
