@@ -30,6 +30,9 @@ class _Client(Protocol):
     @property
     def peer_principal(self) -> str | None: ...
 
+    @property
+    def peer_metadata(self) -> bytes | None: ...
+
 
 class LoggedExchange(Protocol):
     """What an exchange of either protocol tells the log."""
@@ -47,6 +50,11 @@ class LoggedExchange(Protocol):
     upstream_host: str
     bytes_sent: int
     started: float
+    grpc: bool
+    grpc_status: str  # from the response's trailers (or our own reply); "" if not gRPC
+
+    @property
+    def bytes_received(self) -> int: ...  # the request body's, from the client
 
     @property
     def downstream(self) -> _Client: ...

@@ -51,6 +51,7 @@ from mycelium.proxy.protocols.http2 import (
     REPLAY_LIMIT_BYTES,
     Fields,
     Http2Request,
+    grpc_status_for,
     grpc_timeout,
     parse_response,
     request_block,
@@ -109,6 +110,8 @@ class Http2Exchange:
         self.status = 0
         self.reason = ""
         self.bytes_sent = 0
+        self.bytes_received = 0
+        self.grpc_status = ""
         self.started = time.monotonic()
         self.response_started = False
         # request body, from the client
@@ -145,6 +148,8 @@ class Http2Exchange:
         except ProxyError as exc:
             self.reason = exc.reason
             self.status = exc.status
+            if self.grpc:
+                self.grpc_status = str(grpc_status_for(exc.status))
             self._give_up(exc)
         except Exception as exc:  # a bug must cost one stream, not the connection's others
             self.reason = "internal_error"
@@ -169,6 +174,7 @@ class Http2Exchange:
     # --- events from the downstream connection ---------------------------------------------
 
     def request_data(self, data: bytes) -> None:
+        self.bytes_received += len(data)
         if self._replay is not None:
             if self._replay_size + len(data) <= REPLAY_LIMIT_BYTES:
                 self._replay.append(data)
@@ -236,6 +242,10 @@ class Http2Exchange:
     def _end_response(self, trailers: Fields | None) -> None:
         if self._early_end is not None:
             return  # trailers came first; their StreamEnded follows
+        if trailers and self.grpc:
+            for name, value in trailers:
+                if name == b"grpc-status":
+                    self.grpc_status = value.decode("latin-1")
         if not self.response_started:
             self._early_end = (True, trailers)
             return

@@ -142,6 +142,13 @@ class Exchange:
         "upstream_host",
     )
     protocol = "HTTP/1.1"
+    grpc = False  # gRPC needs HTTP/2
+    grpc_status = ""
+
+    @property
+    def bytes_received(self) -> int:
+        body = self.body
+        return body.total if body is not None else 0
 
     def __init__(
         self,
