@@ -147,21 +147,36 @@ def start_sidecar_mesh(
         check=True,
         capture_output=True,
     )
+    proxy, outbound, health = start_sidecar(work, controller, subscriptions)
+    return controller, proxy, outbound, health
+
+
+def start_sidecar(
+    work: Path,
+    controller: ControllerProcess,
+    subscriptions: list[str],
+    name: str = "bench-sidecar",
+    extra: tuple[str, ...] = (),
+) -> tuple[subprocess.Popen[bytes], int, int]:
+    """One more sidecar of `controller`'s mesh: the process, its outbound and health ports."""
+    myc = str(Path(sys.executable).parent / "myc")
     outbound, health = free_port(), free_port()
-    subscribe = [arg for name in subscriptions for arg in ("--subscribe", name)]
-    with open(work / "proxy.log", "wb") as log:
+    subscribe = [arg for service in subscriptions for arg in ("--subscribe", service)]
+    with open(work / f"{name}.log", "wb") as log:
         proxy = subprocess.Popen(
             [
-                *(myc, "--home", home, "proxy", "--id", "bench-sidecar"),
+                *(myc, "--home", str(work / "home"), "proxy", "--id", name),
                 *("--discovery", f"127.0.0.1:{controller.discovery_port}"),
                 *("--outbound", f"127.0.0.1:{outbound}", "--admin", f"127.0.0.1:{free_port()}"),
-                *("--health", f"127.0.0.1:{health}", *subscribe),
+                *("--health", f"127.0.0.1:{health}", "--metrics", f"127.0.0.1:{free_port()}"),
+                *subscribe,
+                *extra,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
     wait_http(f"http://127.0.0.1:{health}/healthz/ready")
-    return controller, proxy, outbound, health
+    return proxy, outbound, health
 
 
 def start_mesh(
@@ -191,6 +206,11 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--metrics-only",
+        action="store_true",
+        help="Only the sidecar with and without metrics recording (--no-metrics).",
+    )
     args = parser.parse_args()
     ensure_tools()
     work = Path(tempfile.mkdtemp(prefix="myc-bench-sidecar-"))
@@ -200,18 +220,26 @@ def main() -> None:
         subprocess.Popen(["nginx", "-c", str(nginx_config(work, nginx_proxy, None, backend))]),
         subprocess.Popen(["haproxy", "-f", str(haproxy_config(work, haproxy_port, backend))]),
     ]
-    controller = proxy = None
+    controller = proxy = bare = None
     try:
         for port in (backend, nginx_proxy, haproxy_port):
             wait_http(f"http://127.0.0.1:{port}/")
         controller, proxy, outbound, _ = start_mesh(work, backend)
         idle_rss = psutil.Process(proxy.pid).memory_info().rss / 2**20
-        targets = {
+        # The same sidecar without per-request metrics: what recording them costs.
+        bare, bare_outbound, _ = start_sidecar(
+            work, controller, ["backend"], "bench-no-metrics", ("--no-metrics",)
+        )
+        wait_http(f"http://127.0.0.1:{bare_outbound}/", {"Host": "backend"})
+        targets: dict[str, tuple[str, dict[str, str] | None]] = {
             "direct": (f"http://127.0.0.1:{backend}/", None),
             "haproxy": (f"http://127.0.0.1:{haproxy_port}/", None),
             "nginx": (f"http://127.0.0.1:{nginx_proxy}/", None),
             "mycelium": (f"http://127.0.0.1:{outbound}/", {"Host": "backend"}),
+            "mycelium_no_metrics": (f"http://127.0.0.1:{bare_outbound}/", {"Host": "backend"}),
         }
+        if args.metrics_only:
+            targets = {k: v for k, v in targets.items() if k.startswith("mycelium")}
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in targets}
         for round_ in range(args.rounds):
             for name, (url, headers) in targets.items():
@@ -230,6 +258,19 @@ def main() -> None:
         for name, (rps, p99) in medians.items():
             summary[name] = {"rps": round(rps), "p99_ms": round(p99, 3)}
         my_rps, my_p99 = medians["mycelium"]
+        metrics_cost = [
+            round(m[0] / b[0], 3)
+            for m, b in zip(results["mycelium"], results["mycelium_no_metrics"], strict=True)
+        ]
+        summary["rps_with_vs_without_metrics"] = {
+            "of_medians": round(my_rps / medians["mycelium_no_metrics"][0], 3),
+            "per_round_median": statistics.median(metrics_cost),
+            "per_round": metrics_cost,
+        }
+        summary["command"] = f"wrk -t1 -c32 -d{args.seconds}s, {args.rounds} interleaved rounds"
+        if args.metrics_only:
+            print(json.dumps(summary, indent=2))
+            return
         # Each round's own ratio too: the machine's noise moves a whole round, so a
         # ratio within a round is steadier than a ratio of medians taken apart.
         per_round = [
@@ -249,12 +290,12 @@ def main() -> None:
             "p99_vs_nginx": round(my_p99 / medians["nginx"][1], 3),
         }
         summary["sidecar_rss_mb"] = {"idle": round(idle_rss, 1), "after_load": round(loaded_rss, 1)}
-        summary["command"] = f"wrk -t1 -c32 -d{args.seconds}s, {args.rounds} interleaved rounds"
         print(json.dumps(summary, indent=2))
     finally:
-        if proxy is not None:
-            proxy.terminate()
-            proxy.wait(15)
+        for sidecar in (proxy, bare):
+            if sidecar is not None:
+                sidecar.terminate()
+                sidecar.wait(15)
         if controller is not None:
             controller.stop()
         for proc in procs:

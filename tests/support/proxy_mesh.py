@@ -117,6 +117,7 @@ class ProxyMesh:
                 outbound=settings.pop("outbound", ListenAddress("127.0.0.1", 0)),  # type: ignore[arg-type]
                 admin=ListenAddress("127.0.0.1", 0),
                 health=ListenAddress("127.0.0.1", 0),
+                metrics=settings.pop("metrics", ListenAddress("127.0.0.1", 0)),  # type: ignore[arg-type]
                 drain_seconds=2.0,
                 **settings,  # type: ignore[arg-type]
             ),

@@ -59,6 +59,7 @@ class Wired:
             outbound=None,
             admin=None,
             health=None,
+            metrics=None,
         )
         self.core = core = ProxyCore(settings, rng=random.Random(7))
         rule = rule or cfg.HttpRule(

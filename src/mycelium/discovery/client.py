@@ -117,6 +117,8 @@ class DiscoveryClient:
         self.version = ""
         self.connected = asyncio.Event()
         self.last_nack: str | None = None
+        self.acks = 0  # pushes accepted and rejected, for metrics
+        self.nacks = 0
         self.loaded_from_disk = False
         self._changed = asyncio.Condition()
         self._writer: asyncio.StreamWriter | None = None
@@ -449,11 +451,13 @@ class DiscoveryClient:
         except Exception as exc:  # whatever the proxy objects to becomes the NACK reason
             reason = _reason(exc)
             self.last_nack = reason
+            self.nacks += 1
             log.warning("rejecting config %s: %s", push.version, reason)
             self._send(p.Nack(nonce=push.nonce, version=push.version, reason=reason))
             return
         self.snapshot, self.version = candidate, push.version
         self.last_nack = None
+        self.acks += 1
         self._send(p.Ack(nonce=push.nonce, version=push.version))
         try:
             self._save_to_disk()

@@ -43,6 +43,9 @@ class _Client(Protocol):
     @property
     def peer_principal(self) -> str | None: ...
 
+    @property
+    def peer_metadata(self) -> bytes | None: ...
+
 
 class LoggedExchange(Protocol):
     """What an exchange of either protocol tells the log (and every request observer)."""
@@ -61,9 +64,11 @@ class LoggedExchange(Protocol):
     bytes_sent: int
     started: float  # time.monotonic() when the request head was complete
     response_head_at: float  # time.monotonic() when the upstream's head came; 0: never
+    grpc: bool
+    grpc_status: str  # from the response's trailers (or our own reply); "" if not gRPC
 
     @property
-    def bytes_received(self) -> int: ...
+    def bytes_received(self) -> int: ...  # the request body's, from the client
 
     @property
     def downstream(self) -> _Client: ...

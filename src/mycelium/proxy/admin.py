@@ -3,7 +3,8 @@
 Admin: `/config_dump` (the accepted snapshot and its version), `/clusters` (every live
 cluster with its endpoints' health, load, latency estimate and ejection state), `/ready`,
 `/stats` (counters). Health: `/healthz/ready`, 200 once a config is in force and the
-proxy is not draining, else 503 — what a readiness probe polls.
+proxy is not draining, else 503 — what a readiness probe polls. Metrics (15020):
+`/stats/prometheus` and `/metrics`, the Prometheus text exposition (`proxy/metrics.py`).
 
 Both are tiny HTTP/1.0 servers on asyncio streams: trusted local callers, GET only, one
 request per connection. They deliberately share nothing with the data path.
@@ -19,6 +20,7 @@ from typing import Any
 
 import msgspec
 
+from mycelium.proxy import metrics
 from mycelium.proxy.core import ProxyCore
 
 # The admin API is local and small: a request line and a few headers.
@@ -32,6 +34,11 @@ class AdminServer:
 
     async def serve_admin(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await self._serve(reader, writer, self._admin_route)
+
+    async def serve_metrics(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await self._serve(reader, writer, self._metrics_route)
 
     async def serve_health(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -56,11 +63,15 @@ class AdminServer:
                 status, body = 405, {"error": "only GET is supported (and POST /join, /leave)"}
             else:
                 status, body = route(path)
-            payload = json.dumps(body, indent=2, default=str).encode() + b"\n"
+            if isinstance(body, str):  # an exposition
+                payload, content_type = body.encode(), metrics.CONTENT_TYPE
+            else:
+                payload = json.dumps(body, indent=2, default=str).encode() + b"\n"
+                content_type = "application/json"
             phrase = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Unavailable"}
             writer.write(
                 f"HTTP/1.0 {status} {phrase.get(status, 'OK')}\r\n"
-                f"content-type: application/json\r\ncontent-length: {len(payload)}\r\n"
+                f"content-type: {content_type}\r\ncontent-length: {len(payload)}\r\n"
                 "connection: close\r\n\r\n".encode()
                 + (payload if method != "HEAD" else b"")
             )
@@ -107,6 +118,11 @@ class AdminServer:
                 "left": self.core.left,
             }
         return 404, {"error": f"no such path {path}; try /healthz/ready"}
+
+    def _metrics_route(self, path: str) -> tuple[int, Any]:
+        if path in ("/stats/prometheus", "/metrics"):
+            return 200, metrics.render(self.core)
+        return 404, {"error": f"no such path {path}; try /stats/prometheus or /metrics"}
 
     def _admin_route(self, path: str) -> tuple[int, Any]:
         core = self.core

@@ -32,6 +32,7 @@ from mycelium.proxy.protocols.http1 import Http1Limits
 from mycelium.proxy.settings import ON_DEMAND_WAIT_SECONDS, ProxySettings
 from mycelium.proxy.upstream.clusters import ClusterRuntime, ClusterSet
 from mycelium.telemetry import ConnectionObserver, FinishedConnection, RequestObserver
+from mycelium.telemetry.metrics import PEER_HEADER, ProxyMetrics, Workload, encode_peer
 from mycelium.telemetry.tracing import Tracer
 
 if TYPE_CHECKING:
@@ -55,8 +56,14 @@ class ProxyCore:
         # nftables exempt from interception.
         self.socket_mark = settings.socket_mark if settings.mode == "transparent" else None
         self.pools = PoolSet(self.socket_mark)
-        # Connections to other proxies, with our SVID; contexts follow renewals.
-        self.mtls_pools = PoolSet(self.socket_mark, tls=self.client_tls)
+        # Connections to other proxies, with our SVID; contexts follow renewals. Each
+        # tells the peer proxy who we are, for its telemetry.
+        node = settings.node
+        introduction = b"%s: %s\r\n" % (
+            PEER_HEADER,
+            encode_peer(node.workload or "", node.namespace, node.labels),
+        )
+        self.mtls_pools = PoolSet(self.socket_mark, tls=self.client_tls, introduction=introduction)
         self._tls_contexts: dict[str, tuple[Svid, ssl.SSLContext]] = {}
         self.http1_limits = Http1Limits()
         self.connections: set[DownstreamHttp1] = set()
@@ -78,8 +85,36 @@ class ProxyCore:
         # Set (and among the request observers) when spans are exported: exchanges ask
         # it where they build the upstream head. None: tracing off, one check per request.
         self.tracer: Tracer | None = None
-        self.svid: Svid | None = None  # this proxy's certificate, once fetched
+        self._svid: Svid | None = None  # this proxy's certificate, once fetched
         self.on_config: list[Any] = []  # callbacks after a config is accepted
+        self.metrics: ProxyMetrics | None = None
+        if settings.record_metrics:
+            self.metrics = metrics = ProxyMetrics(
+                Workload(
+                    node.workload or node.id,
+                    node.namespace,
+                    node.labels.get("version", "unknown"),
+                ),
+                endpoint=self.clusters.endpoint,
+                own_principal=self._own_principal,
+            )
+            self.request_observers.append(metrics)
+            self.connection_observers.append(metrics)
+            self.on_config.append(lambda _active: metrics.config_changed())
+
+    @property
+    def svid(self) -> Svid | None:
+        return self._svid
+
+    @svid.setter
+    def svid(self, svid: Svid | None) -> None:
+        self._svid = svid
+        if self.metrics is not None:
+            self.metrics.config_changed()  # mTLS (and our principal) may start now
+
+    def _own_principal(self) -> str | None:
+        svid = self._svid
+        return svid.identity.uri if svid is not None else None
 
     # --- tasks ------------------------------------------------------------------------------
 

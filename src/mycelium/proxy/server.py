@@ -127,6 +127,10 @@ class ProxyServer:
             server = await self._bind_stream(settings.health, self.admin.serve_health)
             self.bound["health"] = _address_of(server)
             self._operations.append(server)
+        if settings.metrics is not None:
+            server = await self._bind_stream(settings.metrics, self.admin.serve_metrics)
+            self.bound["metrics"] = _address_of(server)
+            self._operations.append(server)
         await client.start()  # the saved snapshot (if any) is in force from here on
         if core.active.version:
             self._follow_config(core.active)

@@ -68,6 +68,10 @@ class ProxySettings:
     gateway_address: str | None = None
     admin: ListenAddress | None = ListenAddress("127.0.0.1", 15000)
     health: ListenAddress | None = ListenAddress("127.0.0.1", 15021)
+    # Prometheus exposition (`/stats/prometheus`, `/metrics`), Istio's port
+    metrics: ListenAddress | None = ListenAddress("127.0.0.1", 15020)
+    # Istio's standard request and TCP metrics; off only to measure what they cost
+    record_metrics: bool = True
     local_upstreams: list[LocalUpstream] = field(default_factory=list)
     subscriptions: list[str] = field(default_factory=list)
     drain_seconds: float = DEFAULT_DRAIN_SECONDS

@@ -46,6 +46,7 @@ OUTBOUND_PORT = 15001
 INBOUND_PORT = 15006
 ADMIN_PORT = 15000
 HEALTH_PORT = 15021
+METRICS_PORT = 15020
 PROXY_MARK = 0x539  # what the sidecar sets on its own sockets (proxy/settings.py)
 
 

@@ -35,6 +35,7 @@ from mycelium.runtime.pod_network import (
     ADMIN_PORT,
     HEALTH_PORT,
     INBOUND_PORT,
+    METRICS_PORT,
     OUTBOUND_PORT,
 )
 
@@ -193,6 +194,8 @@ class LoopbackPlacement:
             f"{self.address}:{ADMIN_PORT}",
             "--health",
             f"{self.address}:{HEALTH_PORT}",
+            "--metrics",
+            f"{self.address}:{METRICS_PORT}",
         ]
 
     def mesh_environment(self) -> dict[str, str]:
@@ -244,6 +247,9 @@ class NetnsPlacement:
             f"127.0.0.1:{ADMIN_PORT}",
             "--health",
             f"0.0.0.0:{HEALTH_PORT}",
+            # scraped from outside the pod, at the pod's address (as Istio's 15020)
+            "--metrics",
+            f"0.0.0.0:{METRICS_PORT}",
         ]
 
     def mesh_environment(self) -> dict[str, str]:

@@ -39,6 +39,7 @@ _FLAGS: dict[str, str] = {
     "connect_timeout": "UF",  # Envoy's TCP proxy flags a connect timeout UF as well
     "downstream_lost": "DC",
     "upstream_lost": "UC",
+    "idle_timeout": "SI",  # Envoy's stream idle timeout
 }
 
 

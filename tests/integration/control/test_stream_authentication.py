@@ -112,6 +112,7 @@ async def test_a_sidecar_proves_itself_with_its_token_then_with_its_certificate(
             outbound=ListenAddress("127.0.0.1", 0),
             admin=None,
             health=None,
+            metrics=None,
         ),
         join_token=token,
     )

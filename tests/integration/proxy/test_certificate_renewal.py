@@ -31,6 +31,7 @@ def reviews_sidecar(controller: Controller, token: str) -> ProxyServer:
         outbound=ListenAddress("127.0.0.1", 0),
         admin=ListenAddress("127.0.0.1", 0),
         health=ListenAddress("127.0.0.1", 0),
+        metrics=ListenAddress("127.0.0.1", 0),
     )
     return ProxyServer(settings, join_token=token)
 

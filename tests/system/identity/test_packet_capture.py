@@ -277,6 +277,7 @@ class Pods:
             trust_bundle=self.home / "ca" / "root.pem",
             admin=None,
             health=None,
+            metrics=None,
             drain_seconds=1.0,
             **settings,
         )

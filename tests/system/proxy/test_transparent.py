@@ -193,6 +193,7 @@ async def start_pod(home: Path, manifests: str) -> PodProcesses:
             inbound=ListenAddress("0.0.0.0", 15006),
             admin=ListenAddress("127.0.0.1", 0),
             health=ListenAddress("127.0.0.1", 0),
+            metrics=ListenAddress("127.0.0.1", 0),
             drain_seconds=1.0,
             socket_mark=PROXY_MARK,
         )

@@ -47,7 +47,7 @@ def test_words_envoy_has_no_flag_for_are_a_dash(reason: str) -> None:
     ("ended_by", "flag"),
     [
         ("completed", NO_FLAG),
-        ("idle_timeout", NO_FLAG),
+        ("idle_timeout", "SI"),  # Envoy's stream idle timeout
         ("connect_failed", "UF"),
         ("connect_timeout", "UF"),
         ("downstream_lost", "DC"),

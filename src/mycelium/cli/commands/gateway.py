@@ -37,6 +37,7 @@ from mycelium.cli.settings import settings_of
 
 ADMIN_PORT = 15000
 HEALTH_PORT = 15021
+METRICS_PORT = 15020
 
 
 def _option(*names: str, envvar: str, help: str, metavar: str | None = None) -> Any:
@@ -140,6 +141,15 @@ def gateway_command(
             help=f"Readiness endpoint. Default: ADDRESS:{HEALTH_PORT}.",
         ),
     ] = None,
+    metrics: Annotated[
+        str | None,
+        _option(
+            "--metrics",
+            envvar="MYC_METRICS",
+            metavar="[HOST:]PORT",
+            help=f"Prometheus metrics (/stats/prometheus). Default: ADDRESS:{METRICS_PORT}.",
+        ),
+    ] = None,
     access_log: Annotated[
         str | None,
         _option(
@@ -235,6 +245,7 @@ def gateway_command(
             gateway_address=address or "0.0.0.0",
             admin=ListenAddress.parse(admin or f"{operations_host}:{ADMIN_PORT}"),
             health=ListenAddress.parse(health or f"{operations_host}:{HEALTH_PORT}"),
+            metrics=ListenAddress.parse(metrics or f"{operations_host}:{METRICS_PORT}"),
             drain_seconds=drain_seconds,
             access_log=access_log,
             trace_collector=trace_collector,

@@ -163,6 +163,22 @@ def proxy_command(
     health: Annotated[
         str, typer.Option("--health", metavar="[HOST:]PORT", help="Readiness endpoint.")
     ] = "127.0.0.1:15021",
+    metrics: Annotated[
+        str,
+        typer.Option(
+            "--metrics",
+            metavar="[HOST:]PORT",
+            help="Prometheus metrics: /stats/prometheus and /metrics.",
+        ),
+    ] = "127.0.0.1:15020",
+    no_metrics: Annotated[
+        bool,
+        typer.Option(
+            "--no-metrics",
+            help="Do not record the per-request metrics (the proxy's own are still served); "
+            "for measuring what they cost.",
+        ),
+    ] = False,
     access_log: Annotated[
         str | None,
         typer.Option(
@@ -287,6 +303,8 @@ def proxy_command(
             app_address=app_address,
             admin=ListenAddress.parse(admin),
             health=ListenAddress.parse(health),
+            metrics=ListenAddress.parse(metrics),
+            record_metrics=not no_metrics,
             local_upstreams=locals_,
             subscriptions=subscribe or [],
             drain_seconds=drain_seconds,

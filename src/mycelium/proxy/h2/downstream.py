@@ -70,6 +70,7 @@ class DownstreamHttp2(H2Channel):
         self.listener = listener
         self.peer_host = ""
         self.peer_principal: str | None = None
+        self.peer_metadata: bytes | None = None  # the calling proxy's (HTTP/1.1 only)
         self.idle_timeout = IDLE_TIMEOUT_SECONDS
         self.guard = FloodGuard()
         self.streams: dict[int, Http2Exchange] = {}

@@ -51,6 +51,7 @@ from mycelium.proxy.protocols.http2 import (
     REPLAY_LIMIT_BYTES,
     Fields,
     Http2Request,
+    grpc_status_for,
     grpc_timeout,
     parse_response,
     request_block,
@@ -111,6 +112,7 @@ class Http2Exchange:
         self.reason = ""
         self.bytes_sent = 0
         self.bytes_received = 0  # request body bytes from the client
+        self.grpc_status = ""
         self.started = time.monotonic()
         # tracing: None until decided where the upstream request is built (`_trace`)
         self.span: Span | Literal[False] | None = None
@@ -150,6 +152,8 @@ class Http2Exchange:
         except ProxyError as exc:
             self.reason = exc.reason
             self.status = exc.status
+            if self.grpc:
+                self.grpc_status = str(grpc_status_for(exc.status))
             self._give_up(exc)
         except Exception as exc:  # a bug must cost one stream, not the connection's others
             self.reason = "internal_error"
@@ -243,6 +247,10 @@ class Http2Exchange:
     def _end_response(self, trailers: Fields | None) -> None:
         if self._early_end is not None:
             return  # trailers came first; their StreamEnded follows
+        if trailers and self.grpc:
+            for name, value in trailers:
+                if name == b"grpc-status":
+                    self.grpc_status = value.decode("latin-1")
         if not self.response_started:
             self._early_end = (True, trailers)
             return

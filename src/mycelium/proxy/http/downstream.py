@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from dataclasses import replace
 from typing import TYPE_CHECKING, cast
 
 from mycelium.proxy.errors import REASON_HEADER, ProxyError, RequestTimeout
@@ -41,6 +42,7 @@ from mycelium.proxy.protocols.http1 import (
     encode_response_head,
 )
 from mycelium.proxy.tcp_relay import TcpRelay
+from mycelium.telemetry.metrics import PEER_HEADER
 
 if TYPE_CHECKING:
     from mycelium.proxy.core import ProxyCore
@@ -68,6 +70,9 @@ class DownstreamHttp1(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer_host = ""
         self.peer_principal: str | None = None
+        # The calling proxy's workload, from its first request (mTLS peers only).
+        self.peer_metadata: bytes | None = None
+        self._expect_introduction = False
         self.idle_timeout = IDLE_TIMEOUT_SECONDS
         self.parser = RequestParser(proxy.http1_limits)
         self.closing = False
@@ -99,6 +104,7 @@ class DownstreamHttp1(asyncio.Protocol):
         self.peer_principal = identity.uri if identity is not None else None
         if identity is not None:
             self.idle_timeout = MTLS_IDLE_TIMEOUT_SECONDS
+            self._expect_introduction = True
         self.proxy.connections.add(self)
         self.idle_since = time.monotonic()
 
@@ -186,9 +192,22 @@ class DownstreamHttp1(asyncio.Protocol):
         self._start(head, body)
 
     def _start(self, head: RequestReceived, body: BodyStream | None) -> None:
+        if self._expect_introduction:
+            self._expect_introduction = False
+            head = self._take_introduction(head)
         exchange = Exchange(self.proxy, self, head, body, self.listener)
         self._active = exchange
         exchange.start()
+
+    def _take_introduction(self, head: RequestReceived) -> RequestReceived:
+        """The first request over mTLS may carry the calling proxy's metadata: keep it
+        for telemetry and take it out of the request (once per connection)."""
+        for name, value in head.headers:
+            if name == PEER_HEADER:
+                self.peer_metadata = value
+                headers = [(n, v) for n, v in head.headers if n != PEER_HEADER]
+                return replace(head, headers=headers, forwardable=False)
+        return head
 
     def exchange_done(self, exchange: Exchange) -> None:
         self._active = None

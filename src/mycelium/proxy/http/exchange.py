@@ -145,6 +145,8 @@ class Exchange:
         "upstream_host",
     )
     protocol = "HTTP/1.1"
+    grpc = False  # gRPC needs HTTP/2
+    grpc_status = ""
 
     def __init__(
         self,

@@ -81,6 +81,9 @@ class UpstreamHttp1(asyncio.Protocol):
         self.idle_since = 0.0
         self.in_response = False
         self._close_delimited = False
+        # Who we are, for the peer proxy's telemetry: one header line on this
+        # connection's first request (see `telemetry.metrics.PEER_HEADER`), then b"".
+        self._introduce = pool.introduction
 
     # --- asyncio callbacks --------------------------------------------------------------
 
@@ -169,6 +172,8 @@ class UpstreamHttp1(asyncio.Protocol):
         self._held = []
         self.in_response = True
         self._head = asyncio.get_running_loop().create_future()
+        if self._introduce:
+            head = self._introduced(head)
         self.transport.write(head)
         return self._head
 
@@ -181,7 +186,14 @@ class UpstreamHttp1(asyncio.Protocol):
         self.in_response = True
         self._head = None
         self._listener = listener
+        if self._introduce:
+            head = self._introduced(head)
         self.transport.write(head)
+
+    def _introduced(self, head: bytes) -> bytes:
+        """`head` (ending in the blank line) with our introduction before that line."""
+        line, self._introduce = self._introduce, b""
+        return head[:-2] + line + b"\r\n"
 
     def detach_listener(self) -> None:
         """The listener gave up on this response (a timeout): it will not be called."""
@@ -273,6 +285,8 @@ class EndpointPool:
         socket_mark: int | None = None,
         tls: Callable[[], ssl.SSLContext] | None = None,
         identity: str = "",
+        *,
+        introduction: bytes = b"",
     ) -> None:
         self.host = host
         self.port = port
@@ -281,6 +295,7 @@ class EndpointPool:
         # endpoint must present
         self.tls = tls
         self.identity = identity
+        self.introduction = introduction  # a header line each new connection sends once
         self._idle: deque[UpstreamHttp1] = deque()
         self.open = 0  # connections open to this endpoint (idle or busy)
         self.last_used = time.monotonic()
@@ -431,18 +446,22 @@ class PoolSet:
     `tls` speaks mTLS, each pool checking its endpoint's SPIFFE ID."""
 
     def __init__(
-        self, socket_mark: int | None = None, tls: Callable[[], ssl.SSLContext] | None = None
+        self,
+        socket_mark: int | None = None,
+        tls: Callable[[], ssl.SSLContext] | None = None,
+        introduction: bytes = b"",
     ) -> None:
         self._pools: dict[tuple[str, int], EndpointPool] = {}
         self._socket_mark = socket_mark
         self._tls = tls
+        self._introduction = introduction
 
     def get(self, host: str, port: int, identity: str = "") -> EndpointPool:
         key = (host, port)
         pool = self._pools.get(key)
         if pool is None:
             pool = self._pools[key] = EndpointPool(
-                host, port, self._socket_mark, self._tls, identity
+                host, port, self._socket_mark, self._tls, identity, introduction=self._introduction
             )
         return pool
 

@@ -89,14 +89,19 @@ class ClusterRuntime:
                     identity=ep.identity,
                     healthy=ep.healthy,
                     mtls=mtls,
+                    workload=ep.workload,
                 )
             else:
                 state.weight, state.healthy = ep.weight, ep.healthy
                 state.mtls = mtls
+                state.workload = ep.workload
             fresh[key] = state
         self._by_key = fresh
         self.endpoints = list(fresh.values())
         self.outlier.update_membership(self.endpoints)
+
+    def endpoint(self, key: str) -> EndpointState | None:
+        return self._by_key.get(key)
 
     def pick(self, now: float, hash_key: bytes | None = None) -> EndpointState | None:
         """An endpoint for the next request: healthy, not ejected, chosen by the balancer."""
@@ -129,6 +134,16 @@ class ClusterSet:
                 continue
             eps = endpoints.get(name)
             cluster.update(settings[name], eps.endpoints if eps else ())
+
+    def endpoint(self, cluster: str, key: str) -> EndpointState | None:
+        """The live endpoint `key` (`address:port`) of cluster `cluster`, on any port;
+        for telemetry, which knows a request's cluster and upstream host only."""
+        for (name, _), runtime in self._clusters.items():
+            if name == cluster:
+                found = runtime.endpoint(key)
+                if found is not None:
+                    return found
+        return None
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(self._clusters.values())

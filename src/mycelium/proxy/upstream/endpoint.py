@@ -88,6 +88,7 @@ class EndpointState:
       weight     relative share of traffic (>= 1); 2 means twice the share of a 1
       labels     the workload's labels (subset routing reads them)
       identity   the SPIFFE ID the peer must present
+      workload   the registered Workload, "<ns>/<name>" ("" when unknown; telemetry)
       healthy    what the registry says; False keeps it out of the available set
 
     Live counters (kept by the I/O shell through the methods below):
@@ -129,6 +130,7 @@ class EndpointState:
         "port",
         "requests_total",
         "returned_at",
+        "workload",
     )
 
     def __init__(
@@ -143,6 +145,7 @@ class EndpointState:
         healthy: bool = True,
         latency: PeakEwmaLatency | None = None,
         mtls: bool = False,
+        workload: str = "",
     ) -> None:
         self.key = key if key is not None else endpoint_key(address, port)
         self.address = address
@@ -150,6 +153,7 @@ class EndpointState:
         self._weight = max(int(weight), 1)
         self.labels = labels if labels is not None else {}
         self.identity = identity
+        self.workload = workload
         self.mtls = mtls  # it runs a proxy: connect with mTLS and expect `identity`
         self._healthy = healthy
         self.in_flight = 0

@@ -1,0 +1,444 @@
+"""Istio's standard metrics, counted per finished request and TCP connection.
+
+`ProxyMetrics` is a request and connection observer (see `telemetry/__init__`). It
+records what Istio's proxies record, under Istio's names and labels, so that Grafana
+dashboards and Kiali queries written for Istio work unchanged:
+
+    istio_requests_total                   counter
+    istio_request_duration_milliseconds    histogram (Envoy's default buckets, in ms)
+    istio_request_bytes                    histogram (request body bytes)
+    istio_response_bytes                   histogram (response bytes sent to the client)
+    istio_tcp_connections_opened_total     counter
+    istio_tcp_connections_closed_total     counter
+    istio_tcp_sent_bytes_total             counter (to the client)
+    istio_tcp_received_bytes_total         counter (from the client)
+
+Who reports: a sidecar's outbound side, a local port and a gateway report as `source`
+(they know the destination from the endpoint they chose); a sidecar's inbound side
+reports as `destination` (it knows the source from the peer's certificate and from the
+peer metadata the calling proxy sends once per connection, `PEER_HEADER`).
+
+The hot path only counts: each request costs a clock read, two dict look-ups and a few
+integer increments on plain lists. Label sets are worked out once per (service, cluster,
+endpoint) or (service, peer) and kept, interned, in `_bases` until the config changes;
+nothing is formatted until a scrape asks for the exposition (`render`). No locks: the
+proxy is one event loop, and scrapes run on it too.
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from mycelium.telemetry import FinishedConnection
+from mycelium.telemetry.response_flags import response_flags
+
+if TYPE_CHECKING:
+    from mycelium.proxy.access_log import LoggedExchange
+
+# Envoy's default histogram buckets, which Istio's standard metrics use unchanged (for
+# durations in milliseconds, and for byte sizes too).
+DEFAULT_BUCKETS: tuple[float, ...] = (
+    0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000,
+    300000, 600000, 1800000, 3600000,
+)  # fmt: skip
+# Kubernetes' cluster domain: `destination_service` is `<svc>.<ns>.svc.cluster.local`.
+CLUSTER_DOMAIN = "svc.cluster.local"
+UNKNOWN = "unknown"  # Istio's word for a label the reporter cannot know
+
+# The peer metadata a calling proxy sends on the first request of each mTLS connection
+# (Istio sends `x-envoy-peer-metadata` on every request; once per connection is enough,
+# since a pooled connection between two proxies always has the same two ends).
+PEER_HEADER = b"x-mycelium-peer"
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """One end of a request as telemetry labels it."""
+
+    name: str = UNKNOWN
+    namespace: str = UNKNOWN
+    version: str = UNKNOWN
+    principal: str = UNKNOWN
+
+    @classmethod
+    def parse_peer(cls, value: bytes, principal: str | None) -> Workload:
+        """A `PEER_HEADER` value (`encode_peer`), trusted only beside an mTLS identity."""
+        fields = dict(
+            part.split("=", 1) for part in value.decode("latin-1").split(";") if "=" in part
+        )
+        return cls(
+            fields.get("workload") or UNKNOWN,
+            fields.get("namespace") or UNKNOWN,
+            fields.get("version") or UNKNOWN,
+            principal or UNKNOWN,
+        )
+
+    @classmethod
+    def from_principal(cls, principal: str | None) -> Workload:
+        """What a SPIFFE ID alone tells: the namespace (`spiffe://td/ns/<ns>/sa/<sa>`)."""
+        if not principal:
+            return cls()
+        parts = principal.split("/")
+        namespace = parts[parts.index("ns") + 1] if "ns" in parts[:-1] else UNKNOWN
+        return cls(namespace=namespace, principal=principal)
+
+
+def encode_peer(workload: str, namespace: str, labels: dict[str, str]) -> bytes:
+    """This proxy's `PEER_HEADER` value."""
+    version = labels.get("version", "")
+    text = f"workload={workload};namespace={namespace};version={version}"
+    return text.encode("latin-1", "replace")
+
+
+def workload_of(registered: str) -> tuple[str, str]:
+    """An endpoint's `<ns>/<name>` as (name, namespace)."""
+    namespace, sep, name = registered.partition("/")
+    return (name, namespace) if sep else (registered or UNKNOWN, UNKNOWN)
+
+
+def service_fqdn(service: str, host: str = "") -> str:
+    """`<svc>.<ns>` as its cluster-local FQDN; a passthrough's host as it was asked."""
+    if service:
+        return f"{service}.{CLUSTER_DOMAIN}"
+    return host.rsplit(":", 1)[0] if host else UNKNOWN
+
+
+class EndpointView(Protocol):
+    """What the metrics need from an upstream endpoint (`upstream/endpoint.py`)."""
+
+    workload: str
+    labels: dict[str, str]
+    identity: str
+    mtls: bool
+
+
+# Label names in the order the exposition writes them; `_Base.labels` holds the first
+# eleven, a series key adds the last four.
+BASE_LABELS = (
+    "reporter",
+    "source_workload",
+    "source_namespace",
+    "source_principal",
+    "source_version",
+    "destination_workload",
+    "destination_namespace",
+    "destination_service",
+    "destination_principal",
+    "destination_version",
+    "connection_security_policy",
+)
+REQUEST_LABELS = (*BASE_LABELS, "request_protocol", "response_code", "grpc_response_status")
+ALL_LABELS = (*REQUEST_LABELS, "response_flags")
+
+
+class _Base:
+    """An interned label set (hashed by identity: cheap as a key part)."""
+
+    __slots__ = ("labels",)
+
+    def __init__(self, labels: tuple[str, ...]) -> None:
+        self.labels = labels
+
+
+class _RequestSeries:
+    """One label set's request counts; histogram buckets not cumulative (see render)."""
+
+    __slots__ = (
+        "count",
+        "duration",
+        "duration_sum",
+        "request_bytes",
+        "request_bytes_sum",
+        "response_bytes",
+        "response_bytes_sum",
+    )
+
+    def __init__(self) -> None:
+        size = len(DEFAULT_BUCKETS) + 1  # the last: above every bound (+Inf only)
+        self.count = 0
+        self.duration = [0] * size
+        self.duration_sum = 0.0
+        self.request_bytes = [0] * size
+        self.request_bytes_sum = 0
+        self.response_bytes = [0] * size
+        self.response_bytes_sum = 0
+
+
+class _TcpSeries:
+    __slots__ = ("closed", "opened", "received", "sent")
+
+    def __init__(self) -> None:
+        self.opened = 0
+        self.closed = 0
+        self.sent = 0
+        self.received = 0
+
+
+class ProxyMetrics:
+    """The standard metrics of one proxy. `me` is this proxy's own workload; `endpoint`
+    finds an upstream endpoint by cluster name and `address:port`; `own_principal`
+    returns our SPIFFE ID once we hold a certificate (None before)."""
+
+    def __init__(
+        self,
+        me: Workload,
+        *,
+        endpoint: Callable[[str, str], EndpointView | None],
+        own_principal: Callable[[], str | None],
+    ) -> None:
+        self._me = me
+        self._endpoint = endpoint
+        self._own_principal = own_principal
+        self._principal_seen: str | None = None
+        self._interned: dict[tuple[str, ...], _Base] = {}
+        self._bases: dict[tuple[object, ...], _Base] = {}
+        self.requests: dict[tuple[object, ...], _RequestSeries] = {}
+        self.tcp: dict[tuple[object, ...], _TcpSeries] = {}
+
+    def config_changed(self) -> None:
+        """Endpoints may have new workloads, versions or identities: work them out anew."""
+        self._bases.clear()
+
+    # --- the hot path -------------------------------------------------------------------
+
+    def request_finished(self, exchange: LoggedExchange) -> None:
+        duration = (time.monotonic() - exchange.started) * 1000.0
+        downstream = exchange.downstream
+        if exchange.listener.kind == "inbound":
+            peer = downstream.peer_metadata
+            bkey: tuple[object, ...] = (exchange.service, downstream.peer_principal, peer)
+            base = self._bases.get(bkey)
+            if base is None:
+                base = self._inbound_base(bkey, exchange.service, downstream.peer_principal, peer)
+        else:
+            bkey = (exchange.service, exchange.cluster_name, exchange.upstream_host, exchange.host)
+            base = self._bases.get(bkey)
+            if base is None:
+                base = self._outbound_base(bkey)
+        reason = exchange.reason
+        key = (
+            base,
+            exchange.grpc,
+            exchange.status,
+            exchange.grpc_status,
+            response_flags(reason, exchange.status),
+        )
+        series = self.requests.get(key)
+        if series is None:
+            series = self.requests[key] = _RequestSeries()
+        series.count += 1
+        series.duration[bisect_left(DEFAULT_BUCKETS, duration)] += 1
+        series.duration_sum += duration
+        received = exchange.bytes_received
+        series.request_bytes[bisect_left(DEFAULT_BUCKETS, received)] += 1
+        series.request_bytes_sum += received
+        sent = exchange.bytes_sent
+        series.response_bytes[bisect_left(DEFAULT_BUCKETS, sent)] += 1
+        series.response_bytes_sum += sent
+
+    def connection_finished(self, connection: FinishedConnection) -> None:
+        if connection.direction == "inbound":
+            peer = connection.peer_principal
+            bkey: tuple[object, ...] = ("tcp", connection.service, peer)
+            base = self._bases.get(bkey) or self._inbound_base(bkey, connection.service, peer, None)
+        else:
+            bkey = ("tcp", connection.service, connection.cluster, connection.upstream_host, "")
+            base = self._bases.get(bkey) or self._outbound_base(
+                bkey[1:], tls=connection.mtls_upstream
+            )
+        flags = response_flags(connection.ended_by, 0)
+        key = (base, flags)
+        series = self.tcp.get(key)
+        if series is None:
+            series = self.tcp[key] = _TcpSeries()
+        series.opened += 1
+        series.closed += 1
+        series.sent += connection.bytes_sent
+        series.received += connection.bytes_received
+
+    # --- label sets, once per (service, peer) or (service, endpoint) --------------------
+
+    def _intern(self, bkey: tuple[object, ...], labels: tuple[str, ...]) -> _Base:
+        base = self._interned.get(labels)
+        if base is None:
+            base = self._interned[labels] = _Base(labels)
+        self._bases[bkey] = base
+        return base
+
+    def _inbound_base(
+        self, bkey: tuple[object, ...], service: str, principal: str | None, peer: bytes | None
+    ) -> _Base:
+        if peer is not None and principal:
+            source = Workload.parse_peer(peer, principal)
+        else:
+            source = Workload.from_principal(principal)
+        me = self._me
+        own = self._own_principal() if principal else None
+        labels = (
+            "destination",
+            source.name,
+            source.namespace,
+            source.principal,
+            source.version,
+            me.name,
+            me.namespace,
+            service_fqdn(service),
+            own or UNKNOWN,
+            me.version,
+            "mutual_tls" if principal else "none",
+        )
+        return self._intern(bkey, labels)
+
+    def _outbound_base(self, bkey: tuple[object, ...], *, tls: bool | None = None) -> _Base:
+        service, cluster, upstream, host = bkey[-4:]
+        assert isinstance(service, str)
+        assert isinstance(cluster, str)
+        assert isinstance(upstream, str)
+        assert isinstance(host, str)
+        endpoint = self._endpoint(cluster, upstream) if cluster and upstream else None
+        own = self._own_principal()
+        if tls is None:
+            tls = endpoint is not None and endpoint.mtls and own is not None
+        if endpoint is not None:
+            name, namespace = workload_of(endpoint.workload)
+            version = endpoint.labels.get("version", UNKNOWN)
+            principal = endpoint.identity if tls and endpoint.identity else UNKNOWN
+        else:
+            name = namespace = version = principal = UNKNOWN
+            if service:
+                namespace = service.rsplit(".", 1)[-1]
+        me = self._me
+        labels = (
+            "source",
+            me.name,
+            me.namespace,
+            own if tls and own else UNKNOWN,
+            me.version,
+            name,
+            namespace,
+            service_fqdn(service, host),
+            principal,
+            version,
+            "mutual_tls" if tls else "none",
+        )
+        return self._intern(bkey, labels)
+
+    # --- the exposition, when scraped ---------------------------------------------------
+
+    def render(self) -> str:
+        """Prometheus text format 0.0.4 of every series."""
+        out: list[str] = []
+        requests = _merge_requests(self.requests)
+        _header(out, "istio_requests_total", "counter", "Requests, by source and destination.")
+        for labels, series in requests:
+            out.append(f"istio_requests_total{{{labels}}} {series.count}")
+        for name, unit, attr in (
+            ("istio_request_duration_milliseconds", "Request duration (ms).", "duration"),
+            ("istio_request_bytes", "Request body sizes (bytes).", "request_bytes"),
+            ("istio_response_bytes", "Response sizes (bytes).", "response_bytes"),
+        ):
+            _header(out, name, "histogram", unit)
+            for labels, series in requests:
+                _histogram(
+                    out,
+                    name,
+                    labels,
+                    buckets=getattr(series, attr),
+                    total=getattr(series, f"{attr}_sum"),
+                    count=series.count,
+                )
+        tcp = _merge_tcp(self.tcp)
+        for name, attr, text in (
+            ("istio_tcp_connections_opened_total", "opened", "TCP connections opened."),
+            ("istio_tcp_connections_closed_total", "closed", "TCP connections closed."),
+            ("istio_tcp_sent_bytes_total", "sent", "Bytes sent to the client over TCP."),
+            ("istio_tcp_received_bytes_total", "received", "Bytes received from the client."),
+        ):
+            _header(out, name, "counter", text)
+            for labels, tcp_series in tcp:
+                out.append(f"{name}{{{labels}}} {getattr(tcp_series, attr)}")
+        return "\n".join(out) + "\n"
+
+
+def _merge_requests(
+    series: dict[tuple[object, ...], _RequestSeries],
+) -> list[tuple[str, _RequestSeries]]:
+    """Series keyed by label text: keys that differ only in how they were found merge."""
+    merged: dict[str, _RequestSeries] = {}
+    for (base, grpc, status, grpc_status, flags), one in list(series.items()):
+        assert isinstance(base, _Base)
+        values = (
+            *base.labels,
+            "grpc" if grpc else "http",
+            str(status),
+            str(grpc_status) if grpc else "",
+            str(flags),
+        )
+        text = label_text(ALL_LABELS, values)
+        into = merged.get(text)
+        if into is None:
+            into = merged[text] = _RequestSeries()
+        into.count += one.count
+        into.duration_sum += one.duration_sum
+        into.request_bytes_sum += one.request_bytes_sum
+        into.response_bytes_sum += one.response_bytes_sum
+        for mine, theirs in (
+            (into.duration, one.duration),
+            (into.request_bytes, one.request_bytes),
+            (into.response_bytes, one.response_bytes),
+        ):
+            for i, n in enumerate(theirs):
+                mine[i] += n
+    return sorted(merged.items())
+
+
+def _merge_tcp(series: dict[tuple[object, ...], _TcpSeries]) -> list[tuple[str, _TcpSeries]]:
+    merged: dict[str, _TcpSeries] = {}
+    for (base, flags), one in list(series.items()):
+        assert isinstance(base, _Base)
+        values = (*base.labels, "tcp", "0", "", str(flags))
+        text = label_text(ALL_LABELS, values)
+        into = merged.get(text)
+        if into is None:
+            into = merged[text] = _TcpSeries()
+        into.opened += one.opened
+        into.closed += one.closed
+        into.sent += one.sent
+        into.received += one.received
+    return sorted(merged.items())
+
+
+def _header(out: list[str], name: str, kind: str, text: str) -> None:
+    out.append(f"# HELP {name} {text}")
+    out.append(f"# TYPE {name} {kind}")
+
+
+def _histogram(
+    out: list[str], name: str, labels: str, *, buckets: list[int], total: float, count: int
+) -> None:
+    running = 0
+    for bound, n in zip(DEFAULT_BUCKETS, buckets, strict=False):
+        running += n
+        out.append(f'{name}_bucket{{{labels},le="{_number(bound)}"}} {running}')
+    out.append(f'{name}_bucket{{{labels},le="+Inf"}} {count}')
+    out.append(f"{name}_sum{{{labels}}} {_number(total)}")
+    out.append(f"{name}_count{{{labels}}} {count}")
+
+
+def _number(value: float) -> str:
+    if isinstance(value, int) or value.is_integer():
+        return str(int(value))
+    return repr(value)
+
+
+def escape(value: str) -> str:
+    """A label value as the text format wants it (backslash, quote, newline escaped)."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def label_text(names: Iterable[str], values: Iterable[str]) -> str:
+    return ",".join(f'{n}="{escape(v)}"' for n, v in zip(names, values, strict=True))

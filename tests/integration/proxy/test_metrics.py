@@ -1,0 +1,252 @@
+"""Istio's standard metrics, scraped from real sidecars on 15020 (an ephemeral port
+here) after real traffic, and parsed with prometheus_client's own parser: the caller's
+sidecar reports as source, the server's as destination, each with the full label set;
+a refused request carries its response flag; a TCP service counts its bytes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+from tests.support.apps import EchoApp
+from tests.support.polling import eventually
+from tests.support.proxy_mesh import RATINGS, ProxyMesh, free_port_on, serving_sidecar, sidecar
+
+from mycelium.proxy.server import ProxyServer
+from mycelium.proxy.settings import ListenAddress, LocalUpstream
+
+STRICT = """---
+apiVersion: mycelium.io/v1
+kind: PeerAuthentication
+metadata: {name: default}
+spec:
+  mtls: {mode: STRICT}
+"""
+LABELS = {
+    "reporter",
+    "source_workload",
+    "source_namespace",
+    "source_principal",
+    "source_version",
+    "destination_workload",
+    "destination_namespace",
+    "destination_service",
+    "destination_principal",
+    "destination_version",
+    "request_protocol",
+    "response_code",
+    "grpc_response_status",
+    "response_flags",
+    "connection_security_policy",
+}
+CALLER = "spiffe://cluster.local/ns/default/sa/productpage"
+SERVER = "spiffe://cluster.local/ns/default/sa/ratings"
+LEDGER = """---
+apiVersion: mycelium.io/v1
+kind: Service
+metadata: {{name: ledger}}
+spec:
+  selector: {{app: ledger}}
+  ports: [{{name: ledger, port: 7400, targetPort: {port}, opaque: true}}]
+"""
+
+
+async def scrape(server: ProxyServer, path: str = "/stats/prometheus") -> dict[str, list[Any]]:
+    """Every sample of the exposition, by sample name."""
+    address = server.bound["metrics"]
+    url = f"http://{address.host}:{address.port}{path}"
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        assert response.status == 200
+        assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+        text = await response.text()
+    samples: dict[str, list[Any]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append(sample)
+    return samples
+
+
+def one(samples: dict[str, list[Any]], name: str, **labels: str) -> Any:
+    found = [s for s in samples.get(name, []) if labels.items() <= s.labels.items()]
+    assert len(found) == 1, (name, labels, samples.get(name))
+    return found[0]
+
+
+async def get(mesh: ProxyMesh, caller: ProxyServer, path: str) -> int:
+    url = f"http://127.0.0.1:{caller.bound['outbound'].port}{path}"
+    async with mesh.session.get(url, headers={"Host": "ratings"}) as response:
+        await response.read()
+        return response.status
+
+
+async def test_both_ends_report_requests_with_istio_labels(proxy_mesh: ProxyMesh) -> None:
+    app = await EchoApp("ratings", "127.0.0.1").start()
+    try:
+        await proxy_mesh.apply(RATINGS.format(port=app.port) + STRICT)
+        async with (
+            serving_sidecar(proxy_mesh, "ratings-v1", "127.0.0.21") as server,
+            sidecar(
+                proxy_mesh,
+                "productpage-v1",
+                service_account="productpage",
+                workload="productpage-v1",
+                labels={"app": "productpage", "version": "v1"},
+            ) as caller,
+        ):
+            await eventually(
+                lambda: 9080 in server.core.active.inbound_ports, what="the server's port"
+            )
+            await eventually(lambda: _is_ok(get(proxy_mesh, caller, "/first")), what="a request")
+            for _ in range(4):
+                assert await get(proxy_mesh, caller, "/more") == 200
+
+            out = await scrape(caller)
+            source = one(out, "istio_requests_total", reporter="source", response_code="200")
+            assert set(source.labels) == LABELS
+            assert source.labels == {
+                "reporter": "source",
+                "source_workload": "productpage-v1",
+                "source_namespace": "default",
+                "source_principal": CALLER,
+                "source_version": "v1",
+                "destination_workload": "ratings-v1",
+                "destination_namespace": "default",
+                "destination_service": "ratings.default.svc.cluster.local",
+                "destination_principal": SERVER,
+                "destination_version": "unknown",
+                "request_protocol": "http",
+                "response_code": "200",
+                "grpc_response_status": "",
+                "response_flags": "-",
+                "connection_security_policy": "mutual_tls",
+            }
+            assert source.value >= 5
+
+            inbound = await scrape(server, "/metrics")
+            dest = one(inbound, "istio_requests_total", reporter="destination")
+            assert dest.labels == {
+                **source.labels,
+                "reporter": "destination",
+                # the server's own workload; the caller's, from its introduction
+                "destination_version": "unknown",
+            }
+            assert dest.value >= 5
+            histogram = one(
+                inbound,
+                "istio_request_duration_milliseconds_count",
+                reporter="destination",
+            )
+            assert histogram.value == dest.value
+            infinite = one(inbound, "istio_request_duration_milliseconds_bucket", le="+Inf")
+            assert infinite.value == dest.value
+            sizes = one(inbound, "istio_response_bytes_sum", reporter="destination")
+            assert sizes.value > 0
+
+            # the proxy's own
+            info = one(out, "mycelium_proxy_config_info")
+            assert info.labels["version"] == caller.core.active.version
+            assert one(out, "mycelium_proxy_config_accepted_total").value >= 1
+            assert one(out, "mycelium_proxy_certificate_expiry_seconds").value > 3600
+    finally:
+        await app.stop()
+
+
+async def test_a_refused_request_carries_its_response_flag(proxy_mesh: ProxyMesh) -> None:
+    # reviews' workloads are registered without a proxy, and nothing listens on
+    # 127.0.0.11/12 at this port once the apps are gone: connect failures (UF)
+    await proxy_mesh.apply("")
+    await proxy_mesh.v1.stop()
+    await proxy_mesh.v2.stop()
+    response = await proxy_mesh.get("/down")
+    assert response.status == 503
+    samples = await scrape(proxy_mesh.caller)
+    refused = one(samples, "istio_requests_total", response_code="503")
+    assert refused.labels["response_flags"] == "UF"
+    assert refused.labels["reporter"] == "source"
+    assert refused.labels["destination_service"] == "reviews.default.svc.cluster.local"
+    assert refused.labels["connection_security_policy"] == "none"
+
+
+async def test_tcp_services_count_connections_and_bytes(proxy_mesh: ProxyMesh) -> None:
+    received: list[bytes] = []
+
+    async def ledger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        data = await reader.read()
+        received.append(data)
+        writer.write(b"got " + data)
+        await writer.drain()
+        writer.close()
+
+    port = free_port_on("127.0.0.1")
+    app = await asyncio.start_server(ledger, "127.0.0.1", port)
+    try:
+        await proxy_mesh.apply(LEDGER.format(port=port) + STRICT)
+        local = free_port_on("127.0.0.1")
+        async with (
+            serving_sidecar(proxy_mesh, "ledger-0", "127.0.0.31", app="ledger") as server,
+            sidecar(
+                proxy_mesh,
+                "teller-0",
+                service_account="teller",
+                workload="teller-0",
+                local_upstreams=[LocalUpstream(ListenAddress("127.0.0.1", local), "ledger")],
+            ) as caller,
+        ):
+            await eventually(
+                lambda: 7400 in server.core.active.inbound_ports, what="the ledger's port"
+            )
+
+            async def exchange() -> bytes:
+                try:
+                    reader, writer = await asyncio.open_connection("127.0.0.1", local)
+                    writer.write(b"twelve bytes")
+                    writer.write_eof()
+                    answer = await reader.read()
+                    writer.close()
+                except OSError:
+                    return b""  # not configured yet
+                return answer
+
+            assert await eventually(exchange, what="a relayed connection") == b"got twelve bytes"
+            await eventually(
+                lambda: _has(caller, "istio_tcp_connections_closed_total"),
+                what="the caller's TCP metrics",
+            )
+            out = await scrape(caller)
+            sent = one(out, "istio_tcp_received_bytes_total", reporter="source", response_flags="-")
+            assert sent.value == 12
+            assert sent.labels["destination_workload"] == "ledger-0"
+            assert sent.labels["destination_principal"].endswith("/sa/ledger")
+            assert sent.labels["request_protocol"] == "tcp"
+            assert sent.labels["connection_security_policy"] == "mutual_tls"
+            flowed = {"reporter": "source", "response_flags": "-"}
+            assert one(out, "istio_tcp_sent_bytes_total", **flowed).value == 16
+            assert one(out, "istio_tcp_connections_opened_total", **flowed).value == 1
+
+            await eventually(
+                lambda: _has(server, "istio_tcp_connections_closed_total"),
+                what="the server's TCP metrics",
+            )
+            inbound = await scrape(server)
+            got = one(
+                inbound,
+                "istio_tcp_received_bytes_total",
+                reporter="destination",
+                response_flags="-",
+            )
+            assert got.value == 12
+            assert got.labels["source_principal"] == "spiffe://cluster.local/ns/default/sa/teller"
+            assert got.labels["source_namespace"] == "default"
+            assert got.labels["destination_workload"] == "ledger-0"
+    finally:
+        app.close()
+
+
+async def _is_ok(call: Any) -> bool:
+    return await call == 200
+
+
+async def _has(server: ProxyServer, name: str) -> bool:
+    return bool((await scrape(server)).get(name))

@@ -1,0 +1,208 @@
+"""ProxyMetrics without sockets: exchanges in, exposition out (parsed by
+prometheus_client, as Prometheus would); reporters, label sets from the endpoint and
+from the peer's introduction, response flags, histogram buckets, escaping."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from mycelium.telemetry import FinishedConnection
+from mycelium.telemetry.metrics import (
+    DEFAULT_BUCKETS,
+    ProxyMetrics,
+    Workload,
+    encode_peer,
+)
+
+ME = Workload("productpage-v1", "bookinfo", "v1")
+MY_ID = "spiffe://cluster.local/ns/bookinfo/sa/productpage"
+REVIEWS_ID = "spiffe://cluster.local/ns/bookinfo/sa/reviews"
+
+
+@dataclass
+class Endpoint:
+    workload: str = "bookinfo/reviews-v2"
+    labels: dict[str, str] = field(default_factory=lambda: {"version": "v2"})
+    identity: str = REVIEWS_ID
+    mtls: bool = True
+
+
+@dataclass
+class Listener:
+    kind: str
+
+
+@dataclass
+class Client:
+    peer_host: str = "127.0.0.1"
+    peer_principal: str | None = None
+    peer_metadata: bytes | None = None
+
+
+@dataclass
+class Exchange:
+    listener: Listener
+    downstream: Client = field(default_factory=Client)
+    protocol: str = "HTTP/1.1"
+    method: bytes = b"GET"
+    target: bytes = b"/"
+    host: str = "reviews"
+    service: str = "reviews.bookinfo"
+    rule_name: str = "default"
+    status: int = 200
+    reason: str = ""
+    cluster_name: str = "outbound|reviews.bookinfo"
+    upstream_host: str = "127.0.0.12:9080"
+    bytes_sent: int = 120
+    bytes_received: int = 0
+    started: float = field(default_factory=time.monotonic)
+    grpc: bool = False
+    grpc_status: str = ""
+
+
+def metrics(endpoint: Endpoint | None = None) -> ProxyMetrics:
+    return ProxyMetrics(ME, endpoint=lambda _cluster, _host: endpoint, own_principal=lambda: MY_ID)
+
+
+def samples(text: str) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append(sample)
+    return out
+
+
+def test_the_source_reports_the_endpoint_it_chose() -> None:
+    m = metrics(Endpoint())
+    for _ in range(3):
+        m.request_finished(Exchange(Listener("outbound")))  # type: ignore[arg-type]
+    (total,) = samples(m.render())["istio_requests_total"]
+    assert total.value == 3
+    assert total.labels == {
+        "reporter": "source",
+        "source_workload": "productpage-v1",
+        "source_namespace": "bookinfo",
+        "source_principal": MY_ID,
+        "source_version": "v1",
+        "destination_workload": "reviews-v2",
+        "destination_namespace": "bookinfo",
+        "destination_service": "reviews.bookinfo.svc.cluster.local",
+        "destination_principal": REVIEWS_ID,
+        "destination_version": "v2",
+        "request_protocol": "http",
+        "response_code": "200",
+        "grpc_response_status": "",
+        "response_flags": "-",
+        "connection_security_policy": "mutual_tls",
+    }
+
+
+def test_the_destination_reports_the_caller_it_was_introduced_to() -> None:
+    m = metrics()
+    peer = encode_peer("productpage-v1", "bookinfo", {"version": "v1"})
+    client = Client(peer_principal=MY_ID, peer_metadata=peer)
+    exchange = Exchange(Listener("inbound"), client, status=503, reason="upstream_connect_failed")
+    m.request_finished(exchange)  # type: ignore[arg-type]
+    (total,) = samples(m.render())["istio_requests_total"]
+    labels = total.labels
+    assert labels["reporter"] == "destination"
+    assert (labels["source_workload"], labels["source_version"]) == ("productpage-v1", "v1")
+    assert labels["source_principal"] == MY_ID
+    assert labels["destination_workload"] == "productpage-v1"  # ME serves here
+    assert labels["destination_principal"] == MY_ID
+    assert labels["response_flags"] == "UF"
+    assert labels["connection_security_policy"] == "mutual_tls"
+
+
+def test_without_an_introduction_the_namespace_comes_from_the_spiffe_id() -> None:
+    m = metrics()
+    client = Client(peer_principal="spiffe://cluster.local/ns/shop/sa/cart")
+    m.request_finished(Exchange(Listener("inbound"), client))  # type: ignore[arg-type]
+    (total,) = samples(m.render())["istio_requests_total"]
+    assert total.labels["source_namespace"] == "shop"
+    assert total.labels["source_workload"] == "unknown"
+
+
+def test_plaintext_callers_are_none_and_unknown() -> None:
+    m = metrics()
+    m.request_finished(Exchange(Listener("inbound")))  # type: ignore[arg-type]
+    (total,) = samples(m.render())["istio_requests_total"]
+    assert total.labels["connection_security_policy"] == "none"
+    assert total.labels["source_principal"] == "unknown"
+    assert total.labels["destination_principal"] == "unknown"
+
+
+def test_histograms_are_cumulative_with_envoys_buckets() -> None:
+    m = metrics(Endpoint())
+    m.request_finished(Exchange(Listener("outbound"), bytes_sent=7, bytes_received=3000))  # type: ignore[arg-type]
+    found = samples(m.render())
+    buckets = {s.labels["le"]: s.value for s in found["istio_response_bytes_bucket"]}
+    assert len(buckets) == len(DEFAULT_BUCKETS) + 1
+    assert (buckets["5"], buckets["10"], buckets["+Inf"]) == (0, 1, 1)
+    requests = {s.labels["le"]: s.value for s in found["istio_request_bytes_bucket"]}
+    assert (requests["2500"], requests["5000"]) == (0, 1)
+    assert found["istio_request_bytes_sum"][0].value == 3000
+    assert found["istio_request_duration_milliseconds_count"][0].value == 1
+
+
+def test_grpc_requests_say_so_with_their_status() -> None:
+    m = metrics(Endpoint())
+    m.request_finished(
+        Exchange(Listener("outbound"), protocol="HTTP/2", grpc=True, grpc_status="5")  # type: ignore[arg-type]
+    )
+    (total,) = samples(m.render())["istio_requests_total"]
+    assert (total.labels["request_protocol"], total.labels["grpc_response_status"]) == (
+        "grpc",
+        "5",
+    )
+
+
+def test_tcp_connections_count_bytes_both_ways() -> None:
+    m = metrics(Endpoint())
+    finished = FinishedConnection(
+        direction="outbound",
+        service="db.bookinfo",
+        cluster="outbound|db.bookinfo",
+        upstream_host="127.0.0.40:5432",
+        peer="127.0.0.1",
+        peer_principal=None,
+        mtls_upstream=True,
+        bytes_received=10,
+        bytes_sent=25,
+        duration=0.1,
+        ended_by="completed",
+    )
+    m.connection_finished(finished)
+    m.connection_finished(finished)
+    found = samples(m.render())
+    assert found["istio_tcp_connections_opened_total"][0].value == 2
+    assert found["istio_tcp_received_bytes_total"][0].value == 20
+    sent = found["istio_tcp_sent_bytes_total"][0]
+    assert sent.value == 50
+    assert sent.labels["request_protocol"] == "tcp"
+    assert sent.labels["destination_service"] == "db.bookinfo.svc.cluster.local"
+
+
+def test_a_config_change_relabels_without_losing_counts() -> None:
+    endpoint = Endpoint()
+    m = metrics(endpoint)
+    m.request_finished(Exchange(Listener("outbound")))  # type: ignore[arg-type]
+    endpoint.labels = {"version": "v3"}
+    m.config_changed()
+    m.request_finished(Exchange(Listener("outbound")))  # type: ignore[arg-type]
+    versions = {
+        s.labels["destination_version"]: s.value
+        for s in samples(m.render())["istio_requests_total"]
+    }
+    assert versions == {"v2": 1, "v3": 1}
+
+
+def test_label_values_are_escaped() -> None:
+    m = metrics(Endpoint(workload='ns/we"ird\\name'))
+    m.request_finished(Exchange(Listener("outbound")))  # type: ignore[arg-type]
+    (total,) = samples(m.render())["istio_requests_total"]
+    assert total.labels["destination_workload"] == 'we"ird\\name'
