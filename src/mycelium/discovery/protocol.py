@@ -277,7 +277,16 @@ class TapEvents(_Message, tag="tap_events", frozen=True, kw_only=True):
 
 
 type ClientMessage = (
-    Hello | Ack | Nack | Subscribe | Heartbeat | Leave | Join | CertificateRequest | TapEvents
+    Hello
+    | Ack
+    | Nack
+    | Subscribe
+    | Heartbeat
+    | Leave
+    | Join
+    | CertificateRequest
+    | TapEvents
+    | TelemetryReport
 )
 type ServerMessage = (
     Welcome

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from mycelium.discovery import config as cfg
 from mycelium.discovery.client import DiscoveryClient, Snapshot
+from mycelium.discovery.protocol import TelemetryReport
 from mycelium.identity.tls import Svid, client_context, server_context
 from mycelium.proxy.access_log import AccessLog, LoggedExchange
 from mycelium.proxy.active_config import ActiveConfig, build_active_config
@@ -34,6 +35,7 @@ from mycelium.proxy.upstream.clusters import ClusterRuntime, ClusterSet
 from mycelium.telemetry import ConnectionObserver, FinishedConnection, RequestObserver
 from mycelium.telemetry.metrics import PEER_HEADER, ProxyMetrics, Workload, encode_peer
 from mycelium.telemetry.tracing import Tracer
+from mycelium.telemetry.traffic_report import REPORT_SECONDS, TrafficReporter
 
 if TYPE_CHECKING:
     from mycelium.proxy.http.downstream import DownstreamHttp1
@@ -87,7 +89,9 @@ class ProxyCore:
         self.tracer: Tracer | None = None
         self._svid: Svid | None = None  # this proxy's certificate, once fetched
         self.on_config: list[Any] = []  # callbacks after a config is accepted
+        self._next_report = 0.0
         self.metrics: ProxyMetrics | None = None
+        self.traffic: TrafficReporter | None = None
         if settings.record_metrics:
             self.metrics = metrics = ProxyMetrics(
                 Workload(
@@ -101,6 +105,9 @@ class ProxyCore:
             self.request_observers.append(metrics)
             self.connection_observers.append(metrics)
             self.on_config.append(lambda _active: metrics.config_changed())
+            # what the controller's dashboard and `myc stat` see (it cannot scrape us)
+            self.traffic = TrafficReporter(metrics)
+            self.request_observers.append(self.traffic)
 
     @property
     def svid(self) -> Svid | None:
@@ -136,6 +143,17 @@ class ProxyCore:
             self.mtls_pools.close_idle(older_than=now - MTLS_IDLE_TIMEOUT_SECONDS)
             if self.access_log is not None:
                 self.access_log.flush()
+            if self.traffic is not None and now >= self._next_report:
+                self._next_report = now + REPORT_SECONDS
+                self.report_traffic()
+
+    def report_traffic(self) -> None:
+        """Send the controller what we forwarded since the last report (if anything)."""
+        if self.traffic is None or self.discovery is None:
+            return
+        rows = self.traffic.take_rows()
+        if rows:
+            self.discovery.send(TelemetryReport(rows=rows))
 
     # --- config -----------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from mycelium.discovery.protocol import LATENCY_BUCKETS_MS
 from mycelium.telemetry import FinishedConnection
 from mycelium.telemetry.response_flags import response_flags
 
@@ -41,10 +42,7 @@ if TYPE_CHECKING:
 
 # Envoy's default histogram buckets, which Istio's standard metrics use unchanged (for
 # durations in milliseconds, and for byte sizes too).
-DEFAULT_BUCKETS: tuple[float, ...] = (
-    0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000,
-    300000, 600000, 1800000, 3600000,
-)  # fmt: skip
+DEFAULT_BUCKETS: tuple[float, ...] = LATENCY_BUCKETS_MS  # Istio's, shared with reports
 # Kubernetes' cluster domain: `destination_service` is `<svc>.<ns>.svc.cluster.local`.
 CLUSTER_DOMAIN = "svc.cluster.local"
 UNKNOWN = "unknown"  # Istio's word for a label the reporter cannot know
@@ -116,7 +114,7 @@ class EndpointView(Protocol):
     mtls: bool
 
 
-# Label names in the order the exposition writes them; `_Base.labels` holds the first
+# Label names in the order the exposition writes them; `LabelSet.labels` holds the first
 # eleven, a series key adds the last four.
 BASE_LABELS = (
     "reporter",
@@ -135,7 +133,7 @@ REQUEST_LABELS = (*BASE_LABELS, "request_protocol", "response_code", "grpc_respo
 ALL_LABELS = (*REQUEST_LABELS, "response_flags")
 
 
-class _Base:
+class LabelSet:
     """An interned label set (hashed by identity: cheap as a key part)."""
 
     __slots__ = ("labels",)
@@ -194,8 +192,8 @@ class ProxyMetrics:
         self._endpoint = endpoint
         self._own_principal = own_principal
         self._principal_seen: str | None = None
-        self._interned: dict[tuple[str, ...], _Base] = {}
-        self._bases: dict[tuple[object, ...], _Base] = {}
+        self._interned: dict[tuple[str, ...], LabelSet] = {}
+        self._bases: dict[tuple[object, ...], LabelSet] = {}
         self.requests: dict[tuple[object, ...], _RequestSeries] = {}
         self.tcp: dict[tuple[object, ...], _TcpSeries] = {}
 
@@ -205,20 +203,26 @@ class ProxyMetrics:
 
     # --- the hot path -------------------------------------------------------------------
 
-    def request_finished(self, exchange: LoggedExchange) -> None:
-        duration = (time.monotonic() - exchange.started) * 1000.0
-        downstream = exchange.downstream
+    def base_for(self, exchange: LoggedExchange) -> LabelSet:
+        """The request's label set up to `connection_security_policy` (interned: equal
+        sets are the same object), as `BASE_LABELS` names them."""
         if exchange.listener.kind == "inbound":
+            downstream = exchange.downstream
             peer = downstream.peer_metadata
             bkey: tuple[object, ...] = (exchange.service, downstream.peer_principal, peer)
             base = self._bases.get(bkey)
             if base is None:
                 base = self._inbound_base(bkey, exchange.service, downstream.peer_principal, peer)
-        else:
-            bkey = (exchange.service, exchange.cluster_name, exchange.upstream_host, exchange.host)
-            base = self._bases.get(bkey)
-            if base is None:
-                base = self._outbound_base(bkey)
+            return base
+        bkey = (exchange.service, exchange.cluster_name, exchange.upstream_host, exchange.host)
+        base = self._bases.get(bkey)
+        if base is None:
+            base = self._outbound_base(bkey)
+        return base
+
+    def request_finished(self, exchange: LoggedExchange) -> None:
+        duration = (time.monotonic() - exchange.started) * 1000.0
+        base = self.base_for(exchange)
         reason = exchange.reason
         key = (
             base,
@@ -262,16 +266,16 @@ class ProxyMetrics:
 
     # --- label sets, once per (service, peer) or (service, endpoint) --------------------
 
-    def _intern(self, bkey: tuple[object, ...], labels: tuple[str, ...]) -> _Base:
+    def _intern(self, bkey: tuple[object, ...], labels: tuple[str, ...]) -> LabelSet:
         base = self._interned.get(labels)
         if base is None:
-            base = self._interned[labels] = _Base(labels)
+            base = self._interned[labels] = LabelSet(labels)
         self._bases[bkey] = base
         return base
 
     def _inbound_base(
         self, bkey: tuple[object, ...], service: str, principal: str | None, peer: bytes | None
-    ) -> _Base:
+    ) -> LabelSet:
         if peer is not None and principal:
             source = Workload.parse_peer(peer, principal)
         else:
@@ -293,7 +297,7 @@ class ProxyMetrics:
         )
         return self._intern(bkey, labels)
 
-    def _outbound_base(self, bkey: tuple[object, ...], *, tls: bool | None = None) -> _Base:
+    def _outbound_base(self, bkey: tuple[object, ...], *, tls: bool | None = None) -> LabelSet:
         service, cluster, upstream, host = bkey[-4:]
         assert isinstance(service, str)
         assert isinstance(cluster, str)
@@ -370,7 +374,7 @@ def _merge_requests(
     """Series keyed by label text: keys that differ only in how they were found merge."""
     merged: dict[str, _RequestSeries] = {}
     for (base, grpc, status, grpc_status, flags), one in list(series.items()):
-        assert isinstance(base, _Base)
+        assert isinstance(base, LabelSet)
         values = (
             *base.labels,
             "grpc" if grpc else "http",
@@ -399,7 +403,7 @@ def _merge_requests(
 def _merge_tcp(series: dict[tuple[object, ...], _TcpSeries]) -> list[tuple[str, _TcpSeries]]:
     merged: dict[str, _TcpSeries] = {}
     for (base, flags), one in list(series.items()):
-        assert isinstance(base, _Base)
+        assert isinstance(base, LabelSet)
         values = (*base.labels, "tcp", "0", "", str(flags))
         text = label_text(ALL_LABELS, values)
         into = merged.get(text)

@@ -44,7 +44,7 @@ def test_a_message_of_unknown_type_is_a_protocol_violation() -> None:
         p.parse_client_message(b'{"type": "teleport"}')
 
 
-@pytest.mark.parametrize("message", [p.Join(), p.Leave(), p.Heartbeat()])
+@pytest.mark.parametrize("message", [p.Join(), p.Leave(), p.Heartbeat(), p.TelemetryReport()])
 def test_every_client_message_reads_back_on_the_controller(message: p.ClientMessage) -> None:
     assert p.parse_client_message(p.encode(message)[4:]) == message
 

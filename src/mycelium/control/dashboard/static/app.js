@@ -100,6 +100,7 @@ async function renderGraph() {
     else { cy.add(item); added = true; }
   }
   if (added) cy.layout({ name: "breadthfirst", directed: true, spacingFactor: 1.1 }).run();
+  window.meshGraph = cy; // for tests and the curious: the graph as cytoscape holds it
   return `${data.nodes.length} nodes · ${data.edges.length} edges`;
 }
 

@@ -1,4 +1,5 @@
-"""The proxy tests' fixture: see tests/support/proxy_mesh.py."""
+"""The integration tests' mesh of a controller, two apps and a caller sidecar: see
+tests/support/proxy_mesh.py."""
 
 from __future__ import annotations
 
