@@ -135,7 +135,7 @@ def build_app(controller: Controller) -> web.Application:
         ]
     )
     # Read-only, and outside /api/: no admin token (see control/dashboard).
-    app.add_routes(dashboard_routes(controller))
+    app.add_routes(dashboard_routes(controller, tap=api.tap))
     return app
 
 

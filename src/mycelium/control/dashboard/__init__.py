@@ -15,12 +15,15 @@ token; bind the REST port to loopback (the default) to keep it private.
   telemetry reports (`control/traffic.py`).
 - `/dashboard/api/services?window=S`: golden metrics per service, and
   `/dashboard/api/series?service=NAME&window=S` one point per slot for the charts.
+- `/dashboard/api/tap?target=...`: live requests, as `myc tap` streams them
+  (docs/tap.md): the tap view.
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,9 +40,14 @@ STATIC = Path(__file__).parent / "static"
 RESOURCE_PREFIX = "/mycelium/"
 
 
-def dashboard_routes(controller: Controller) -> list[web.AbstractRouteDef]:
+def dashboard_routes(
+    controller: Controller, *, tap: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> list[web.AbstractRouteDef]:
+    """`tap` is the REST API's tap (NDJSON), served here without the admin token for
+    the dashboard's live tap view."""
     pages = DashboardPages(controller)
     return [
+        web.get("/dashboard/api/tap", tap),
         web.get("/dashboard", pages.redirect),
         web.get("/dashboard/", pages.index),
         web.get("/dashboard/api/config", pages.config),

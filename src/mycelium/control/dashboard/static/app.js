@@ -148,7 +148,77 @@ async function renderChart(service) {
   }
 }
 
-const VIEWS = { graph: renderGraph, services: renderServices, config: renderConfig };
+// --- tap: a stream of NDJSON lines, one request each ------------------------------------
+
+let tapping = null; // the AbortController of the running tap
+let tapStatus = "not tapping";
+const MAX_TAP_ROWS = 200;
+
+async function startTap(form) {
+  stopTap();
+  const query = new URLSearchParams();
+  for (const [name, value] of new FormData(form)) if (value) query.set(name, value);
+  query.set("seconds", "600");
+  tapping = new AbortController();
+  document.getElementById("tap-stop").disabled = false;
+  tapStatus = "tapping...";
+  try {
+    const response = await fetch(`/dashboard/api/tap?${query}`, { signal: tapping.signal });
+    if (!response.ok) {
+      const problem = await response.json().catch(() => ({}));
+      tapStatus = `tap refused: ${problem.message || response.status}`;
+      return;
+    }
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffered = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffered += value;
+      const lines = buffered.split("\n");
+      buffered = lines.pop();
+      for (const line of lines) if (line.trim()) tapLine(JSON.parse(line));
+    }
+    tapStatus = "tap ended";
+  } catch (error) {
+    if (error.name !== "AbortError") tapStatus = `tap failed: ${error.message}`;
+  } finally {
+    document.getElementById("tap-stop").disabled = true;
+  }
+}
+
+function stopTap() {
+  if (tapping !== null) tapping.abort();
+  tapping = null;
+  tapStatus = "not tapping";
+}
+
+function tapLine(line) {
+  if (line.type === "started") tapStatus = `tapping ${line.target}: ${line.proxies.length} proxies`;
+  if (line.type !== "request") return;
+  const body = document.querySelector("#tapped tbody");
+  const time = new Date(line.ts * 1000).toLocaleTimeString();
+  body.prepend(element(
+    "tr", { "data-path": line.path, "data-status": String(line.status) },
+    element("td", {}, time), element("td", {}, line.proxy), element("td", {}, line.method),
+    element("td", {}, line.path), element("td", {}, String(line.status)),
+    element("td", {}, String(line.latency_ms)), element("td", {}, line.source || ""),
+    element("td", {}, line.destination || ""), element("td", {}, line.source_principal || ""),
+  ));
+  while (body.rows.length > MAX_TAP_ROWS) body.deleteRow(-1);
+}
+
+document.getElementById("tap-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  startTap(event.target);
+});
+document.getElementById("tap-stop").addEventListener("click", stopTap);
+
+async function renderTap() {
+  return tapStatus;
+}
+
+const VIEWS = { graph: renderGraph, services: renderServices, tap: renderTap, config: renderConfig };
 
 function currentView() {
   const name = location.hash.replace("#", "");
