@@ -13,11 +13,14 @@ routes it needs, so it does not lean on the step before.
 from __future__ import annotations
 
 import ipaddress
+import os
 import subprocess
 from collections.abc import Iterator
 
 import pytest
+from playwright.sync_api import sync_playwright
 from tests.support.bookinfo_mesh import BookinfoMesh, SteadyLoad, reviews_route
+from tests.support.browser import ARTIFACTS, CHROMIUM, DOCS_IMAGES, FLAGS, missing_chromium
 from tests.support.myc_shell import MycShell
 from tests.support.polling import wait_for
 
@@ -161,6 +164,53 @@ spec:
     deleted = mesh.shell.myc("delete", "authz", "closed-for-inventory", "-n", "bookinfo")
     assert deleted.returncode == 0, deleted.stderr
     wait_for(lambda: mesh.page().complete, 30, "the page back")
+
+
+def test_the_dashboard_draws_bookinfo(mesh: BookinfoMesh) -> None:
+    """Over the running mesh, in Debian's chromium: the gateway calls productpage,
+    which calls details and reviews, which calls ratings. The screenshot is the one in
+    docs/ (refreshed when MYC_DOCS_SCREENSHOTS=1)."""
+    problem = missing_chromium()
+    if problem is not None:
+        pytest.fail(problem, pytrace=False)
+    mesh.apply(reviews_route(v1=1, v2=1, v3=1))
+    mesh.pages(60)
+    dashboard = mesh.shell.env["MYC_CONTROLLER"] + "/dashboard/#graph"
+    wanted = {
+        ("ingress-gateway", "productpage"),
+        ("productpage-v1", "details"),
+        ("productpage-v1", "reviews"),
+        ("reviews-v2", "ratings"),
+        ("reviews-v3", "ratings"),
+    }
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(dashboard)
+
+            def drawn() -> set[tuple[str, str]]:
+                edges = page.evaluate(
+                    "() => window.meshGraph ? window.meshGraph.edges().map("
+                    "(e) => [e.data('source'), e.data('target')]) : []"
+                )
+                found = {
+                    (source.split("/")[-1].rsplit("-", 2)[0], target.split("/")[-1])
+                    for source, target in edges
+                    if source.startswith("workload:") and target.startswith("service:")
+                }
+                return wanted if wanted <= found else set()
+
+            mesh.pages(20)
+            wait_for(drawn, 30, "the bookinfo graph")
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            shot = ARTIFACTS / f"dashboard-bookinfo-{mesh.shell.pods_as}.png"
+            page.screenshot(path=str(shot))
+            if os.environ.get("MYC_DOCS_SCREENSHOTS") == "1" and mesh.shell.pods_as == "netns":
+                DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(DOCS_IMAGES / "dashboard-bookinfo.png"))
+        finally:
+            browser.close()
 
 
 def test_a_rolling_restart_of_reviews_under_load_fails_no_request(mesh: BookinfoMesh) -> None:
