@@ -4,16 +4,18 @@ prometheus_client's own parser."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
-from tests.support.controller import Mesh
+from tests.support.controller import Mesh, hello_answer, running_controller
 from tests.support.polling import eventually
 from tests.support.proxy_mesh import RATINGS, ProxyMesh, serving_sidecar
 
 from mycelium.control.controller import Controller
 from mycelium.control.rest_api import API_BURST
+from mycelium.discovery import protocol as p
 
 type Samples = dict[str, list[Any]]
 
@@ -100,4 +102,15 @@ async def test_metrics_need_no_token_and_are_not_rate_limited(mesh: Mesh) -> Non
         async with mesh.api.session.get(url) as response:
             assert response.status == 200
     samples = await scrape(mesh.controller)
+    assert value(samples, "mycelium_controller_connected_proxies", role="sidecar") == 0
+
+
+async def test_a_refused_discovery_stream_is_counted_by_reason(tmp_path: Path) -> None:
+    anonymous = p.Hello(node=p.NodeInfo(id="a-0", namespace="shop", service_account="reviews"))
+    home = tmp_path / "home"
+    async with running_controller(home, allow_anonymous_proxies=False) as controller:
+        assert isinstance(await hello_answer(controller, anonymous), p.Refusal)
+        samples = await scrape(controller)
+    refused = "mycelium_controller_discovery_streams_refused_total"
+    assert value(samples, refused, reason="unauthenticated") == 1
     assert value(samples, "mycelium_controller_connected_proxies", role="sidecar") == 0
