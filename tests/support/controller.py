@@ -3,6 +3,8 @@ factory, bundled as `Mesh`."""
 
 from __future__ import annotations
 
+import asyncio
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -89,3 +91,21 @@ async def running_controller(home: Path, **overrides: Any) -> AsyncIterator[Cont
         yield controller
     finally:
         await controller.stop()
+
+
+async def hello_answer(controller: Controller, hello: p.Hello) -> p.ServerMessage:
+    """Open a stream as a proxy would, say hello, and return the controller's answer."""
+    tls = ssl.create_default_context(cafile=str(controller.config.ca_dir / "root.pem"))
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", controller.discovery_port, ssl=tls, server_hostname="127.0.0.1"
+    )
+    try:
+        writer.write(p.encode(hello))
+        decoder = p.FrameDecoder()
+        while True:
+            data = await asyncio.wait_for(reader.read(65536), 5)
+            assert data, "the controller closed the stream without a word"
+            for frame in decoder.feed(data):
+                return p.parse_server_message(frame)
+    finally:
+        writer.close()

@@ -29,12 +29,20 @@ from mycelium.control.config import ControllerConfig, ensure_admin_token
 from mycelium.control.discovery_auth import StreamCredentials, StreamRefused, authenticate_stream
 from mycelium.control.discovery_server import DiscoveryServer
 from mycelium.control.join_tokens import JoinTokens, load_or_create_key
+from mycelium.control.metrics import ControllerMetrics
 from mycelium.control.rest_api import build_app
 from mycelium.control.root_rotation import RootStillInUse, proxies_cut_off
 from mycelium.control.state import MeshState
 from mycelium.control.svids import SvidService
 from mycelium.discovery.protocol import Hello, NodeInfo, TrustBundle
-from mycelium.store import CompactedError, LeaseNotFound, Store, StoreError, open_store
+from mycelium.store import (
+    CompactedError,
+    LeaseNotFound,
+    Store,
+    StoreError,
+    TimedStore,
+    open_store,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +75,7 @@ class Controller:
         self.stream_refusals: Counter[str] = Counter()
         self.streams_proven: Counter[str] = Counter()  # by certificate, join_token...
         self.synced = asyncio.Event()  # set once the mirror has caught up at start
+        self.metrics = ControllerMetrics()  # served at /metrics
 
     @property
     def ca(self) -> CertificateAuthority:
@@ -97,7 +106,8 @@ class Controller:
         cfg = self.config
         cfg.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.admin_token = ensure_admin_token(cfg.token_path)
-        self._store = await open_store(cfg.effective_store_url)
+        # Every store call the controller makes goes through here, and is timed.
+        self._store = TimedStore(await open_store(cfg.effective_store_url), self.metrics)
         revision = await self._load_all()
         self._ca = CertificateAuthority(cfg.ca_dir, cfg.trust_domain)
         self._join_tokens = JoinTokens(
@@ -118,7 +128,9 @@ class Controller:
             trust_domain=cfg.trust_domain,
             heartbeat_seconds=cfg.heartbeat_seconds,
             lease_ttl_seconds=cfg.lease_ttl_seconds,
+            observer=self.metrics,
         )
+        self.metrics.attach(self)
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.minimum_version = ssl.TLSVersion.TLSv1_3
         # A proxy with an SVID presents it; one still on its join token presents none.

@@ -64,6 +64,24 @@ type SvidIssuer = Callable[[bytes, str, str], IssuedSvid | tuple[str, str]]
 type SvidRenewer = Callable[[bytes, bytes, str, str], IssuedSvid | tuple[str, str]]
 
 
+class DiscoveryObserver(Protocol):
+    """Who times what the server does (control/metrics.ControllerMetrics)."""
+
+    def push_answered(self, seconds: float) -> None:
+        """A proxy ACKed a push `seconds` after it was sent."""
+
+    def compiled(self, bundle_key: str, seconds: float) -> None:
+        """Compiling the bundle `bundle_key` ("svc|ns|ref", "inbound|id"...) took `seconds`."""
+
+
+class _Unobserved:
+    def push_answered(self, seconds: float) -> None:
+        pass
+
+    def compiled(self, bundle_key: str, seconds: float) -> None:
+        pass
+
+
 class TapListener(Protocol):
     """Who receives a tap's batches (control/tap.ActiveTap)."""
 
@@ -136,8 +154,10 @@ class DiscoveryServer:
         trust_domain: str = "cluster.local",
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
         lease_ttl_seconds: float = LEASE_TTL_SECONDS,
+        observer: DiscoveryObserver | None = None,
     ) -> None:
         self._state = state
+        self._observer: DiscoveryObserver = observer or _Unobserved()
         self.heartbeat_seconds = heartbeat_seconds
         self.lease_ttl_seconds = lease_ttl_seconds
         self._register = register
@@ -164,6 +184,7 @@ class DiscoveryServer:
         self.pushes = 0
         self.acks = 0
         self.nacks = 0
+        self.telemetry_reports = 0
         # what the proxies report they forwarded: the dashboard's and `myc stat`'s data
         self.traffic = TrafficStore()
         self.taps: dict[str, TapListener] = {}  # tap id -> its listener
@@ -263,6 +284,7 @@ class DiscoveryServer:
         if old is not None:
             for topic in old.topics:
                 self._by_topic[topic].discard(key)
+        started = time.perf_counter()
         kind, rest = key.split("|", 1)
         if kind == "inbound":
             session = self.sessions[rest]
@@ -272,6 +294,7 @@ class DiscoveryServer:
         else:
             namespace, reference = rest.split("|", 1)
             bundle = compile_service(self._state, reference, namespace)
+        self._observer.compiled(key, time.perf_counter() - started)
         self._bundles[key] = bundle
         for topic in bundle.topics:
             self._by_topic[topic].add(key)
@@ -349,6 +372,7 @@ class DiscoveryServer:
             session.rejected_version = None
             session.last_nack = None
             session.push_latency = time.monotonic() - session.pushed_at
+            self._observer.push_answered(session.push_latency)
         else:
             self.nacks += 1
             session.rejected_version = version
@@ -508,6 +532,7 @@ class DiscoveryServer:
         elif isinstance(message, p.Join):
             await self._join(session)
         elif isinstance(message, p.TelemetryReport):
+            self.telemetry_reports += 1
             self.traffic.add(time.time(), message.rows)
         elif isinstance(message, p.CertificateRequest):
             session.send(self._certificate(session, message))

@@ -3,7 +3,9 @@ identity (join tokens, SVIDs).
 
 Every `/api/` route needs `Authorization: Bearer <admin token>`. `/identity/v1/svids`
 takes a join token instead (one CSR per token); it moves onto the TLS discovery stream
-once proxies fetch their SVIDs themselves. Errors are JSON objects
+once proxies fetch their SVIDs themselves. `/metrics` (the controller's own, for
+Prometheus) needs no token and is not rate limited: scrapers carry no credentials, and
+it tells nothing about the config beyond counts. Errors are JSON objects
 `{"error": <code>, "message": <sentence>, "details": [...]}` so the CLI can print the
 sentence and scripts can branch on the code.
 """
@@ -31,6 +33,7 @@ from mycelium.control.apply import SourceFile, apply_resources, delete_resource,
 from mycelium.control.ca_material import key_id
 from mycelium.control.client_limits import ClientLimits, retry_after_header
 from mycelium.control.dashboard import dashboard_routes
+from mycelium.control.metrics import CONTENT_TYPE
 from mycelium.control.root_rotation import RootStillInUse
 from mycelium.control.tap import (
     DEFAULT_TAP_SECONDS,
@@ -118,6 +121,7 @@ def build_app(controller: Controller) -> web.Application:
         [
             web.get("/healthz", api.healthz),
             web.get("/version", api.version),
+            web.get("/metrics", api.metrics),
             web.post("/api/v1/apply", api.apply),
             web.get("/api/v1/resources", api.list),
             web.get("/api/v1/resources/{kind}/{namespace}/{name}", api.get),
@@ -210,6 +214,9 @@ class RestApi:
 
     async def version(self, request: web.Request) -> web.Response:
         return web.json_response({"version": __version__, "store": self._c.store.name})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._c.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     async def apply(self, request: web.Request) -> web.Response:
         try:

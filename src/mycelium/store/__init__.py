@@ -27,6 +27,7 @@ from mycelium.store.base import (
     TxnResult,
 )
 from mycelium.store.sqlite import SqliteStore
+from mycelium.store.timed import StoreObserver, TimedStore
 
 if TYPE_CHECKING:
     from mycelium.store.etcd import EtcdStore
@@ -45,7 +46,9 @@ __all__ = [
     "SqliteStore",
     "Store",
     "StoreError",
+    "StoreObserver",
     "StoreUnavailable",
+    "TimedStore",
     "TxnOp",
     "TxnResult",
     "open_store",

@@ -6,13 +6,11 @@ without the token, and limited per client address."""
 
 from __future__ import annotations
 
-import asyncio
-import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from tests.support.controller import running_controller
+from tests.support.controller import hello_answer, running_controller
 from tests.support.polling import eventually
 
 from mycelium.control.controller import Controller
@@ -26,24 +24,6 @@ from mycelium.proxy.settings import ListenAddress, ProxySettings
 async def strict_controller(tmp_path: Path) -> AsyncIterator[Controller]:
     async with running_controller(tmp_path / "home", allow_anonymous_proxies=False) as running:
         yield running
-
-
-async def hello_answer(controller: Controller, hello: p.Hello) -> p.ServerMessage:
-    """Open a stream as a proxy would, say hello, and return the controller's answer."""
-    tls = ssl.create_default_context(cafile=str(controller.config.ca_dir / "root.pem"))
-    reader, writer = await asyncio.open_connection(
-        "127.0.0.1", controller.discovery_port, ssl=tls, server_hostname="127.0.0.1"
-    )
-    try:
-        writer.write(p.encode(hello))
-        decoder = p.FrameDecoder()
-        while True:
-            data = await asyncio.wait_for(reader.read(65536), 5)
-            assert data, "the controller closed the stream without a word"
-            for frame in decoder.feed(data):
-                return p.parse_server_message(frame)
-    finally:
-        writer.close()
 
 
 def claim(node_id: str, account: str, token: str | None = None) -> p.Hello:
