@@ -214,7 +214,12 @@ class ProxyMetrics:
             if base is None:
                 base = self._inbound_base(bkey, exchange.service, downstream.peer_principal, peer)
             return base
-        bkey = (exchange.service, exchange.cluster_name, exchange.upstream_host, exchange.host)
+        service = exchange.service
+        if exchange.listener.kind == "gateway":
+            # A gateway's "service" is its listener's route; what it called is the
+            # backend's service, which names the cluster ("<svc>.<ns>[/<subset>]").
+            service = exchange.cluster_name.partition("/")[0]
+        bkey = (service, exchange.cluster_name, exchange.upstream_host, exchange.host)
         base = self._bases.get(bkey)
         if base is None:
             base = self._outbound_base(bkey)

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from tests.support.apps import EchoApp
+from tests.support.metrics_scrape import scrape
 from tests.support.polling import eventually
 from tests.support.proxy_mesh import ProxyMesh, free_port_on, serving_sidecar, sidecar
 
@@ -244,6 +245,11 @@ async def test_http_requests_are_routed_by_path_over_mtls_to_strict_backends(edg
     assert ratings["service"] == "default/public/http"
     assert ratings["rule"] == "default/site#0"
     assert ratings["upstream_cluster"] == "ratings.default"
+    # ...and its metrics name the backend's service, as Istio's gateways do
+    samples = (await scrape(edge.gateway))["istio_requests_total"]
+    services = {s.labels["destination_service"] for s in samples}
+    assert "ratings.default.svc.cluster.local" in services
+    assert all(s.labels["reporter"] == "source" for s in samples)
 
 
 async def test_a_hostname_listener_refuses_other_hosts_with_404(edge: Edge) -> None:

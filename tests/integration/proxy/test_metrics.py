@@ -8,9 +8,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
 from tests.support.apps import EchoApp
+from tests.support.metrics_scrape import scrape
 from tests.support.polling import eventually
 from tests.support.proxy_mesh import RATINGS, ProxyMesh, free_port_on, serving_sidecar, sidecar
 
@@ -51,21 +50,6 @@ spec:
   selector: {{app: ledger}}
   ports: [{{name: ledger, port: 7400, targetPort: {port}, opaque: true}}]
 """
-
-
-async def scrape(server: ProxyServer, path: str = "/stats/prometheus") -> dict[str, list[Any]]:
-    """Every sample of the exposition, by sample name."""
-    address = server.bound["metrics"]
-    url = f"http://{address.host}:{address.port}{path}"
-    async with aiohttp.ClientSession() as session, session.get(url) as response:
-        assert response.status == 200
-        assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
-        text = await response.text()
-    samples: dict[str, list[Any]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples.setdefault(sample.name, []).append(sample)
-    return samples
 
 
 def one(samples: dict[str, list[Any]], name: str, **labels: str) -> Any:

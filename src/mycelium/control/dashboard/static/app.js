@@ -99,7 +99,7 @@ async function renderGraph() {
     if (known.has(item.data.id)) cy.getElementById(item.data.id).data(item.data);
     else { cy.add(item); added = true; }
   }
-  if (added) cy.layout({ name: "breadthfirst", directed: true, spacingFactor: 1.1 }).run();
+  if (added) cy.layout({ name: "breadthfirst", directed: true, spacingFactor: 1.4 }).run();
   window.meshGraph = cy; // for tests and the curious: the graph as cytoscape holds it
   return `${data.nodes.length} nodes · ${data.edges.length} edges`;
 }
