@@ -281,10 +281,13 @@ def main() -> None:
     start_mesh()
     run_steps()
     console.rule("[bold green]The mesh keeps running")
+    myc_path = Path(MYC).relative_to(ROOT) if Path(MYC).is_relative_to(ROOT) else MYC
+    console.print(f"bookinfo:  [bold]{ENTRY}[/]")
+    console.print(f"dashboard: [bold]{CONTROLLER}/dashboard/[/]  (graph, services, tap, config)")
     console.print(
-        f"open [bold]{ENTRY}[/]  ·  pods: MYC_HOME={HOME.relative_to(ROOT)} "
-        f"{Path(MYC).relative_to(ROOT) if Path(MYC).is_relative_to(ROOT) else MYC} ps  "
-        "·  stop it: [bold]make demo-down[/]"
+        f"pods: MYC_HOME={HOME.relative_to(ROOT)} {myc_path} ps  ·  "
+        f"traffic: MYC_HOME={HOME.relative_to(ROOT)} {myc_path} stat  ·  "
+        "stop it: [bold]make demo-down[/]"
     )
 
 
