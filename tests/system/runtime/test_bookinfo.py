@@ -16,6 +16,7 @@ import ipaddress
 import os
 import subprocess
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from playwright.sync_api import sync_playwright
@@ -166,16 +167,35 @@ spec:
     wait_for(lambda: mesh.page().complete, 30, "the page back")
 
 
-def test_the_dashboard_draws_bookinfo(mesh: BookinfoMesh) -> None:
-    """Over the running mesh, in Debian's chromium: the gateway calls productpage,
-    which calls details and reviews, which calls ratings. The screenshot is the one in
-    docs/ (refreshed when MYC_DOCS_SCREENSHOTS=1)."""
+DENY_RATINGS = """apiVersion: mycelium.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ratings-closed, namespace: bookinfo}
+spec:
+  selector: {matchLabels: {app: ratings}}
+  action: DENY
+  rules: [{to: [{operation: {paths: ["/ratings/*"]}}]}]
+"""
+EDGES_JS = "() => window.meshGraph ? window.meshGraph.edges().map((e) => e.data()) : []"
+
+
+def short(node: str) -> str:
+    """`workload:bookinfo/reviews-v2-90a6e3-0` -> `reviews-v2`; a service's name."""
+    name = node.rsplit("/", maxsplit=1)[-1]
+    return name.rsplit("-", 2)[0] if node.startswith("workload:") else name
+
+
+def test_the_dashboard_shows_bookinfo_live(mesh: BookinfoMesh) -> None:
+    """Over the running mesh, in Debian's chromium: the graph has bookinfo's calls (the
+    gateway calls productpage, which calls details and reviews, whose v2 and v3 call
+    ratings), its numbers move under traffic, the tap view fills with the gateway's
+    requests, and a denial at ratings turns reviews' edges to it red. The screenshot
+    is the one in docs/ (refreshed when MYC_DOCS_SCREENSHOTS=1)."""
     problem = missing_chromium()
     if problem is not None:
         pytest.fail(problem, pytrace=False)
     mesh.apply(reviews_route(v1=1, v2=1, v3=1))
     mesh.pages(60)
-    dashboard = mesh.shell.env["MYC_CONTROLLER"] + "/dashboard/#graph"
+    dashboard = mesh.shell.env["MYC_CONTROLLER"] + "/dashboard/"
     wanted = {
         ("ingress-gateway", "productpage"),
         ("productpage-v1", "details"),
@@ -187,30 +207,65 @@ def test_the_dashboard_draws_bookinfo(mesh: BookinfoMesh) -> None:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(dashboard)
+            page.goto(dashboard + "#graph")
 
-            def drawn() -> set[tuple[str, str]]:
-                edges = page.evaluate(
-                    "() => window.meshGraph ? window.meshGraph.edges().map("
-                    "(e) => [e.data('source'), e.data('target')]) : []"
-                )
-                found = {
-                    (source.split("/")[-1].rsplit("-", 2)[0], target.split("/")[-1])
-                    for source, target in edges
-                    if source.startswith("workload:") and target.startswith("service:")
+            def edges() -> dict[tuple[str, str], dict[str, Any]]:
+                return {
+                    (short(e["source"]), short(e["target"])): e
+                    for e in page.evaluate(EDGES_JS)
+                    if e["source"].startswith("workload:")
                 }
-                return wanted if wanted <= found else set()
 
             mesh.pages(20)
-            wait_for(drawn, 30, "the bookinfo graph")
+            drawn = wait_for(lambda: wanted <= set(edges()) and edges(), 30, "bookinfo's graph")
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            shot = ARTIFACTS / f"dashboard-bookinfo-{mesh.shell.pods_as}.png"
-            page.screenshot(path=str(shot))
+            page.screenshot(path=str(ARTIFACTS / f"dashboard-bookinfo-{mesh.shell.pods_as}.png"))
             if os.environ.get("MYC_DOCS_SCREENSHOTS") == "1" and mesh.shell.pods_as == "netns":
                 DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(DOCS_IMAGES / "dashboard-bookinfo.png"))
+
+            # The numbers move under traffic.
+            before = drawn[("ingress-gateway", "productpage")]["requests"]
+            mesh.pages(30)
+            wait_for(
+                lambda: edges()[("ingress-gateway", "productpage")]["requests"] > before,
+                30,
+                "more requests on the gateway's edge",
+            )
+
+            # The tap view fills with what the gateway forwards.
+            page.goto(dashboard + "#tap")
+            page.fill('#tap-form input[name="target"]', "deploy/ingress-gateway")
+            page.fill('#tap-form input[name="namespace"]', "bookinfo")
+            page.click("#tap-start")
+            rows = page.locator('#tapped tbody tr[data-path="/productpage"]')
+            wait_for(lambda: mesh.pages(4) and rows.count() > 0, 30, "tapped requests")
+            page.click("#tap-stop")
+
+            # A denial at ratings is an error edge from the reviews that call it.
+            mesh.apply(DENY_RATINGS)
+            wait_for(
+                lambda: any("ratings unavailable" in p.body for p in mesh.pages(10)),
+                30,
+                "ratings denying",
+            )
+            page.goto(dashboard + "#graph")
+            mesh.pages(40)
+            denied = wait_for(
+                lambda: [
+                    e
+                    for (source, target), e in edges().items()
+                    if target == "ratings" and e["successRate"] < 0.99
+                ],
+                30,
+                "an error edge into ratings",
+            )
+            assert {short(e["source"]) for e in denied} <= {"reviews-v2", "reviews-v3"}
+            page.screenshot(path=str(ARTIFACTS / f"dashboard-denial-{mesh.shell.pods_as}.png"))
         finally:
             browser.close()
+            deleted = mesh.shell.myc("delete", "authz", "ratings-closed", "-n", "bookinfo")
+            assert deleted.returncode in (0, 1), deleted.stderr
 
 
 def test_a_rolling_restart_of_reviews_under_load_fails_no_request(mesh: BookinfoMesh) -> None:

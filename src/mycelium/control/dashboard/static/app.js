@@ -71,7 +71,8 @@ async function renderGraph() {
       group: "edges",
       data: {
         id: edge.id, source: edge.source, target: edge.target, label: edgeLabel(edge),
-        rps: edge.rps, successRate: edge.successRate ?? 1, p99: edge.p99, mtls: edge.mtls ?? 0,
+        rps: edge.rps, requests: edge.requests, successRate: edge.successRate ?? 1,
+        p99: edge.p99, mtls: edge.mtls ?? 0,
       },
     })),
   ];
