@@ -106,8 +106,7 @@ class ProxyCore:
             self.connection_observers.append(metrics)
             self.on_config.append(lambda _active: metrics.config_changed())
             # what the controller's dashboard and `myc stat` see (it cannot scrape us)
-            self.traffic = TrafficReporter(metrics)
-            self.request_observers.append(self.traffic)
+            self.traffic = TrafficReporter(metrics)  # counted by the metrics observer
 
     @property
     def svid(self) -> Svid | None:

@@ -166,6 +166,23 @@ class _RequestSeries:
         self.response_bytes_sum = 0
 
 
+# Besides 5xx, what counts against a success rate in the controller's reports: no
+# answer at all (0), and a denial (401, 403), which a mesh graph shows as an error
+# edge as Kiali does.
+FAILED_STATUSES = frozenset({0, 401, 403})
+
+
+class TrafficCounts:
+    """One report row's counts (see telemetry/traffic_report.py)."""
+
+    __slots__ = ("errors", "latency", "requests")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.errors = 0
+        self.latency = [0] * (len(DEFAULT_BUCKETS) + 1)
+
+
 class _TcpSeries:
     __slots__ = ("closed", "opened", "received", "sent")
 
@@ -195,6 +212,8 @@ class ProxyMetrics:
         self._interned: dict[tuple[str, ...], LabelSet] = {}
         self._bases: dict[tuple[object, ...], LabelSet] = {}
         self.requests: dict[tuple[object, ...], _RequestSeries] = {}
+        # Set by a TrafficReporter: what the controller's report counts, as the caller.
+        self.traffic: dict[tuple[LabelSet, str, bool], TrafficCounts] | None = None
         self.tcp: dict[tuple[object, ...], _TcpSeries] = {}
 
     def config_changed(self) -> None:
@@ -226,28 +245,50 @@ class ProxyMetrics:
         return base
 
     def request_finished(self, exchange: LoggedExchange) -> None:
+        # The hot path, once per request: a handful of dict lookups and increments.
         duration = (time.monotonic() - exchange.started) * 1000.0
-        base = self.base_for(exchange)
+        kind = exchange.listener.kind
+        if kind == "outbound":  # the common case, without base_for's call
+            base = self._bases.get(
+                (exchange.service, exchange.cluster_name, exchange.upstream_host, exchange.host)
+            ) or self.base_for(exchange)
+        else:
+            base = self.base_for(exchange)
         reason = exchange.reason
+        status = exchange.status
         key = (
             base,
             exchange.grpc,
-            exchange.status,
+            status,
             exchange.grpc_status,
-            response_flags(reason, exchange.status),
+            response_flags(reason, status) if reason or not status else "-",
         )
         series = self.requests.get(key)
         if series is None:
             series = self.requests[key] = _RequestSeries()
         series.count += 1
-        series.duration[bisect_left(DEFAULT_BUCKETS, duration)] += 1
+        bucket = bisect_left(DEFAULT_BUCKETS, duration)
+        series.duration[bucket] += 1
         series.duration_sum += duration
         received = exchange.bytes_received
-        series.request_bytes[bisect_left(DEFAULT_BUCKETS, received)] += 1
+        # Most requests have no body: bucket 0 without the search.
+        series.request_bytes[bisect_left(DEFAULT_BUCKETS, received) if received else 0] += 1
         series.request_bytes_sum += received
         sent = exchange.bytes_sent
         series.response_bytes[bisect_left(DEFAULT_BUCKETS, sent)] += 1
         series.response_bytes_sum += sent
+        traffic = self.traffic
+        if traffic is not None and kind != "inbound":
+            # The controller's report (telemetry/traffic_report.py), counted here so
+            # that a request costs one observer call and one label lookup.
+            tkey = (base, exchange.rule_name, exchange.grpc)
+            counts = traffic.get(tkey)
+            if counts is None:
+                counts = traffic[tkey] = TrafficCounts()
+            counts.requests += 1
+            if status >= 500 or status in FAILED_STATUSES:
+                counts.errors += 1
+            counts.latency[bucket] += 1
 
     def connection_finished(self, connection: FinishedConnection) -> None:
         if connection.direction == "inbound":

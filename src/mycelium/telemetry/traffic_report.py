@@ -6,61 +6,26 @@ proxy sends a `TelemetryReport` on its discovery stream. A row per source worklo
 destination service, destination workload, route, protocol and mTLS, with request and
 error counts and the latency histogram (Istio's buckets), for the requests it sent as
 the caller (the `source` reporter, as Istio's graphs use; a gateway is the caller of
-what it forwards). The label values are the metrics' own (`ProxyMetrics.base_for`), so
-the dashboard and a Prometheus scrape of the same proxy agree.
-
-`TrafficReporter` is a request observer (a dict increment per request); `take_rows`
-hands over what accumulated since the last call and starts afresh.
+what it forwards). `ProxyMetrics` counts them as it records each request (one label
+lookup for both), so the dashboard and a Prometheus scrape of the same proxy agree;
+`TrafficReporter.take_rows` hands over what accumulated since the last call.
 """
 
 from __future__ import annotations
 
-import time
-from bisect import bisect_left
-from typing import TYPE_CHECKING
-
-from mycelium.discovery.protocol import LATENCY_BUCKETS_MS, TrafficRow
-from mycelium.telemetry.metrics import CLUSTER_DOMAIN, LabelSet, ProxyMetrics
-
-if TYPE_CHECKING:
-    from mycelium.proxy.access_log import LoggedExchange
+from mycelium.discovery.protocol import TrafficRow
+from mycelium.telemetry.metrics import CLUSTER_DOMAIN, ProxyMetrics
 
 REPORT_SECONDS = 5.0
-# Besides 5xx, what counts against a success rate: no answer at all (0), and a denial
-# (401, 403), which a mesh graph shows as an error edge as Kiali does.
-FAILED_STATUSES = frozenset({0, 401, 403})
-
-
-class _Counts:
-    __slots__ = ("errors", "latency", "requests")
-
-    def __init__(self) -> None:
-        self.requests = 0
-        self.errors = 0
-        self.latency = [0] * (len(LATENCY_BUCKETS_MS) + 1)
 
 
 class TrafficReporter:
     def __init__(self, metrics: ProxyMetrics) -> None:
         self._metrics = metrics
-        self._counts: dict[tuple[LabelSet, str, bool], _Counts] = {}
-
-    def request_finished(self, exchange: LoggedExchange) -> None:
-        if exchange.listener.kind == "inbound":
-            return  # the caller's proxy reports it
-        key = (self._metrics.base_for(exchange), exchange.rule_name, exchange.grpc)
-        counts = self._counts.get(key)
-        if counts is None:
-            counts = self._counts[key] = _Counts()
-        counts.requests += 1
-        status = exchange.status
-        if status >= 500 or status in FAILED_STATUSES:
-            counts.errors += 1
-        elapsed_ms = (time.monotonic() - exchange.started) * 1000.0
-        counts.latency[bisect_left(LATENCY_BUCKETS_MS, elapsed_ms)] += 1
+        metrics.traffic = {}
 
     def take_rows(self) -> list[TrafficRow]:
-        counted, self._counts = self._counts, {}
+        counted, self._metrics.traffic = self._metrics.traffic or {}, {}
         rows = []
         for (base, route, grpc), counts in counted.items():
             labels = base.labels
