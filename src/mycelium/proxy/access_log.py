@@ -30,7 +30,7 @@ from mycelium.telemetry.response_flags import NO_FLAG, response_flags
 
 if TYPE_CHECKING:
     from mycelium.proxy.http.exchange import Listener
-    from mycelium.telemetry import FinishedConnection
+    from mycelium.telemetry import FinishedConnection, OpenedConnection
 
 # Written out sooner than the sweep once this many lines wait (a burst).
 FLUSH_LINES = 512
@@ -133,6 +133,9 @@ class AccessLog:
             "connection_security_policy": "mutual_tls" if principal else "none",
         }
         self._append(entry)
+
+    def connection_opened(self, connection: OpenedConnection) -> None:
+        """A TCP connection gets its line when it ends, with what it moved."""
 
     def connection_finished(self, connection: FinishedConnection) -> None:
         flag = response_flags(connection.ended_by, 0)

@@ -32,7 +32,12 @@ from mycelium.proxy.http.upstream import (
 from mycelium.proxy.protocols.http1 import Http1Limits
 from mycelium.proxy.settings import ON_DEMAND_WAIT_SECONDS, ProxySettings
 from mycelium.proxy.upstream.clusters import ClusterRuntime, ClusterSet
-from mycelium.telemetry import ConnectionObserver, FinishedConnection, RequestObserver
+from mycelium.telemetry import (
+    ConnectionObserver,
+    FinishedConnection,
+    OpenedConnection,
+    RequestObserver,
+)
 from mycelium.telemetry.metrics import PEER_HEADER, ProxyMetrics, Workload, encode_peer
 from mycelium.telemetry.tracing import Tracer
 from mycelium.telemetry.traffic_report import REPORT_SECONDS, TrafficReporter
@@ -258,6 +263,10 @@ class ProxyCore:
             self.access_log.record(exchange)
         for observer in self.request_observers:
             observer.request_finished(exchange)
+
+    def connection_opened(self, connection: OpenedConnection) -> None:
+        for observer in self.connection_observers:
+            observer.connection_opened(connection)
 
     def connection_finished(self, connection: FinishedConnection) -> None:
         for observer in self.connection_observers:

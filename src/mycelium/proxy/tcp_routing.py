@@ -31,7 +31,7 @@ from mycelium.proxy.opaque_inbound import OpaqueInbound
 from mycelium.proxy.original_dst import OriginalDestinationError, original_destination
 from mycelium.proxy.settings import LocalUpstream
 from mycelium.proxy.tcp_relay import TcpRelay
-from mycelium.telemetry import FinishedConnection
+from mycelium.telemetry import FinishedConnection, OpenedConnection
 
 if TYPE_CHECKING:
     from mycelium.proxy.active_config import ActiveConfig
@@ -298,6 +298,18 @@ class TcpRouting:
         )
         self.relays.add(relay)
         core.counters["tcp_connections"] += 1
+        if core.connection_observers:
+            principal = transport.get_extra_info("peer_identity")
+            core.connection_opened(
+                OpenedConnection(
+                    direction="inbound" if target.cluster.startswith("inbound|") else "outbound",
+                    service=target.service,
+                    cluster=target.cluster,
+                    upstream_host=f"{target.host}:{target.port}",
+                    peer_principal=str(principal.uri) if principal else None,
+                    mtls_upstream=target.mtls,
+                )
+            )
         if not target.cluster:
             core.counters["tcp_passthrough"] += 1
         core.spawn(self._finished(relay, target, transport))

@@ -2,7 +2,8 @@
 
 The proxy tells telemetry about each finished request (`RequestObserver`, given the
 exchange of either protocol: see `proxy/access_log.LoggedExchange`) and each finished
-TCP connection (`ConnectionObserver`, given a `FinishedConnection`). Observers are
+TCP connection (`ConnectionObserver`: `OpenedConnection` when the relay starts,
+`FinishedConnection` when it ends). Observers are
 called on the hot path, once per request: they must only count and append, never
 block or allocate much; whatever is slow (rendering, writing, exporting) happens
 later, on their own schedule.
@@ -38,5 +39,19 @@ class FinishedConnection:
     ended_by: str  # how it ended (tcp_relay.RelayEnd)
 
 
+@dataclass(frozen=True, slots=True)
+class OpenedConnection:
+    """A TCP connection the proxy starts to relay (its end comes as FinishedConnection)."""
+
+    direction: str
+    service: str
+    cluster: str
+    upstream_host: str  # host:port the relay connects to
+    peer_principal: str | None
+    mtls_upstream: bool
+
+
 class ConnectionObserver(Protocol):
+    def connection_opened(self, connection: OpenedConnection) -> None: ...
+
     def connection_finished(self, connection: FinishedConnection) -> None: ...

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from mycelium.discovery.protocol import LATENCY_BUCKETS_MS
-from mycelium.telemetry import FinishedConnection
+from mycelium.telemetry import FinishedConnection, OpenedConnection
 from mycelium.telemetry.response_flags import response_flags
 
 if TYPE_CHECKING:
@@ -290,27 +290,34 @@ class ProxyMetrics:
                 counts.errors += 1
             counts.latency[bucket] += 1
 
-    def connection_finished(self, connection: FinishedConnection) -> None:
-        if connection.direction == "inbound":
-            peer = connection.peer_principal
-            bkey: tuple[object, ...] = ("tcp", connection.service, peer)
-            base = self._bases.get(bkey) or self._inbound_base(bkey, connection.service, peer, None)
-        else:
-            bkey = ("tcp", connection.service, connection.cluster, connection.upstream_host, "")
-            base = self._bases.get(bkey) or self._outbound_base(
-                bkey[1:], tls=connection.mtls_upstream
-            )
-        flags = response_flags(connection.ended_by, 0)
-        key = (base, flags)
+    def connection_opened(self, connection: OpenedConnection) -> None:
+        """Counted at once: a long-lived connection shows while it lasts (flag "-",
+        as Envoy reports an open connection)."""
+        key = (self._tcp_base(connection), "-")
         series = self.tcp.get(key)
         if series is None:
             series = self.tcp[key] = _TcpSeries()
         series.opened += 1
+
+    def connection_finished(self, connection: FinishedConnection) -> None:
+        flags = response_flags(connection.ended_by, 0)
+        key = (self._tcp_base(connection), flags)
+        series = self.tcp.get(key)
+        if series is None:
+            series = self.tcp[key] = _TcpSeries()
         series.closed += 1
         series.sent += connection.bytes_sent
         series.received += connection.bytes_received
 
     # --- label sets, once per (service, peer) or (service, endpoint) --------------------
+
+    def _tcp_base(self, connection: OpenedConnection | FinishedConnection) -> LabelSet:
+        if connection.direction == "inbound":
+            peer = connection.peer_principal
+            bkey: tuple[object, ...] = ("tcp", connection.service, peer)
+            return self._bases.get(bkey) or self._inbound_base(bkey, connection.service, peer, None)
+        bkey = ("tcp", connection.service, connection.cluster, connection.upstream_host, "")
+        return self._bases.get(bkey) or self._outbound_base(bkey[1:], tls=connection.mtls_upstream)
 
     def _intern(self, bkey: tuple[object, ...], labels: tuple[str, ...]) -> LabelSet:
         base = self._interned.get(labels)

@@ -224,6 +224,22 @@ async def test_tcp_services_count_connections_and_bytes(proxy_mesh: ProxyMesh) -
             assert got.labels["source_principal"] == "spiffe://cluster.local/ns/default/sa/teller"
             assert got.labels["source_namespace"] == "default"
             assert got.labels["destination_workload"] == "ledger-0"
+
+            # A connection that stays open is counted as opened while it lasts.
+            reader, writer = await asyncio.open_connection("127.0.0.1", local)
+            writer.write(b"still talking")
+            await writer.drain()
+
+            async def opened_twice() -> bool:
+                samples = (await scrape(caller))["istio_tcp_connections_opened_total"]
+                return sum(sample.value for sample in samples) == 2
+
+            await eventually(opened_twice, what="the open connection counted")
+            closed = (await scrape(caller))["istio_tcp_connections_closed_total"]
+            assert sum(sample.value for sample in closed) == 1  # ...and not yet closed
+            writer.write_eof()
+            await reader.read()
+            writer.close()
     finally:
         app.close()
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from mycelium.telemetry import FinishedConnection
+from mycelium.telemetry import FinishedConnection, OpenedConnection
 from mycelium.telemetry.metrics import (
     DEFAULT_BUCKETS,
     ProxyMetrics,
@@ -176,10 +176,20 @@ def test_tcp_connections_count_bytes_both_ways() -> None:
         duration=0.1,
         ended_by="completed",
     )
-    m.connection_finished(finished)
-    m.connection_finished(finished)
+    opened = OpenedConnection(
+        direction="outbound",
+        service="db.bookinfo",
+        cluster="outbound|db.bookinfo",
+        upstream_host="127.0.0.40:5432",
+        peer_principal=None,
+        mtls_upstream=True,
+    )
+    for _ in range(2):
+        m.connection_opened(opened)
+        m.connection_finished(finished)
     found = samples(m.render())
     assert found["istio_tcp_connections_opened_total"][0].value == 2
+    assert found["istio_tcp_connections_closed_total"][0].value == 2
     assert found["istio_tcp_received_bytes_total"][0].value == 20
     sent = found["istio_tcp_sent_bytes_total"][0]
     assert sent.value == 50
