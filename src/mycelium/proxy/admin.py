@@ -4,7 +4,7 @@ Admin: `/config_dump` (the accepted snapshot and its version), `/clusters` (ever
 cluster with its endpoints' health, load, latency estimate and ejection state), `/ready`,
 `/stats` (counters). Health: `/healthz/ready`, 200 once a config is in force and the
 proxy is not draining, else 503 — what a readiness probe polls. Metrics (15020):
-`/stats/prometheus` and `/metrics`, the Prometheus text exposition (`proxy/metrics.py`).
+`/stats/prometheus` and `/metrics`, the Prometheus text exposition (`proxy/exposition.py`).
 
 Both are tiny HTTP/1.0 servers on asyncio streams: trusted local callers, GET only, one
 request per connection. They deliberately share nothing with the data path.
@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from mycelium.proxy import metrics
+from mycelium.proxy import exposition
 from mycelium.proxy.core import ProxyCore
 
 # The admin API is local and small: a request line and a few headers.
@@ -64,7 +64,7 @@ class AdminServer:
             else:
                 status, body = route(path)
             if isinstance(body, str):  # an exposition
-                payload, content_type = body.encode(), metrics.CONTENT_TYPE
+                payload, content_type = body.encode(), exposition.CONTENT_TYPE
             else:
                 payload = json.dumps(body, indent=2, default=str).encode() + b"\n"
                 content_type = "application/json"
@@ -121,7 +121,7 @@ class AdminServer:
 
     def _metrics_route(self, path: str) -> tuple[int, Any]:
         if path in ("/stats/prometheus", "/metrics"):
-            return 200, metrics.render(self.core)
+            return 200, exposition.render(self.core)
         return 404, {"error": f"no such path {path}; try /stats/prometheus or /metrics"}
 
     def _admin_route(self, path: str) -> tuple[int, Any]:

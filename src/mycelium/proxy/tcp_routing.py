@@ -298,27 +298,26 @@ class TcpRouting:
         )
         self.relays.add(relay)
         core.counters["tcp_connections"] += 1
+        opened: OpenedConnection | None = None
         if core.connection_observers:
-            principal = transport.get_extra_info("peer_identity")
-            core.connection_opened(
-                OpenedConnection(
-                    direction="inbound" if target.cluster.startswith("inbound|") else "outbound",
-                    service=target.service,
-                    cluster=target.cluster,
-                    upstream_host=f"{target.host}:{target.port}",
-                    peer_principal=str(principal.uri) if principal else None,
-                    mtls_upstream=target.mtls,
-                )
+            identity = transport.get_extra_info("peer_identity")
+            opened = OpenedConnection(
+                direction="inbound" if target.cluster.startswith("inbound|") else "outbound",
+                service=target.service,
+                cluster=target.cluster,
+                upstream_host=f"{target.host}:{target.port}",
+                peer_principal=str(identity.uri) if identity else None,
+                mtls_upstream=target.mtls,
             )
+            core.connection_opened(opened)
         if not target.cluster:
             core.counters["tcp_passthrough"] += 1
-        core.spawn(self._finished(relay, target, transport))
+        core.spawn(self._finished(relay, opened, transport))
 
     async def _finished(
-        self, relay: TcpRelay, target: RelayTo, transport: asyncio.Transport
+        self, relay: TcpRelay, opened: OpenedConnection | None, transport: asyncio.Transport
     ) -> None:
         peer = transport.get_extra_info("peername")
-        principal = transport.get_extra_info("peer_identity")
         try:
             result = await relay.wait()
         finally:
@@ -327,17 +326,17 @@ class TcpRouting:
         core.counters[f"tcp_ended_{result.ended_by}"] += 1
         core.counters["tcp_bytes_to_upstream"] += result.bytes_to_upstream
         core.counters["tcp_bytes_to_downstream"] += result.bytes_to_downstream
-        if core.connection_observers:
+        if opened is not None:  # observers were told of the start: tell them the end
             upstream = result.upstream_address
             core.connection_finished(
                 FinishedConnection(
-                    direction="inbound" if target.cluster.startswith("inbound|") else "outbound",
-                    service=target.service,
-                    cluster=target.cluster,
+                    direction=opened.direction,
+                    service=opened.service,
+                    cluster=opened.cluster,
                     upstream_host=f"{upstream[0]}:{upstream[1]}" if upstream else "",
                     peer=peer[0] if peer else "",
-                    peer_principal=str(principal.uri) if principal else None,
-                    mtls_upstream=target.mtls,
+                    peer_principal=opened.peer_principal,
+                    mtls_upstream=opened.mtls_upstream,
                     bytes_received=result.bytes_to_upstream,
                     bytes_sent=result.bytes_to_downstream,
                     duration=result.duration,

@@ -117,7 +117,6 @@ class _Pod:
     view: PodView
     runner: ProcessPod
     task: asyncio.Task[PodPhase]
-    phase: PodPhase | None = None  # once ended
 
 
 @dataclass(slots=True)

@@ -105,10 +105,6 @@ class NodeNetwork(Protocol):
         ...
 
 
-async def _to_thread[T](fn: Callable[..., T], /, *args: Any) -> T:
-    return await asyncio.to_thread(fn, *args)
-
-
 class LoopbackBlock:
     """One /24 of loopback addresses claimed for this mesh's host-side pods, with a lock
     file held for the agent's life (`flock`: a dead agent's claim ends with it)."""
@@ -159,7 +155,7 @@ class LoopbackNode:
     ) -> PodPlacement:
         # Every process pod is in the host's network already: hostNetwork changes nothing.
         address = str(self.pool.assign(pod))
-        return LoopbackPlacement(address, app_address_for(address), _to_thread)
+        return LoopbackPlacement(address, app_address_for(address), asyncio.to_thread)
 
     async def prepare(self, placement: PodPlacement, sidecar: bool) -> None:
         return None
@@ -236,7 +232,7 @@ class NetnsNode:
         if host_network:
             address = self._free_host_address(pod, ports)
             placement = LoopbackPlacement(
-                address, app_address_for(address), _to_thread, str(self.pool.node)
+                address, app_address_for(address), asyncio.to_thread, str(self.pool.node)
             )
             self.host_pods[pod] = _HostPod(placement, tuple(ports))
             return placement

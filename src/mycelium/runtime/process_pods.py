@@ -295,11 +295,12 @@ class ProcessPod:
         what = "join" if isinstance(action, Join) else "leave"
         url = f"{self.placement.sidecar_admin_url}/{what}"
         if not await self.placement.run_blocking(http_ok, url, 2.0, "POST"):
-            log.warning("pod %s/%s: its sidecar did not %s the mesh", *self._names, what)
-
-    @property
-    def _names(self) -> tuple[str, str]:
-        return self.spec.namespace, self.spec.name
+            log.warning(
+                "pod %s/%s: its sidecar did not %s the mesh",
+                self.spec.namespace,
+                self.spec.name,
+                what,
+            )
 
     async def _sidecar_ready(self) -> bool:
         return await self.placement.run_blocking(http_ok, self.placement.sidecar_health_url, 1.0)
