@@ -115,7 +115,8 @@ def wait_http(url: str, headers: dict[str, str] | None = None, deadline: float =
     raise SystemExit(f"{url} did not answer 200")
 
 
-def wrk(url: str, seconds: int, headers: dict[str, str] | None = None) -> tuple[float, float]:
+def wrk(url: str, seconds: int, headers: dict[str, str] | None = None) -> tuple[float, float, int]:
+    """requests/s, p99 in ms, and how many requests completed."""
     args = ["wrk", "-t1", "-c32", f"-d{seconds}s", "--latency"]
     for name, value in (headers or {}).items():
         args += ["-H", f"{name}: {value}"]
@@ -127,7 +128,13 @@ def wrk(url: str, seconds: int, headers: dict[str, str] | None = None) -> tuple[
     p99_ms = value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
     if "Non-2xx" in out or "Socket errors" in out:
         print(f"warning: errors through {url}:\n{out}", file=sys.stderr)
-    return rps, p99_ms
+    done = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return rps, p99_ms, done
+
+
+def cpu_seconds(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
 
 
 def start_sidecar_mesh(
@@ -241,14 +248,22 @@ def main() -> None:
         if args.metrics_only:
             targets = {k: v for k, v in targets.items() if k.startswith("mycelium")}
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in targets}
+        # The sidecars' CPU time per request (µs): steadier than requests/s on a shared
+        # machine, since it does not depend on what else got the cores meanwhile.
+        pids = {"mycelium": proxy.pid, "mycelium_no_metrics": bare.pid}
+        cpu_us: dict[str, list[float]] = {name: [] for name in pids}
         for round_ in range(args.rounds):
-            for name, (url, headers) in targets.items():
-                results[name].append(wrk(url, args.seconds, headers))
-                print(
-                    f"round {round_ + 1} {name:9s} {results[name][-1][0]:10.0f} req/s "
-                    f"p99 {results[name][-1][1]:.2f} ms",
-                    flush=True,
-                )
+            # ABBA order: a drift in the machine's load over a round hits both alike.
+            order = list(targets.items())
+            for name, (url, headers) in order if round_ % 2 == 0 else reversed(order):
+                before = cpu_seconds(pids[name]) if name in pids else 0.0
+                rps, p99, done = wrk(url, args.seconds, headers)
+                results[name].append((rps, p99))
+                line = f"round {round_ + 1} {name:9s} {rps:10.0f} req/s p99 {p99:.2f} ms"
+                if name in pids:
+                    cpu_us[name].append((cpu_seconds(pids[name]) - before) / done * 1e6)
+                    line += f" {cpu_us[name][-1]:.1f} µs CPU/request"
+                print(line, flush=True)
         loaded_rss = psutil.Process(proxy.pid).memory_info().rss / 2**20
         summary: dict[str, object] = {}
         medians = {
@@ -266,6 +281,13 @@ def main() -> None:
             "of_medians": round(my_rps / medians["mycelium_no_metrics"][0], 3),
             "per_round_median": statistics.median(metrics_cost),
             "per_round": metrics_cost,
+        }
+        with_us = statistics.median(cpu_us["mycelium"])
+        without_us = statistics.median(cpu_us["mycelium_no_metrics"])
+        summary["sidecar_cpu_us_per_request"] = {
+            "with_metrics": round(with_us, 2),
+            "without_metrics": round(without_us, 2),
+            "metrics_share": round((with_us - without_us) / with_us, 3),
         }
         summary["command"] = f"wrk -t1 -c32 -d{args.seconds}s, {args.rounds} interleaved rounds"
         if args.metrics_only:

@@ -18,7 +18,7 @@ Who reports: a sidecar's outbound side, a local port and a gateway report as `so
 reports as `destination` (it knows the source from the peer's certificate and from the
 peer metadata the calling proxy sends once per connection, `PEER_HEADER`).
 
-The hot path only counts: each request costs a clock read, two dict look-ups and a few
+The hot path only counts: each request costs a clock read, one dict look-up and a few
 integer increments on plain lists. Label sets are worked out once per (service, cluster,
 endpoint) or (service, peer) and kept, interned, in `_bases` until the config changes;
 nothing is formatted until a scrape asks for the exposition (`render`). No locks: the
@@ -142,13 +142,17 @@ class LabelSet:
         self.labels = labels
 
 
-class _RequestSeries:
-    """One label set's request counts; histogram buckets not cumulative (see render)."""
+class RequestSeries:
+    """One series key's request counts, cumulative; histogram buckets are not (see
+    render). Keyed by (LabelSet, route, grpc, status, grpc status, flags): the route is
+    not a metrics label, but the controller's traffic report counts by it."""
 
     __slots__ = (
         "count",
         "duration",
         "duration_sum",
+        "last_sent",
+        "last_sent_bucket",
         "request_bytes",
         "request_bytes_sum",
         "response_bytes",
@@ -164,23 +168,9 @@ class _RequestSeries:
         self.request_bytes_sum = 0
         self.response_bytes = [0] * size
         self.response_bytes_sum = 0
-
-
-# Besides 5xx, what counts against a success rate in the controller's reports: no
-# answer at all (0), and a denial (401, 403), which a mesh graph shows as an error
-# edge as Kiali does.
-FAILED_STATUSES = frozenset({0, 401, 403})
-
-
-class TrafficCounts:
-    """One report row's counts (see telemetry/traffic_report.py)."""
-
-    __slots__ = ("errors", "latency", "requests")
-
-    def __init__(self) -> None:
-        self.requests = 0
-        self.errors = 0
-        self.latency = [0] * (len(DEFAULT_BUCKETS) + 1)
+        # A route's responses often have one size: its bucket, found once.
+        self.last_sent = 0
+        self.last_sent_bucket = 0
 
 
 class _TcpSeries:
@@ -211,18 +201,97 @@ class ProxyMetrics:
         self._principal_seen: str | None = None
         self._interned: dict[tuple[str, ...], LabelSet] = {}
         self._bases: dict[tuple[object, ...], LabelSet] = {}
-        self.requests: dict[tuple[object, ...], _RequestSeries] = {}
-        # Set by a TrafficReporter: what the controller's report counts, as the caller.
-        self.traffic: dict[tuple[LabelSet, str, bool], TrafficCounts] | None = None
+        self.requests: dict[tuple[object, ...], RequestSeries] = {}
+        # the exchange's own fields (listener kind, service, peer or upstream, route, status,
+        # ...) to its series: reset with the label sets when the config changes
+        self._index: dict[tuple[object, ...], RequestSeries] = {}
         self.tcp: dict[tuple[object, ...], _TcpSeries] = {}
 
     def config_changed(self) -> None:
         """Endpoints may have new workloads, versions or identities: work them out anew."""
         self._bases.clear()
+        self._index.clear()
 
     # --- the hot path -------------------------------------------------------------------
 
-    def base_for(self, exchange: LoggedExchange) -> LabelSet:
+    def request_finished(self, exchange: LoggedExchange) -> None:
+        # The hot path, once per request: one tuple, one dict lookup, a few increments.
+        # `_index` maps what the exchange says directly to its series, so the label set
+        # is worked out only on a miss; the controller's traffic report is read from
+        # the same series (traffic_report.py).
+        duration = (time.monotonic() - exchange.started) * 1000.0
+        reason = exchange.reason
+        status = exchange.status
+        flags = response_flags(reason, status) if reason or not status else "-"
+        if exchange.listener.kind == "outbound":  # the common case first
+            fast: tuple[object, ...] = (
+                exchange.service,
+                exchange.cluster_name,
+                exchange.upstream_host,
+                exchange.host,
+                exchange.rule_name,
+                exchange.grpc,
+                status,
+                exchange.grpc_status,
+                flags,
+            )
+        else:
+            fast = self._fast_key(exchange, flags)
+        series = self._index.get(fast)
+        if series is None:
+            series = self._series_for(exchange, fast, flags)
+        series.count += 1
+        series.duration[bisect_left(DEFAULT_BUCKETS, duration)] += 1
+        series.duration_sum += duration
+        received = exchange.bytes_received
+        # Most requests have no body: bucket 0 without the search.
+        series.request_bytes[bisect_left(DEFAULT_BUCKETS, received) if received else 0] += 1
+        series.request_bytes_sum += received
+        sent = exchange.bytes_sent
+        if sent != series.last_sent:
+            series.last_sent = sent
+            series.last_sent_bucket = bisect_left(DEFAULT_BUCKETS, sent)
+        series.response_bytes[series.last_sent_bucket] += 1
+        series.response_bytes_sum += sent
+
+    def _fast_key(self, exchange: LoggedExchange, flags: str) -> tuple[object, ...]:
+        """`_index`'s key for any listener but outbound ones (whose keys, one shorter,
+        never equal these)."""
+        kind = exchange.listener.kind
+        if kind == "inbound":
+            downstream = exchange.downstream
+            where: tuple[object, ...] = (downstream.peer_principal, downstream.peer_metadata, "")
+        else:
+            where = (exchange.cluster_name, exchange.upstream_host, exchange.host)
+        return (
+            kind,
+            exchange.service,
+            *where,
+            exchange.rule_name,
+            exchange.grpc,
+            exchange.status,
+            exchange.grpc_status,
+            flags,
+        )
+
+    def _series_for(
+        self, exchange: LoggedExchange, fast: tuple[object, ...], flags: str
+    ) -> RequestSeries:
+        key = (
+            self._base_for(exchange),
+            exchange.rule_name,
+            exchange.grpc,
+            exchange.status,
+            exchange.grpc_status,
+            flags,
+        )
+        series = self.requests.get(key)
+        if series is None:
+            series = self.requests[key] = RequestSeries()
+        self._index[fast] = series
+        return series
+
+    def _base_for(self, exchange: LoggedExchange) -> LabelSet:
         """The request's label set up to `connection_security_policy` (interned: equal
         sets are the same object), as `BASE_LABELS` names them."""
         if exchange.listener.kind == "inbound":
@@ -243,52 +312,6 @@ class ProxyMetrics:
         if base is None:
             base = self._outbound_base(bkey)
         return base
-
-    def request_finished(self, exchange: LoggedExchange) -> None:
-        # The hot path, once per request: a handful of dict lookups and increments.
-        duration = (time.monotonic() - exchange.started) * 1000.0
-        kind = exchange.listener.kind
-        if kind == "outbound":  # the common case, without base_for's call
-            base = self._bases.get(
-                (exchange.service, exchange.cluster_name, exchange.upstream_host, exchange.host)
-            ) or self.base_for(exchange)
-        else:
-            base = self.base_for(exchange)
-        reason = exchange.reason
-        status = exchange.status
-        key = (
-            base,
-            exchange.grpc,
-            status,
-            exchange.grpc_status,
-            response_flags(reason, status) if reason or not status else "-",
-        )
-        series = self.requests.get(key)
-        if series is None:
-            series = self.requests[key] = _RequestSeries()
-        series.count += 1
-        bucket = bisect_left(DEFAULT_BUCKETS, duration)
-        series.duration[bucket] += 1
-        series.duration_sum += duration
-        received = exchange.bytes_received
-        # Most requests have no body: bucket 0 without the search.
-        series.request_bytes[bisect_left(DEFAULT_BUCKETS, received) if received else 0] += 1
-        series.request_bytes_sum += received
-        sent = exchange.bytes_sent
-        series.response_bytes[bisect_left(DEFAULT_BUCKETS, sent)] += 1
-        series.response_bytes_sum += sent
-        traffic = self.traffic
-        if traffic is not None and kind != "inbound":
-            # The controller's report (telemetry/traffic_report.py), counted here so
-            # that a request costs one observer call and one label lookup.
-            tkey = (base, exchange.rule_name, exchange.grpc)
-            counts = traffic.get(tkey)
-            if counts is None:
-                counts = traffic[tkey] = TrafficCounts()
-            counts.requests += 1
-            if status >= 500 or status in FAILED_STATUSES:
-                counts.errors += 1
-            counts.latency[bucket] += 1
 
     def connection_opened(self, connection: OpenedConnection) -> None:
         """Counted at once: a long-lived connection shows while it lasts (flag "-",
@@ -422,11 +445,12 @@ class ProxyMetrics:
 
 
 def _merge_requests(
-    series: dict[tuple[object, ...], _RequestSeries],
-) -> list[tuple[str, _RequestSeries]]:
-    """Series keyed by label text: keys that differ only in how they were found merge."""
-    merged: dict[str, _RequestSeries] = {}
-    for (base, grpc, status, grpc_status, flags), one in list(series.items()):
+    series: dict[tuple[object, ...], RequestSeries],
+) -> list[tuple[str, RequestSeries]]:
+    """Series keyed by label text: keys that differ only in how they were found, or by
+    route, merge."""
+    merged: dict[str, RequestSeries] = {}
+    for (base, _route, grpc, status, grpc_status, flags), one in list(series.items()):
         assert isinstance(base, LabelSet)
         values = (
             *base.labels,
@@ -438,7 +462,7 @@ def _merge_requests(
         text = label_text(ALL_LABELS, values)
         into = merged.get(text)
         if into is None:
-            into = merged[text] = _RequestSeries()
+            into = merged[text] = RequestSeries()
         into.count += one.count
         into.duration_sum += one.duration_sum
         into.request_bytes_sum += one.request_bytes_sum
