@@ -63,11 +63,13 @@ async def test_the_graph_follows_the_traffic_and_shows_a_denial_as_an_error_edge
 
         caller, reviews = "workload:default/productpage-0", "service:default/reviews"
         to_ratings = ("workload:default/productpage-0", "service:default/ratings")
+        # Both calls may land in different reports (every 5 s): wait for the whole graph.
+        expected = {caller, reviews, "service:default/ratings", "workload:default/ratings-0"}
         first = await eventually(
-            lambda: _with_edge(page, caller, reviews), timeout=20, what="the caller's edge"
+            lambda: _with_edge(page, caller, reviews, expected),
+            timeout=20,
+            what="the caller's edge and every node",
         )
-        assert {caller, reviews, "service:default/ratings"} <= set(first["nodes"])
-        assert "workload:default/ratings-0" in first["nodes"]
         before = edge(first, caller, reviews)
         assert before is not None
         assert before["successRate"] == 1
@@ -100,9 +102,11 @@ async def test_the_graph_follows_the_traffic_and_shows_a_denial_as_an_error_edge
         await app.stop()
 
 
-async def _with_edge(page: Page, source: str, target: str) -> dict[str, Any] | None:
+async def _with_edge(
+    page: Page, source: str, target: str, nodes: set[str]
+) -> dict[str, Any] | None:
     data = await graph(page)
-    return data if edge(data, source, target) else None
+    return data if edge(data, source, target) and nodes <= set(data["nodes"]) else None
 
 
 async def _edge_changed(page: Page, source: str, target: str, rps: float) -> bool:
