@@ -89,6 +89,8 @@ class TapListener(Protocol):
 
     def proxy_gone(self, node_id: str) -> None: ...
 
+    def proxy_joined(self, node: p.NodeInfo) -> p.TapStart | None: ...
+
 
 def snapshot_version(bundles: list[tuple[str, Bundle]]) -> str:
     """A proxy's snapshot version: a hash of its bundles' versions, so the same config
@@ -468,6 +470,10 @@ class DiscoveryServer:
         if self._trust_bundle is not None:
             session.send(self._trust_bundle())
         self._push(session, full=not session.held)
+        for listener in list(self.taps.values()):  # a tap follows its target's new pods
+            start = listener.proxy_joined(session.node)
+            if start is not None:
+                session.send(start)
         return session
 
     def broadcast_trust_bundle(self) -> int:

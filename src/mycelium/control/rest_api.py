@@ -381,7 +381,12 @@ class RestApi:
                 f"no connected proxy serves {target}{where}: check the name with "
                 "`myc ps` or `myc status`",
             )
-        tap = ActiveTap(start, proxies)
+        state = self._c.state
+        tap = ActiveTap(
+            start,
+            proxies,
+            follows=lambda node: bool(select(target, namespace, [node], state)),
+        )
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
         discovery.start_tap(start, [node.id for node in proxies], tap)

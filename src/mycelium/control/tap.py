@@ -5,7 +5,10 @@ Proxies in network-namespace pods cannot be reached from the host, but every pro
 keeps a discovery stream to us; so `GET /api/v1/tap` picks the connected proxies the
 target names (`select`, pure), sends them `tap_start` on their streams, and relays the
 `tap_events` they answer as NDJSON lines (`ActiveTap`), until the tap's maximum, its
-time, every proxy's end, or the client's leaving; then it sends `tap_stop`.
+time, every proxy's end, or the client's leaving; then it sends `tap_stop`. A proxy
+that connects while the tap runs and is named by its target (a rollout's new pod, a
+restarted one) joins it for the time that is left: a tap follows a Deployment through a
+rollout, as `linkerd viz tap` does, rather than going quiet once the old pods leave.
 
 Targets, as the runtime names things: a Deployment's pods are workloads named
 `<deployment>-<hash>-<n>` carrying the template's labels; a Service's are the
@@ -17,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -107,17 +112,60 @@ def _selected(target: TapTarget, node: p.NodeInfo, state: MeshState) -> bool:
 
 
 class ActiveTap:
-    """One tap's relay: proxies' batches in, NDJSON-ready dicts out (`lines`)."""
+    """One tap's relay: proxies' batches in, NDJSON-ready dicts out (`lines`).
 
-    def __init__(self, start: p.TapStart, proxies: list[p.NodeInfo]) -> None:
+    `follows` says whether a proxy that connects later is one the target names (None:
+    only the proxies it started on); `clock` is monotonic seconds."""
+
+    def __init__(
+        self,
+        start: p.TapStart,
+        proxies: list[p.NodeInfo],
+        *,
+        follows: Callable[[p.NodeInfo], bool] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.start = start
         self.proxies = {node.id: node for node in proxies}
         self._running = set(self.proxies)
         self._ends: dict[str, str] = {}
+        self._follows = follows
+        self._clock = clock
+        self._deadline = clock() + start.seconds
         self.lines: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.sent = 0  # request lines
         self.lost_lines = 0  # left out because the client read too slowly
         self.ended: str | None = None
+
+    def proxy_joined(self, node: p.NodeInfo) -> p.TapStart | None:
+        """A proxy connected while the tap runs: the `tap_start` to send it if the target
+        names it (for the time and the number of requests that are left), else None."""
+        if self.ended is not None or self._follows is None or node.id in self._running:
+            return None
+        if not self._follows(node):
+            return None
+        seconds = self._deadline - self._clock()
+        left = self.start.max - self.sent if self.start.max else 0
+        if seconds <= 0 or (self.start.max and left <= 0):
+            return None
+        self.proxies[node.id] = node
+        self._running.add(node.id)
+        self._ends.pop(node.id, None)
+        self._put(
+            {
+                "type": "proxy_joined",
+                "proxy": node.id,
+                "namespace": node.namespace,
+                "workload": node.workload,
+            }
+        )
+        return p.TapStart(
+            id=self.start.id,
+            filter=self.start.filter,
+            max=left,
+            seconds=seconds,
+            rate=self.start.rate,
+        )
 
     def events(self, node: p.NodeInfo, message: p.TapEvents) -> None:
         """A batch from a proxy (the discovery server calls this)."""
@@ -147,9 +195,12 @@ class ActiveTap:
         self._running.discard(node_id)
         self._ends[node_id] = why
         self._put({"type": "proxy_ended", "proxy": node_id, "reason": why})
-        if not self._running and self.ended is None:
-            every = set(self._ends.values())
-            self.finish(every.pop() if len(every) == 1 else "proxies_ended")
+        if self._running or self.ended is not None:
+            return
+        every = set(self._ends.values())
+        if every == {"disconnected"} and self._follows is not None:
+            return  # pods went away (a rollout?): their successors join as they connect
+        self.finish(every.pop() if len(every) == 1 else "proxies_ended")
 
     def finish(self, why: str) -> None:
         if self.ended is None:

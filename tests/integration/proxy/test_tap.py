@@ -24,21 +24,23 @@ POD = "ratings-5d8f7c-0"
 
 
 @asynccontextmanager
-async def ratings_pod(mesh: ProxyMesh) -> AsyncIterator[ProxyServer]:
+async def ratings_pod(
+    mesh: ProxyMesh, pod: str = POD, address: str = "127.0.0.21"
+) -> AsyncIterator[ProxyServer]:
     app = await EchoApp("ratings", "127.0.0.1").start()
     await mesh.apply(RATINGS.format(port=app.port))
     sidecar = mesh.proxy(
-        POD,
-        workload=POD,
+        pod,
+        workload=pod,
         labels={"app": "ratings"},
-        address="127.0.0.21",
-        inbound_address="127.0.0.21",
+        address=address,
+        inbound_address=address,
         app_address="127.0.0.1",
     )
     await sidecar.start()
     try:
         await eventually(
-            lambda: POD in mesh.controller.discovery.sessions, what="the sidecar's stream"
+            lambda: pod in mesh.controller.discovery.sessions, what="the sidecar's stream"
         )
         yield sidecar
     finally:
@@ -143,6 +145,35 @@ async def test_tap_filters_by_status_class_and_prints_a_line_per_request(
     for line in lines:
         assert line.startswith(f"{POD} in  GET ratings")
         assert "/broken?status=503 503 " in line
+
+
+async def test_a_tap_follows_a_deployment_through_a_rollout(proxy_mesh: ProxyMesh) -> None:
+    successor = "ratings-77ee11-0"
+    async with myc_tap(proxy_mesh, "deploy/ratings", "--max", "4", "-o", "json") as process:
+        async with ratings_pod(proxy_mesh) as old:
+            await eventually(lambda: tapping(old).sessions, what="the tap to reach the pod")
+            for _ in range(2):
+                assert (await proxy_mesh.get("/before", host="ratings")).status == 200
+            taps = proxy_mesh.controller.discovery.taps.values()
+            await eventually(
+                lambda: sum(tap.sent for tap in taps) >= 2,  # type: ignore[attr-defined]
+                what="the controller to relay the old pod's requests",
+            )
+        # the old pod is gone and the tap still runs: the new pod joins it when it connects
+        async with ratings_pod(proxy_mesh, successor, "127.0.0.22") as new:
+            await eventually(lambda: tapping(new).sessions, what="the tap to reach the new pod")
+            out, err = await send_until_done(proxy_mesh, process, ["/after"])
+
+    lines = [json.loads(line) for line in out]
+    assert [(line["workload"], line["path"]) for line in lines] == [
+        (POD, "/before"),
+        (POD, "/before"),
+        (successor, "/after"),
+        (successor, "/after"),
+    ]
+    assert f"{POD} left the tap (disconnected)" in err
+    assert f"{successor} joined the tap" in err
+    assert "tap ended (max): 4 requests" in err
 
 
 async def test_tapping_a_deployment_without_proxies_says_so(proxy_mesh: ProxyMesh) -> None:

@@ -88,3 +88,57 @@ async def test_the_relay_ends_at_max_across_proxies_and_when_every_proxy_ended()
     other.events(a, p.TapEvents(id="u", ended="deadline"))
     other.proxy_gone(b.id)
     assert other.ended == "proxies_ended"
+
+
+def _event() -> p.TapEvent:
+    return p.TapEvent(
+        ts=1.0, direction="inbound", protocol="HTTP/1.1", method="GET", path="/",
+        authority="reviews", service="reviews.default", status=200, latency_ms=1.0,
+        source="198.18.0.9", source_principal=None, destination="127.0.0.1:9080",
+        reason="", response_flags="-",
+    )  # fmt: skip
+
+
+def test_a_rollouts_new_pod_joins_the_tap_for_the_time_and_requests_left() -> None:
+    now = [100.0]
+    target = TapTarget.parse("deploy/reviews")
+    old, new = (
+        NODES[0],
+        p.NodeInfo(id="reviews-77ee11-0", workload="reviews-77ee11-0", labels={"app": "reviews"}),
+    )
+    tap = ActiveTap(
+        p.TapStart(id="t", max=5, seconds=60),
+        [old],
+        follows=lambda node: bool(select(target, "default", [node], _state())),
+        clock=lambda: now[0],
+    )
+    tap.events(old, p.TapEvents(id="t", events=[_event(), _event()]))
+    tap.proxy_gone(old.id)
+    assert tap.ended is None  # the pods went away: their successors are awaited
+
+    now[0] += 20
+    assert tap.proxy_joined(NODES[3]) is None  # ratings: not the target
+    joined = tap.proxy_joined(new)
+    assert joined is not None
+    assert (joined.id, joined.max, joined.seconds) == ("t", 3, 40)
+    assert tap.proxy_joined(new) is None  # already tapping
+
+    tap.events(new, p.TapEvents(id="t", events=[_event()] * 3))
+    lines = [tap.lines.get_nowait() for _ in range(tap.lines.qsize())]
+    kinds = [line["type"] for line in lines]
+    assert kinds == ["request"] * 2 + ["proxy_ended", "proxy_joined"] + ["request"] * 3 + ["end"]
+    assert lines[3]["workload"] == new.workload
+    assert lines[-1] == {"type": "end", "reason": "max", "requests": 5}
+
+
+def test_nothing_joins_a_tap_after_its_time_or_a_tap_of_fixed_proxies() -> None:
+    now = [0.0]
+    late = ActiveTap(
+        p.TapStart(id="t", seconds=10), [NODES[0]], follows=lambda _n: True, clock=lambda: now[0]
+    )
+    now[0] = 11
+    assert late.proxy_joined(NODES[1]) is None
+    fixed = ActiveTap(p.TapStart(id="u", seconds=10), [NODES[0]])
+    assert fixed.proxy_joined(NODES[1]) is None
+    fixed.proxy_gone(NODES[0].id)
+    assert fixed.ended == "disconnected"

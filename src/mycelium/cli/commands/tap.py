@@ -95,6 +95,10 @@ def tap_command(
             elif kind == "started":
                 names = ", ".join(p["workload"] or p["id"] for p in line["proxies"])
                 typer.echo(f"tapping {line['target']}: {names}", err=True)
+            elif kind == "proxy_joined":
+                typer.echo(f"{line['workload'] or line['proxy']} joined the tap", err=True)
+            elif kind == "proxy_ended":
+                typer.echo(f"{line['proxy']} left the tap ({line['reason']})", err=True)
             elif kind == "dropped":
                 typer.echo(f"{line['proxy']}: {line['count']} requests over the rate", err=True)
             elif kind == "end":

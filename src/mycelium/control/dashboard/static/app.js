@@ -153,6 +153,8 @@ async function renderChart(service) {
 
 let tapping = null; // the AbortController of the running tap
 let tapStatus = "not tapping";
+let tapTarget = "";
+let tapProxies = new Set(); // the proxies tapping now: they come and go with pods
 const MAX_TAP_ROWS = 200;
 
 async function startTap(form) {
@@ -195,7 +197,15 @@ function stopTap() {
 }
 
 function tapLine(line) {
-  if (line.type === "started") tapStatus = `tapping ${line.target}: ${line.proxies.length} proxies`;
+  if (line.type === "started") {
+    tapTarget = line.target;
+    tapProxies = new Set(line.proxies.map((proxy) => proxy.id));
+  }
+  if (line.type === "proxy_joined") tapProxies.add(line.proxy);
+  if (line.type === "proxy_ended") tapProxies.delete(line.proxy);
+  if (["started", "proxy_joined", "proxy_ended"].includes(line.type)) {
+    tapStatus = `tapping ${tapTarget}: ${tapProxies.size} proxies`;
+  }
   if (line.type !== "request") return;
   const body = document.querySelector("#tapped tbody");
   const time = new Date(line.ts * 1000).toLocaleTimeString();
