@@ -16,6 +16,12 @@ from mycelium.errors import MeshError
 REASON_HEADER = b"x-mycelium-reason"
 
 
+class ClientGone(Exception):
+    """The client reset its stream or closed its connection before the response was
+    over: nobody is left to answer, so the request ends quietly with reason
+    `client_reset` (Envoy's DC flag) and whatever status had been sent."""
+
+
 class ProxyError(MeshError):
     """A request the proxy answers itself, with `status` and a machine-readable `reason`."""
 

@@ -95,6 +95,51 @@ async def test_http1_requests_are_logged_with_their_route_and_reason(
     assert missed["upstream_host"] is None
 
 
+async def leave_early(port: int, path: str, *, after_head: bool) -> None:
+    """Ask for `path` over HTTP/1.1 and close the connection: before any answer, or
+    right after the response head (without reading the body)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: reviews\r\n\r\n".encode())
+    if after_head:
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+    else:
+        await asyncio.sleep(0.2)  # the request is with the app, which takes its time
+    writer.close()
+
+
+async def test_an_http1_client_that_leaves_is_a_dc_not_a_proxy_error(
+    proxy_mesh: ProxyMesh, tmp_path: Path
+) -> None:
+    await proxy_mesh.apply(ONLY_API)
+    log = tmp_path / "access.log"
+    async with logging_proxy(proxy_mesh, log) as proxy:
+        port = proxy.bound["outbound"].port
+        await leave_early(port, "/api/slow?delay=1", after_head=False)
+        # a body far larger than the socket buffers: still flowing when the client leaves
+        await leave_early(port, "/api/large?size=64000000", after_head=True)
+        logged = await eventually(lambda: len(records(log)) >= 2 and records(log), timeout=10)
+        assert proxy.core.counters["reason_internal_error"] == 0
+        # the attempts were given up, not left holding the cluster's limits
+        for cluster in proxy.core.clusters:
+            assert cluster.breaker.requests == 0
+            assert all(endpoint.in_flight == 0 for endpoint in cluster.endpoints)
+
+    by_path = {record["path"].split("?")[0]: record for record in logged}
+    waiting, reading = by_path["/api/slow"], by_path["/api/large"]
+    assert (waiting["status"], waiting["reason"], waiting["response_flags"]) == (
+        0,
+        "client_reset",
+        "DC",
+    )
+    assert (reading["status"], reading["reason"], reading["response_flags"]) == (
+        200,
+        "client_reset",
+        "DC",
+    )
+    assert reading["bytes_sent"] < 64_000_000
+
+
 async def test_http2_streams_are_logged_like_http1_requests(
     h2_mesh: H2Mesh, tmp_path: Path
 ) -> None:

@@ -28,6 +28,7 @@ from h2.errors import ErrorCodes
 from mycelium.proxy.destination import duration_text, find_route, service_port
 from mycelium.proxy.errors import (
     CircuitOpen,
+    ClientGone,
     NoHealthyUpstream,
     NoRoute,
     ProxyError,
@@ -73,10 +74,6 @@ if TYPE_CHECKING:
 # A stream the endpoint never processed is sent again on a fresh connection at most this
 # often (an endpoint that refuses everything must not be hammered).
 MAX_UNPROCESSED_REPEATS = 3
-
-
-class ClientGone(Exception):
-    """The client reset the stream or closed the connection: stop quietly."""
 
 
 class Http2Exchange:

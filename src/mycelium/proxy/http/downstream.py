@@ -25,7 +25,7 @@ from collections import deque
 from dataclasses import replace
 from typing import TYPE_CHECKING, cast
 
-from mycelium.proxy.errors import REASON_HEADER, ProxyError, RequestTimeout
+from mycelium.proxy.errors import REASON_HEADER, ClientGone, ProxyError, RequestTimeout
 from mycelium.proxy.http.body import BodyStream
 from mycelium.proxy.http.exchange import NO_BODY_STATUSES, Exchange, Listener
 from mycelium.proxy.protocols.http1 import (
@@ -117,13 +117,15 @@ class DownstreamHttp1(asyncio.Protocol):
         # else: the sweep must still time out the response head that request awaits (its
         # default timeout has no timer of its own); `exchange_done` lets go of us then.
         if self._receiving is not None:
-            self._receiving.fail(ConnectionResetError("the client went away"))
+            self._receiving.fail(ClientGone("the client went away"))
         upstream = self._upstream
         if upstream is not None:
             self._upstream = None
             upstream.abort()  # nobody will read the rest of this response
             if self._active is not None:
-                self._active.response_over(ConnectionResetError("the client went away"))
+                self._active.response_over(ClientGone("the client went away"))
+        elif active is not None:
+            active.client_left()  # the response has not begun: give the attempt up
 
     def data_received(self, data: bytes) -> None:
         try:

@@ -34,6 +34,7 @@ from mycelium.discovery import config as cfg
 from mycelium.proxy.destination import duration_text, find_route, service_port
 from mycelium.proxy.errors import (
     CircuitOpen,
+    ClientGone,
     NoHealthyUpstream,
     NoRoute,
     ProxyError,
@@ -119,6 +120,7 @@ class Exchange:
         "_finished",
         "_rule",
         "_sent_at",
+        "_task",
         "_timer",
         "body",
         "bytes_sent",
@@ -189,6 +191,7 @@ class Exchange:
         self._endpoint: EndpointState | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._sent_at = 0.0
+        self._task: asyncio.Task[None] | None = None  # the asynchronous path, once spawned
 
     @property
     def bytes_received(self) -> int:
@@ -215,7 +218,7 @@ class Exchange:
                     self._failed(exc)
                     self._finish()
                     return
-        self.proxy.spawn(self.run())
+        self._task = self.proxy.spawn(self.run())
 
     async def run(self) -> None:
         """The asynchronous path: route, wait where a rule says so, forward, retry."""
@@ -229,8 +232,34 @@ class Exchange:
         finally:
             self._finish()
 
+    def client_left(self) -> None:
+        """The client closed its connection before the response began (the downstream
+        calls this). As Envoy does, the attempt in flight is given up, since nobody will
+        read its answer and an upstream connection mid-request cannot be reused, and the
+        request ends with status 0 and reason `client_reset` (flag DC)."""
+        if self._finished or self.response_started:
+            return
+        self.reason = "client_reset"
+        conn = self._conn
+        if conn is not None:  # the synchronous attempt awaits its response head
+            self._disarm()
+            self._conn = None
+            conn.detach_listener()
+            conn.abort()
+            cluster, endpoint = self._cluster, self._endpoint
+            if cluster is not None and endpoint is not None:
+                now = time.monotonic()
+                cluster.breaker.release_request()
+                endpoint.request_finished(now, now - self.started, ok=True)  # not its fault
+            self._finish()
+        elif self._task is not None:
+            self._task.cancel()  # `_attempt` lets go of its connection; `run` finishes us
+
     def _failed(self, exc: BaseException) -> None:
         """Answer for a request that went wrong (or cut a response that had started)."""
+        if isinstance(exc, ClientGone):  # nobody to answer: a DC, not a proxy error
+            self.reason = self.reason or "client_reset"
+            return
         if isinstance(exc, ProxyError):
             self.reason = exc.reason
             self.status = exc.status
@@ -358,7 +387,7 @@ class Exchange:
         if conn is None:
             # Connecting is the async path's work; it goes to the endpoint picked here,
             # so that the balancer's choices are not spent twice.
-            self.proxy.spawn(self._continue(0, None, endpoint))
+            self._task = self.proxy.spawn(self._continue(0, None, endpoint))
             return
         cluster.retry_budget.record_request(now)
         if not cluster.breaker.try_acquire_request():
@@ -421,7 +450,7 @@ class Exchange:
                 endpoint.request_finished(time.monotonic(), 0.0, ok=False)
                 conn.abort()  # its body is not wanted; a fresh connection is cheaper
                 self.proxy.counters["sync_retries_handed_over"] += 1
-                self.proxy.spawn(self._continue(1, last_error))
+                self._task = self.proxy.spawn(self._continue(1, last_error))
                 return
             self.status = response.status
             headers, raw = self._response_head(response, self._chain)
@@ -474,7 +503,7 @@ class Exchange:
             and retry_allowed(policy, self.method, True, error=exc)
         ):
             self.proxy.counters["sync_retries_handed_over"] += 1
-            self.proxy.spawn(self._continue(1, exc))
+            self._task = self.proxy.spawn(self._continue(1, exc))
             return
         self._failed(exc)
         self._finish()
@@ -762,6 +791,14 @@ class Exchange:
             raise
         except ProxyError:
             self._attempt_failed(cluster, endpoint, "reset")
+            raise
+        except (asyncio.CancelledError, ClientGone):
+            # The client left (`client_left`, or its body ended with the connection):
+            # nobody wants this answer, and the endpoint did nothing wrong.
+            conn.abort()
+            cluster.breaker.release_request()
+            now = time.monotonic()
+            endpoint.request_finished(now, now - self.started, ok=True)
             raise
         return conn, endpoint, response
 

@@ -89,20 +89,21 @@ async def test_a_response_before_the_deadline_disarms_the_sweep() -> None:
     assert wired.core.counters["reason_upstream_timeout"] == 0
 
 
-async def test_a_client_gone_while_its_request_waits_still_gets_timed_out() -> None:
+async def test_a_client_gone_while_its_request_waits_gives_the_attempt_up_at_once() -> None:
     wired = Wired()
     wired.downstream.data_received(b"GET /slow HTTP/1.1\r\nHost: backend\r\n\r\n")
 
     wired.downstream.connection_lost(None)
-    assert wired.downstream in wired.core.connections  # the sweep still watches it
-    for connection in list(wired.core.connections):
-        connection.check_timeouts(time.monotonic() + DEFAULT_TIMEOUT_SECONDS + 1)
 
-    assert wired.server.aborted
+    assert wired.server.aborted  # mid-request: that connection cannot be reused
     assert wired.downstream not in wired.core.connections
+    assert wired.core.counters["reason_client_reset"] == 1
     cluster = next(iter(wired.core.clusters))
     assert cluster.breaker.requests == 0
     assert cluster.endpoints[0].in_flight == 0
+    # nothing left for the sweep to time out
+    wired.downstream.check_timeouts(time.monotonic() + DEFAULT_TIMEOUT_SECONDS + 1)
+    assert wired.core.counters["reason_upstream_timeout"] == 0
 
 
 async def test_an_inbound_request_goes_at_once_with_the_hop_recorded() -> None:
