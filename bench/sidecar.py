@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.server
 import json
 import re
 import shutil
@@ -27,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -164,17 +166,20 @@ def start_sidecar(
     subscriptions: list[str],
     name: str = "bench-sidecar",
     extra: tuple[str, ...] = (),
+    *,
+    admin: int | None = None,
 ) -> tuple[subprocess.Popen[bytes], int, int]:
     """One more sidecar of `controller`'s mesh: the process, its outbound and health ports."""
     myc = str(Path(sys.executable).parent / "myc")
     outbound, health = free_port(), free_port()
+    admin = admin or free_port()
     subscribe = [arg for service in subscriptions for arg in ("--subscribe", service)]
     with open(work / f"{name}.log", "wb") as log:
         proxy = subprocess.Popen(
             [
                 *(myc, "--home", str(work / "home"), "proxy", "--id", name),
                 *("--discovery", f"127.0.0.1:{controller.discovery_port}"),
-                *("--outbound", f"127.0.0.1:{outbound}", "--admin", f"127.0.0.1:{free_port()}"),
+                *("--outbound", f"127.0.0.1:{outbound}", "--admin", f"127.0.0.1:{admin}"),
                 *("--health", f"127.0.0.1:{health}", "--metrics", f"127.0.0.1:{free_port()}"),
                 *subscribe,
                 *extra,
@@ -207,6 +212,40 @@ spec: {{address: 127.0.0.1}}
     return controller, proxy, outbound, health
 
 
+class SpanSink(http.server.BaseHTTPRequestHandler):
+    """A stand-in OTLP/HTTP collector that takes every batch and keeps nothing: the
+    bench measures the sidecar's side of tracing, not a collector's."""
+
+    spans = 0
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("content-length", "0")))
+        SpanSink.spans += body.count(b'"spanId"')
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def start_span_sink() -> tuple[http.server.ThreadingHTTPServer, int]:
+    port = free_port()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), SpanSink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, port
+
+
+def proxy_counters(admin: int) -> dict[str, int]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/stats", timeout=5) as response:
+        stats: dict[str, object] = json.load(response)
+    counters = stats.get("counters", stats)
+    assert isinstance(counters, dict)
+    return counters
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -214,9 +253,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
-        "--metrics-only",
+        "--telemetry",
         action="store_true",
-        help="Only the sidecar with and without metrics recording (--no-metrics).",
+        help="Only the sidecars: without telemetry (--no-metrics), with metrics, with "
+        "metrics and 1 %% or all requests traced, and with metrics and an access log.",
     )
     args = parser.parse_args()
     ensure_tools()
@@ -227,33 +267,50 @@ def main() -> None:
         subprocess.Popen(["nginx", "-c", str(nginx_config(work, nginx_proxy, None, backend))]),
         subprocess.Popen(["haproxy", "-f", str(haproxy_config(work, haproxy_port, backend))]),
     ]
-    controller = proxy = bare = None
+    controller = proxy = None
+    sidecars: list[subprocess.Popen[bytes]] = []
+    sink: http.server.ThreadingHTTPServer | None = None
     try:
         for port in (backend, nginx_proxy, haproxy_port):
             wait_http(f"http://127.0.0.1:{port}/")
         controller, proxy, outbound, _ = start_mesh(work, backend)
+        sidecars.append(proxy)
         idle_rss = psutil.Process(proxy.pid).memory_info().rss / 2**20
-        # The same sidecar without per-request metrics: what recording them costs.
-        bare, bare_outbound, _ = start_sidecar(
-            work, controller, ["backend"], "bench-no-metrics", ("--no-metrics",)
-        )
-        wait_http(f"http://127.0.0.1:{bare_outbound}/", {"Host": "backend"})
+        pids = {"mycelium": proxy.pid}
+        ports = {"mycelium": outbound}
+        # The same sidecar without per-request telemetry: what recording it costs.
+        variants: dict[str, tuple[str, ...]] = {"mycelium_no_metrics": ("--no-metrics",)}
+        traced_admin = free_port()
+        if args.telemetry:
+            sink, sink_port = start_span_sink()
+            collector = ("--trace-collector", f"http://127.0.0.1:{sink_port}")
+            # Istio's default sampling (1 %), and every request traced
+            variants["mycelium_traced_1pct"] = (*collector, "--trace-sampling", "0.01")
+            variants["mycelium_traced"] = (*collector, "--trace-sampling", "1")
+            variants["mycelium_logged"] = ("--access-log", str(work / "access.log"))
+        for name, extra in variants.items():
+            admin = traced_admin if name == "mycelium_traced" else None
+            sidecar, port, _ = start_sidecar(
+                work, controller, ["backend"], name.replace("_", "-"), extra, admin=admin
+            )
+            sidecars.append(sidecar)
+            wait_http(f"http://127.0.0.1:{port}/", {"Host": "backend"})
+            pids[name], ports[name] = sidecar.pid, port
         targets: dict[str, tuple[str, dict[str, str] | None]] = {
             "direct": (f"http://127.0.0.1:{backend}/", None),
             "haproxy": (f"http://127.0.0.1:{haproxy_port}/", None),
             "nginx": (f"http://127.0.0.1:{nginx_proxy}/", None),
-            "mycelium": (f"http://127.0.0.1:{outbound}/", {"Host": "backend"}),
-            "mycelium_no_metrics": (f"http://127.0.0.1:{bare_outbound}/", {"Host": "backend"}),
         }
-        if args.metrics_only:
-            targets = {k: v for k, v in targets.items() if k.startswith("mycelium")}
+        if args.telemetry:
+            targets = {}
+        for name, port in ports.items():
+            targets[name] = (f"http://127.0.0.1:{port}/", {"Host": "backend"})
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in targets}
         # The sidecars' CPU time per request (µs): steadier than requests/s on a shared
         # machine, since it does not depend on what else got the cores meanwhile.
-        pids = {"mycelium": proxy.pid, "mycelium_no_metrics": bare.pid}
         cpu_us: dict[str, list[float]] = {name: [] for name in pids}
         for round_ in range(args.rounds):
-            # ABBA order: a drift in the machine's load over a round hits both alike.
+            # ABBA order: a drift in the machine's load over a round hits all alike.
             order = list(targets.items())
             for name, (url, headers) in order if round_ % 2 == 0 else reversed(order):
                 before = cpu_seconds(pids[name]) if name in pids else 0.0
@@ -273,24 +330,33 @@ def main() -> None:
         for name, (rps, p99) in medians.items():
             summary[name] = {"rps": round(rps), "p99_ms": round(p99, 3)}
         my_rps, my_p99 = medians["mycelium"]
-        metrics_cost = [
-            round(m[0] / b[0], 3)
-            for m, b in zip(results["mycelium"], results["mycelium_no_metrics"], strict=True)
-        ]
-        summary["rps_with_vs_without_metrics"] = {
-            "of_medians": round(my_rps / medians["mycelium_no_metrics"][0], 3),
-            "per_round_median": statistics.median(metrics_cost),
-            "per_round": metrics_cost,
-        }
-        with_us = statistics.median(cpu_us["mycelium"])
-        without_us = statistics.median(cpu_us["mycelium_no_metrics"])
-        summary["sidecar_cpu_us_per_request"] = {
-            "with_metrics": round(with_us, 2),
-            "without_metrics": round(without_us, 2),
-            "metrics_share": round((with_us - without_us) / with_us, 3),
-        }
-        summary["command"] = f"wrk -t1 -c32 -d{args.seconds}s, {args.rounds} interleaved rounds"
-        if args.metrics_only:
+        bare_us = statistics.median(cpu_us["mycelium_no_metrics"])
+        # Each sidecar against the one without telemetry: requests/s per round (the
+        # machine's noise moves a whole round), and CPU time per request.
+        for name in pids:
+            if name == "mycelium_no_metrics":
+                continue
+            per_round = [
+                round(m[0] / b[0], 3)
+                for m, b in zip(results[name], results["mycelium_no_metrics"], strict=True)
+            ]
+            with_us = statistics.median(cpu_us[name])
+            summary[f"{name}_vs_no_telemetry"] = {
+                "rps_per_round_median": statistics.median(per_round),
+                "rps_of_medians": round(medians[name][0] / medians["mycelium_no_metrics"][0], 3),
+                "cpu_us_per_request": round(with_us, 2),
+                "cpu_us_without": round(bare_us, 2),
+                "cpu_share": round((with_us - bare_us) / with_us, 3),
+            }
+        if args.telemetry:
+            counters = proxy_counters(traced_admin)
+            summary["tracing"] = {
+                "spans_exported": counters.get("trace_spans_exported", 0),
+                "spans_dropped": counters.get("trace_spans_dropped", 0),
+                "spans_received_by_sink": SpanSink.spans,
+            }
+        summary["command"] = f"wrk -t1 -c32 -d{args.seconds}s, {args.rounds} ABBA rounds"
+        if args.telemetry:
             print(json.dumps(summary, indent=2))
             return
         # Each round's own ratio too: the machine's noise moves a whole round, so a
@@ -314,10 +380,11 @@ def main() -> None:
         summary["sidecar_rss_mb"] = {"idle": round(idle_rss, 1), "after_load": round(loaded_rss, 1)}
         print(json.dumps(summary, indent=2))
     finally:
-        for sidecar in (proxy, bare):
-            if sidecar is not None:
-                sidecar.terminate()
-                sidecar.wait(15)
+        for sidecar in sidecars:
+            sidecar.terminate()
+            sidecar.wait(15)
+        if sink is not None:
+            sink.shutdown()
         if controller is not None:
             controller.stop()
         for proc in procs:

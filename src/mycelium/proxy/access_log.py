@@ -21,10 +21,11 @@ a write and flush per request would cost a system call per request on the hot pa
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from typing import TYPE_CHECKING, Protocol, TextIO
+
+import msgspec
 
 from mycelium.telemetry.response_flags import NO_FLAG, response_flags
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
 # Written out sooner than the sweep once this many lines wait (a burst).
 FLUSH_LINES = 512
+_encode_lines = msgspec.json.Encoder().encode_lines
 
 
 class _Client(Protocol):
@@ -74,6 +76,54 @@ class LoggedExchange(Protocol):
     def downstream(self) -> _Client: ...
 
 
+class RequestLine(msgspec.Struct):
+    """A request's line; fields in the order they are written. Built positionally on the
+    hot path (a struct costs less to build and to encode than a dict)."""
+
+    ts: float
+    protocol: str
+    direction: str
+    method: str
+    path: str
+    host: str
+    service: str
+    rule: str
+    status: int
+    response_flags: str
+    reason: str | None  # x-mycelium-reason
+    upstream_cluster: str | None
+    upstream_host: str | None
+    bytes_received: int
+    bytes_sent: int
+    # until the upstream's response head arrived (Envoy's RESPONSE_DURATION)
+    response_duration_ms: float | None
+    duration_ms: float
+    client: str
+    # who the client proved to be (mTLS), in Istio's telemetry words
+    source_principal: str | None
+    connection_security_policy: str
+
+
+class ConnectionLine(msgspec.Struct):
+    """A relayed TCP connection's line."""
+
+    ts: float
+    protocol: str  # "TCP"
+    direction: str
+    service: str | None  # None: passthrough
+    ended_by: str
+    response_flags: str
+    upstream_cluster: str | None
+    upstream_host: str | None
+    upstream_mtls: bool
+    bytes_received: int
+    bytes_sent: int
+    duration_ms: float
+    client: str
+    source_principal: str | None
+    connection_security_policy: str
+
+
 def is_error(exchange: LoggedExchange) -> bool:
     """Whether a request is one sampling must never drop: answered or cut by the proxy
     (it has a reason), a 5xx from anywhere, or no response at all."""
@@ -90,7 +140,7 @@ class AccessLog:
         if not 0.0 <= sampling <= 1.0:
             raise ValueError(f"access log sampling must be a ratio from 0 to 1, not {sampling}")
         self._stream = stream
-        self._lines: list[str] = []
+        self._lines: list[RequestLine | ConnectionLine] = []
         self.sampling = sampling
         self._random = (rng or random.Random()).random
         self.dropped = 0  # records left out by sampling
@@ -108,31 +158,30 @@ class AccessLog:
         started = exchange.started
         head_at = exchange.response_head_at
         principal = exchange.downstream.peer_principal
-        entry = {
-            "ts": time.time(),
-            "protocol": exchange.protocol,
-            "direction": exchange.listener.kind,
-            "method": exchange.method.decode("latin-1"),
-            "path": exchange.target.decode("latin-1"),
-            "host": exchange.host,
-            "service": exchange.service,
-            "rule": exchange.rule_name,
-            "status": exchange.status,
-            "response_flags": response_flags(exchange.reason, exchange.status),
-            "reason": exchange.reason or None,  # x-mycelium-reason
-            "upstream_cluster": exchange.cluster_name or None,
-            "upstream_host": exchange.upstream_host or None,
-            "bytes_received": exchange.bytes_received,
-            "bytes_sent": exchange.bytes_sent,
-            # until the upstream's response head arrived (Envoy's RESPONSE_DURATION)
-            "response_duration_ms": round((head_at - started) * 1000, 3) if head_at else None,
-            "duration_ms": round((now - started) * 1000, 3),
-            "client": exchange.downstream.peer_host,
-            # who the client proved to be (mTLS), in Istio's telemetry words
-            "source_principal": principal,
-            "connection_security_policy": "mutual_tls" if principal else "none",
-        }
-        self._append(entry)
+        self._append(
+            RequestLine(
+                time.time(),
+                exchange.protocol,
+                exchange.listener.kind,
+                exchange.method.decode("latin-1"),
+                exchange.target.decode("latin-1"),
+                exchange.host,
+                exchange.service,
+                exchange.rule_name,
+                exchange.status,
+                response_flags(exchange.reason, exchange.status),
+                exchange.reason or None,
+                exchange.cluster_name or None,
+                exchange.upstream_host or None,
+                exchange.bytes_received,
+                exchange.bytes_sent,
+                round((head_at - started) * 1000, 3) if head_at else None,
+                round((now - started) * 1000, 3),
+                exchange.downstream.peer_host,
+                principal,
+                "mutual_tls" if principal else "none",
+            )
+        )
 
     def connection_opened(self, connection: OpenedConnection) -> None:
         """A TCP connection gets its line when it ends, with what it moved."""
@@ -142,32 +191,36 @@ class AccessLog:
         if self.sampling < 1.0 and flag == NO_FLAG and self._sampled_out():
             return
         principal = connection.peer_principal
-        entry = {
-            "ts": time.time(),
-            "protocol": "TCP",
-            "direction": connection.direction,
-            "service": connection.service or None,  # None: passthrough
-            "ended_by": connection.ended_by,
-            "response_flags": flag,
-            "upstream_cluster": connection.cluster or None,
-            "upstream_host": connection.upstream_host or None,
-            "upstream_mtls": connection.mtls_upstream,
-            "bytes_received": connection.bytes_received,
-            "bytes_sent": connection.bytes_sent,
-            "duration_ms": round(connection.duration * 1000, 3),
-            "client": connection.peer,
-            "source_principal": principal,
-            "connection_security_policy": "mutual_tls" if principal else "none",
-        }
-        self._append(entry)
+        self._append(
+            ConnectionLine(
+                time.time(),
+                "TCP",
+                connection.direction,
+                connection.service or None,  # None: passthrough
+                connection.ended_by,
+                flag,
+                connection.cluster or None,
+                connection.upstream_host or None,
+                connection.mtls_upstream,
+                connection.bytes_received,
+                connection.bytes_sent,
+                round(connection.duration * 1000, 3),
+                connection.peer,
+                principal,
+                "mutual_tls" if principal else "none",
+            )
+        )
 
-    def _append(self, entry: dict[str, object]) -> None:
-        self._lines.append(json.dumps(entry))
+    def _append(self, entry: RequestLine | ConnectionLine) -> None:
+        self._lines.append(entry)
         if len(self._lines) >= FLUSH_LINES:
             self.flush()
 
     def flush(self) -> None:
         if self._lines:
             lines, self._lines = self._lines, []
-            self._stream.write("\n".join(lines) + "\n")
+            # One call for the batch, in msgspec's encoder (the discovery protocol's
+            # too): a fraction of what json.dumps costs per line, which matters when
+            # every request is logged.
+            self._stream.write(_encode_lines(lines).decode())
             self._stream.flush()

@@ -15,13 +15,14 @@ and dropped spans, never a request.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
+
+import msgspec
 
 from mycelium.telemetry.tracing import Span
 
@@ -83,6 +84,23 @@ def _attribute(key: str, value: str | int) -> dict[str, Any]:
     return {"key": key, "value": {"stringValue": value}}
 
 
+# Most attribute values repeat from span to span (the method, the service, the upstream,
+# the client, the status): their OTLP objects are built once and shared, since building
+# nested dicts is most of an export's cost at high sampling. Bounded: emptied when full.
+_ATTRIBUTE_CACHE_SIZE = 4096
+_attributes: dict[tuple[str, str | int], dict[str, Any]] = {}
+
+
+def _cached_attribute(key: str, value: str | int) -> dict[str, Any]:
+    pair = (key, value)
+    found = _attributes.get(pair)
+    if found is None:
+        if len(_attributes) >= _ATTRIBUTE_CACHE_SIZE:
+            _attributes.clear()
+        found = _attributes[pair] = _attribute(key, value)
+    return found
+
+
 def _span_json(span: Span) -> dict[str, Any]:
     out: dict[str, Any] = {
         "traceId": f"{span.trace_id:032x}",
@@ -91,15 +109,18 @@ def _span_json(span: Span) -> dict[str, Any]:
         "kind": span.kind,
         "startTimeUnixNano": str(span.start_ns),
         "endTimeUnixNano": str(span.end_ns),
-        "attributes": [_attribute(k, v) for k, v in span.attributes.items()],
+        "attributes": [_cached_attribute(k, v) for k, v in span.attributes.items()],
     }
     if span.parent_span_id:
         out["parentSpanId"] = f"{span.parent_span_id:016x}"
     if span.tracestate:
         out["traceState"] = span.tracestate.decode("latin-1")
     if span.error:
-        out["status"] = {"code": _STATUS_CODE_ERROR}
+        out["status"] = _ERROR_STATUS
     return out
+
+
+_ERROR_STATUS: Final = {"code": _STATUS_CODE_ERROR}
 
 
 def encode_spans(spans: list[Span], resource: dict[str, str], scope_version: str) -> bytes:
@@ -117,7 +138,8 @@ def encode_spans(spans: list[Span], resource: dict[str, str], scope_version: str
             }
         ]
     }
-    return json.dumps(request, separators=(",", ":")).encode()
+    # msgspec's encoder (already the discovery protocol's): several times json's speed
+    return msgspec.json.encode(request)
 
 
 class OtlpHttpExporter:
