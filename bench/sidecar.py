@@ -258,7 +258,13 @@ def main() -> None:
         help="Only the sidecars: without telemetry (--no-metrics), with metrics, with "
         "metrics and 1 %% or all requests traced, and with metrics and an access log.",
     )
+    parser.add_argument(
+        "--metrics-only",
+        action="store_true",
+        help="Only the sidecars without telemetry and with metrics (the cost of metrics).",
+    )
     args = parser.parse_args()
+    sidecars_only = args.telemetry or args.metrics_only
     ensure_tools()
     work = Path(tempfile.mkdtemp(prefix="myc-bench-sidecar-"))
     backend, nginx_proxy, haproxy_port = free_port(), free_port(), free_port()
@@ -301,7 +307,7 @@ def main() -> None:
             "haproxy": (f"http://127.0.0.1:{haproxy_port}/", None),
             "nginx": (f"http://127.0.0.1:{nginx_proxy}/", None),
         }
-        if args.telemetry:
+        if sidecars_only:
             targets = {}
         for name, port in ports.items():
             targets[name] = (f"http://127.0.0.1:{port}/", {"Host": "backend"})
@@ -356,7 +362,7 @@ def main() -> None:
                 "spans_received_by_sink": SpanSink.spans,
             }
         summary["command"] = f"wrk -t1 -c32 -d{args.seconds}s, {args.rounds} ABBA rounds"
-        if args.telemetry:
+        if sidecars_only:
             print(json.dumps(summary, indent=2))
             return
         # Each round's own ratio too: the machine's noise moves a whole round, so a

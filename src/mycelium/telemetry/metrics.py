@@ -144,8 +144,10 @@ class LabelSet:
 
 class RequestSeries:
     """One series key's request counts, cumulative; histogram buckets are not (see
-    render). Keyed by (LabelSet, route, grpc, status, grpc status, flags): the route is
-    not a metrics label, but the controller's traffic report counts by it."""
+    render), and `request_bytes` leaves out the requests without a body (its bucket 0
+    is `count` less the others). Keyed by (LabelSet, route, grpc, status, grpc status,
+    flags): the route is not a metrics label, but the controller's traffic report
+    counts by it."""
 
     __slots__ = (
         "count",
@@ -244,9 +246,9 @@ class ProxyMetrics:
         series.duration[bisect_left(DEFAULT_BUCKETS, duration)] += 1
         series.duration_sum += duration
         received = exchange.bytes_received
-        # Most requests have no body: bucket 0 without the search.
-        series.request_bytes[bisect_left(DEFAULT_BUCKETS, received) if received else 0] += 1
-        series.request_bytes_sum += received
+        if received:  # most requests have none: bucket 0 is worked out when rendered
+            series.request_bytes[bisect_left(DEFAULT_BUCKETS, received)] += 1
+            series.request_bytes_sum += received
         sent = exchange.bytes_sent
         if sent != series.last_sent:
             series.last_sent = sent
@@ -474,6 +476,8 @@ def _merge_requests(
         ):
             for i, n in enumerate(theirs):
                 mine[i] += n
+        # requests without a body are not counted one by one (see request_finished)
+        into.request_bytes[0] += one.count - sum(one.request_bytes)
     return sorted(merged.items())
 
 

@@ -149,6 +149,16 @@ def test_histograms_are_cumulative_with_envoys_buckets() -> None:
     assert found["istio_request_duration_milliseconds_count"][0].value == 1
 
 
+def test_requests_without_a_body_fill_the_first_request_bytes_bucket() -> None:
+    m = metrics(Endpoint())
+    for received in (0, 0, 0, 700):
+        m.request_finished(Exchange(Listener("outbound"), bytes_received=received))  # type: ignore[arg-type]
+    found = samples(m.render())
+    requests = {s.labels["le"]: s.value for s in found["istio_request_bytes_bucket"]}
+    assert (requests["0.5"], requests["500"], requests["1000"], requests["+Inf"]) == (3, 3, 4, 4)
+    assert found["istio_request_bytes_count"][0].value == 4
+
+
 def test_grpc_requests_say_so_with_their_status() -> None:
     m = metrics(Endpoint())
     m.request_finished(
