@@ -194,13 +194,17 @@ class ActiveTap:
     def _proxy_ended(self, node_id: str, why: str) -> None:
         self._running.discard(node_id)
         self._ends[node_id] = why
-        self._put({"type": "proxy_ended", "proxy": node_id, "reason": why})
+        node = self.proxies.get(node_id)
+        workload = node.workload if node is not None else ""
+        self._put({"type": "proxy_ended", "proxy": node_id, "workload": workload, "reason": why})
         if self._running or self.ended is not None:
             return
         every = set(self._ends.values())
         if every == {"disconnected"} and self._follows is not None:
             return  # pods went away (a rollout?): their successors join as they connect
-        self.finish(every.pop() if len(every) == 1 else "proxies_ended")
+        # the pods that went away say nothing of why the tap is over; the others do
+        said = every - {"disconnected"} or every
+        self.finish(said.pop() if len(said) == 1 else "proxies_ended")
 
     def finish(self, why: str) -> None:
         if self.ended is None:

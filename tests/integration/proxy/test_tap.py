@@ -171,7 +171,7 @@ async def test_a_tap_follows_a_deployment_through_a_rollout(proxy_mesh: ProxyMes
         (successor, "/after"),
         (successor, "/after"),
     ]
-    assert f"{POD} left the tap (disconnected)" in err
+    assert f"{POD} left the tap (disconnected)" in err  # named by its workload
     assert f"{successor} joined the tap" in err
     assert "tap ended (max): 4 requests" in err
 

@@ -87,7 +87,11 @@ async def test_the_relay_ends_at_max_across_proxies_and_when_every_proxy_ended()
     other = ActiveTap(p.TapStart(id="u", seconds=10), [a, b])
     other.events(a, p.TapEvents(id="u", ended="deadline"))
     other.proxy_gone(b.id)
-    assert other.ended == "proxies_ended"
+    assert other.ended == "deadline"  # b went away; a says why the tap is over
+    mixed = ActiveTap(p.TapStart(id="v", seconds=10), [a, b])
+    mixed.events(a, p.TapEvents(id="v", ended="stopped"))
+    mixed.events(b, p.TapEvents(id="v", ended="too_many_taps"))
+    assert mixed.ended == "proxies_ended"
 
 
 def _event() -> p.TapEvent:

@@ -98,7 +98,8 @@ def tap_command(
             elif kind == "proxy_joined":
                 typer.echo(f"{line['workload'] or line['proxy']} joined the tap", err=True)
             elif kind == "proxy_ended":
-                typer.echo(f"{line['proxy']} left the tap ({line['reason']})", err=True)
+                who = line.get("workload") or line["proxy"]
+                typer.echo(f"{who} left the tap ({line['reason']})", err=True)
             elif kind == "dropped":
                 typer.echo(f"{line['proxy']}: {line['count']} requests over the rate", err=True)
             elif kind == "end":
