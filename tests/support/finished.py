@@ -1,5 +1,5 @@
 """A finished request as telemetry sees it (`proxy/access_log.LoggedExchange`), without
-a proxy: for the access log's and the tap's unit tests."""
+a proxy: for the unit tests of the access log, the tap and the metrics."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from mycelium.proxy.http.exchange import Listener
 class FakeClient:
     peer_host: str = "198.18.0.9"
     peer_principal: str | None = None
+    peer_metadata: bytes | None = None  # the calling proxy's introduction (mTLS only)
 
 
 @dataclass
@@ -33,3 +34,5 @@ class FinishedRequest:
     started: float = field(default_factory=time.monotonic)
     response_head_at: float = 0.0
     downstream: FakeClient = field(default_factory=FakeClient)
+    grpc: bool = False
+    grpc_status: str = ""

@@ -174,6 +174,22 @@ class RequestSeries:
         self.last_sent = 0
         self.last_sent_bucket = 0
 
+    def add(self, other: RequestSeries) -> None:
+        """Count `other` in too (series that render with the same labels)."""
+        self.count += other.count
+        self.duration_sum += other.duration_sum
+        self.request_bytes_sum += other.request_bytes_sum
+        self.response_bytes_sum += other.response_bytes_sum
+        for mine, theirs in (
+            (self.duration, other.duration),
+            (self.request_bytes, other.request_bytes),
+            (self.response_bytes, other.response_bytes),
+        ):
+            for i, n in enumerate(theirs):
+                mine[i] += n
+        # requests without a body are not counted one by one (see request_finished)
+        self.request_bytes[0] += other.count - sum(other.request_bytes)
+
 
 class _TcpSeries:
     __slots__ = ("closed", "opened", "received", "sent")
@@ -183,6 +199,12 @@ class _TcpSeries:
         self.closed = 0
         self.sent = 0
         self.received = 0
+
+    def add(self, other: _TcpSeries) -> None:
+        self.opened += other.opened
+        self.closed += other.closed
+        self.sent += other.sent
+        self.received += other.received
 
 
 class ProxyMetrics:
@@ -462,22 +484,9 @@ def _merge_requests(
             str(flags),
         )
         text = label_text(ALL_LABELS, values)
-        into = merged.get(text)
-        if into is None:
-            into = merged[text] = RequestSeries()
-        into.count += one.count
-        into.duration_sum += one.duration_sum
-        into.request_bytes_sum += one.request_bytes_sum
-        into.response_bytes_sum += one.response_bytes_sum
-        for mine, theirs in (
-            (into.duration, one.duration),
-            (into.request_bytes, one.request_bytes),
-            (into.response_bytes, one.response_bytes),
-        ):
-            for i, n in enumerate(theirs):
-                mine[i] += n
-        # requests without a body are not counted one by one (see request_finished)
-        into.request_bytes[0] += one.count - sum(one.request_bytes)
+        if text not in merged:
+            merged[text] = RequestSeries()
+        merged[text].add(one)
     return sorted(merged.items())
 
 
@@ -485,15 +494,10 @@ def _merge_tcp(series: dict[tuple[object, ...], _TcpSeries]) -> list[tuple[str, 
     merged: dict[str, _TcpSeries] = {}
     for (base, flags), one in list(series.items()):
         assert isinstance(base, LabelSet)
-        values = (*base.labels, "tcp", "0", "", str(flags))
-        text = label_text(ALL_LABELS, values)
-        into = merged.get(text)
-        if into is None:
-            into = merged[text] = _TcpSeries()
-        into.opened += one.opened
-        into.closed += one.closed
-        into.sent += one.sent
-        into.received += one.received
+        text = label_text(ALL_LABELS, (*base.labels, "tcp", "0", "", str(flags)))
+        if text not in merged:
+            merged[text] = _TcpSeries()
+        merged[text].add(one)
     return sorted(merged.items())
 
 

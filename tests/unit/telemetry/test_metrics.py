@@ -4,12 +4,13 @@ from the peer's introduction, response flags, histogram buckets, escaping."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
+from tests.support.finished import FakeClient, FinishedRequest
 
+from mycelium.proxy.http.exchange import Listener, ListenerKind
 from mycelium.telemetry import FinishedConnection, OpenedConnection
 from mycelium.telemetry.metrics import (
     DEFAULT_BUCKETS,
@@ -31,37 +32,29 @@ class Endpoint:
     mtls: bool = True
 
 
-@dataclass
-class Listener:
-    kind: str
-
-
-@dataclass
-class Client:
-    peer_host: str = "127.0.0.1"
-    peer_principal: str | None = None
-    peer_metadata: bytes | None = None
-
-
-@dataclass
-class Exchange:
-    listener: Listener
-    downstream: Client = field(default_factory=Client)
-    protocol: str = "HTTP/1.1"
-    method: bytes = b"GET"
-    target: bytes = b"/"
-    host: str = "reviews"
-    service: str = "reviews.bookinfo"
-    rule_name: str = "default"
-    status: int = 200
-    reason: str = ""
-    cluster_name: str = "outbound|reviews.bookinfo"
-    upstream_host: str = "127.0.0.12:9080"
-    bytes_sent: int = 120
-    bytes_received: int = 0
-    started: float = field(default_factory=time.monotonic)
-    grpc: bool = False
-    grpc_status: str = ""
+def request(
+    kind: ListenerKind, downstream: FakeClient | None = None, **fields: Any
+) -> FinishedRequest:
+    """A finished request through productpage's sidecar to reviews: GET /, 200."""
+    defaults: dict[str, Any] = {
+        "protocol": "HTTP/1.1",
+        "method": b"GET",
+        "target": b"/",
+        "host": "reviews",
+        "service": "reviews.bookinfo",
+        "rule_name": "default",
+        "status": 200,
+        "reason": "",
+        "cluster_name": "outbound|reviews.bookinfo",
+        "upstream_host": "127.0.0.12:9080",
+        "bytes_sent": 120,
+        "bytes_received": 0,
+    }
+    return FinishedRequest(
+        listener=Listener(kind),
+        downstream=downstream or FakeClient(peer_host="127.0.0.1"),
+        **{**defaults, **fields},
+    )
 
 
 def metrics(endpoint: Endpoint | None = None) -> ProxyMetrics:
@@ -79,7 +72,7 @@ def samples(text: str) -> dict[str, list[Any]]:
 def test_the_source_reports_the_endpoint_it_chose() -> None:
     m = metrics(Endpoint())
     for _ in range(3):
-        m.request_finished(Exchange(Listener("outbound")))  # type: ignore[arg-type]
+        m.request_finished(request("outbound"))  # type: ignore[arg-type]
     (total,) = samples(m.render())["istio_requests_total"]
     assert total.value == 3
     assert total.labels == {
@@ -104,8 +97,8 @@ def test_the_source_reports_the_endpoint_it_chose() -> None:
 def test_the_destination_reports_the_caller_it_was_introduced_to() -> None:
     m = metrics()
     peer = encode_peer("productpage-v1", "bookinfo", {"version": "v1"})
-    client = Client(peer_principal=MY_ID, peer_metadata=peer)
-    exchange = Exchange(Listener("inbound"), client, status=503, reason="upstream_connect_failed")
+    client = FakeClient(peer_principal=MY_ID, peer_metadata=peer)
+    exchange = request("inbound", client, status=503, reason="upstream_connect_failed")
     m.request_finished(exchange)  # type: ignore[arg-type]
     (total,) = samples(m.render())["istio_requests_total"]
     labels = total.labels
@@ -120,8 +113,8 @@ def test_the_destination_reports_the_caller_it_was_introduced_to() -> None:
 
 def test_without_an_introduction_the_namespace_comes_from_the_spiffe_id() -> None:
     m = metrics()
-    client = Client(peer_principal="spiffe://cluster.local/ns/shop/sa/cart")
-    m.request_finished(Exchange(Listener("inbound"), client))  # type: ignore[arg-type]
+    client = FakeClient(peer_principal="spiffe://cluster.local/ns/shop/sa/cart")
+    m.request_finished(request("inbound", client))  # type: ignore[arg-type]
     (total,) = samples(m.render())["istio_requests_total"]
     assert total.labels["source_namespace"] == "shop"
     assert total.labels["source_workload"] == "unknown"
@@ -129,7 +122,7 @@ def test_without_an_introduction_the_namespace_comes_from_the_spiffe_id() -> Non
 
 def test_plaintext_callers_are_none_and_unknown() -> None:
     m = metrics()
-    m.request_finished(Exchange(Listener("inbound")))  # type: ignore[arg-type]
+    m.request_finished(request("inbound"))  # type: ignore[arg-type]
     (total,) = samples(m.render())["istio_requests_total"]
     assert total.labels["connection_security_policy"] == "none"
     assert total.labels["source_principal"] == "unknown"
@@ -138,7 +131,7 @@ def test_plaintext_callers_are_none_and_unknown() -> None:
 
 def test_histograms_are_cumulative_with_envoys_buckets() -> None:
     m = metrics(Endpoint())
-    m.request_finished(Exchange(Listener("outbound"), bytes_sent=7, bytes_received=3000))  # type: ignore[arg-type]
+    m.request_finished(request("outbound", bytes_sent=7, bytes_received=3000))  # type: ignore[arg-type]
     found = samples(m.render())
     buckets = {s.labels["le"]: s.value for s in found["istio_response_bytes_bucket"]}
     assert len(buckets) == len(DEFAULT_BUCKETS) + 1
@@ -152,7 +145,7 @@ def test_histograms_are_cumulative_with_envoys_buckets() -> None:
 def test_requests_without_a_body_fill_the_first_request_bytes_bucket() -> None:
     m = metrics(Endpoint())
     for received in (0, 0, 0, 700):
-        m.request_finished(Exchange(Listener("outbound"), bytes_received=received))  # type: ignore[arg-type]
+        m.request_finished(request("outbound", bytes_received=received))  # type: ignore[arg-type]
     found = samples(m.render())
     requests = {s.labels["le"]: s.value for s in found["istio_request_bytes_bucket"]}
     assert (requests["0.5"], requests["500"], requests["1000"], requests["+Inf"]) == (3, 3, 4, 4)
@@ -162,7 +155,7 @@ def test_requests_without_a_body_fill_the_first_request_bytes_bucket() -> None:
 def test_grpc_requests_say_so_with_their_status() -> None:
     m = metrics(Endpoint())
     m.request_finished(
-        Exchange(Listener("outbound"), protocol="HTTP/2", grpc=True, grpc_status="5")  # type: ignore[arg-type]
+        request("outbound", protocol="HTTP/2", grpc=True, grpc_status="5")  # type: ignore[arg-type]
     )
     (total,) = samples(m.render())["istio_requests_total"]
     assert (total.labels["request_protocol"], total.labels["grpc_response_status"]) == (
@@ -210,10 +203,10 @@ def test_tcp_connections_count_bytes_both_ways() -> None:
 def test_a_config_change_relabels_without_losing_counts() -> None:
     endpoint = Endpoint()
     m = metrics(endpoint)
-    m.request_finished(Exchange(Listener("outbound")))  # type: ignore[arg-type]
+    m.request_finished(request("outbound"))  # type: ignore[arg-type]
     endpoint.labels = {"version": "v3"}
     m.config_changed()
-    m.request_finished(Exchange(Listener("outbound")))  # type: ignore[arg-type]
+    m.request_finished(request("outbound"))  # type: ignore[arg-type]
     versions = {
         s.labels["destination_version"]: s.value
         for s in samples(m.render())["istio_requests_total"]
@@ -223,6 +216,6 @@ def test_a_config_change_relabels_without_losing_counts() -> None:
 
 def test_label_values_are_escaped() -> None:
     m = metrics(Endpoint(workload='ns/we"ird\\name'))
-    m.request_finished(Exchange(Listener("outbound")))  # type: ignore[arg-type]
+    m.request_finished(request("outbound"))  # type: ignore[arg-type]
     (total,) = samples(m.render())["istio_requests_total"]
     assert total.labels["destination_workload"] == 'we"ird\\name'

@@ -3,12 +3,13 @@ has only what happened since the last, split by route, with the caller's view on
 
 from __future__ import annotations
 
-from tests.unit.telemetry.test_metrics import Client, Endpoint, Exchange, Listener, metrics
+from tests.support.finished import FakeClient, FinishedRequest
+from tests.unit.telemetry.test_metrics import Endpoint, metrics, request
 
 from mycelium.telemetry.traffic_report import TrafficReporter
 
 
-def finish(m: object, exchange: Exchange, times: int = 1) -> None:
+def finish(m: object, exchange: FinishedRequest, times: int = 1) -> None:
     for _ in range(times):
         m.request_finished(exchange)  # type: ignore[attr-defined]
 
@@ -16,8 +17,8 @@ def finish(m: object, exchange: Exchange, times: int = 1) -> None:
 def test_a_report_holds_what_happened_since_the_last_one() -> None:
     m = metrics(Endpoint())
     reporter = TrafficReporter(m)
-    finish(m, Exchange(Listener("outbound")), times=3)
-    finish(m, Exchange(Listener("outbound"), status=503, reason="upstream_reset"))
+    finish(m, request("outbound"), times=3)
+    finish(m, request("outbound", status=503, reason="upstream_reset"))
 
     [row] = reporter.take_rows()
     assert (row.requests, row.errors) == (4, 1)
@@ -26,7 +27,7 @@ def test_a_report_holds_what_happened_since_the_last_one() -> None:
     assert (row.destination_workload, row.mtls) == ("reviews-v2", True)
 
     assert reporter.take_rows() == []  # nothing new
-    finish(m, Exchange(Listener("outbound")), times=2)
+    finish(m, request("outbound"), times=2)
     [row] = reporter.take_rows()
     assert (row.requests, row.errors, sum(row.latency_buckets)) == (2, 0, 2)
 
@@ -35,8 +36,8 @@ def test_denials_and_unanswered_requests_count_as_errors() -> None:
     m = metrics(Endpoint())
     reporter = TrafficReporter(m)
     for status in (200, 403, 401, 404):
-        finish(m, Exchange(Listener("outbound"), status=status))
-    finish(m, Exchange(Listener("outbound"), status=0, reason="downstream_disconnect"))
+        finish(m, request("outbound", status=status))
+    finish(m, request("outbound", status=0, reason="downstream_disconnect"))
     [row] = reporter.take_rows()
     assert (row.requests, row.errors) == (5, 3)
 
@@ -44,8 +45,8 @@ def test_denials_and_unanswered_requests_count_as_errors() -> None:
 def test_routes_are_rows_of_their_own() -> None:
     m = metrics(Endpoint())
     reporter = TrafficReporter(m)
-    finish(m, Exchange(Listener("outbound"), rule_name="v2-canary"), times=2)
-    finish(m, Exchange(Listener("outbound")))
+    finish(m, request("outbound", rule_name="v2-canary"), times=2)
+    finish(m, request("outbound"))
     rows = {row.route: row.requests for row in reporter.take_rows()}
     assert rows == {"v2-canary": 2, "default": 1}
 
@@ -53,5 +54,5 @@ def test_routes_are_rows_of_their_own() -> None:
 def test_the_serving_side_does_not_report() -> None:
     m = metrics()
     reporter = TrafficReporter(m)
-    finish(m, Exchange(Listener("inbound"), Client(peer_principal="spiffe://td/ns/a/sa/b")))
+    finish(m, request("inbound", FakeClient(peer_principal="spiffe://td/ns/a/sa/b")))
     assert reporter.take_rows() == []
