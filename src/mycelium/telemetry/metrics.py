@@ -331,10 +331,11 @@ class ProxyMetrics:
             # A gateway's "service" is its listener's route; what it called is the
             # backend's service, which names the cluster ("<svc>.<ns>[/<subset>]").
             service = exchange.cluster_name.partition("/")[0]
-        bkey = (service, exchange.cluster_name, exchange.upstream_host, exchange.host)
+        cluster, upstream, host = exchange.cluster_name, exchange.upstream_host, exchange.host
+        bkey = (service, cluster, upstream, host)
         base = self._bases.get(bkey)
         if base is None:
-            base = self._outbound_base(bkey)
+            base = self._outbound_base(bkey, service, cluster, upstream, host)
         return base
 
     def connection_opened(self, connection: OpenedConnection) -> None:
@@ -364,7 +365,14 @@ class ProxyMetrics:
             bkey: tuple[object, ...] = ("tcp", connection.service, peer)
             return self._bases.get(bkey) or self._inbound_base(bkey, connection.service, peer, None)
         bkey = ("tcp", connection.service, connection.cluster, connection.upstream_host, "")
-        return self._bases.get(bkey) or self._outbound_base(bkey[1:], tls=connection.mtls_upstream)
+        return self._bases.get(bkey) or self._outbound_base(
+            bkey,
+            connection.service,
+            connection.cluster,
+            connection.upstream_host,
+            "",
+            tls=connection.mtls_upstream,
+        )
 
     def _intern(self, bkey: tuple[object, ...], labels: tuple[str, ...]) -> LabelSet:
         base = self._interned.get(labels)
@@ -397,12 +405,16 @@ class ProxyMetrics:
         )
         return self._intern(bkey, labels)
 
-    def _outbound_base(self, bkey: tuple[object, ...], *, tls: bool | None = None) -> LabelSet:
-        service, cluster, upstream, host = bkey[-4:]
-        assert isinstance(service, str)
-        assert isinstance(cluster, str)
-        assert isinstance(upstream, str)
-        assert isinstance(host, str)
+    def _outbound_base(
+        self,
+        bkey: tuple[object, ...],
+        service: str,
+        cluster: str,
+        upstream: str,
+        host: str,
+        *,
+        tls: bool | None = None,
+    ) -> LabelSet:
         endpoint = self._endpoint(cluster, upstream) if cluster and upstream else None
         own = self._own_principal()
         if tls is None:

@@ -219,3 +219,24 @@ def test_label_values_are_escaped() -> None:
     m.request_finished(request("outbound"))  # type: ignore[arg-type]
     (total,) = samples(m.render())["istio_requests_total"]
     assert total.labels["destination_workload"] == 'we"ird\\name'
+
+
+def test_a_tcp_connections_labels_are_worked_out_once_per_endpoint() -> None:
+    looked_up: list[str] = []
+
+    def endpoint(_cluster: str, address: str) -> Endpoint:
+        looked_up.append(address)
+        return Endpoint()
+
+    m = ProxyMetrics(ME, endpoint=endpoint, own_principal=lambda: MY_ID)
+    opened = OpenedConnection(
+        direction="outbound",
+        service="db.bookinfo",
+        cluster="outbound|db.bookinfo",
+        upstream_host="127.0.0.40:5432",
+        peer_principal=None,
+        mtls_upstream=True,
+    )
+    for _ in range(3):
+        m.connection_opened(opened)
+    assert looked_up == ["127.0.0.40:5432"]
