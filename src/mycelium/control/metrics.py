@@ -20,12 +20,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from mycelium.discovery.protocol import NodeInfo
+from mycelium.telemetry.metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
     from mycelium.control.controller import Controller
 
-# The text format's content type (exposition format 0.0.4, as the proxies serve).
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+__all__ = ["CONTENT_TYPE", "ControllerMetrics"]
 
 
 def _one_two_five(first: float, count: int) -> tuple[float, ...]:

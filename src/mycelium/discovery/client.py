@@ -117,7 +117,7 @@ class DiscoveryClient:
         self.version = ""
         self.connected = asyncio.Event()
         self.last_nack: str | None = None
-        self.acks = 0  # pushes accepted and rejected, for metrics
+        # pushes rejected, for metrics (accepted ones: the core's config_accepted counter)
         self.nacks = 0
         self.loaded_from_disk = False
         self._changed = asyncio.Condition()
@@ -152,7 +152,7 @@ class DiscoveryClient:
         self.registered = registered
         writer = self._writer
         if writer is not None and self.connected.is_set():
-            self._send(message)
+            self.send(message)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.drain(), LEAVE_TIMEOUT_SECONDS)
 
@@ -163,7 +163,7 @@ class DiscoveryClient:
         writer = self._writer
         if writer is not None:
             if leave and self.connected.is_set():
-                self._send(p.Leave())
+                self.send(p.Leave())
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(writer.drain(), LEAVE_TIMEOUT_SECONDS)
             writer.close()
@@ -185,7 +185,7 @@ class DiscoveryClient:
         new = [r for r in references if r not in self.subscriptions]
         self.subscriptions.update(new)
         if new and self._writer is not None:
-            self._send(p.Subscribe(add=new))
+            self.send(p.Subscribe(add=new))
         if timeout is not None:
             await self.wait_for(
                 lambda snap: all(
@@ -281,7 +281,7 @@ class DiscoveryClient:
         self._writer = writer
         heartbeat: asyncio.Task[None] | None = None
         try:
-            self._send(
+            self.send(
                 p.Hello(
                     node=self.node,
                     token=self._token,
@@ -334,7 +334,7 @@ class DiscoveryClient:
                 if self._writer is not None:
                     self._writer.close()
                 return
-            self._send(p.Heartbeat())
+            self.send(p.Heartbeat())
 
     # --- certificates ------------------------------------------------------------------------
 
@@ -402,7 +402,7 @@ class DiscoveryClient:
             answer: asyncio.Future[p.CertificateIssued] = asyncio.get_running_loop().create_future()
             self._certificate_requests[request_id] = answer
             try:
-                self._send(
+                self.send(
                     p.CertificateRequest(
                         request_id=request_id,
                         csr=csr_pem.decode(),
@@ -428,13 +428,10 @@ class DiscoveryClient:
         if self.on_tap is not None:
             self.on_tap(message)
         elif isinstance(message, p.TapStart):  # a proxy that cannot tap says so at once
-            self._send(p.TapEvents(id=message.id, ended="unsupported"))
+            self.send(p.TapEvents(id=message.id, ended="unsupported"))
 
     def send(self, message: p.ClientMessage) -> bool:
         """Put a message on the stream; False when there is no stream to put it on."""
-        return self._send(message)
-
-    def _send(self, message: p.ClientMessage) -> bool:
         if self._writer is not None and not self._writer.is_closing():
             self._writer.write(p.encode(message))
             return True
@@ -453,12 +450,11 @@ class DiscoveryClient:
             self.last_nack = reason
             self.nacks += 1
             log.warning("rejecting config %s: %s", push.version, reason)
-            self._send(p.Nack(nonce=push.nonce, version=push.version, reason=reason))
+            self.send(p.Nack(nonce=push.nonce, version=push.version, reason=reason))
             return
         self.snapshot, self.version = candidate, push.version
         self.last_nack = None
-        self.acks += 1
-        self._send(p.Ack(nonce=push.nonce, version=push.version))
+        self.send(p.Ack(nonce=push.nonce, version=push.version))
         try:
             self._save_to_disk()
         except OSError as exc:

@@ -146,12 +146,13 @@ class AccessLog:
         self.dropped = 0  # records left out by sampling
 
     def _sampled_out(self) -> bool:
-        if self.sampling >= 1.0 or self._random() < self.sampling:
+        """Whether a record is left out (only asked when sampling is below 1)."""
+        if self._random() < self.sampling:
             return False
         self.dropped += 1
         return True
 
-    def record(self, exchange: LoggedExchange) -> None:
+    def request_finished(self, exchange: LoggedExchange) -> None:
         if self.sampling < 1.0 and not is_error(exchange) and self._sampled_out():
             return
         now = time.monotonic()

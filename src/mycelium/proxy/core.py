@@ -248,8 +248,6 @@ class ProxyCore:
         counters["requests"] += 1
         if exchange.reason:
             counters[f"reason_{exchange.reason}"] += 1
-        if self.access_log is not None:
-            self.access_log.record(exchange)
         for observer in self.request_observers:
             observer.request_finished(exchange)
         exchange.downstream.exchange_done(exchange)
@@ -259,8 +257,6 @@ class ProxyCore:
         self.counters["requests"] += 1
         if exchange.reason:
             self.counters[f"reason_{exchange.reason}"] += 1
-        if self.access_log is not None:
-            self.access_log.record(exchange)
         for observer in self.request_observers:
             observer.request_finished(exchange)
 
@@ -283,4 +279,5 @@ class ProxyCore:
         self.access_log = AccessLog(
             stream, sampling=self.settings.access_log_sampling, rng=self.rng
         )
+        self.request_observers.append(self.access_log)
         self.connection_observers.append(self.access_log)

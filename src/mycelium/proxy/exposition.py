@@ -13,13 +13,12 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from mycelium.telemetry.metrics import escape
+from mycelium.telemetry.metrics import CONTENT_TYPE, escape, header
 
 if TYPE_CHECKING:
     from mycelium.proxy.core import ProxyCore
 
-# The text format's content type (Prometheus exposition format 0.0.4).
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+__all__ = ["CONTENT_TYPE", "render"]
 
 # Core counters with a metric of their own: (counter, metric name, help).
 _COUNTED = (
@@ -40,23 +39,22 @@ def render(core: ProxyCore) -> str:
     return "".join(parts)
 
 
-def render_own(core: ProxyCore, now: float | None = None) -> str:
+def render_own(core: ProxyCore) -> str:
     out: list[str] = []
     counters = core.counters
     client = core.discovery
     version = core.active.version
-    _metric(out, "mycelium_proxy_config_info", "gauge", "The config version in force.")
+    header(out, "mycelium_proxy_config_info", "gauge", "The config version in force.")
     out.append(f'mycelium_proxy_config_info{{version="{escape(version)}"}} 1')
     for counter, name, text in _COUNTED:
-        _metric(out, name, "counter", text)
+        header(out, name, "counter", text)
         out.append(f"{name} {counters.get(counter, 0)}")
-    _metric(out, "mycelium_proxy_config_rejected_total", "counter", "Config pushes NACKed.")
+    header(out, "mycelium_proxy_config_rejected_total", "counter", "Config pushes NACKed.")
     out.append(f"mycelium_proxy_config_rejected_total {client.nacks if client else 0}")
     svid = core.svid
     if svid is not None:
-        now_dt = datetime.fromtimestamp(now, UTC) if now is not None else datetime.now(UTC)
-        left = (svid.expires_at - now_dt).total_seconds()
-        _metric(
+        left = (svid.expires_at - datetime.now(UTC)).total_seconds()
+        header(
             out,
             "mycelium_proxy_certificate_expiry_seconds",
             "gauge",
@@ -64,9 +62,9 @@ def render_own(core: ProxyCore, now: float | None = None) -> str:
         )
         out.append(f"mycelium_proxy_certificate_expiry_seconds {left:.3f}")
     _clusters(out, core)
-    _metric(out, "mycelium_proxy_downstream_connections", "gauge", "Client connections open.")
+    header(out, "mycelium_proxy_downstream_connections", "gauge", "Client connections open.")
     out.append(f"mycelium_proxy_downstream_connections {len(core.connections) + len(core.relays)}")
-    _metric(
+    header(
         out,
         "mycelium_proxy_events_total",
         "counter",
@@ -101,11 +99,6 @@ def _clusters(out: list[str], core: ProxyCore) -> None:
         row[2] += budget.retries
         row[3] += budget.refused
     for i, (name, kind, text) in enumerate(_PER_CLUSTER):
-        _metric(out, name, kind, text)
+        header(out, name, kind, text)
         for cluster_name, row in sorted(totals.items()):
             out.append(f'{name}{{cluster="{escape(cluster_name)}"}} {row[i]}')
-
-
-def _metric(out: list[str], name: str, kind: str, text: str) -> None:
-    out.append(f"# HELP {name} {text}")
-    out.append(f"# TYPE {name} {kind}")

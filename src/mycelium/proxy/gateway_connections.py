@@ -55,7 +55,7 @@ class GatewayConnection(Undecided):
             if listener is None:
                 self._refuse("gateway_no_listener", f"no listener on port {self._port}")
                 return
-            self._relay(listener, eof=False)
+            self._relay(listener)
             return
         self._timer = asyncio.get_running_loop().call_later(HELLO_TIMEOUT, self._silent)
 
@@ -77,7 +77,7 @@ class GatewayConnection(Undecided):
             )
             return
         if listener.tls is None:
-            self._relay(listener, eof=False)
+            self._relay(listener)
         else:
             self._terminate(listener)
 
@@ -96,11 +96,11 @@ class GatewayConnection(Undecided):
         owner = f"gateway listener {listener.config.name}"
         return relay_to_backends(core, core.active, listener.config.tcp_backends, self._port, owner)
 
-    def _relay(self, listener: ServedListener, *, eof: bool) -> None:
+    def _relay(self, listener: ServedListener) -> None:
         transport = self._take()
         if transport is not None:
             decision = self._decision(listener)
-            self._routing.relay_or_refuse(transport, decision, self._held, eof, self._peer)
+            self._routing.relay_or_refuse(transport, decision, self._held, False, self._peer)
 
     def _terminate(self, listener: ServedListener) -> None:
         transport = self._take()

@@ -17,12 +17,11 @@ import asyncio
 import contextlib
 import logging
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 try:
     import uvloop
@@ -42,7 +41,7 @@ from mycelium.proxy.h2.detecting import listener_protocol
 from mycelium.proxy.http.exchange import Listener
 from mycelium.proxy.settings import ListenAddress, LocalUpstream, ProxySettings
 from mycelium.proxy.tcp_routing import RouterRole, TcpRouting, is_opaque
-from mycelium.proxy.upstream.dial import set_mark
+from mycelium.proxy.upstream.dial import connect_upstream
 from mycelium.telemetry.otlp import CollectorAddress, Connect, OtlpHttpExporter
 from mycelium.telemetry.tap import Tap
 from mycelium.telemetry.tracing import Tracer
@@ -330,16 +329,13 @@ def _marked_connect(mark: int) -> Connect:
     proxy's own upstream connections are (transparent mode)."""
 
     async def connect(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setblocking(False)
-            set_mark(sock, mark)
-            await asyncio.get_running_loop().sock_connect(sock, (host, port))
-        except BaseException:
-            sock.close()
-            raise
-        return await asyncio.open_connection(sock=sock)
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        transport, protocol = await connect_upstream(
+            lambda: asyncio.StreamReaderProtocol(reader), host, port, mark
+        )
+        writer = asyncio.StreamWriter(cast(asyncio.Transport, transport), protocol, reader, loop)
+        return reader, writer
 
     return connect
 

@@ -92,11 +92,6 @@ def service_port(route: cfg.ServiceRoute, port: int | None) -> cfg.ServicePort |
     return next((p for p in route.ports if p.port == port), None)
 
 
-def pick_tcp_backend(route: cfg.ServiceRoute, roll: float) -> cfg.WeightedCluster | None:
-    """The backend `roll` (in [0, 1)) falls on, by weight; None if every weight is 0."""
-    return pick_weighted(route.tcp_backends, roll)
-
-
 def pick_weighted(backends: list[cfg.WeightedCluster], roll: float) -> cfg.WeightedCluster | None:
     total = sum(max(b.weight, 0) for b in backends)
     if total <= 0:

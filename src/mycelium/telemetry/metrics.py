@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from mycelium.discovery.protocol import LATENCY_BUCKETS_MS
 from mycelium.telemetry import FinishedConnection, OpenedConnection
-from mycelium.telemetry.response_flags import response_flags
+from mycelium.telemetry.response_flags import NO_FLAG, response_flags
 
 if TYPE_CHECKING:
     from mycelium.proxy.access_log import LoggedExchange
@@ -46,6 +46,9 @@ DEFAULT_BUCKETS: tuple[float, ...] = LATENCY_BUCKETS_MS  # Istio's, shared with 
 # Kubernetes' cluster domain: `destination_service` is `<svc>.<ns>.svc.cluster.local`.
 CLUSTER_DOMAIN = "svc.cluster.local"
 UNKNOWN = "unknown"  # Istio's word for a label the reporter cannot know
+# The text format's content type (Prometheus exposition format 0.0.4): the proxy's
+# expositions and the controller's.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # The peer metadata a calling proxy sends on the first request of each mTLS connection
 # (Istio sends `x-envoy-peer-metadata` on every request; once per connection is enough,
@@ -246,7 +249,7 @@ class ProxyMetrics:
         duration = (time.monotonic() - exchange.started) * 1000.0
         reason = exchange.reason
         status = exchange.status
-        flags = response_flags(reason, status) if reason or not status else "-"
+        flags = response_flags(reason, status) if reason or not status else NO_FLAG
         if exchange.listener.kind == "outbound":  # the common case first
             fast: tuple[object, ...] = (
                 exchange.service,
@@ -449,7 +452,7 @@ class ProxyMetrics:
         """Prometheus text format 0.0.4 of every series."""
         out: list[str] = []
         requests = _merge_requests(self.requests)
-        _header(out, "istio_requests_total", "counter", "Requests, by source and destination.")
+        header(out, "istio_requests_total", "counter", "Requests, by source and destination.")
         for labels, series in requests:
             out.append(f"istio_requests_total{{{labels}}} {series.count}")
         for name, unit, attr in (
@@ -457,7 +460,7 @@ class ProxyMetrics:
             ("istio_request_bytes", "Request body sizes (bytes).", "request_bytes"),
             ("istio_response_bytes", "Response sizes (bytes).", "response_bytes"),
         ):
-            _header(out, name, "histogram", unit)
+            header(out, name, "histogram", unit)
             for labels, series in requests:
                 _histogram(
                     out,
@@ -474,7 +477,7 @@ class ProxyMetrics:
             ("istio_tcp_sent_bytes_total", "sent", "Bytes sent to the client over TCP."),
             ("istio_tcp_received_bytes_total", "received", "Bytes received from the client."),
         ):
-            _header(out, name, "counter", text)
+            header(out, name, "counter", text)
             for labels, tcp_series in tcp:
                 out.append(f"{name}{{{labels}}} {getattr(tcp_series, attr)}")
         return "\n".join(out) + "\n"
@@ -513,7 +516,8 @@ def _merge_tcp(series: dict[tuple[object, ...], _TcpSeries]) -> list[tuple[str, 
     return sorted(merged.items())
 
 
-def _header(out: list[str], name: str, kind: str, text: str) -> None:
+def header(out: list[str], name: str, kind: str, text: str) -> None:
+    """A metric family's HELP and TYPE lines."""
     out.append(f"# HELP {name} {text}")
     out.append(f"# TYPE {name} {kind}")
 

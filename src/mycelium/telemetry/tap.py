@@ -110,7 +110,6 @@ class Tap:
         self.sessions: dict[str, _Session] = {}
         self._flush_timer: asyncio.TimerHandle | None = None
         self.events_built = 0  # for tests and /stats: stays 0 while no tap is active
-        self.dropped = 0
 
     # --- the hot path ------------------------------------------------------------------
 
@@ -134,7 +133,6 @@ class Tap:
                 continue
             if not session.bucket.try_take(now):
                 session.dropped += 1
-                self.dropped += 1
                 continue
             if event is None:
                 event = event_of(exchange, now)

@@ -19,7 +19,7 @@ from mycelium.telemetry import FinishedConnection
 def test_a_record_waits_for_the_flush_then_reads_as_json() -> None:
     out = io.StringIO()
     log = AccessLog(out)
-    log.record(_Finished())
+    log.request_finished(_Finished())
     assert out.getvalue() == ""
 
     log.flush()
@@ -45,7 +45,7 @@ def test_a_request_over_mtls_is_logged_with_the_peers_spiffe_id() -> None:
     out = io.StringIO()
     log = AccessLog(out)
     peer = "spiffe://cluster.local/ns/default/sa/productpage"
-    log.record(_Finished(downstream=_Client(peer_principal=peer)))
+    log.request_finished(_Finished(downstream=_Client(peer_principal=peer)))
     log.flush()
     record = json.loads(out.getvalue())
     assert record["source_principal"] == peer
@@ -56,7 +56,7 @@ def test_a_burst_is_written_without_waiting_for_the_sweep() -> None:
     out = io.StringIO()
     log = AccessLog(out)
     for _ in range(FLUSH_LINES):
-        log.record(_Finished(reason=""))
+        log.request_finished(_Finished(reason=""))
     lines = out.getvalue().splitlines()
     assert len(lines) == FLUSH_LINES
     assert json.loads(lines[0])["reason"] is None
@@ -66,7 +66,7 @@ def test_time_to_first_byte_is_when_the_upstreams_head_came() -> None:
     out = io.StringIO()
     log = AccessLog(out)
     started = time.monotonic() - 1.0
-    log.record(
+    log.request_finished(
         _Finished(
             status=200,
             reason="",
@@ -129,10 +129,10 @@ def test_sampling_keeps_about_its_share_of_successes_and_every_error() -> None:
     out = io.StringIO()
     log = AccessLog(out, sampling=0.1, rng=random.Random(7))
     for _ in range(1000):
-        log.record(_Finished(status=200, reason=""))
+        log.request_finished(_Finished(status=200, reason=""))
     for _ in range(50):
-        log.record(_Finished(status=503, reason="circuit_open"))
-        log.record(_Finished(status=502, reason=""))  # the upstream's own 5xx
+        log.request_finished(_Finished(status=503, reason="circuit_open"))
+        log.request_finished(_Finished(status=502, reason=""))  # the upstream's own 5xx
         log.connection_finished(_connection("upstream_lost"))
     log.flush()
     records = [json.loads(line) for line in out.getvalue().splitlines()]
@@ -147,8 +147,8 @@ def test_sampling_keeps_about_its_share_of_successes_and_every_error() -> None:
 def test_sampling_zero_logs_only_errors() -> None:
     out = io.StringIO()
     log = AccessLog(out, sampling=0.0)
-    log.record(_Finished(status=200, reason=""))
-    log.record(_Finished(status=0, reason=""))  # the client left before any response
+    log.request_finished(_Finished(status=200, reason=""))
+    log.request_finished(_Finished(status=0, reason=""))  # the client left before any response
     log.connection_finished(_connection())
     log.flush()
     (line,) = out.getvalue().splitlines()

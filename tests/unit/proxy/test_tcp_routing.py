@@ -19,7 +19,7 @@ from mycelium.proxy.tcp_routing import (
     decide_outbound,
     is_opaque,
     passthrough,
-    pick_tcp_backend,
+    pick_weighted,
     service_port,
 )
 
@@ -86,9 +86,9 @@ def test_a_service_port_is_found_by_number_or_is_the_first() -> None:
 
 def test_tcp_backends_share_connections_by_weight() -> None:
     route = _route(("a.default", 3), ("b.default", 1))
-    picks = Counter(pick_tcp_backend(route, i / 100).cluster for i in range(100))  # type: ignore[union-attr]
+    picks = Counter(pick_weighted(route.tcp_backends, i / 100).cluster for i in range(100))  # type: ignore[union-attr]
     assert picks == {"a.default": 75, "b.default": 25}
-    assert pick_tcp_backend(_route(("a.default", 0)), 0.5) is None
+    assert pick_weighted(_route(("a.default", 0)).tcp_backends, 0.5) is None
 
 
 def test_an_outbound_vip_on_a_tcp_port_relays_to_an_endpoint_of_the_cluster() -> None:
