@@ -1,4 +1,4 @@
-"""A finished request as telemetry sees it (`proxy/access_log.LoggedExchange`), without
+"""A finished request as telemetry sees it (`telemetry/access_log.LoggedExchange`), without
 a proxy: for the unit tests of the access log, the tap and the metrics."""
 
 from __future__ import annotations

@@ -21,7 +21,6 @@ from mycelium.discovery import config as cfg
 from mycelium.discovery.client import DiscoveryClient, Snapshot
 from mycelium.discovery.protocol import TelemetryReport
 from mycelium.identity.tls import Svid, client_context, server_context
-from mycelium.proxy.access_log import AccessLog, LoggedExchange
 from mycelium.proxy.active_config import ActiveConfig, build_active_config
 from mycelium.proxy.http.upstream import (
     IDLE_TIMEOUT_SECONDS,
@@ -38,6 +37,7 @@ from mycelium.telemetry import (
     OpenedConnection,
     RequestObserver,
 )
+from mycelium.telemetry.access_log import AccessLog, LoggedExchange
 from mycelium.telemetry.metrics import PEER_HEADER, ProxyMetrics, Workload, encode_peer
 from mycelium.telemetry.tracing import Tracer
 from mycelium.telemetry.traffic_report import REPORT_SECONDS, TrafficReporter

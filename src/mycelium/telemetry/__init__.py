@@ -1,7 +1,7 @@
 """Telemetry shared by every proxy: metrics, access logs, tracing and tap.
 
 The proxy tells telemetry about each finished request (`RequestObserver`, given the
-exchange of either protocol: see `proxy/access_log.LoggedExchange`) and each finished
+exchange of either protocol: see `telemetry/access_log.LoggedExchange`) and each finished
 TCP connection (`ConnectionObserver`: `OpenedConnection` when the relay starts,
 `FinishedConnection` when it ends). Observers are
 called on the hot path, once per request: they must only count and append, never
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from mycelium.proxy.access_log import LoggedExchange
+    from mycelium.telemetry.access_log import LoggedExchange
 
 
 class RequestObserver(Protocol):

@@ -38,7 +38,7 @@ from mycelium.telemetry import FinishedConnection, OpenedConnection
 from mycelium.telemetry.response_flags import NO_FLAG, response_flags
 
 if TYPE_CHECKING:
-    from mycelium.proxy.access_log import LoggedExchange
+    from mycelium.telemetry.access_log import LoggedExchange
 
 # Envoy's default histogram buckets, which Istio's standard metrics use unchanged (for
 # durations in milliseconds, and for byte sizes too).

@@ -29,7 +29,7 @@ from mycelium.telemetry.response_flags import response_flags
 from mycelium.token_bucket import TokenBucket
 
 if TYPE_CHECKING:
-    from mycelium.proxy.access_log import LoggedExchange
+    from mycelium.telemetry.access_log import LoggedExchange
 
 log = logging.getLogger(__name__)
 

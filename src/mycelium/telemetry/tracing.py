@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 if TYPE_CHECKING:
-    from mycelium.proxy.access_log import LoggedExchange
+    from mycelium.telemetry.access_log import LoggedExchange
 
 __all__ = [
     "DEFAULT_SAMPLING",

@@ -12,8 +12,8 @@ import pytest
 from tests.support.finished import FakeClient as _Client
 from tests.support.finished import FinishedRequest as _Finished
 
-from mycelium.proxy.access_log import FLUSH_LINES, AccessLog
 from mycelium.telemetry import FinishedConnection
+from mycelium.telemetry.access_log import FLUSH_LINES, AccessLog
 
 
 def test_a_record_waits_for_the_flush_then_reads_as_json() -> None:
