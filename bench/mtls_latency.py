@@ -121,6 +121,7 @@ class BenchFailure(SystemExit):
 def ensure_tools() -> None:
     missing = [pkg for tool, pkg in PACKAGES.items() if shutil.which(tool) is None]
     if missing:
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
         subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True)
 
 

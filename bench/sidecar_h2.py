@@ -160,6 +160,7 @@ def main() -> None:
     args = parser.parse_args()
     ensure_tools()
     if shutil.which("h2load") is None:
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
         subprocess.run(["apt-get", "install", "-y", "-qq", "nghttp2-client"], check=True)
     work = Path(tempfile.mkdtemp(prefix="myc-bench-h2-"))
     h2_port, grpc_port = free_port(), free_port()

@@ -9,7 +9,7 @@ VENV=.venv
 STAMP=$VENV/.bootstrapped
 # gcc and libc6-dev build the proxy's one compiled module (setup.py); a Debian
 # python3.12 also needs python3.12-dev for that, added below when it is the one found.
-DEBIAN_PACKAGES=(etcd-server etcd-client nftables iproute2 curl procps gcc libc6-dev chromium)
+DEBIAN_PACKAGES=(etcd-server etcd-client nftables iproute2 curl procps gcc libc6-dev openssl chromium)
 
 find_python() {
   # Prefer 3.12 (the target), then any newer 3.x; plain executables before pyenv's.
