@@ -26,6 +26,8 @@ from typing import Any
 
 import msgspec
 
+from mycelium.api.namespace import NamespaceEgress
+from mycelium.control.hostnames import intersect_hostnames
 from mycelium.control.state import MeshState, all_hosts, labels_match, service_key
 from mycelium.discovery import config as cfg
 from mycelium.discovery.protocol import NodeInfo, canonical_json, encode_entry
@@ -139,10 +141,15 @@ def compile_service(state: MeshState, reference: str, from_namespace: str) -> Bu
     return bundle
 
 
+def namespace_egress(state: MeshState, namespace: str) -> NamespaceEgress:
+    """`namespace`'s egress settings (the defaults when it has no Namespace resource)."""
+    resource = state.get("Namespace", "", namespace)
+    return resource.spec.egress if resource is not None else NamespaceEgress()
+
+
 def egress_gateway(state: MeshState, namespace: str) -> str | None:
     """The name of the Gateway that carries `namespace`'s calls to external Services."""
-    resource = state.get("Namespace", "", namespace)
-    return resource.spec.egress.gateway if resource is not None else None
+    return namespace_egress(state, namespace).gateway
 
 
 def egress_cluster_name(namespace: str, gateway: str) -> str:
@@ -173,21 +180,10 @@ def _add_route_through_egress_gateway(
     port = _egress_listener_port(gateway, service.spec.hosts) if gateway is not None else None
     endpoints = []
     if gateway is not None and port is not None:
-        for wl in state.of_kind("Workload", namespace):
-            if not labels_match(gateway.spec.selector, wl.metadata.labels):
-                continue
-            endpoints.append(
-                cfg.Endpoint(
-                    workload=f"{namespace}/{wl.metadata.name}",
-                    address=str(wl.spec.address),
-                    ports={str(port): port},
-                    labels=dict(wl.metadata.labels),
-                    identity=spiffe_id(namespace, wl.spec.service_account),
-                    weight=wl.spec.weight,
-                    healthy=wl.spec.healthy,
-                    mtls=REGISTERED_BY in wl.metadata.annotations,
-                )
-            )
+        endpoints = [
+            _workload_endpoint(wl, {str(port): port}, REGISTERED_BY in wl.metadata.annotations)
+            for wl in state.workloads_of(gateway)
+        ]
     endpoints.sort(key=lambda e: e.workload)
     # No listener (or no Gateway): a cluster without endpoints, so callers are answered
     # 503 naming it, never sent around the gateway.
@@ -217,9 +213,6 @@ def _add_route_through_egress_gateway(
 def _egress_listener_port(gateway: Any, hosts: list[str]) -> int | None:
     """The port of the Gateway's HTTP listener that serves one of `hosts` (by the
     Gateway API's hostname intersection), else of one that serves any host."""
-    # Imported here: the gateway compiler builds on this module's pieces.
-    from mycelium.control.gateway_compiler import intersect_hostnames  # noqa: PLC0415
-
     listeners = sorted(
         (listener for listener in gateway.spec.listeners if listener.protocol == "HTTP"),
         key=lambda listener: listener.port,
@@ -360,17 +353,12 @@ def _add_cluster(state: MeshState, service: Any, subset: str | None, bundle: Bun
         disabled = [
             p for p in port_map if peer_auth.get(p, peer_auth.get(0, "PERMISSIVE")) == "DISABLE"
         ]
+        # A workload its proxy registered has that proxy in front: it speaks mTLS.
         endpoints.append(
-            cfg.Endpoint(
-                workload=f"{wl.metadata.namespace}/{wl.metadata.name}",
-                address=str(wl.spec.address),
-                ports={str(p): t for p, t in port_map.items()},
-                labels=dict(wl.metadata.labels),
-                identity=spiffe_id(wl.metadata.namespace, wl.spec.service_account),
-                weight=wl.spec.weight,
-                healthy=wl.spec.healthy,
-                # A workload its proxy registered has that proxy in front: it speaks mTLS.
-                mtls=registered,
+            _workload_endpoint(
+                wl,
+                {str(p): t for p, t in port_map.items()},
+                registered,
                 plaintext_ports=disabled if registered else [],
             )
         )
@@ -381,6 +369,22 @@ def _add_cluster(state: MeshState, service: Any, subset: str | None, bundle: Bun
 
 
 REGISTERED_BY = "mycelium.io/registered-by"
+
+
+def _workload_endpoint(
+    wl: Any, ports: dict[str, int], mtls: bool, *, plaintext_ports: list[int] | None = None
+) -> cfg.Endpoint:
+    return cfg.Endpoint(
+        workload=f"{wl.metadata.namespace}/{wl.metadata.name}",
+        address=str(wl.spec.address),
+        ports=ports,
+        labels=dict(wl.metadata.labels),
+        identity=spiffe_id(wl.metadata.namespace, wl.spec.service_account),
+        weight=wl.spec.weight,
+        healthy=wl.spec.healthy,
+        mtls=mtls,
+        plaintext_ports=plaintext_ports or [],
+    )
 
 
 def _external_endpoints(service: Any) -> list[cfg.Endpoint]:
@@ -475,7 +479,7 @@ def compile_inbound(
     bundle.topics.update({f"policy:{ns}", f"workload:{ns}/{workload}"})
     ports: list[cfg.InboundPort] = []
     peer_auth = _peer_authentication(state, ns, node.labels)
-    namespace = state.get("Namespace", "", ns)  # its egress policy; topic policy:<ns>
+    egress = namespace_egress(state, ns)  # its egress policy; topic policy:<ns>
     for service in state.services_selecting(ns, node.labels):
         svc_name = service_key(ns, service.metadata.name)
         bundle.topics.add(f"service:{svc_name}")
@@ -501,7 +505,7 @@ def compile_inbound(
             ports=ports,
             authorization=_authorization(state, ns, node.labels),
             rate_limits=_rate_limits(state, ns, node.labels),
-            egress_policy=namespace.spec.egress.policy if namespace is not None else "ALLOW_ANY",
+            egress_policy=egress.policy,
         ),
     )
     return bundle

@@ -29,6 +29,7 @@ from typing import Any, Literal
 import msgspec
 
 from mycelium.control.compiler import Bundle, backend_cluster, compile_http_rule, gateway_topic
+from mycelium.control.hostnames import intersect_hostnames
 from mycelium.control.state import MeshState, labels_match
 from mycelium.discovery import config as cfg
 from mycelium.discovery.protocol import NodeInfo
@@ -201,33 +202,6 @@ def _route_hostnames(route: Any, listener: Any) -> list[str]:
         if common is not None and common not in found:
             found.append(common)
     return found
-
-
-def intersect_hostnames(route_host: str, listener_host: str | None) -> str | None:
-    """The names a route's hostname and a listener's have in common, as one hostname
-    (maybe a `*.suffix` wildcard), or None. A wildcard covers one or more labels in
-    front of its suffix (`*.example.com` covers `a.example.com`, `a.b.example.com`,
-    not `example.com`), as the Gateway API says."""
-    route_host = route_host.lower()
-    if listener_host is None:
-        return route_host
-    listener_host = listener_host.lower()
-    if route_host == listener_host:
-        return route_host
-    if wildcard_covers(listener_host, route_host):
-        return route_host
-    if wildcard_covers(route_host, listener_host):
-        return listener_host
-    return None
-
-
-def wildcard_covers(pattern: str, name: str) -> bool:
-    """Whether wildcard `pattern` (`*.suffix`) covers `name` (a host or a narrower
-    wildcard); False when `pattern` is no wildcard."""
-    if not pattern.startswith("*."):
-        return False
-    suffix = pattern[1:]
-    return name.endswith(suffix) and len(name) > len(suffix) and name != pattern
 
 
 def _unattached_routes(state: MeshState, gateway: Any, listeners: list[Any]) -> list[str]:

@@ -43,6 +43,7 @@ from mycelium.control.tap import (
     TapTarget,
     select,
 )
+from mycelium.control.traffic import window_seconds
 from mycelium.discovery import protocol as p
 from mycelium.errors import ConfigError, MeshError
 from mycelium.store import CompactedError, StoreError
@@ -464,7 +465,7 @@ class RestApi:
         if by not in ("service", "route", "workload"):
             return error(400, "bad_request", f"by={by!r}: choose service, route or workload")
         try:
-            seconds = min(max(float(request.query.get("window", "60")), 5.0), 600.0)
+            seconds = window_seconds(request.query.get("window", "60"))
         except ValueError:
             return error(400, "bad_request", "window must be a number of seconds")
         grouped = self._c.discovery.traffic.grouped(time.time(), seconds, by)

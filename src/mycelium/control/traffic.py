@@ -20,6 +20,14 @@ from mycelium.discovery.protocol import LATENCY_BUCKETS_MS, TrafficRow
 
 SLOT_SECONDS = 5.0
 KEEP_SECONDS = 600.0
+MIN_WINDOW_SECONDS = 5.0  # one slot
+
+
+def window_seconds(text: str) -> float:
+    """A window the caller asked for, in seconds, held within what is kept; raises
+    ValueError when `text` is no number."""
+    return min(max(float(text), MIN_WINDOW_SECONDS), KEEP_SECONDS)
+
 
 # What a row is counted under: everything but the counts.
 type EdgeKey = tuple[str, str, str, str, str, str, str, bool]

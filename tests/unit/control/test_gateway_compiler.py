@@ -9,7 +9,8 @@ import pytest
 
 from mycelium.api.loading import load_documents
 from mycelium.control.compiler import compile_snapshot, topics_of_change
-from mycelium.control.gateway_compiler import compile_gateway, intersect_hostnames
+from mycelium.control.gateway_compiler import compile_gateway
+from mycelium.control.hostnames import intersect_hostnames
 from mycelium.control.state import MeshState
 from mycelium.discovery import config as cfg
 from mycelium.discovery.config import parse_entry

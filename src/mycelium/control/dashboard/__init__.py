@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from aiohttp import web
 
-from mycelium.control.traffic import Totals
+from mycelium.control.traffic import Totals, window_seconds
 
 if TYPE_CHECKING:
     from mycelium.control.controller import Controller
@@ -134,7 +134,7 @@ class DashboardPages:
 
 def _window(request: web.Request, default: float) -> float:
     try:
-        return min(max(float(request.query.get("window", default)), 5.0), 600.0)
+        return window_seconds(request.query.get("window", str(default)))
     except ValueError:
         raise web.HTTPBadRequest(text="window must be a number of seconds") from None
 
