@@ -15,6 +15,7 @@ from pathlib import Path
 
 import msgspec
 
+from mycelium.discovery.client import ControllerAddress
 from mycelium.runtime.node_agent import ControllerApi, NodeAgent
 from mycelium.runtime.node_network import LoopbackNode, NetnsNode, NodeNetwork
 from mycelium.runtime.process_pods import MeshAccess, PodSpec
@@ -40,8 +41,8 @@ async def serve(settings: AgentSettings, token: str) -> None:
 
     node: NodeNetwork
     if settings.pods == "netns":
-        host, _, port = settings.discovery.rpartition(":")
-        node = NetnsNode(run=settings.run, controller=(host, int(port)))
+        controller = ControllerAddress.parse(settings.discovery)
+        node = NetnsNode(run=settings.run, controller=(controller.host, controller.port))
     else:
         node = LoopbackNode(settings.discovery)
     agent = NodeAgent(

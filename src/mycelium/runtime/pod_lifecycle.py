@@ -5,14 +5,14 @@ The order is the mesh's promise to the app:
   first request already goes through the mesh);
 - once the app passes its readiness probe (or has none), the sidecar joins the mesh
   (registers the workload), so no peer is sent to an app that cannot answer yet; the
-  pod counts as ready `propagation_seconds` later, when the peers have heard (a rollout
+  pod counts as ready `PROPAGATION_SECONDS` later, when the peers have heard (a rollout
   stops an old pod only for a ready new one: without the wait, the old one's leave
   could reach a peer before the new one's join). An app that exits leaves the mesh;
 - an app that exits: with 0 under OnFailure (or Never) the pod has completed, a job;
   otherwise it is restarted after a backoff that doubles from 1 s to 60 s and starts
   over once the app has run 60 s; the sidecar keeps running meanwhile;
 - on stop the sidecar first leaves the mesh (its workload is deregistered, so peers
-  stop sending it new requests, while it still serves what comes) and `propagation_seconds`
+  stop sending it new requests, while it still serves what comes) and `PROPAGATION_SECONDS`
   later, once the peers have heard, the app goes (SIGTERM, SIGKILL after its grace
   period), then the sidecar drains; the pod ends when both have exited. Without the
   wait, requests that peers sent before they heard would meet an app already gone;
@@ -93,7 +93,6 @@ class PodLifecycle:
     restart_policy: RestartPolicy = "OnFailure"
     grace_seconds: float = 10.0
     sidecar: bool = True
-    propagation_seconds: float = PROPAGATION_SECONDS
     phase: PodPhase = PodPhase.STARTING_SIDECAR
     ready: bool = False
     restarts: int = 0
@@ -130,11 +129,11 @@ class PodLifecycle:
         if self.phase is not PodPhase.RUNNING or self.ready or self._joined:
             return []
         self.reason = ""
-        if not self.sidecar or self.propagation_seconds <= 0:
+        if not self.sidecar:
             self.ready = True
             return []
         self._joined = True
-        self.wake_at = now + self.propagation_seconds  # then ready: see `tick`
+        self.wake_at = now + PROPAGATION_SECONDS  # then ready: see `tick`
         return [Join()]
 
     def app_exited(self, code: int, now: float) -> list[Action]:
@@ -180,10 +179,10 @@ class PodLifecycle:
         self._outcome = PodPhase.STOPPED
         self.reason = "stopped"
         if "app" in self._running:
-            if self._joined and "sidecar" in self._running and self.propagation_seconds > 0:
+            if self._joined and "sidecar" in self._running:
                 self.phase = PodPhase.LEAVING
                 self.ready = False
-                self.wake_at = now + self.propagation_seconds
+                self.wake_at = now + PROPAGATION_SECONDS
                 return self._leave_mesh()
             return self._signal_app(now)
         return self._drain_sidecar()

@@ -34,10 +34,7 @@ from mycelium.cli.commands.proxy import (
 )
 from mycelium.cli.errors import InputError
 from mycelium.cli.settings import settings_of
-
-ADMIN_PORT = 15000
-HEALTH_PORT = 15021
-METRICS_PORT = 15020
+from mycelium.runtime.pod_network import ADMIN_PORT, HEALTH_PORT, METRICS_PORT
 
 
 def _option(*names: str, envvar: str, help: str, metavar: str | None = None) -> Any:
