@@ -18,7 +18,6 @@ import ssl
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from mycelium.errors import MeshError
 from mycelium.identity.spiffe import SpiffeId, SpiffeIdError
@@ -26,16 +25,6 @@ from mycelium.identity.spiffe import SpiffeId, SpiffeIdError
 # The ALPN protocol of sidecar-to-sidecar mTLS: a serving sidecar tells the mesh's TLS
 # from an app's own TLS by it before decrypting anything (see proxy/protocols/tls_hello).
 MESH_ALPN = "mycelium-mtls"
-
-
-# What a gateway's TLS listener offers clients outside the mesh. Not h2: the proxy
-# carries HTTP/2 only end to end, and the services behind a gateway are seldom HTTP/2
-# servers; HTTP/1.1 reaches every one of them.
-EDGE_ALPN = ["http/1.1"]
-
-
-class CertificateFileError(MeshError):
-    """A gateway listener's certificate or key file cannot be used; the message names it."""
 
 
 class PeerIdentityError(MeshError):
@@ -112,46 +101,6 @@ def server_context(svid: Svid) -> ssl.SSLContext:
 def client_context(svid: Svid) -> ssl.SSLContext:
     """For connections to other proxies: presents `svid`, verifies the server's."""
     return _context(ssl.Purpose.SERVER_AUTH, svid)
-
-
-def edge_server_context(certificate_file: str, key_file: str) -> ssl.SSLContext:
-    """For a gateway listener facing clients outside the mesh: presents the operator's
-    certificate chain and key (read from their files now), asks for no client
-    certificate, and offers HTTP/1.1 (`EDGE_ALPN`). Raises `CertificateFileError` naming
-    the file at fault."""
-    certificate_pem = _read_pem(certificate_file, "certificate")
-    try:
-        x509.load_pem_x509_certificates(certificate_pem)
-    except ValueError:
-        raise CertificateFileError(
-            f"certificate file {certificate_file} holds no PEM certificate"
-        ) from None
-    key_pem = _read_pem(key_file, "key")
-    try:
-        load_pem_private_key(key_pem, password=None)
-    except (ValueError, TypeError):
-        raise CertificateFileError(
-            f"key file {key_file} holds no unencrypted PEM private key"
-        ) from None
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.set_alpn_protocols(EDGE_ALPN)
-    try:
-        load_certificate_chain(context, certificate_pem, key_pem)
-    except ssl.SSLError as exc:
-        raise CertificateFileError(
-            f"the key in {key_file} does not match the certificate in {certificate_file} "
-            f"({exc.reason or exc})"
-        ) from None
-    return context
-
-
-def _read_pem(path: str, what: str) -> bytes:
-    try:
-        with open(path, "rb") as file:
-            return file.read()
-    except OSError as exc:
-        raise CertificateFileError(f"cannot read {what} file {path}: {exc.strerror}") from None
 
 
 def peer_identity(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> SpiffeId:

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mycelium.discovery import config as cfg
-from mycelium.identity.tls import CertificateFileError, edge_server_context
 from mycelium.proxy.destination import strip_port
+from mycelium.proxy.edge_tls import CertificateFileError, edge_server_context
 from mycelium.proxy.errors import NoRoute, ProxyError
 from mycelium.proxy.routing import CompiledRoute
 
