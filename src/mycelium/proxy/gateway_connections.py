@@ -25,7 +25,7 @@ from mycelium.identity.tls_session import TlsSession
 from mycelium.proxy.h2.detecting import listener_protocol
 from mycelium.proxy.http.exchange import Listener
 from mycelium.proxy.protocols.tls_hello import read_client_hello
-from mycelium.proxy.tcp_routing import Refuse, RelayTo, relay_to_backends
+from mycelium.proxy.tcp_routing import Refuse, RelayTo, peer_text, relay_to_backends
 from mycelium.proxy.tls_layer import TlsLayer
 from mycelium.proxy.undecided import Undecided
 
@@ -48,8 +48,7 @@ class GatewayConnection(Undecided):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
-        peer = transport.get_extra_info("peername")
-        self._peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self._peer = peer_text(transport)
         if self._family == "tcp":
             listener = self._listener(None)
             if listener is None:

@@ -373,7 +373,7 @@ class ConnectionRouter(asyncio.Protocol):
                     # Dialled directly, like an explicit proxy: plain outbound HTTP.
                     self._hand_over(ServeHttp(Listener("outbound")))
                     return
-                core.refused("not_redirected", _peer(self._transport))
+                core.refused("not_redirected", peer_text(self._transport))
                 core.log.info("%s", exc)
                 self._transport.close()
                 return
@@ -442,7 +442,9 @@ class ConnectionRouter(asyncio.Protocol):
         held, self._held = b"".join(self._held), []
         core = self._routing.core
         if isinstance(decision, Refuse | RelayTo):
-            self._routing.relay_or_refuse(transport, decision, held, self._eof, _peer(transport))
+            self._routing.relay_or_refuse(
+                transport, decision, held, self._eof, peer_text(transport)
+            )
             return
         if isinstance(decision, SniffMtls):
             peername = transport.get_extra_info("peername")
@@ -468,6 +470,7 @@ class ConnectionRouter(asyncio.Protocol):
             protocol.eof_received()
 
 
-def _peer(transport: asyncio.BaseTransport) -> str:
+def peer_text(transport: asyncio.BaseTransport) -> str:
+    """The client's `host:port` as logs and refusals name it ("?" when unknown)."""
     peer = transport.get_extra_info("peername")
     return f"{peer[0]}:{peer[1]}" if peer else "?"

@@ -248,9 +248,7 @@ class Exchange:
             conn.abort()
             cluster, endpoint = self._cluster, self._endpoint
             if cluster is not None and endpoint is not None:
-                now = time.monotonic()
-                cluster.breaker.release_request()
-                endpoint.request_finished(now, now - self.started, ok=True)  # not its fault
+                self._attempt_abandoned(cluster, endpoint)
             self._finish()
         elif self._task is not None:
             self._task.cancel()  # `_attempt` lets go of its connection; `run` finishes us
@@ -796,11 +794,16 @@ class Exchange:
             # The client left (`client_left`, or its body ended with the connection):
             # nobody wants this answer, and the endpoint did nothing wrong.
             conn.abort()
-            cluster.breaker.release_request()
-            now = time.monotonic()
-            endpoint.request_finished(now, now - self.started, ok=True)
+            self._attempt_abandoned(cluster, endpoint)
             raise
         return conn, endpoint, response
+
+    def _attempt_abandoned(self, cluster: ClusterRuntime, endpoint: EndpointState) -> None:
+        """An attempt nobody waits for any more (the client left): its slot is freed,
+        and it counts as no failure of the endpoint's."""
+        cluster.breaker.release_request()
+        now = time.monotonic()
+        endpoint.request_finished(now, now - self.started, ok=True)
 
     def _attempt_failed(
         self, cluster: ClusterRuntime, endpoint: EndpointState, failure: Literal["timeout", "reset"]
