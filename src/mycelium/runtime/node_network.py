@@ -39,6 +39,7 @@ from mycelium.runtime import netns_pods
 from mycelium.runtime.pod_network import (
     ADMIN_PORT,
     HEALTH_PORT,
+    METRICS_PORT,
     POD_NETWORK,
     PROCESS_NETWORK,
     AddressesExhausted,
@@ -248,9 +249,9 @@ class NetnsNode:
 
     def _free_host_address(self, pod: str, ports: Sequence[int]) -> str:
         """A loopback address for a hostNetwork pod where its ports (and its proxy's
-        admin and health ports) are free: the host is shared with whatever else runs
-        there, process pods of another mesh included."""
-        wanted = [*ports, ADMIN_PORT, HEALTH_PORT]
+        admin, health and metrics ports) are free: the host is shared with whatever
+        else runs there, process pods of another mesh included."""
+        wanted = [*ports, ADMIN_PORT, HEALTH_PORT, METRICS_PORT]
         for _ in range(HOST_ADDRESS_ATTEMPTS):
             address = str(self.host_pool.assign(pod))
             if all(_bindable(address, port) for port in wanted):
