@@ -93,6 +93,23 @@ async def running_controller(home: Path, **overrides: Any) -> AsyncIterator[Cont
         await controller.stop()
 
 
+@asynccontextmanager
+async def running_mesh(home: Path, **overrides: Any) -> AsyncIterator[Mesh]:
+    """A controller (see `running_controller`) with a REST client; the discovery
+    clients made with `Mesh.client` are stopped at the end."""
+    async with (
+        running_controller(home, **overrides) as controller,
+        aiohttp.ClientSession() as session,
+    ):
+        api = Api(f"http://127.0.0.1:{controller.api_port}", controller.admin_token, session)
+        mesh = Mesh(controller, api, home, [])
+        try:
+            yield mesh
+        finally:
+            for client in mesh.clients:
+                await client.stop()
+
+
 async def hello_answer(controller: Controller, hello: p.Hello) -> p.ServerMessage:
     """Open a stream as a proxy would, say hello, and return the controller's answer."""
     tls = ssl.create_default_context(cafile=str(controller.config.ca_dir / "root.pem"))

@@ -22,6 +22,29 @@ def default_home() -> Path:
 
 
 @dataclass(frozen=True, slots=True)
+class DiscoveryLimits:
+    """What the discovery port lets clients cost it (docs/discovery.md, "Limits").
+
+    Before a stream is authenticated a peer is nobody: it gets `hello_seconds` for its
+    TLS handshake and hello together, and at most `unauthenticated` such connections are
+    held at once, `unauthenticated_per_address` from one address. A few hundred
+    proxies (re)connect at once after a controller restart, each for a few ms; a flood
+    waits its turn instead of taking memory. After it, a proxy may send
+    `messages_per_second` on average (`message_burst` at once) before its stream is
+    read more slowly; it heart-beats every 5 s and reports every 5 s, so a proxy at the
+    limit is broken or hostile. Pushes it leaves unread beyond the one in flight and
+    `unread_bytes` more cut the stream: the controller does not buffer for a proxy that
+    does not read."""
+
+    hello_seconds: float = 10.0
+    unauthenticated: int = 256
+    unauthenticated_per_address: int = 16
+    messages_per_second: float = 100.0
+    message_burst: int = 1000
+    unread_bytes: int = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
 class ControllerConfig:
     home: Path
     store_url: str | None = None  # None: the embedded SQLite store under `home`
@@ -36,6 +59,7 @@ class ControllerConfig:
     # Let proxies without a join token or SVID open a discovery stream (a plaintext
     # mesh). Off: every stream must prove the identity it claims.
     allow_anonymous_proxies: bool = False
+    discovery_limits: DiscoveryLimits = DiscoveryLimits()
     heartbeat_seconds: float = 5.0  # proxies heart-beat this often...
     lease_ttl_seconds: float = 15.0  # ...and vanish from the registry this long after the last
 

@@ -129,6 +129,7 @@ class Controller:
             heartbeat_seconds=cfg.heartbeat_seconds,
             lease_ttl_seconds=cfg.lease_ttl_seconds,
             observer=self.metrics,
+            limits=cfg.discovery_limits,
         )
         self.metrics.attach(self)
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -7,6 +7,15 @@ Store changes arrive as topics; after a short quiet period (debounce, bounded by
 maximum delay so a steady trickle cannot starve pushes) the dirty bundles are recompiled
 once and every affected proxy gets one delta. A proxy has at most one push in flight;
 changes that arrive meanwhile are coalesced into the next one, sent on its ACK or NACK.
+
+Every proxy can reach this port, and so can whatever runs beside it, so the server
+bounds what any client can make it do (docs/discovery.md, "Limits"). Before a stream is
+authenticated: a cap on such connections in all and per address, one deadline for the
+TLS handshake and the hello together, and a hello of a few KiB at most. After it: a
+size limit per message type, a message rate per stream, bounds on what a proxy can make
+the controller keep (subscriptions, traffic series, tap events), telemetry believed
+only about its reporter, and no buffering for a proxy that does not read. Each refusal
+is counted by reason (`refusals`) and logged with the peer.
 """
 
 from __future__ import annotations
@@ -15,10 +24,11 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import socket
 import ssl
 import time
-from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -31,13 +41,17 @@ from mycelium.control.compiler import (
     compile_service,
     topics_of_change,
 )
+from mycelium.control.config import DiscoveryLimits
+from mycelium.control.connection_limits import ConnectionLimits
 from mycelium.control.discovery_auth import StreamCredentials
 from mycelium.control.gateway_compiler import compile_gateway
+from mycelium.control.refusals import RefusalLog
 from mycelium.control.state import MeshState
 from mycelium.control.svids import IssuedSvid
-from mycelium.control.traffic import TrafficStore
+from mycelium.control.traffic import TrafficStore, describes_reporter
 from mycelium.discovery import protocol as p
 from mycelium.discovery.errors import ProtocolViolation
+from mycelium.token_bucket import TokenBucket
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +64,11 @@ HEARTBEAT_SECONDS = 5.0
 LEASE_TTL_SECONDS = 15.0
 # A proxy that sends nothing (not even a heartbeat) for this many intervals is gone.
 IDLE_HEARTBEATS = 3
-# The Hello must arrive promptly; a connection that says nothing is dropped.
-HELLO_TIMEOUT_SECONDS = 10.0
+# After accept() fails (no file descriptor left), wait this long before the next.
+ACCEPT_RETRY_SECONDS = 0.1
+# Reads take at most this much at a time, and a stream's reader holds at most twice
+# this before it stops reading the socket: what one connection buffers in user space.
+READ_BYTES = 64 * 1024
 
 CSR_RATE_PER_SECOND = 0.1
 CSR_BURST = 5
@@ -85,7 +102,8 @@ class _Unobserved:
 class TapListener(Protocol):
     """Who receives a tap's batches (control/tap.ActiveTap)."""
 
-    def events(self, node: p.NodeInfo, message: p.TapEvents) -> None: ...
+    def events(self, node: p.NodeInfo, message: p.TapEvents) -> int:
+        """Take a batch; how many of its events were over the tap's rate."""
 
     def proxy_gone(self, node_id: str) -> None: ...
 
@@ -101,10 +119,26 @@ def snapshot_version(bundles: list[tuple[str, Bundle]]) -> str:
     return digest.hexdigest()
 
 
+class _Refused(Exception):
+    """Why a connection is closed: `reason` for the counter, `detail` for the log and
+    for the peer (in a `Refusal`, where TLS is up to carry it)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
 @dataclass(slots=True)
 class ProxySession:
     node: p.NodeInfo
     writer: asyncio.StreamWriter
+    peer: str = "?"  # the client's address
+    # Bytes the proxy may leave unread beyond the push in flight before it is cut off.
+    unread_limit: int = 1024 * 1024
+    in_flight_bytes: int = 0  # the push in flight's frame
+    cut_off: bool = False  # True: it left too much unread, and the stream was cut
+    resumed: bool = False  # its `resume` came (what it holds and wants)
     subscriptions: set[str] = field(default_factory=set)
     held: dict[str, str] = field(default_factory=dict)  # what the proxy acknowledged
     acked_version: str = ""
@@ -137,8 +171,17 @@ class ProxySession:
         self.send_frame(p.encode(message))
 
     def send_frame(self, frame: bytes) -> None:
-        if not self.writer.is_closing():
-            self.writer.write(frame)
+        """Write `frame`, unless the proxy left more unread than it may: then cut the
+        stream (the server counts it), rather than buffer for a peer that does not read."""
+        writer = self.writer
+        if writer.is_closing():
+            return
+        unread = writer.transport.get_write_buffer_size()
+        if unread + len(frame) > self.unread_limit + self.in_flight_bytes:
+            self.cut_off = True
+            writer.transport.abort()
+            return
+        writer.write(frame)
 
 
 class DiscoveryServer:
@@ -157,8 +200,18 @@ class DiscoveryServer:
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
         lease_ttl_seconds: float = LEASE_TTL_SECONDS,
         observer: DiscoveryObserver | None = None,
+        limits: DiscoveryLimits | None = None,
     ) -> None:
         self._state = state
+        self.limits = limits = limits or DiscoveryLimits()
+        self._unauthenticated = ConnectionLimits(
+            limits.unauthenticated, limits.unauthenticated_per_address
+        )
+        # every refusal of a connection or a message, by reason (authentication's own
+        # refusals are the controller's `stream_refusals`)
+        self.refusals = RefusalLog(log, "discovery traffic")
+        self.traffic_rows_refused: Counter[str] = Counter()
+        self._tls: ssl.SSLContext | None = None
         self._observer: DiscoveryObserver = observer or _Unobserved()
         self.heartbeat_seconds = heartbeat_seconds
         self.lease_ttl_seconds = lease_ttl_seconds
@@ -181,7 +234,7 @@ class DiscoveryServer:
         self._pending_topics: set[str] = set()
         self._first_pending: float | None = None
         self._wake = asyncio.Event()
-        self._server: asyncio.Server | None = None
+        self._listening: socket.socket | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.pushes = 0
         self.acks = 0
@@ -194,25 +247,40 @@ class DiscoveryServer:
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None) -> int:
-        self._server = await asyncio.start_server(
-            self._serve, host, port, ssl=ssl_context, backlog=4096, limit=2**20
-        )
+        # The server accepts sockets itself: a connection is counted, and its deadline
+        # runs, from the moment it is accepted, before the TLS handshake (which asyncio's
+        # create_server would do before telling us of the connection at all).
+        self._tls = ssl_context
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        listening = socket.socket(family, kind, proto)
+        try:
+            listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listening.bind(address)
+            listening.listen(4096)
+            listening.setblocking(False)
+        except OSError:
+            listening.close()
+            raise
+        self._listening = listening
+        self._spawn(self._accept_loop(listening))
         self._spawn(self._flush_loop())
         self._spawn(self._reaper_loop())
-        sockets = self._server.sockets
-        return int(sockets[0].getsockname()[1]) if sockets else port
+        return int(listening.getsockname()[1])
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
         for session in list(self.sessions.values()):
             session.writer.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
+        if self._listening is not None:
+            self._listening.close()
+
+    @property
+    def unauthenticated_connections(self) -> int:
+        return self._unauthenticated.open
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -351,21 +419,22 @@ class DiscoveryServer:
         session.sent_version = version
         session.pushed_at = time.monotonic()
         self.pushes += 1
-        session.send_frame(
-            p.encode_push(
-                session.nonce,
-                version,
-                full,
-                [e.wire for e in (entries.values() if full else changed)],
-                [] if full else removed,
-            )
+        frame = p.encode_push(
+            session.nonce,
+            version,
+            full,
+            [e.wire for e in (entries.values() if full else changed)],
+            [] if full else removed,
         )
+        session.in_flight_bytes = len(frame)
+        session.send_frame(frame)
 
     def _on_answer(self, session: ProxySession, message: p.Ack | p.Nack) -> None:
         if session.in_flight is None or session.in_flight[0] != message.nonce:
             return  # an answer to a push we already superseded
         _, version, entries = session.in_flight
         session.in_flight = None
+        session.in_flight_bytes = 0
         if isinstance(message, p.Ack):
             self.acks += 1
             session.held = entries
@@ -394,43 +463,146 @@ class DiscoveryServer:
 
     # --- connections --------------------------------------------------------------------------
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        decoder = p.FrameDecoder()
+    async def _accept_loop(self, listening: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                connection, address = await loop.sock_accept(listening)
+            except OSError as exc:  # out of file descriptors, most likely: say so, go on
+                log.error("accepting a discovery connection failed: %s", exc)
+                await asyncio.sleep(ACCEPT_RETRY_SECONDS)
+                continue
+            peer = str(address[0])
+            refusal = self._unauthenticated.try_open(peer)
+            if refusal is None:
+                self._spawn(self._serve(connection, peer))
+                continue
+            connection.close()  # nothing read, nothing said: the peer is nobody yet
+            held = self._unauthenticated.held_by(peer)
+            self.refusals.refuse(
+                refusal,
+                peer,
+                f"{self._unauthenticated.open} connections are waiting to authenticate "
+                f"({held} from this address); retry later",
+                time.monotonic(),
+            )
+
+    async def _serve(self, connection: socket.socket, peer: str) -> None:
         session: ProxySession | None = None
-        hello_deadline = time.monotonic() + HELLO_TIMEOUT_SECONDS
+        writer: asyncio.StreamWriter | None = None
+        seconds = self.limits.hello_seconds
         try:
-            while True:
-                if session is None:
-                    wait = max(0.0, hello_deadline - time.monotonic())
-                    data = await asyncio.wait_for(reader.read(65536), wait)
-                else:
-                    data = await reader.read(65536)
-                if not data:
-                    break
-                for payload in decoder.feed(data):
-                    message = p.parse_client_message(payload)
-                    if session is None:
-                        if not isinstance(message, p.Hello):
-                            raise ProtocolViolation("the first message must be a hello")
-                        session = await self._open_session(message, writer)
-                        if session is None:
-                            return
-                    else:
-                        session.last_seen = time.monotonic()
-                        await self._handle(session, message)
-        except (ProtocolViolation, TimeoutError) as exc:
-            log.info("dropping discovery connection: %s", exc)
-            with contextlib.suppress(Exception):
-                writer.write(p.encode(p.Refusal(code="protocol", message=str(exc))))
+            try:
+                try:
+                    async with asyncio.timeout(seconds):
+                        reader, writer = await self._start_stream(connection)
+                        hello, decoder = await _read_hello(reader)
+                except TimeoutError:
+                    what = "hello" if writer is not None else "handshake"
+                    raise _Refused(
+                        f"{what}_timeout",
+                        f"no {'hello' if writer else 'TLS handshake'} within {seconds:g} s "
+                        "of connecting",
+                    ) from None
+                except ssl.SSLError as exc:
+                    detail = f"the TLS handshake failed: {exc.reason or exc}"
+                    raise _Refused("tls_failed", detail) from None
+                session = await self._open_session(hello, writer, peer)
+            finally:
+                self._unauthenticated.close(peer)
+            if session is not None:
+                decoder.relimit(p.MAX_CLIENT_FRAME_BYTES, skip_oversized=True)
+                await self._follow(session, reader, decoder)
+        except _Refused as exc:
+            self.refusals.refuse(exc.reason, _who(peer, session), exc.detail, time.monotonic())
+            if writer is not None:  # a peer that failed its handshake gets no plaintext
+                with contextlib.suppress(Exception):
+                    writer.write(p.encode(p.Refusal(code="protocol", message=exc.detail)))
         except (ConnectionError, ssl.SSLError):
             pass
         finally:
             if session is not None:
                 self._close_session(session)
-            writer.close()
+                if session.cut_off:
+                    self.refusals.refuse(
+                        "slow_reader",
+                        _who(peer, session),
+                        f"the proxy left more than {session.unread_limit} bytes unread "
+                        "besides its pending push; its stream was cut",
+                        time.monotonic(),
+                    )
+            if writer is not None:
+                writer.close()
+            else:
+                connection.close()
+
+    async def _start_stream(
+        self, connection: socket.socket
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """The accepted socket as a stream, after the TLS handshake (unless we serve
+        none). Its reader holds at most twice READ_BYTES before it stops reading."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=READ_BYTES, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        transport, _ = await loop.connect_accepted_socket(
+            lambda: protocol, connection, ssl=self._tls
+        )
+        return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+
+    async def _follow(
+        self, session: ProxySession, reader: asyncio.StreamReader, decoder: p.FrameDecoder
+    ) -> None:
+        """Handle an authenticated proxy's messages until its stream ends."""
+        limits = self.limits
+        budget = TokenBucket(limits.messages_per_second, limits.message_burst)
+        while True:
+            while (frame := decoder.next_frame()) is not None:
+                now = time.monotonic()
+                if not budget.try_take(now):
+                    # Read no further until the proxy is within its rate again: TCP
+                    # slows it down, and its messages wait in its own buffers, not ours.
+                    self.refusals.refuse(
+                        "throttled",
+                        _who(session.peer, session),
+                        f"over {limits.messages_per_second:g} messages a second; "
+                        "reading its stream more slowly",
+                        now,
+                    )
+                    await asyncio.sleep(budget.retry_after(now))
+                    budget.try_take(time.monotonic())
+                session.last_seen = time.monotonic()
+                if isinstance(frame, p.SkippedFrame):
+                    self._refuse_message(
+                        session,
+                        "",
+                        "message_too_large",
+                        f"a frame of {frame.length} bytes is larger than any message a proxy "
+                        f"may send ({p.MAX_CLIENT_FRAME_BYTES}); it was skipped unread",
+                    )
+                    continue
+                try:
+                    message = p.parse_client_message(frame)
+                except p.MessageTooLarge as exc:
+                    self._refuse_message(session, exc.tag, "message_too_large", str(exc))
+                    continue
+                except ProtocolViolation as exc:
+                    self._refuse_message(session, "", "malformed", str(exc))
+                    continue
+                await self._handle(session, message)
+            data = await reader.read(READ_BYTES)
+            if not data:
+                return
+            decoder.receive(data)
+
+    def _refuse_message(
+        self, session: ProxySession, refused: str, reason: str, detail: str
+    ) -> None:
+        """Count and log one refused message, and tell the proxy; its stream goes on."""
+        self.refusals.refuse(reason, _who(session.peer, session), detail, time.monotonic())
+        session.send(p.MessageRefused(refused=refused, reason=reason, message=detail))
 
     async def _open_session(
-        self, hello: p.Hello, writer: asyncio.StreamWriter
+        self, hello: p.Hello, writer: asyncio.StreamWriter, peer: str
     ) -> ProxySession | None:
         if hello.protocol != p.PROTOCOL_VERSION:
             writer.write(
@@ -452,10 +624,14 @@ class DiscoveryServer:
         if previous is not None:  # the same proxy reconnected before we noticed it left
             self._close_session(previous)
             previous.writer.close()
-        session = ProxySession(node=hello.node, writer=writer)
-        session.subscriptions = set(hello.subscriptions)
-        session.held = dict(hello.held)
-        session.acked_version = hello.version if hello.held else ""
+        # `dirty` until its resume says what it holds: the first push answers that.
+        session = ProxySession(
+            node=hello.node,
+            writer=writer,
+            peer=peer,
+            unread_limit=self.limits.unread_bytes,
+            dirty=True,
+        )
         self.sessions[hello.node.id] = session
         if hello.registered:
             await self._join(session)
@@ -469,12 +645,39 @@ class DiscoveryServer:
         )
         if self._trust_bundle is not None:
             session.send(self._trust_bundle())
-        self._push(session, full=not session.held)
         for listener in list(self.taps.values()):  # a tap follows its target's new pods
             start = listener.proxy_joined(session.node)
             if start is not None:
                 session.send(start)
         return session
+
+    def _resume(self, session: ProxySession, message: p.Resume) -> None:
+        session.resumed = True
+        session.held = dict(message.held)
+        session.acked_version = message.version if message.held else ""
+        self._subscribe(session, message.subscriptions, ())
+        self._push(session, full=not session.held)
+
+    def _subscribe(self, session: ProxySession, add: list[str], remove: Iterable[str]) -> bool:
+        """Change what the proxy subscribes to, within `MAX_SUBSCRIPTIONS` (the excess
+        is refused and counted); whether anything changed."""
+        before = set(session.subscriptions)
+        session.subscriptions -= set(remove)
+        new = [ref for ref in dict.fromkeys(add) if ref not in session.subscriptions]
+        room = p.MAX_SUBSCRIPTIONS - len(session.subscriptions)
+        if len(new) > room:
+            self._refuse_message(
+                session,
+                "subscribe",
+                "subscription_limit",
+                f"{len(new) - room} of the {len(new)} services asked for are over the limit "
+                f"of {p.MAX_SUBSCRIPTIONS} subscriptions a proxy; drop some first",
+            )
+            new = new[:room]
+        session.subscriptions.update(new)
+        for ref in before - session.subscriptions:
+            self._release(session.node.id, f"svc|{session.node.namespace}|{ref}")
+        return session.subscriptions != before
 
     def broadcast_trust_bundle(self) -> int:
         """Send the current trust bundle to every connected proxy (after a CA reload);
@@ -508,23 +711,34 @@ class DiscoveryServer:
 
     def _tap_events(self, session: ProxySession, message: p.TapEvents) -> None:
         listener = self.taps.get(message.id)
-        if listener is not None:
-            listener.events(session.node, message)
-        elif not message.ended:
-            session.send(p.TapStop(id=message.id))  # nobody listens any more
+        if listener is None:
+            if not message.ended:
+                session.send(p.TapStop(id=message.id))  # nobody listens any more
+            return
+        over = listener.events(session.node, message)
+        if over:
+            self._refuse_message(
+                session,
+                "tap_events",
+                "tap_over_rate",
+                f"{over} of {len(message.events)} tap events were over the tap's rate "
+                "and were dropped",
+            )
 
     async def _handle(self, session: ProxySession, message: p.ClientMessage) -> None:
-        if isinstance(message, p.TapEvents):
+        if not session.resumed:
+            if not isinstance(message, p.Resume):
+                raise _Refused(
+                    "no_resume",
+                    f"the message after the hello must be a resume, not {p.message_type(message)}",
+                )
+            self._resume(session, message)
+        elif isinstance(message, p.TapEvents):
             self._tap_events(session, message)
         elif isinstance(message, p.Ack | p.Nack):
             self._on_answer(session, message)
         elif isinstance(message, p.Subscribe):
-            before = set(session.subscriptions)
-            session.subscriptions |= set(message.add)
-            session.subscriptions -= set(message.remove)
-            for ref in before - session.subscriptions:
-                self._release(session.node.id, f"svc|{session.node.namespace}|{ref}")
-            if session.subscriptions != before:
+            if self._subscribe(session, message.add, message.remove):
                 self._schedule_push(session)
         elif isinstance(message, p.Heartbeat):
             session.send(p.Heartbeat())
@@ -538,12 +752,43 @@ class DiscoveryServer:
         elif isinstance(message, p.Join):
             await self._join(session)
         elif isinstance(message, p.TelemetryReport):
-            self.telemetry_reports += 1
-            self.traffic.add(time.time(), message.rows)
+            self._telemetry(session, message)
         elif isinstance(message, p.CertificateRequest):
             session.send(self._certificate(session, message))
-        elif isinstance(message, p.Hello):
-            raise ProtocolViolation("hello sent twice on one stream")
+        elif isinstance(message, p.Hello | p.Resume):
+            self._refuse_message(
+                session,
+                p.message_type(message),
+                f"second_{p.message_type(message)}",
+                f"a stream has one {p.message_type(message)}; this one was ignored",
+            )
+
+    def _telemetry(self, session: ProxySession, message: p.TelemetryReport) -> None:
+        """Count what the proxy says it forwarded, believing only rows about itself."""
+        self.telemetry_reports += 1
+        node = session.node
+        rows = [row for row in message.rows if describes_reporter(row, node)]
+        forged = len(message.rows) - len(rows)
+        if forged:
+            self.traffic_rows_refused["not_reporter"] += forged
+            self._refuse_message(
+                session,
+                "telemetry",
+                "telemetry_not_reporter",
+                f"{forged} of {len(message.rows)} rows describe traffic that "
+                f"{node.namespace}/{node.workload or node.id} neither sent nor received; "
+                "a proxy reports only its own traffic",
+            )
+        over = self.traffic.add(time.time(), rows, node.id)
+        if over:
+            self.traffic_rows_refused["series_limit"] += over
+            self._refuse_message(
+                session,
+                "telemetry",
+                "traffic_series_limit",
+                f"{over} rows would add traffic series beyond the controller's limits; "
+                "they were not counted",
+            )
 
     def _certificate(
         self, session: ProxySession, request: p.CertificateRequest
@@ -618,6 +863,38 @@ class DiscoveryServer:
                     log.info("proxy %s went silent; closing its stream", session.node.id)
                     self._close_session(session)
                     session.writer.close()
+
+
+async def _read_hello(reader: asyncio.StreamReader) -> tuple[p.Hello, p.FrameDecoder]:
+    """The hello, within `MAX_HELLO_BYTES`: all a peer gets before it proves who it
+    is. Returns it and the decoder, holding what came after it (the resume)."""
+    decoder = p.FrameDecoder(p.MAX_HELLO_BYTES)
+    try:
+        while (frame := decoder.next_frame()) is None:
+            data = await reader.read(READ_BYTES)
+            if not data:
+                raise _Refused("no_hello", "the connection closed before its hello")
+            decoder.receive(data)
+    except p.FrameTooLarge as exc:
+        raise _Refused(
+            "hello_too_large",
+            f"the first frame announces {exc.length} bytes; a hello is at most {exc.limit}",
+        ) from None
+    assert isinstance(frame, bytes)  # the hello's decoder never skips
+    try:
+        message = p.parse_client_message(frame)
+    except ProtocolViolation as exc:
+        raise _Refused("malformed_hello", str(exc)) from None
+    if not isinstance(message, p.Hello):
+        raise _Refused(
+            "not_hello", f"the first message must be a hello, not {p.message_type(message)}"
+        )
+    return message, decoder
+
+
+def _who(peer: str, session: ProxySession | None) -> str:
+    """A peer as the log names it: its address, and the proxy once it said who it is."""
+    return f"{peer} as proxy {session.node.id}" if session is not None else peer
 
 
 def _credentials(writer: asyncio.StreamWriter) -> StreamCredentials:

@@ -170,6 +170,30 @@ class _ControllerCollector(Collector):
             c.stream_refusals,
         )
         yield _by_label(
+            "mycelium_controller_discovery_refusals",
+            "Connections and messages the discovery port refused (over a limit, too slow, "
+            "malformed, not the sender's to send), by reason.",
+            "reason",
+            discovery.refusals.counts,
+        )
+        yield _by_label(
+            "mycelium_controller_traffic_rows_refused",
+            "Rows of proxies' traffic reports not counted: not about the reporter "
+            "(not_reporter), or over the traffic store's series limits (series_limit).",
+            "reason",
+            discovery.traffic_rows_refused,
+        )
+        yield GaugeMetricFamily(
+            "mycelium_controller_unauthenticated_connections",
+            "Discovery connections open that have not proven who they are yet.",
+            value=discovery.unauthenticated_connections,
+        )
+        yield GaugeMetricFamily(
+            "mycelium_controller_traffic_series",
+            "Distinct traffic edges (source, destination, route...) the controller keeps.",
+            value=discovery.traffic.live_series,
+        )
+        yield _by_label(
             "mycelium_controller_discovery_streams_accepted",
             "Discovery streams let in, by what proved the proxy's identity.",
             "proven_by",

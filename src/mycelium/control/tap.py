@@ -29,6 +29,7 @@ import msgspec
 
 from mycelium.control.state import MeshState, labels_match
 from mycelium.discovery import protocol as p
+from mycelium.token_bucket import TokenBucket
 
 # A tap the client does not bound ends after this long anyway (the proxies are told
 # so too), so a forgotten terminal cannot keep proxies tapping for ever.
@@ -135,6 +136,7 @@ class ActiveTap:
         self.lines: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.sent = 0  # request lines
         self.lost_lines = 0  # left out because the client read too slowly
+        self._budgets: dict[str, TokenBucket] = {}  # per proxy: events over the rate
         self.ended: str | None = None
 
     def proxy_joined(self, node: p.NodeInfo) -> p.TapStart | None:
@@ -167,13 +169,26 @@ class ActiveTap:
             rate=self.start.rate,
         )
 
-    def events(self, node: p.NodeInfo, message: p.TapEvents) -> None:
-        """A batch from a proxy (the discovery server calls this)."""
+    def events(self, node: p.NodeInfo, message: p.TapEvents) -> int:
+        """A batch from a proxy (the discovery server calls this). Returns how many of
+        its events were over the tap's rate and refused: the proxy keeps to the rate
+        itself, so one that does not is broken or hostile, and must not flood the relay."""
         if self.ended is not None or node.id not in self._running:
-            return
+            return 0
+        budget = self._budgets.get(node.id)
+        if budget is None:
+            # as the proxy's own bucket (a second's worth at once), plus a batch in
+            # flight while the proxy's clock and ours disagree
+            burst = self.start.rate + p.MAX_TAP_BATCH
+            budget = self._budgets[node.id] = TokenBucket(self.start.rate, burst)
+        now = self._clock()
+        over = 0
         for event in message.events:
             if self.start.max and self.sent >= self.start.max:
                 break
+            if not budget.try_take(now):
+                over += 1
+                continue
             line = msgspec.to_builtins(event)
             line.update(type="request", proxy=node.id, workload=node.workload)
             line["namespace"] = node.namespace
@@ -185,6 +200,7 @@ class ActiveTap:
             self.finish("max")
         elif message.ended:
             self._proxy_ended(node.id, message.ended)
+        return over
 
     def proxy_gone(self, node_id: str) -> None:
         """A tapped proxy's stream closed."""

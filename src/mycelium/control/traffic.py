@@ -8,6 +8,14 @@ workload, route, protocol, mTLS) with request and error counts and a latency his
 for `KEEP_SECONDS` and answers what the dashboard, `myc stat` and `myc top` ask: edges
 of the service graph and per-service or per-route golden metrics over a window, and a
 service's time series. Sans-IO: the caller passes the time.
+
+Reports come from proxies, and a proxy may be compromised, so the store believes a row
+only where it describes its reporter (`describes_reporter`): its own workload as the
+caller, or as the one called. And what it keeps is bounded, as a Prometheus server
+must bound its series: at most `MAX_SERIES` distinct edges are alive at once (an edge
+dies with the last slot that counts it), at most `MAX_SERIES_PER_REPORTER` of them
+brought by one proxy; a row for a new edge beyond either is refused and counted (the
+label explosion Istio's users meet when a label takes unbounded values).
 """
 
 from __future__ import annotations
@@ -16,11 +24,29 @@ from collections import defaultdict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from mycelium.discovery.protocol import LATENCY_BUCKETS_MS, TrafficRow
+from mycelium.discovery.protocol import LATENCY_BUCKETS_MS, NodeInfo, TrafficRow
 
 SLOT_SECONDS = 5.0
 KEEP_SECONDS = 600.0
 MIN_WINDOW_SECONDS = 5.0  # one slot
+# Distinct edges alive at once. An edge costs some 350 bytes in each of the 120 slots
+# it may be counted in, so the store stays under 100 MB however the rows are forged;
+# a mesh of a few hundred services has a few hundred edges.
+MAX_SERIES = 2000
+# Edges one proxy may bring: a caller of a few dozen services, with routes and
+# replicas, has a few dozen; a gateway a few hundred.
+MAX_SERIES_PER_REPORTER = 500
+
+
+def describes_reporter(row: TrafficRow, reporter: NodeInfo) -> bool:
+    """Whether `row` is about traffic `reporter` took part in: it names the reporter's
+    own workload as the caller (outbound, and a gateway forwarding) or as the one
+    called (inbound). A proxy cannot vouch for traffic between others."""
+    me = (reporter.workload or reporter.id, reporter.namespace)
+    return me in (
+        (row.source_workload, row.source_namespace),
+        (row.destination_workload, row.destination_namespace),
+    )
 
 
 def window_seconds(text: str) -> float:
@@ -105,26 +131,78 @@ def percentile(buckets: list[int], quantile: float) -> float | None:
 @dataclass(slots=True)
 class _Slot:
     start: float
-    edges: dict[EdgeKey, Totals] = field(default_factory=lambda: defaultdict(Totals))
+    edges: dict[EdgeKey, Totals] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Series:
+    reporter: str  # the proxy that brought the edge in
+    slots: int = 0  # how many kept slots count it
 
 
 class TrafficStore:
     def __init__(
-        self, slot_seconds: float = SLOT_SECONDS, keep_seconds: float = KEEP_SECONDS
+        self,
+        slot_seconds: float = SLOT_SECONDS,
+        keep_seconds: float = KEEP_SECONDS,
+        *,
+        max_series: int = MAX_SERIES,
+        max_series_per_reporter: int = MAX_SERIES_PER_REPORTER,
     ) -> None:
         self.slot_seconds = slot_seconds
-        self._slots: deque[_Slot] = deque(maxlen=max(1, int(keep_seconds / slot_seconds)))
+        self._keep_slots = max(1, int(keep_seconds / slot_seconds))
+        self._slots: deque[_Slot] = deque()
+        self._max_series = max_series
+        self._max_per_reporter = max_series_per_reporter
+        self._series: dict[EdgeKey, _Series] = {}
+        self._reporters: dict[str, int] = defaultdict(int)  # proxy id -> its live edges
 
-    def add(self, now: float, rows: Iterable[TrafficRow]) -> None:
+    @property
+    def live_series(self) -> int:
+        """Distinct edges alive."""
+        return len(self._series)
+
+    def add(self, now: float, rows: Iterable[TrafficRow], reporter: str = "") -> int:
+        """Count `rows` from the proxy `reporter` in the slot of `now`; returns how many
+        were refused because their edge would go over a series limit."""
         slot = self._slot(now)
+        refused = 0
         for row in rows:
-            slot.edges[_key(row)].add(row.requests, row.errors, row.mtls, row.latency_buckets)
+            key = _key(row)
+            totals = slot.edges.get(key)
+            if totals is None:
+                series = self._series.get(key)
+                if series is None:
+                    if (
+                        len(self._series) >= self._max_series
+                        or self._reporters[reporter] >= self._max_per_reporter
+                    ):
+                        refused += 1
+                        continue
+                    series = self._series[key] = _Series(reporter)
+                    self._reporters[reporter] += 1
+                series.slots += 1
+                totals = slot.edges[key] = Totals()
+            totals.add(row.requests, row.errors, row.mtls, row.latency_buckets)
+        return refused
 
     def _slot(self, now: float) -> _Slot:
         start = now - now % self.slot_seconds
         if not self._slots or self._slots[-1].start < start:
             self._slots.append(_Slot(start))
+            while len(self._slots) > self._keep_slots:
+                self._forget(self._slots.popleft())
         return self._slots[-1]
+
+    def _forget(self, slot: _Slot) -> None:
+        for key in slot.edges:
+            series = self._series[key]
+            series.slots -= 1
+            if series.slots == 0:
+                del self._series[key]
+                self._reporters[series.reporter] -= 1
+                if not self._reporters[series.reporter]:
+                    del self._reporters[series.reporter]
 
     def _window(self, now: float, seconds: float) -> list[_Slot]:
         return [s for s in self._slots if s.start > now - seconds - self.slot_seconds]

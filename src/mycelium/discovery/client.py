@@ -20,6 +20,7 @@ import os
 import random
 import ssl
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +120,8 @@ class DiscoveryClient:
         self.last_nack: str | None = None
         # pushes rejected, for metrics (accepted ones: the core's config_accepted counter)
         self.nacks = 0
+        # our messages the controller refused, by its reason (a bug of ours, or a bound)
+        self.refused: Counter[str] = Counter()
         self.loaded_from_disk = False
         self._changed = asyncio.Condition()
         self._writer: asyncio.StreamWriter | None = None
@@ -185,7 +188,8 @@ class DiscoveryClient:
         new = [r for r in references if r not in self.subscriptions]
         self.subscriptions.update(new)
         if new and self._writer is not None:
-            self.send(p.Subscribe(add=new))
+            for start in range(0, len(new), p.MAX_SUBSCRIPTIONS):
+                self.send(p.Subscribe(add=new[start : start + p.MAX_SUBSCRIPTIONS]))
         if timeout is not None:
             await self.wait_for(
                 lambda snap: all(
@@ -281,16 +285,10 @@ class DiscoveryClient:
         self._writer = writer
         heartbeat: asyncio.Task[None] | None = None
         try:
-            self.send(
-                p.Hello(
-                    node=self.node,
-                    token=self._token,
-                    version=self.version,
-                    held={name: e.version for name, e in self.snapshot.items()},
-                    subscriptions=sorted(self.subscriptions),
-                    registered=self.registered,
-                )
-            )
+            # Both at once: the resume costs no round trip, but the controller reads it
+            # only once the hello proved who we are.
+            self.send(p.Hello(node=self.node, token=self._token, registered=self.registered))
+            self.send(self._resume())
             decoder = p.FrameDecoder()
             self._last_heard = time.monotonic()
             while True:
@@ -318,10 +316,31 @@ class DiscoveryClient:
                         self._new_trust_bundle(message)
                     elif isinstance(message, p.TapStart | p.TapStop):
                         self._tap(message)
+                    elif isinstance(message, p.MessageRefused):
+                        self.refused[message.reason] += 1
+                        log.warning(
+                            "the controller refused our %s message (%s): %s",
+                            message.refused or "unreadable",
+                            message.reason,
+                            message.message,
+                        )
         finally:
             if heartbeat is not None:
                 heartbeat.cancel()
             writer.close()
+
+    def _resume(self) -> p.Resume:
+        """What we hold and want, within the protocol's bounds: the controller refuses
+        more subscriptions than it allows anyway, and a snapshot too large to list
+        entry by entry is fetched whole instead."""
+        held = {name: e.version for name, e in self.snapshot.items()}
+        if len(held) > p.MAX_HELD_ENTRIES:
+            held = {}
+        return p.Resume(
+            version=self.version if held else "",
+            held=held,
+            subscriptions=sorted(self.subscriptions)[: p.MAX_SUBSCRIPTIONS],
+        )
 
     async def _heartbeats(self) -> None:
         """Send heartbeats; close the stream when the controller has been silent for
@@ -446,7 +465,7 @@ class DiscoveryClient:
         try:
             self._on_update(candidate, push.version)
         except Exception as exc:  # whatever the proxy objects to becomes the NACK reason
-            reason = _reason(exc)
+            reason = _reason(exc)[: p.REASON_CHARS]
             self.last_nack = reason
             self.nacks += 1
             log.warning("rejecting config %s: %s", push.version, reason)

@@ -9,6 +9,13 @@ acknowledged: changed entries in `resources`, vanished ones in `removed`. A reco
 proxy lists the entry versions it holds in its `Hello`, so the controller resumes with a
 delta instead of a full snapshot.
 
+A stream starts `Hello` then `Resume`. The hello is only who the proxy is and what
+proves it, so that the controller reads a few KiB at most from a peer it has not
+authenticated yet; what the proxy holds and wants, which can be large, comes in the
+`Resume` after the controller let it in. Every message from a proxy has a size limit
+of its own (`MAX_MESSAGE_BYTES`), and its lists and strings have bounds (`msgspec.Meta`)
+that decoding checks: a proxy cannot make the controller keep more than they allow.
+
 `FrameDecoder` turns bytes into messages; `encode` turns a message into bytes.
 
 Messages are msgspec Structs rather than pydantic models: this module and `config`
@@ -21,7 +28,8 @@ from __future__ import annotations
 import json
 import re
 import struct
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -29,23 +37,67 @@ from mycelium.discovery.errors import ProtocolViolation
 
 # A full snapshot of a proxy with a few hundred services stays well below 1 MiB; 16 MiB
 # leaves room for a mesh far beyond that while bounding what a bad peer can make us buffer.
+# This bounds what the controller sends; what proxies send has the smaller limits below.
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 _HEADER = struct.Struct(">I")
 
-PROTOCOL_VERSION = 1
+# 2: the hello no longer carries what the proxy holds; `resume` does, after it.
+PROTOCOL_VERSION = 2
+
+# --- bounds on what a proxy may send ------------------------------------------------------
+# Kubernetes' own limits where a field is a Kubernetes name: a DNS subdomain (253), a
+# label (63), a qualified label key (a 253-character prefix, "/", a 63-character name).
+NAME_CHARS = 253
+LABEL_VALUE_CHARS = 63
+LABEL_KEY_CHARS = 253 + 1 + 63
+# A pod with more labels than this is not one a mesh was built for (bookinfo's have two).
+MAX_LABELS = 32
+# A workload exposes a handful of ports; 128 leaves room for a gateway's listeners.
+MAX_PORTS = 128
+# A join token is a signed JWT of some 300 characters.
+TOKEN_CHARS = 4096
+# A subscription is a service's host name or address, with a port: a DNS name and ":65535".
+REFERENCE_CHARS = NAME_CHARS + 6
+# The services one proxy can subscribe to. Istio's users scope a sidecar to the few
+# dozen services it calls (the Sidecar resource) because every one costs memory; 1,024
+# is far beyond any real caller, and bounds the bundles one proxy makes us compile.
+MAX_SUBSCRIPTIONS = 1024
+# A config entry's name ("cluster/<service>|<subset>|<port>": a DNS name, a label,
+# a port and a prefix) and version (16 hex digits, with room).
+ENTRY_NAME_CHARS = 512
+VERSION_CHARS = 32
+# Entries a resume lists: a handful per subscribed service (route, clusters per subset,
+# endpoints) and the proxy's own. A proxy holding more asks for a full snapshot instead
+# (discovery/client.py), so this bounds the message, not the mesh.
+MAX_HELD_ENTRIES = 8 * MAX_SUBSCRIPTIONS
+# A NACK's reason is an exception's message; the proxy cuts it to this before sending.
+REASON_CHARS = 4096
+
+type _Name = Annotated[str, msgspec.Meta(max_length=NAME_CHARS)]
+type _Reference = Annotated[str, msgspec.Meta(max_length=REFERENCE_CHARS)]
+type _Version = Annotated[str, msgspec.Meta(max_length=VERSION_CHARS)]
+type _Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+type _Count = Annotated[int, msgspec.Meta(ge=0)]
 
 
 class NodeInfo(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Who a proxy is. `id` is unique per proxy process and stable across reconnects."""
 
-    id: str
-    namespace: str = "default"
-    workload: str | None = None  # the Workload name it registers as (None: not registered)
-    service_account: str = "default"
+    id: _Name
+    namespace: Annotated[str, msgspec.Meta(max_length=LABEL_VALUE_CHARS)] = "default"
+    # the Workload name it registers as (None: not registered)
+    workload: _Name | None = None
+    service_account: _Name = "default"
     role: Literal["sidecar", "gateway", "waypoint", "ztunnel"] = "sidecar"
-    labels: dict[str, str] = {}
-    address: str | None = None
-    ports: list[int] = []
+    labels: Annotated[
+        dict[
+            Annotated[str, msgspec.Meta(max_length=LABEL_KEY_CHARS)],
+            Annotated[str, msgspec.Meta(max_length=LABEL_VALUE_CHARS)],
+        ],
+        msgspec.Meta(max_length=MAX_LABELS),
+    ] = {}
+    address: Annotated[str, msgspec.Meta(max_length=64)] | None = None  # an IP address
+    ports: Annotated[list[_Port], msgspec.Meta(max_length=MAX_PORTS)] = []
 
 
 class _Message(
@@ -55,33 +107,45 @@ class _Message(
 
 
 class Hello(_Message, tag="hello", frozen=True, kw_only=True):
+    """Who the proxy is and what proves it: the first message, read before the
+    controller knows whether to trust the peer, so it stays small (`MAX_HELLO_BYTES`)."""
+
     protocol: int = PROTOCOL_VERSION
     node: NodeInfo
-    token: str | None = None
-    # the snapshot version the proxy holds, and entry name -> entry version within it
-    version: str = ""
-    held: dict[str, str] = {}
-    subscriptions: list[str] = []
+    token: Annotated[str, msgspec.Meta(max_length=TOKEN_CHARS)] | None = None
     # False: register the workload only when `join` comes (a pod whose app is not ready)
     registered: bool = True
 
 
+class Resume(_Message, tag="resume", frozen=True, kw_only=True):
+    """The second message: the snapshot version the proxy holds with entry name ->
+    entry version within it (empty for a first start), and the services it wants.
+    The controller pushes the first delta against this."""
+
+    version: _Version = ""
+    held: Annotated[
+        dict[Annotated[str, msgspec.Meta(max_length=ENTRY_NAME_CHARS)], _Version],
+        msgspec.Meta(max_length=MAX_HELD_ENTRIES),
+    ] = {}
+    subscriptions: Annotated[list[_Reference], msgspec.Meta(max_length=MAX_SUBSCRIPTIONS)] = []
+
+
 class Ack(_Message, tag="ack", frozen=True, kw_only=True):
     nonce: int
-    version: str
+    version: _Version
 
 
 class Nack(_Message, tag="nack", frozen=True, kw_only=True):
     nonce: int
-    version: str
-    reason: str
+    version: _Version
+    reason: Annotated[str, msgspec.Meta(max_length=REASON_CHARS)]
 
 
 class Subscribe(_Message, tag="subscribe", frozen=True, kw_only=True):
     """Ask for (or drop) the outbound config of services, by host name or address."""
 
-    add: list[str] = []
-    remove: list[str] = []
+    add: Annotated[list[_Reference], msgspec.Meta(max_length=MAX_SUBSCRIPTIONS)] = []
+    remove: Annotated[list[_Reference], msgspec.Meta(max_length=MAX_SUBSCRIPTIONS)] = []
 
 
 class Heartbeat(_Message, tag="heartbeat", frozen=True, kw_only=True):
@@ -107,27 +171,34 @@ LATENCY_BUCKETS_MS: tuple[float, ...] = (
 )  # fmt: skip
 
 
+# Rows in one report: one per (destination workload, route, protocol, mTLS) this
+# proxy called in 5 s. A caller of a few dozen services with a few routes and a few
+# replicas each has a few hundred; a proxy with more sends several reports.
+MAX_TRAFFIC_ROWS = 1024
+
+
 class TrafficRow(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     """What a proxy forwarded between two reports, for one source/destination pair."""
 
-    source_workload: str
-    source_namespace: str
-    destination_service: str  # the service key, "reviews.bookinfo"
-    destination_workload: str
-    destination_namespace: str
-    route: str  # the rule's name, "" for the default route
-    protocol: str  # "http", "grpc" or "tcp"
+    source_workload: _Name
+    source_namespace: _Name
+    destination_service: _Name  # the service key, "reviews.bookinfo"
+    destination_workload: _Name
+    destination_namespace: _Name
+    route: Annotated[str, msgspec.Meta(max_length=ENTRY_NAME_CHARS)]  # "" for the default
+    protocol: Literal["http", "grpc", "tcp"]
     mtls: bool
-    requests: int
-    errors: int  # answered 5xx, or failed before an answer
-    latency_buckets: list[int]  # per LATENCY_BUCKETS_MS bound, then one for beyond
+    requests: _Count
+    errors: _Count  # answered 5xx, or failed before an answer
+    # per LATENCY_BUCKETS_MS bound, then one for beyond
+    latency_buckets: Annotated[list[_Count], msgspec.Meta(max_length=len(LATENCY_BUCKETS_MS) + 1)]
 
 
 class TelemetryReport(_Message, tag="telemetry", frozen=True, kw_only=True):
     """Traffic since the proxy's last report: the dashboard's and `myc stat`'s data
     (the controller cannot scrape proxies inside pods)."""
 
-    rows: list[TrafficRow] = []
+    rows: Annotated[list[TrafficRow], msgspec.Meta(max_length=MAX_TRAFFIC_ROWS)] = []
 
 
 class Welcome(_Message, tag="welcome", frozen=True, kw_only=True):
@@ -200,6 +271,16 @@ class Refusal(_Message, tag="refusal", frozen=True, kw_only=True):
     message: str
 
 
+class MessageRefused(_Message, tag="message_refused", frozen=True, kw_only=True):
+    """The controller refused one message (`refused`: its type, "" when it could not be
+    read) and the stream goes on: over a bound, malformed, or not the proxy's to send.
+    `reason` in one word, `message` in prose."""
+
+    refused: str
+    reason: str
+    message: str
+
+
 # --- tap: live requests, streamed from proxies through the controller (docs/tap.md) ---
 
 # A tap asks for at most this many events per second from each proxy; more are counted
@@ -246,6 +327,13 @@ class TapStop(_Message, tag="tap_stop", frozen=True, kw_only=True):
     id: str
 
 
+# Events in one batch: the proxy sends at most 100 (telemetry/tap.BATCH_EVENTS).
+MAX_TAP_BATCH = 200
+# A proxy cuts a tapped path or authority to this, so that a batch of BATCH_EVENTS
+# stays far below its message limit (a person reading a tap needs no more).
+TAP_FIELD_CHARS = 2048
+
+
 class TapEvent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """One finished request, as a tap shows it."""
 
@@ -270,14 +358,15 @@ class TapEvents(_Message, tag="tap_events", frozen=True, kw_only=True):
     last batch (over the rate); `ended` is set on the tap's last batch on this proxy:
     "max", "deadline" or "stopped"."""
 
-    id: str
-    events: list[TapEvent] = []
-    dropped: int = 0
-    ended: str = ""
+    id: Annotated[str, msgspec.Meta(max_length=64)]
+    events: Annotated[list[TapEvent], msgspec.Meta(max_length=MAX_TAP_BATCH)] = []
+    dropped: _Count = 0
+    ended: Annotated[str, msgspec.Meta(max_length=64)] = ""
 
 
 type ClientMessage = (
     Hello
+    | Resume
     | Ack
     | Nack
     | Subscribe
@@ -292,6 +381,7 @@ type ServerMessage = (
     Welcome
     | Push
     | Refusal
+    | MessageRefused
     | Heartbeat
     | CertificateIssued
     | CertificateRefused
@@ -299,6 +389,32 @@ type ServerMessage = (
     | TapStart
     | TapStop
 )
+
+# What each message from a proxy may weigh, encoded. The hello is read before the peer
+# is authenticated: its largest legitimate form (every NodeInfo field at its bound, a
+# token) is some 18 KiB, measured in tests/unit/discovery/test_message_bounds.py, so a
+# peer without credentials makes the controller buffer no more than this.
+MAX_HELLO_BYTES = 24 * 1024
+MAX_MESSAGE_BYTES: dict[str, int] = {
+    "hello": MAX_HELLO_BYTES,
+    # every held entry and subscription at its bound (some 4.8 MB): see the test above
+    "resume": 6 * 1024 * 1024,
+    "ack": 1024,
+    "nack": 16 * 1024,
+    "subscribe": 1024 * 1024,
+    "heartbeat": 1024,
+    "leave": 1024,
+    "join": 1024,
+    # a CSR (under 1 KiB), the SVID with its chain, and a signature
+    "csr": 64 * 1024,
+    # MAX_TAP_BATCH events, each under 5 KiB with its path and authority cut
+    "tap_events": 2 * 1024 * 1024,
+    # MAX_TRAFFIC_ROWS rows, each some 2.3 KB with every field at its bound
+    "telemetry": 4 * 1024 * 1024,
+}
+# A frame from an authenticated proxy larger than any message may be is skipped, unread.
+MAX_CLIENT_FRAME_BYTES = max(MAX_MESSAGE_BYTES.values())
+
 
 # From the type aliases, so that a message added to one cannot be forgotten in the other.
 _client_decoder = msgspec.json.Decoder(ClientMessage.__value__)
@@ -315,11 +431,30 @@ def encode(message: _Message) -> bytes:
 
 
 def parse_client_message(payload: bytes) -> ClientMessage:
+    """The message in `payload`; `ProtocolViolation` when it is malformed, breaks a
+    bound, or weighs more than its type may (`MAX_MESSAGE_BYTES`)."""
     try:
         message: ClientMessage = _client_decoder.decode(payload)
     except msgspec.DecodeError as exc:
         raise ProtocolViolation(f"malformed message from proxy: {exc}") from exc
+    tag = message_type(message)
+    if len(payload) > MAX_MESSAGE_BYTES[tag]:
+        raise MessageTooLarge(tag, len(payload))
     return message
+
+
+def message_type(message: _Message) -> str:
+    """The message's `type` on the wire ("hello", "telemetry"...)."""
+    return str(type(message).__struct_config__.tag)
+
+
+class MessageTooLarge(ProtocolViolation):
+    def __init__(self, tag: str, size: int) -> None:
+        super().__init__(
+            f"a {tag} message of {size} bytes exceeds its limit of {MAX_MESSAGE_BYTES[tag]}"
+        )
+        self.tag = tag
+        self.size = size
 
 
 def parse_server_message(payload: bytes) -> ServerMessage:
@@ -330,28 +465,75 @@ def parse_server_message(payload: bytes) -> ServerMessage:
     return message
 
 
-class FrameDecoder:
-    """Accumulates bytes and yields complete frame payloads, in order."""
+@dataclass(frozen=True, slots=True)
+class SkippedFrame:
+    """A frame over the decoder's limit, passed over without being buffered."""
 
-    def __init__(self, max_frame: int = MAX_FRAME_BYTES) -> None:
+    length: int
+
+
+class FrameDecoder:
+    """Turns bytes into frame payloads, in order: `receive` what arrived, then take
+    frames with `next_frame` until it says None (more bytes needed), or all of them
+    at once with `feed`.
+
+    A frame announced longer than `max_frame` raises `FrameTooLarge` as soon as its
+    header is in: nothing of it is buffered. With `skip_oversized`, such a frame is
+    instead passed over as it arrives and reported as a `SkippedFrame` in its place, so
+    a stream whose framing is intact survives one bad message. `relimit` changes both
+    between frames (a peer trusted with more once it is authenticated)."""
+
+    def __init__(self, max_frame: int = MAX_FRAME_BYTES, *, skip_oversized: bool = False) -> None:
         self._buffer = bytearray()
         self._max_frame = max_frame
+        self._skip_oversized = skip_oversized
+        self._skipping = 0  # bytes of an oversized frame still to pass over
+
+    def relimit(self, max_frame: int, *, skip_oversized: bool) -> None:
+        self._max_frame = max_frame
+        self._skip_oversized = skip_oversized
+
+    def receive(self, data: bytes) -> None:
+        if self._skipping:
+            passed = min(self._skipping, len(data))
+            self._skipping -= passed
+            data = data[passed:]
+        self._buffer += data
+
+    def next_frame(self) -> bytes | SkippedFrame | None:
+        buffer = self._buffer
+        if len(buffer) < _HEADER.size:
+            return None
+        (length,) = _HEADER.unpack_from(buffer)
+        if length > self._max_frame:
+            if not self._skip_oversized:
+                raise FrameTooLarge(length, self._max_frame)
+            passed = min(length, len(buffer) - _HEADER.size)
+            del buffer[: _HEADER.size + passed]
+            self._skipping = length - passed
+            return SkippedFrame(length)
+        end = _HEADER.size + length
+        if len(buffer) < end:
+            return None
+        frame = bytes(buffer[_HEADER.size : end])
+        del buffer[:end]
+        return frame
 
     def feed(self, data: bytes) -> list[bytes]:
-        self._buffer += data
+        """Every complete frame in what has arrived so far (skipped ones left out)."""
+        self.receive(data)
         frames: list[bytes] = []
-        while len(self._buffer) >= _HEADER.size:
-            (length,) = _HEADER.unpack_from(self._buffer)
-            if length > self._max_frame:
-                raise ProtocolViolation(
-                    f"peer announced a frame of {length} bytes (limit {self._max_frame})"
-                )
-            end = _HEADER.size + length
-            if len(self._buffer) < end:
-                break
-            frames.append(bytes(self._buffer[_HEADER.size : end]))
-            del self._buffer[:end]
+        while (frame := self.next_frame()) is not None:
+            if isinstance(frame, bytes):
+                frames.append(frame)
         return frames
+
+
+class FrameTooLarge(ProtocolViolation):
+    def __init__(self, length: int, limit: int) -> None:
+        super().__init__(f"peer announced a frame of {length} bytes (limit {limit})")
+        self.length = length
+        self.limit = limit
 
 
 def encode_entry(name: str, version: str, body: dict[str, Any]) -> bytes:

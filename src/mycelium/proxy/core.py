@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from mycelium.discovery import config as cfg
 from mycelium.discovery.client import DiscoveryClient, Snapshot
-from mycelium.discovery.protocol import TelemetryReport
+from mycelium.discovery.protocol import MAX_TRAFFIC_ROWS, TelemetryReport
 from mycelium.identity.tls import Svid, client_context, server_context
 from mycelium.proxy.active_config import ActiveConfig, build_active_config
 from mycelium.proxy.http.upstream import (
@@ -156,8 +156,8 @@ class ProxyCore:
         if self.traffic is None or self.discovery is None:
             return
         rows = self.traffic.take_rows()
-        if rows:
-            self.discovery.send(TelemetryReport(rows=rows))
+        for start in range(0, len(rows), MAX_TRAFFIC_ROWS):  # within a report's bound
+            self.discovery.send(TelemetryReport(rows=rows[start : start + MAX_TRAFFIC_ROWS]))
 
     # --- config -----------------------------------------------------------------------------
 

@@ -75,8 +75,9 @@ def event_of(exchange: LoggedExchange, now: float) -> p.TapEvent:
         direction=exchange.listener.kind,
         protocol=exchange.protocol,
         method=exchange.method.decode("latin-1"),
-        path=exchange.target.decode("latin-1"),
-        authority=exchange.host,
+        # cut, so that a batch stays within its message limit whatever the requests
+        path=exchange.target[: p.TAP_FIELD_CHARS].decode("latin-1"),
+        authority=exchange.host[: p.TAP_FIELD_CHARS],
         service=exchange.service,
         status=exchange.status,
         latency_ms=round((now - exchange.started) * 1000, 3),

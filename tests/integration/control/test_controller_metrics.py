@@ -5,39 +5,14 @@ prometheus_client's own parser."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
 from tests.support.controller import Mesh, hello_answer, running_controller
+from tests.support.metrics_scrape import scrape_controller, value
 from tests.support.polling import eventually
 from tests.support.proxy_mesh import RATINGS, ProxyMesh, serving_sidecar
 
-from mycelium.control.controller import Controller
 from mycelium.control.rest_api import API_BURST
 from mycelium.discovery import protocol as p
-
-type Samples = dict[str, list[Any]]
-
-
-async def scrape(controller: Controller) -> Samples:
-    """Every sample of the exposition, by sample name; no Authorization header."""
-    url = f"http://127.0.0.1:{controller.api_port}/metrics"
-    async with aiohttp.ClientSession() as session, session.get(url) as response:
-        assert response.status == 200, await response.text()
-        assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
-        text = await response.text()
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples.setdefault(sample.name, []).append(sample)
-    return samples
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    found = [s for s in samples.get(name, []) if labels.items() <= s.labels.items()]
-    assert len(found) == 1, (name, labels, samples.get(name))
-    return float(found[0].value)
 
 
 async def test_a_synced_sidecar_shows_in_the_controllers_metrics(proxy_mesh: ProxyMesh) -> None:
@@ -49,7 +24,7 @@ async def test_a_synced_sidecar_shows_in_the_controllers_metrics(proxy_mesh: Pro
     sessions = mesh.controller.discovery.sessions
     await eventually(lambda: sessions["productpage-0"].state == "synced", what="an ACK")
 
-    samples = await scrape(mesh.controller)
+    samples = await scrape_controller(mesh.controller)
 
     assert value(samples, "mycelium_controller_connected_proxies", role="sidecar") == 1
     assert value(samples, "mycelium_controller_connected_proxies", role="gateway") == 0
@@ -75,7 +50,7 @@ async def test_a_synced_sidecar_shows_in_the_controllers_metrics(proxy_mesh: Pro
     mesh.caller.core.report_traffic()
     discovery = mesh.controller.discovery
     await eventually(lambda: discovery.telemetry_reports >= 1, what="a telemetry report")
-    samples = await scrape(mesh.controller)
+    samples = await scrape_controller(mesh.controller)
     assert value(samples, "mycelium_controller_telemetry_reports_total") >= 1
 
 
@@ -86,7 +61,7 @@ async def test_a_registering_sidecar_counts_its_put_lease_and_svid(proxy_mesh: P
             lambda: mesh.controller.state.get("Workload", "default", "ratings-0") is not None,
             what="the workload registered",
         )
-        samples = await scrape(mesh.controller)
+        samples = await scrape_controller(mesh.controller)
     assert value(samples, "mycelium_controller_connected_proxies", role="sidecar") == 2
     store = "mycelium_controller_store_operation_seconds_count"
     assert value(samples, store, operation="put") >= 1
@@ -101,7 +76,7 @@ async def test_metrics_need_no_token_and_are_not_rate_limited(mesh: Mesh) -> Non
     for _ in range(API_BURST + 10):  # past what /api/ lets one client send at once
         async with mesh.api.session.get(url) as response:
             assert response.status == 200
-    samples = await scrape(mesh.controller)
+    samples = await scrape_controller(mesh.controller)
     assert value(samples, "mycelium_controller_connected_proxies", role="sidecar") == 0
 
 
@@ -110,7 +85,7 @@ async def test_a_refused_discovery_stream_is_counted_by_reason(tmp_path: Path) -
     home = tmp_path / "home"
     async with running_controller(home, allow_anonymous_proxies=False) as controller:
         assert isinstance(await hello_answer(controller, anonymous), p.Refusal)
-        samples = await scrape(controller)
+        samples = await scrape_controller(controller)
     refused = "mycelium_controller_discovery_streams_refused_total"
     assert value(samples, refused, reason="unauthenticated") == 1
     assert value(samples, "mycelium_controller_connected_proxies", role="sidecar") == 0

@@ -146,3 +146,18 @@ def test_nothing_joins_a_tap_after_its_time_or_a_tap_of_fixed_proxies() -> None:
     assert fixed.proxy_joined(NODES[1]) is None
     fixed.proxy_gone(NODES[0].id)
     assert fixed.ended == "disconnected"
+
+
+def test_a_proxy_sending_more_than_the_taps_rate_is_held_to_it() -> None:
+    now = [0.0]
+    tapped = NODES[0]
+    tap = ActiveTap(p.TapStart(id="t", seconds=60, rate=10), [tapped], clock=lambda: now[0])
+    burst = 10 + p.MAX_TAP_BATCH  # a second's worth, plus a batch the clocks disagree on
+
+    over = tap.events(tapped, p.TapEvents(id="t", events=[_event()] * p.MAX_TAP_BATCH))
+    over += tap.events(tapped, p.TapEvents(id="t", events=[_event()] * p.MAX_TAP_BATCH))
+    assert over == 2 * p.MAX_TAP_BATCH - burst
+    assert tap.sent == burst
+    now[0] += 1.0  # a second later, ten more are due
+    assert tap.events(tapped, p.TapEvents(id="t", events=[_event()] * 15)) == 5
+    assert tap.sent == burst + 10

@@ -4,8 +4,10 @@ Istio's latency buckets, and a series of slots that forgets what is older than i
 
 from __future__ import annotations
 
-from mycelium.control.traffic import TrafficStore, percentile
-from mycelium.discovery.protocol import LATENCY_BUCKETS_MS, TrafficRow
+import msgspec
+
+from mycelium.control.traffic import TrafficStore, describes_reporter, percentile
+from mycelium.discovery.protocol import LATENCY_BUCKETS_MS, NodeInfo, TrafficRow
 
 
 def buckets(**counts: int) -> list[int]:
@@ -76,3 +78,31 @@ def test_percentiles_interpolate_inside_the_bucket() -> None:
     assert percentile(buckets(), 0.5) is None
     assert percentile(buckets(le10=10), 0.5) == 7.5  # halfway through (5, 10]
     assert percentile(buckets(le1=99, le5000=1), 0.99) == 1.0
+
+
+def test_invented_edges_stop_at_the_limits_and_old_ones_make_room() -> None:
+    store = TrafficStore(slot_seconds=5, keep_seconds=10, max_series=5, max_series_per_reporter=3)
+    invented = [row("productpage", f"svc{i}.bookinfo", 1) for i in range(4)]
+    assert store.add(0.0, invented, reporter="productpage-0") == 1  # 3 of its own at most
+    assert store.add(0.0, [row("reviews", f"x{i}.bookinfo", 1) for i in range(3)], "r-0") == 1
+    assert store.live_series == 5  # the total, whoever brings them
+    # A known edge is always counted, in any slot.
+    assert store.add(6.0, invented[:1], reporter="productpage-0") == 0
+    assert store.grouped(7.0, 600, "service")["svc0.bookinfo"].requests == 2
+    # When the slots that counted them are forgotten, their places are free again.
+    assert store.add(11.0, [], reporter="") == 0
+    assert store.live_series == 1  # svc0, still counted in the slot at 5 s
+    assert store.add(11.0, invented[1:], reporter="productpage-0") == 1
+
+
+def test_a_row_is_believed_only_about_its_reporter() -> None:
+    reporter = NodeInfo(id="pp-0", namespace="bookinfo", workload="productpage")
+    own_call = row("productpage", "reviews.bookinfo", 1)
+    assert describes_reporter(own_call, reporter)
+    served = TrafficRow(**{**msgspec.structs.asdict(own_call), "source_workload": "gateway",
+                           "destination_workload": "productpage"})  # fmt: skip
+    assert describes_reporter(served, reporter)
+    others = TrafficRow(**{**msgspec.structs.asdict(own_call), "source_workload": "reviews"})
+    assert not describes_reporter(others, reporter)
+    elsewhere = NodeInfo(id="pp-1", namespace="shop", workload="productpage")
+    assert not describes_reporter(own_call, elsewhere)  # the same name in another namespace

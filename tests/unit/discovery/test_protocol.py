@@ -8,13 +8,14 @@ from mycelium.discovery import protocol as p
 from mycelium.discovery.errors import ProtocolViolation
 
 
-def test_a_hello_survives_encoding_split_at_every_byte() -> None:
-    hello = p.Hello(node=p.NodeInfo(id="pod-1", namespace="shop"), subscriptions=["reviews"])
-    wire = p.encode(hello)
+def test_a_hello_and_its_resume_survive_encoding_split_at_every_byte() -> None:
+    hello = p.Hello(node=p.NodeInfo(id="pod-1", namespace="shop"))
+    resume = p.Resume(version="v1", held={"route/reviews.shop": "ab12"}, subscriptions=["reviews"])
+    wire = p.encode(hello) + p.encode(resume)
     for cut in range(len(wire) + 1):
         decoder = p.FrameDecoder()
         frames = decoder.feed(wire[:cut]) + decoder.feed(wire[cut:])
-        assert [p.parse_client_message(f) for f in frames] == [hello]
+        assert [p.parse_client_message(f) for f in frames] == [hello, resume]
 
 
 @given(st.lists(st.integers(min_value=0, max_value=2**31), min_size=1, max_size=20), st.data())
