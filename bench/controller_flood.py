@@ -168,6 +168,15 @@ class RssSampler(threading.Thread):
     def controller_mb(self, start: float, end: float) -> list[float]:
         return [rss / 2**20 for t, rss, _ in self.samples if start <= t <= end]
 
+    def timeline_mb(self, start: float, end: float) -> list[int]:
+        """The controller's largest RSS in each second from `start` to `end`."""
+        seconds: dict[int, int] = {}
+        for t, rss, _ in self.samples:
+            if start <= t <= end:
+                second = int(t - start)
+                seconds[second] = max(seconds.get(second, 0), rss)
+        return [round(seconds[k] / 2**20) for k in sorted(seconds)]
+
     def bench_peak_mb(self) -> float:
         return max((own for _, _, own in self.samples), default=0) / 2**20
 
@@ -308,7 +317,8 @@ def flood_summary(connections: list[FloodConnection], ended_by: str, took: float
 class Changes:
     """Route changes and when the good proxy first held each. A change whose snapshot
     was overtaken by a later one (the controller coalesces pushes) counts as arrived
-    when the later one did: from then on the proxy holds config at least that new."""
+    when the later one did: from then on the proxy holds config at least that new. A
+    change whose apply failed is never overtaken: it is lost."""
 
     sent: list[float] = field(default_factory=list)
     applied: list[float | None] = field(default_factory=list)  # the REST call's own time
@@ -336,7 +346,7 @@ class Changes:
             if self.weights(index) == weights and self.arrived[index] is None:
                 self.arrived[index] = now
                 for earlier in range(index):
-                    if self.arrived[earlier] is None:
+                    if self.arrived[earlier] is None and self.applied[earlier] is not None:
                         self.arrived[earlier] = now
                         self.superseded += 1
         if self.sent and all(a is not None for a in self.arrived):
@@ -393,16 +403,23 @@ async def change_route(
 
 
 async def changes_during(
-    session: aiohttp.ClientSession, ctl: ControllerProcess, changes: Changes, count: int
+    session: aiohttp.ClientSession,
+    ctl: ControllerProcess,
+    changes: Changes,
+    count: int,
+    seconds: float,
 ) -> None:
-    """One change a second from half a second into the flood, each in its own task, so
-    that a slow apply under the flood does not push the next one back."""
+    """Up to `count` changes, one a second from half a second in, for `seconds`. One at a
+    time: two applies in flight at once conflict in the store (503, "the resources kept
+    changing"), so when an apply takes longer than a second the next waits for it, and
+    its clock starts when it is sent."""
     start = time.monotonic()
-    tasks = []
     for index in range(count):
-        await asyncio.sleep(max(0.0, start + 0.5 + index - time.monotonic()))
-        tasks.append(asyncio.create_task(change_route(session, ctl, changes, index)))
-    await asyncio.gather(*tasks)
+        tick = start + 0.5 + index
+        if tick >= start + seconds and index > 0:
+            return
+        await asyncio.sleep(max(0.0, tick - time.monotonic()))
+        await change_route(session, ctl, changes, index)
 
 
 # --- one run ---------------------------------------------------------------------------------
@@ -506,7 +523,9 @@ async def run(connections: int, args: argparse.Namespace) -> dict[str, Any]:
                 f"[{connections}] controller at rest {statistics.median(rest):.0f} MB; "
                 f"flooding for up to {args.flood_seconds:g} s"
             )
-            changing = asyncio.create_task(changes_during(session, ctl, changes, args.changes))
+            changing = asyncio.create_task(
+                changes_during(session, ctl, changes, args.changes, args.flood_seconds)
+            )
             flood_connections, ended_by, took = await flood(
                 ctl.discovery_port, tls, connections, args.flood_seconds, sampler
             )
@@ -522,6 +541,7 @@ async def run(connections: int, args: argparse.Namespace) -> dict[str, Any]:
             after = sampler.controller_mb(time.monotonic() - 1.0, time.monotonic())
             refusal_lines = await metrics_refusals(session, ctl)
             during = sampler.controller_mb(flood_start, flood_end)
+            timeline = sampler.timeline_mb(flood_start, time.monotonic())
         sampler.stop()
         flood_result = flood_summary(flood_connections, ended_by, took)
         peak = max(during, default=0.0)
@@ -537,6 +557,7 @@ async def run(connections: int, args: argparse.Namespace) -> dict[str, Any]:
                 "peak": round(peak),
                 "after": round(after_mb),
                 "after_seconds": args.settle_seconds,
+                "each_second_from_flood_start": timeline,
             },
             "growth_per_connection_mb": rounded(
                 (peak - rest_mb) / max(1, flood_result["connected"]), 2
