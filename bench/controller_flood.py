@@ -411,15 +411,17 @@ async def changes_during(
 ) -> None:
     """Up to `count` changes, one a second from half a second in, for `seconds`. One at a
     time: two applies in flight at once conflict in the store (503, "the resources kept
-    changing"), so when an apply takes longer than a second the next waits for it, and
-    its clock starts when it is sent."""
-    start = time.monotonic()
+    changing"), so when an apply takes longer than a second the next goes at the next
+    whole tick after it, and its clock starts when it is sent."""
+    end = time.monotonic() + seconds
+    tick = end - seconds + 0.5
     for index in range(count):
-        tick = start + 0.5 + index
-        if tick >= start + seconds and index > 0:
+        if index > 0 and tick >= end:
             return
         await asyncio.sleep(max(0.0, tick - time.monotonic()))
         await change_route(session, ctl, changes, index)
+        while tick <= time.monotonic():  # ticks missed during a slow apply are skipped
+            tick += 1.0
 
 
 # --- one run ---------------------------------------------------------------------------------
@@ -540,11 +542,14 @@ async def run(connections: int, args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(max(0.0, flood_end + args.settle_seconds - time.monotonic()))
             after = sampler.controller_mb(time.monotonic() - 1.0, time.monotonic())
             refusal_lines = await metrics_refusals(session, ctl)
+            # The peak may come after the flood let go: what it sent still sits in the
+            # controller's socket buffers, and the controller goes on reading it.
             during = sampler.controller_mb(flood_start, flood_end)
+            since = sampler.controller_mb(flood_start, time.monotonic())
             timeline = sampler.timeline_mb(flood_start, time.monotonic())
         sampler.stop()
         flood_result = flood_summary(flood_connections, ended_by, took)
-        peak = max(during, default=0.0)
+        peak = max(since, default=0.0)
         rest_mb, after_mb = statistics.median(rest), statistics.median(after or [0.0])
         summary: dict[str, Any] = {
             "connections": connections,
@@ -555,12 +560,16 @@ async def run(connections: int, args: argparse.Namespace) -> dict[str, Any]:
             "rss_mb": {
                 "rest": round(rest_mb),
                 "peak": round(peak),
+                "peak_while_flooding": round(max(during, default=0.0)),
                 "after": round(after_mb),
                 "after_seconds": args.settle_seconds,
                 "each_second_from_flood_start": timeline,
             },
             "growth_per_connection_mb": rounded(
                 (peak - rest_mb) / max(1, flood_result["connected"]), 2
+            ),
+            "growth_per_mib_sent_mb": rounded(
+                (peak - rest_mb) / max(1.0, flood_result["bytes_sent"] / 2**20), 2
             ),
             "flood": flood_result,
             "push": changes.summary(flood_end),
@@ -592,8 +601,10 @@ def stop_controller(ctl: ControllerProcess) -> None:
 def print_run(s: dict[str, Any]) -> None:
     tag, f, push, rss = f"[{s['connections']}]", s["flood"], s["push"], s["rss_mb"]
     print(
-        f"{tag} RSS rest {rss['rest']} MB, peak {rss['peak']} MB, after {rss['after']} MB "
-        f"({s['growth_per_connection_mb']} MB per connection)"
+        f"{tag} RSS rest {rss['rest']} MB, peak {rss['peak']} MB "
+        f"({rss['peak_while_flooding']} MB while flooding), after {rss['after']} MB; "
+        f"{s['growth_per_connection_mb']} MB per connection, "
+        f"{s['growth_per_mib_sent_mb']} MB per MiB sent"
     )
     print(
         f"{tag} flood ended by {f['ended_by']} after {f['seconds']} s: {f['connected']} "
