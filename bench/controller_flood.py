@@ -580,11 +580,15 @@ async def run(connections: int, args: argparse.Namespace) -> dict[str, Any]:
         failed = False
         return summary
     finally:
-        if sampler is not None:
-            sampler.stop()
-        if client is not None:
-            await client.stop(leave=False)
-        stop_controller(ctl)
+        # The controller goes whatever else fails here: a leaked one holds its ports
+        # and, after a flood, gigabytes.
+        try:
+            if sampler is not None:
+                sampler.stop()
+            if client is not None:
+                await client.stop(leave=False)
+        finally:
+            stop_controller(ctl)
         if failed:
             print(f"[{connections}] failed; the controller's log: {ctl.log}")
         else:
