@@ -21,15 +21,19 @@ from collections import Counter
 from aiohttp import web
 
 from mycelium.api import KINDS
+from mycelium.control import api_limits
+from mycelium.control.api_guard import ApiGuard, GuardedSite
 from mycelium.control.apply import assign_missing_vips
 from mycelium.control.ca import CertificateAuthority
 from mycelium.control.client_limits import ClientLimits
 from mycelium.control.compiler import REGISTERED_BY, topics_of_change
 from mycelium.control.config import ControllerConfig, ensure_admin_token
+from mycelium.control.connection_limits import ConnectionLimits
 from mycelium.control.discovery_auth import StreamCredentials, StreamRefused, authenticate_stream
 from mycelium.control.discovery_server import DiscoveryServer
 from mycelium.control.join_tokens import JoinTokens, load_or_create_key
 from mycelium.control.metrics import ControllerMetrics
+from mycelium.control.refusals import RefusalLog
 from mycelium.control.rest_api import build_app
 from mycelium.control.root_rotation import RootStillInUse, proxies_cut_off
 from mycelium.control.state import MeshState
@@ -74,6 +78,9 @@ class Controller:
         self._stream_failures = ClientLimits(STREAM_FAILURES_PER_SECOND, STREAM_FAILURE_BURST)
         self.stream_refusals: Counter[str] = Counter()
         self.streams_proven: Counter[str] = Counter()  # by certificate, join_token...
+        # What the REST port's guard refused (connections over a cap, slow or oversized
+        # heads and bodies), by reason; /metrics exports the counts.
+        self.api_refusals = RefusalLog(logging.getLogger("mycelium.control.api"), "API connection")
         self.synced = asyncio.Event()  # set once the mirror has caught up at start
         self.metrics = ControllerMetrics()  # served at /metrics
 
@@ -144,10 +151,26 @@ class Controller:
         self.discovery_port = await self._discovery.start(
             cfg.discovery_host, cfg.discovery_port, tls
         )
-        self._runner = web.AppRunner(build_app(self), access_log=None, shutdown_timeout=2.0)
+        guard = ApiGuard(
+            ConnectionLimits(cfg.api_max_connections, cfg.api_max_connections_per_address),
+            self.api_refusals,
+            head_seconds=cfg.api_request_head_seconds,
+        )
+        self._runner = web.AppRunner(
+            build_app(self, guard.middleware()),
+            access_log=None,
+            shutdown_timeout=2.0,
+            # aiohttp's protocol takes these for every connection (see api_limits).
+            keepalive_timeout=cfg.api_keepalive_seconds,
+            lingering_time=api_limits.LINGER_SECONDS,
+            max_line_size=api_limits.MAX_REQUEST_LINE_BYTES,
+            max_field_size=api_limits.MAX_HEADER_FIELD_BYTES,
+            max_headers=api_limits.MAX_HEADERS,
+            logger=guard.parser_log,
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, cfg.api_host, cfg.api_port, reuse_address=True)
-        await site.start()
+        # Every connection passes the guard before aiohttp reads from it.
+        await GuardedSite(self._runner, cfg.api_host, cfg.api_port, guard).start()
         for address in self._runner.addresses:  # the real port when 0 was asked for
             self.api_port = int(address[1])
         self._watch_task = asyncio.create_task(self._follow(revision + 1))

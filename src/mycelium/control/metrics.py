@@ -3,7 +3,7 @@
 Two sources. Histograms are observed as things happen: a push's time to its ACK (the
 discovery server), every store call (`store.TimedStore`), every bundle compile. All the
 rest is read at scrape time from what the controller already keeps — its sessions,
-push/ACK/NACK counts, stream refusals, SVIDs, telemetry reports, taps — by
+push/ACK/NACK counts, stream and REST port refusals, SVIDs, telemetry reports, taps — by
 `_ControllerCollector`, so nothing is counted twice and nothing runs per event.
 
 Each controller has its own `CollectorRegistry`: tests run several controllers in one
@@ -192,6 +192,12 @@ class _ControllerCollector(Collector):
             "mycelium_controller_traffic_series",
             "Distinct traffic edges (source, destination, route...) the controller keeps.",
             value=discovery.traffic.live_series,
+        )
+        yield _by_label(
+            "mycelium_controller_api_refusals",
+            "REST port connections and requests refused by its guard, by reason.",
+            "reason",
+            c.api_refusals.counts,
         )
         yield _by_label(
             "mycelium_controller_discovery_streams_accepted",

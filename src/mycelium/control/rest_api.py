@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from mycelium import __version__
 from mycelium.api import KINDS, resolve_kind
@@ -75,7 +76,9 @@ def error(status: int, code: str, message: str, details: list[Any] | None = None
     return web.json_response(body, status=status)
 
 
-def build_app(controller: Controller) -> web.Application:
+def build_app(controller: Controller, *outermost: Middleware) -> web.Application:
+    """The app; `outermost` middlewares see every request first (the REST port's guard
+    is one)."""
     api_limits = ClientLimits(API_RATE_PER_SECOND, API_BURST)
     identity_limits = ClientLimits(IDENTITY_RATE_PER_SECOND, IDENTITY_BURST)
 
@@ -110,12 +113,18 @@ def build_app(controller: Controller) -> web.Application:
                     "a valid admin token is required: myc reads it from "
                     f"{controller.config.token_path} (or MYC_TOKEN)",
                 )
+        # Only now, the token accepted (or the route's own proof in the body), is a
+        # body read: a refused client's never is.
+        if request.body_exists and request.path.startswith(("/api/", "/identity/")):
+            refused = await _read_body(request, controller)
+            if refused is not None:
+                return refused
         try:
             return await handler(request)
         except StoreError as exc:
             return error(503, "store_unavailable", str(exc))
 
-    app = web.Application(middlewares=[authenticate], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(middlewares=[*outermost, authenticate], client_max_size=MAX_BODY_BYTES)
     api = RestApi(controller)
     app.on_shutdown.append(api.end_watches)
     app.add_routes(
@@ -142,6 +151,40 @@ def build_app(controller: Controller) -> web.Application:
     # Read-only, and outside /api/: no admin token (see control/dashboard).
     app.add_routes(dashboard_routes(controller, tap=api.tap))
     return app
+
+
+async def _read_body(request: web.Request, controller: Controller) -> web.Response | None:
+    """Read the whole body into the request (handlers then parse it from memory), within
+    MAX_BODY_BYTES and the body deadline. A refusal's answer when it is over either;
+    the connection then closes (the guard's middleware sees the body unfinished)."""
+    peer = request.remote or "?"
+    refusals = controller.api_refusals
+    seconds = controller.config.api_body_seconds
+    length = request.content_length
+    if length is not None and length > MAX_BODY_BYTES:  # refused before a byte of it
+        refusals.refuse("body_too_large", peer, f"{length} bytes announced", time.monotonic())
+        return _too_large()
+    try:
+        async with asyncio.timeout(seconds):
+            await request.read()
+    except TimeoutError:
+        refusals.refuse(
+            "body_timeout",
+            peer,
+            f"{request.method} {request.path}: the body did not arrive within {seconds:g} s",
+            time.monotonic(),
+        )
+        return error(408, "body_timeout", f"the request body must arrive within {seconds:g} s")
+    except web.HTTPRequestEntityTooLarge:
+        refusals.refuse(
+            "body_too_large", peer, "a body without a length ran over", time.monotonic()
+        )
+        return _too_large()
+    return None
+
+
+def _too_large() -> web.Response:
+    return error(413, "body_too_large", f"a request body may hold at most {MAX_BODY_BYTES} bytes")
 
 
 def _with_revisions(value: bytes, mod_revision: int, create_revision: int) -> dict[str, Any]:
@@ -523,7 +566,7 @@ class RestApi:
         """A root rotation's step: read the CA files again, sign with them, send the
         bundle to every proxy. A refusal leaves the CA as it was."""
         force = False
-        if request.can_read_body:
+        if request.body_exists:  # read already, by the middleware: not `can_read_body`
             try:
                 force = bool((await request.json()).get("force", False))
             except (ValueError, AttributeError):
