@@ -47,6 +47,20 @@ class DiscoveryLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiLimits:
+    """The REST port's defences against clients that hold it without asking anything
+    (control/api_limits.py says why each default): connections in all and per client
+    address, seconds for a request head, for a body once the token passed, and for an
+    idle kept-alive connection."""
+
+    connections: int = api_limits.MAX_API_CONNECTIONS
+    connections_per_address: int = api_limits.MAX_API_CONNECTIONS_PER_ADDRESS
+    request_head_seconds: float = api_limits.REQUEST_HEAD_SECONDS
+    body_seconds: float = api_limits.BODY_SECONDS
+    keepalive_seconds: float = api_limits.KEEPALIVE_SECONDS
+
+
+@dataclass(frozen=True, slots=True)
 class ControllerConfig:
     home: Path
     store_url: str | None = None  # None: the embedded SQLite store under `home`
@@ -62,17 +76,9 @@ class ControllerConfig:
     # mesh). Off: every stream must prove the identity it claims.
     allow_anonymous_proxies: bool = False
     discovery_limits: DiscoveryLimits = DiscoveryLimits()
+    api_limits: ApiLimits = ApiLimits()
     heartbeat_seconds: float = 5.0  # proxies heart-beat this often...
     lease_ttl_seconds: float = 15.0  # ...and vanish from the registry this long after the last
-    # The REST port's defences against clients that hold it without asking anything
-    # (control/api_limits.py says why each default): connections in all and per client
-    # address, seconds for a request head, for a body once the token passed, and for an
-    # idle kept-alive connection. Settable so tests need not wait production's times.
-    api_max_connections: int = api_limits.MAX_API_CONNECTIONS
-    api_max_connections_per_address: int = api_limits.MAX_API_CONNECTIONS_PER_ADDRESS
-    api_request_head_seconds: float = api_limits.REQUEST_HEAD_SECONDS
-    api_body_seconds: float = api_limits.BODY_SECONDS
-    api_keepalive_seconds: float = api_limits.KEEPALIVE_SECONDS
 
     @property
     def effective_store_url(self) -> str:

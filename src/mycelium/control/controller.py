@@ -152,16 +152,16 @@ class Controller:
             cfg.discovery_host, cfg.discovery_port, tls
         )
         guard = ApiGuard(
-            ConnectionLimits(cfg.api_max_connections, cfg.api_max_connections_per_address),
+            ConnectionLimits(cfg.api_limits.connections, cfg.api_limits.connections_per_address),
             self.api_refusals,
-            head_seconds=cfg.api_request_head_seconds,
+            head_seconds=cfg.api_limits.request_head_seconds,
         )
         self._runner = web.AppRunner(
             build_app(self, guard.middleware()),
             access_log=None,
             shutdown_timeout=2.0,
             # aiohttp's protocol takes these for every connection (see api_limits).
-            keepalive_timeout=cfg.api_keepalive_seconds,
+            keepalive_timeout=cfg.api_limits.keepalive_seconds,
             lingering_time=api_limits.LINGER_SECONDS,
             max_line_size=api_limits.MAX_REQUEST_LINE_BYTES,
             max_field_size=api_limits.MAX_HEADER_FIELD_BYTES,

@@ -159,7 +159,7 @@ async def _read_body(request: web.Request, controller: Controller) -> web.Respon
     the connection then closes (the guard's middleware sees the body unfinished)."""
     peer = request.remote or "?"
     refusals = controller.api_refusals
-    seconds = controller.config.api_body_seconds
+    seconds = controller.config.api_limits.body_seconds
     length = request.content_length
     if length is not None and length > MAX_BODY_BYTES:  # refused before a byte of it
         refusals.refuse("body_too_large", peer, f"{length} bytes announced", time.monotonic())

@@ -18,6 +18,7 @@ from tests.support.controller import running_controller
 from tests.support.polling import eventually
 
 from mycelium.control.api_limits import MAX_HEADERS, MAX_REQUEST_LINE_BYTES
+from mycelium.control.config import ApiLimits
 from mycelium.control.controller import Controller
 from mycelium.control.rest_api import MAX_BODY_BYTES
 
@@ -105,7 +106,9 @@ async def metrics_text(controller: Controller) -> str:
 
 async def test_a_slowloris_head_is_cut_off_at_the_deadline(tmp_path: Path) -> None:
     async with (
-        running_controller(tmp_path / "home", api_request_head_seconds=1.0) as controller,
+        running_controller(
+            tmp_path / "home", api_limits=ApiLimits(request_head_seconds=1.0)
+        ) as controller,
         connections(controller, 1) as [(reader, writer)],
     ):
         loop = asyncio.get_running_loop()
@@ -129,7 +132,9 @@ async def test_a_slowloris_head_is_cut_off_at_the_deadline(tmp_path: Path) -> No
 
 async def test_connections_that_send_nothing_are_closed_and_counted(tmp_path: Path) -> None:
     async with (
-        running_controller(tmp_path / "home", api_request_head_seconds=1.0) as controller,
+        running_controller(
+            tmp_path / "home", api_limits=ApiLimits(request_head_seconds=1.0)
+        ) as controller,
         connections(controller, 3) as silent,
     ):
         loop = asyncio.get_running_loop()
@@ -145,7 +150,9 @@ async def test_connections_that_send_nothing_are_closed_and_counted(tmp_path: Pa
 
 async def test_a_watch_streams_on_past_the_head_deadline(tmp_path: Path) -> None:
     async with (
-        running_controller(tmp_path / "home", api_request_head_seconds=0.5) as controller,
+        running_controller(
+            tmp_path / "home", api_limits=ApiLimits(request_head_seconds=0.5)
+        ) as controller,
         aiohttp.ClientSession() as session,
     ):
         base = f"http://127.0.0.1:{controller.api_port}"
@@ -175,9 +182,10 @@ async def test_one_address_flooding_is_capped_and_others_are_served(tmp_path: Pa
     async with (
         running_controller(
             tmp_path / "home",
-            api_request_head_seconds=30.0,  # the flood stays while we look
-            api_max_connections=64,
-            api_max_connections_per_address=4,
+            # the flood stays while we look
+            api_limits=ApiLimits(
+                request_head_seconds=30.0, connections=64, connections_per_address=4
+            ),
         ) as controller,
         connections(controller, 10, sources=["127.0.0.2"]) as flood,
     ):
@@ -198,9 +206,7 @@ async def test_a_flood_from_many_addresses_hits_the_total_and_then_goes(
 ) -> None:
     async with running_controller(
         tmp_path / "home",
-        api_request_head_seconds=30.0,
-        api_max_connections=8,
-        api_max_connections_per_address=2,
+        api_limits=ApiLimits(request_head_seconds=30.0, connections=8, connections_per_address=2),
     ) as controller:
         sources = [f"127.0.1.{i}" for i in range(1, 7)]
         async with connections(controller, 12, sources=sources):
@@ -305,7 +311,7 @@ async def test_oversized_heads_get_400_and_are_counted(tmp_path: Path) -> None:
 
 async def test_a_body_trickled_too_slowly_is_refused(tmp_path: Path) -> None:
     async with (
-        running_controller(tmp_path / "home", api_body_seconds=1.0) as controller,
+        running_controller(tmp_path / "home", api_limits=ApiLimits(body_seconds=1.0)) as controller,
         connections(controller, 1) as [(reader, writer)],
     ):
         loop = asyncio.get_running_loop()
@@ -337,7 +343,9 @@ async def test_a_body_trickled_too_slowly_is_refused(tmp_path: Path) -> None:
 
 async def test_stopping_the_controller_closes_guarded_connections(tmp_path: Path) -> None:
     async with (
-        running_controller(tmp_path / "home", api_request_head_seconds=30.0) as controller,
+        running_controller(
+            tmp_path / "home", api_limits=ApiLimits(request_head_seconds=30.0)
+        ) as controller,
         connections(controller, 2) as idle,
     ):
         assert controller.api_port != 0  # the real port, 0 having been asked for
