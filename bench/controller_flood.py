@@ -195,6 +195,7 @@ class FloodConnection:
     closed_after_s: float | None = None  # from the frame header sent to the server's close
     bytes_sent: int = 0
     refusal: str | None = None  # the Refusal frame the server sent first, if any
+    attempts: int = 0  # connections made from this slot (more than 1 with --reconnect)
 
 
 async def _send_frame(writer: asyncio.StreamWriter, conn: FloodConnection) -> None:
@@ -224,6 +225,24 @@ async def _watch_close(reader: asyncio.StreamReader, conn: FloodConnection, sent
     except (OSError, ssl.SSLError, ProtocolViolation) as exc:
         conn.outcome, conn.error = "reset", type(exc).__name__
     conn.closed_after_s = time.monotonic() - sent
+
+
+async def _flood_slot(
+    conn: FloodConnection,
+    port: int,
+    tls: ssl.SSLContext,
+    over: asyncio.Future[str],
+    reconnect: bool,
+) -> None:
+    """One flood connection; with `reconnect`, a new one each time the controller
+    closes the last, until the flood is over (sustained pressure, as an attacker would
+    keep it, rather than one volley)."""
+    while True:
+        conn.attempts += 1
+        await _flood_one(conn, port, tls, over)
+        if not reconnect or over.done():
+            return
+        await asyncio.sleep(0)  # let the others' callbacks run between attempts
 
 
 async def _flood_one(
@@ -267,6 +286,8 @@ async def flood(
     count: int,
     seconds: float,
     sampler: RssSampler,
+    *,
+    reconnect: bool = False,
 ) -> tuple[list[FloodConnection], str, float]:
     """Open `count` connections at once; return them, why the flood ended ("deadline",
     "rss_cap" or "all_closed") and how long it lasted."""
@@ -282,7 +303,7 @@ async def flood(
     started = time.monotonic()
     connections = [FloodConnection(source_address(i)) for i in range(count)]
     try:
-        await asyncio.gather(*(_flood_one(c, port, tls, over) for c in connections))
+        await asyncio.gather(*(_flood_slot(c, port, tls, over, reconnect) for c in connections))
     finally:
         timer.cancel()
         sampler.on_cap = None
@@ -305,6 +326,7 @@ def flood_summary(connections: list[FloodConnection], ended_by: str, took: float
         "close_after_header_max_s": rounded(max(closed), 2) if closed else None,
         "handshake_median_s": rounded(statistics.median(handshakes), 2) if handshakes else None,
         "handshake_max_s": rounded(max(handshakes), 2) if handshakes else None,
+        "attempts": sum(c.attempts for c in connections),
         "bytes_sent": sum(c.bytes_sent for c in connections),
         "full_frames_sent": sum(c.bytes_sent == p.MAX_FRAME_BYTES for c in connections),
     }
@@ -529,7 +551,12 @@ async def run(connections: int, args: argparse.Namespace) -> dict[str, Any]:
                 changes_during(session, ctl, changes, args.changes, args.flood_seconds)
             )
             flood_connections, ended_by, took = await flood(
-                ctl.discovery_port, tls, connections, args.flood_seconds, sampler
+                ctl.discovery_port,
+                tls,
+                connections,
+                args.flood_seconds,
+                sampler,
+                reconnect=args.reconnect,
             )
             flood_end = time.monotonic()
             await changing
@@ -557,6 +584,7 @@ async def run(connections: int, args: argparse.Namespace) -> dict[str, Any]:
             "controller_code": controller_code(),
             "controller_fd_limit": fd_limit,
             "flood_seconds": args.flood_seconds,
+            "reconnect": args.reconnect,
             "rss_mb": {
                 "rest": round(rest_mb),
                 "peak": round(peak),
@@ -667,6 +695,12 @@ def main() -> None:
         help="flood sizes, each run in turn against a fresh controller",
     )  # fmt: skip
     parser.add_argument("--flood-seconds", type=float, default=15.0)
+    parser.add_argument(
+        "--reconnect",
+        action="store_true",
+        help="each flood connection the controller closes is opened again until the "
+        "flood's time is up (sustained pressure rather than one volley)",
+    )
     parser.add_argument("--changes", type=int, default=None, help="default: one a flood second")
     parser.add_argument("--rest-seconds", type=float, default=2.0)
     parser.add_argument(

@@ -1,6 +1,7 @@
 """The discovery port under hostile clients, over real TLS sockets: every attack is
 refused with its reason counted, the attacker's stream survives where the protocol
-allows, and a well-behaved proxy beside it still gets a pushed change within a second.
+allows, and a well-behaved proxy beside it still gets a pushed change within a second
+(checked after every story by the `neighbour` fixture, and during the longer ones).
 
 The limits are the production ones except the deadline and the caps, made small so
 that each story runs in a second or two."""
@@ -29,15 +30,28 @@ LIMITS = DiscoveryLimits(
 )
 
 
+# No rate limit: a proxy sending at its rate would take minutes to fill the kernel's
+# buffers with answers it does not read.
+UNLIMITED = replace(LIMITS, messages_per_second=1e9, message_burst=10**9)
+
+
 @pytest.fixture
-async def mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
-    async with running_mesh(tmp_path / "home", discovery_limits=LIMITS) as mesh:
+async def mesh(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Mesh]:
+    limits = getattr(request, "param", LIMITS)
+    async with running_mesh(tmp_path / "home", discovery_limits=limits) as mesh:
         yield mesh
 
 
 @pytest.fixture
 async def watched(mesh: Mesh) -> WatchedProxy:
     return await watched_proxy(mesh)
+
+
+@pytest.fixture(autouse=True)
+async def neighbour(watched: WatchedProxy) -> AsyncIterator[None]:
+    """After each story, the well-behaved proxy still gets a change within a second."""
+    yield
+    await assert_still_served(watched)
 
 
 def refusals(mesh: Mesh) -> dict[str, int]:
@@ -242,25 +256,23 @@ async def test_a_message_flood_is_read_at_the_stream_rate(
     assert await peer.still_answers()  # slowed down, not cut
 
 
-async def test_a_proxy_that_never_reads_is_cut_off_instead_of_buffered(tmp_path: Path) -> None:
-    # No rate limit here: a proxy sending at its rate would take minutes to fill the
-    # kernel's buffers with answers it does not read.
-    unlimited = replace(LIMITS, messages_per_second=1e9, message_burst=10**9)
-    async with running_mesh(tmp_path / "home", discovery_limits=unlimited) as mesh:
-        watched = await watched_proxy(mesh)
-        peer = await connect(mesh, receive_buffer=4096)
-        await peer.hello("deaf-0")
-        # Each heartbeat is answered; the answers pile up unread in the kernel's
-        # buffers, then in the controller's, until it stops buffering for this proxy.
-        batch = b"".join(p.encode(p.Heartbeat()) for _ in range(1000))
-        with contextlib.suppress(ConnectionError):  # the cut, seen from this side
-            async with asyncio.timeout(30):
-                while "slow_reader" not in refusals(mesh):
-                    peer.send_raw(batch)
-                    await peer.writer.drain()
-        await eventually(lambda: "slow_reader" in refusals(mesh), what="the cut")
-        assert "deaf-0" not in mesh.controller.discovery.sessions
-        await assert_still_served(watched)
+@pytest.mark.parametrize("mesh", [UNLIMITED], indirect=True)
+async def test_a_proxy_that_never_reads_is_cut_off_instead_of_buffered(
+    mesh: Mesh, watched: WatchedProxy
+) -> None:
+    peer = await connect(mesh, receive_buffer=4096)
+    await peer.hello("deaf-0")
+    # Each heartbeat is answered; the answers pile up unread in the kernel's buffers,
+    # then in the controller's, until it stops buffering for this proxy.
+    batch = b"".join(p.encode(p.Heartbeat()) for _ in range(1000))
+    with contextlib.suppress(ConnectionError):  # the cut, seen from this side
+        async with asyncio.timeout(30):
+            while "slow_reader" not in refusals(mesh):
+                peer.send_raw(batch)
+                await peer.writer.drain()
+    await eventually(lambda: "slow_reader" in refusals(mesh), what="the cut")
+    assert "deaf-0" not in mesh.controller.discovery.sessions
+    await assert_still_served(watched)
 
 
 async def test_subscriptions_stop_at_the_limit(mesh: Mesh) -> None:
