@@ -94,12 +94,17 @@ async def running_controller(home: Path, **overrides: Any) -> AsyncIterator[Cont
 
 
 @asynccontextmanager
-async def running_mesh(home: Path, **overrides: Any) -> AsyncIterator[Mesh]:
+async def running_mesh(
+    home: Path, *, fresh_connections: bool = False, **overrides: Any
+) -> AsyncIterator[Mesh]:
     """A controller (see `running_controller`) with a REST client; the discovery
-    clients made with `Mesh.client` are stopped at the end."""
+    clients made with `Mesh.client` are stopped at the end. `fresh_connections`: the
+    REST client keeps no connection open between calls (tests that count the REST
+    port's connections)."""
+    connector = aiohttp.TCPConnector(force_close=fresh_connections)
     async with (
         running_controller(home, **overrides) as controller,
-        aiohttp.ClientSession() as session,
+        aiohttp.ClientSession(connector=connector) as session,
     ):
         api = Api(f"http://127.0.0.1:{controller.api_port}", controller.admin_token, session)
         mesh = Mesh(controller, api, home, [])

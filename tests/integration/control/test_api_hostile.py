@@ -1,6 +1,7 @@
 """Hostile clients on the REST port: slow heads, idle floods from one address and from
 many, oversized heads and bodies, slow bodies. Each is refused with bounded cost and
-counted, while well-behaved clients (and a long watch) are served.
+counted, while well-behaved clients (and a long watch) are served, and a proxy of the
+mesh still gets a pushed change within a second once each story is over.
 
 Every flood here is on loopback, bounded in count, and bounded in time by its
 deadlines; the flooding sockets bind to their own 127.x source addresses.
@@ -12,9 +13,12 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
-from tests.support.controller import running_controller
+from tests.support.controller import running_controller as controller_alone
+from tests.support.controller import running_mesh
+from tests.support.discovery_peer import watched_proxy
 from tests.support.polling import eventually
 
 from mycelium.control.api_limits import MAX_HEADERS, MAX_REQUEST_LINE_BYTES
@@ -25,13 +29,24 @@ from mycelium.control.rest_api import MAX_BODY_BYTES
 SERVICE = """
 apiVersion: mycelium.io/v1
 kind: Service
-metadata: {name: reviews, namespace: default}
+metadata: {name: ratings, namespace: default}
 spec:
   selector: {app: reviews}
   ports: [{name: http, port: 9080}]
 """
 
 type Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+@contextlib.asynccontextmanager
+async def running_controller(home: Path, **overrides: Any) -> AsyncIterator[Controller]:
+    """A controller with a watched proxy, which must get a pushed change within a
+    second after the block (the REST port's troubles must not reach the mesh)."""
+    async with running_mesh(home, fresh_connections=True, **overrides) as mesh:
+        watched = await watched_proxy(mesh)
+        yield mesh.controller
+        latency = await watched.push_latency()
+        assert latency < 1.0, f"the watched proxy waited {latency:.3f} s for a push"
 
 
 @contextlib.asynccontextmanager
@@ -171,7 +186,7 @@ async def test_a_watch_streams_on_past_the_head_deadline(tmp_path: Path) -> None
             ) as applied:
                 assert applied.status == 200
             line = await asyncio.wait_for(watch.content.readline(), 5)
-            assert b'"name": "reviews"' in line
+            assert b'"name": "ratings"' in line
         assert controller.api_refusals.counts == {"head_timeout": 1}  # the watch was not cut
 
 
@@ -343,7 +358,7 @@ async def test_a_body_trickled_too_slowly_is_refused(tmp_path: Path) -> None:
 
 async def test_stopping_the_controller_closes_guarded_connections(tmp_path: Path) -> None:
     async with (
-        running_controller(
+        controller_alone(
             tmp_path / "home", api_limits=ApiLimits(request_head_seconds=30.0)
         ) as controller,
         connections(controller, 2) as idle,
