@@ -503,6 +503,12 @@ async def metrics_refusals(session: aiohttp.ClientSession, ctl: ControllerProces
 
 async def run(connections: int, args: argparse.Namespace) -> dict[str, Any]:
     began = time.monotonic()
+    # Flood connections the controller cuts mid-handshake or mid-write leave errors the
+    # loop would print one by one; they are the point of the exercise, so count them.
+    loop_errors: Counter[str] = Counter()
+    asyncio.get_running_loop().set_exception_handler(
+        lambda _loop, context: loop_errors.update([str(context.get("message", "?"))])
+    )
     workdir = Path(tempfile.mkdtemp(prefix=f"myc-flood-{connections}-"))
     fd_limit = raise_fd_limit(connections)
     ctl = ControllerProcess(workdir / "home")
@@ -603,6 +609,7 @@ async def run(connections: int, args: argparse.Namespace) -> dict[str, Any]:
             "push": changes.summary(flood_end),
             "metrics_refusals": refusal_lines,
             "bench_rss_peak_mb": round(sampler.bench_peak_mb()),
+            "bench_loop_errors": dict(loop_errors),
             "wall_seconds": round(time.monotonic() - began, 1),
         }
         failed = False

@@ -29,18 +29,20 @@ class DiscoveryLimits:
 
     Before a stream is authenticated a peer is nobody: it gets `hello_seconds` for its
     TLS handshake and hello together, and at most `unauthenticated` such connections are
-    held at once, `unauthenticated_per_address` from one address. A few hundred
-    proxies (re)connect at once after a controller restart, each for a few ms; a flood
-    waits its turn instead of taking memory. After it, a proxy may send
-    `messages_per_second` on average (`message_burst` at once) before its stream is
-    read more slowly; it heart-beats every 5 s and reports every 5 s, so a proxy at the
-    limit is broken or hostile. Pushes it leaves unread beyond the one in flight and
-    `unread_bytes` more cut the stream: the controller does not buffer for a proxy that
-    does not read."""
+    held at once, `unauthenticated_per_address` from one address. Each may hold some
+    0.7 MB of TLS and read buffers while it floods (measured: bench/controller_flood.py),
+    so 64 bound a flood's cost to some 45 MB however many connections it opens; a
+    legitimate proxy takes its place for a few ms, so 64 at once admit hundreds of
+    reconnecting proxies a second, and those refused retry after their backoff. After
+    it, a proxy may send `messages_per_second` on average (`message_burst` at once)
+    before its stream is read more slowly; it heart-beats every 5 s and reports every
+    5 s, so a proxy at the limit is broken or hostile. Pushes it leaves unread beyond
+    the one in flight and `unread_bytes` more cut the stream: the controller does not
+    buffer for a proxy that does not read."""
 
     hello_seconds: float = 10.0
-    unauthenticated: int = 256
-    unauthenticated_per_address: int = 16
+    unauthenticated: int = 64
+    unauthenticated_per_address: int = 8
     messages_per_second: float = 100.0
     message_burst: int = 1000
     unread_bytes: int = 1024 * 1024
