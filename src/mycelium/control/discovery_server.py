@@ -43,7 +43,7 @@ from mycelium.control.compiler import (
 )
 from mycelium.control.config import DiscoveryLimits
 from mycelium.control.connection_limits import ConnectionLimits
-from mycelium.control.discovery_auth import StreamCredentials
+from mycelium.control.discovery_auth import StreamCredentials, StreamRefused
 from mycelium.control.gateway_compiler import compile_gateway
 from mycelium.control.refusals import RefusalLog
 from mycelium.control.state import MeshState
@@ -117,16 +117,6 @@ def snapshot_version(bundles: list[tuple[str, Bundle]]) -> str:
     for key, bundle in bundles:
         digest.update(f"{key}={bundle.version};".encode())
     return digest.hexdigest()
-
-
-class _Refused(Exception):
-    """Why a connection is closed: `reason` for the counter, `detail` for the log and
-    for the peer (in a `Refusal`, where TLS is up to carry it)."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(slots=True)
@@ -499,25 +489,25 @@ class DiscoveryServer:
                         hello, decoder = await _read_hello(reader)
                 except TimeoutError:
                     what = "hello" if writer is not None else "handshake"
-                    raise _Refused(
+                    raise StreamRefused(
                         f"{what}_timeout",
                         f"no {'hello' if writer else 'TLS handshake'} within {seconds:g} s "
                         "of connecting",
                     ) from None
                 except ssl.SSLError as exc:
                     detail = f"the TLS handshake failed: {exc.reason or exc}"
-                    raise _Refused("tls_failed", detail) from None
+                    raise StreamRefused("tls_failed", detail) from None
                 session = await self._open_session(hello, writer, peer)
             finally:
                 self._unauthenticated.close(peer)
             if session is not None:
                 decoder.relimit(p.MAX_CLIENT_FRAME_BYTES, skip_oversized=True)
                 await self._follow(session, reader, decoder)
-        except _Refused as exc:
-            self.refusals.refuse(exc.reason, _who(peer, session), exc.detail, time.monotonic())
+        except StreamRefused as exc:
+            self.refusals.refuse(exc.reason, _who(peer, session), str(exc), time.monotonic())
             if writer is not None:  # a peer that failed its handshake gets no plaintext
                 with contextlib.suppress(Exception):
-                    writer.write(p.encode(p.Refusal(code="protocol", message=exc.detail)))
+                    writer.write(p.encode(p.Refusal(code="protocol", message=str(exc))))
         except (ConnectionError, ssl.SSLError):
             pass
         finally:
@@ -728,7 +718,7 @@ class DiscoveryServer:
     async def _handle(self, session: ProxySession, message: p.ClientMessage) -> None:
         if not session.resumed:
             if not isinstance(message, p.Resume):
-                raise _Refused(
+                raise StreamRefused(
                     "no_resume",
                     f"the message after the hello must be a resume, not {p.message_type(message)}",
                 )
@@ -873,10 +863,10 @@ async def _read_hello(reader: asyncio.StreamReader) -> tuple[p.Hello, p.FrameDec
         while (frame := decoder.next_frame()) is None:
             data = await reader.read(READ_BYTES)
             if not data:
-                raise _Refused("no_hello", "the connection closed before its hello")
+                raise StreamRefused("no_hello", "the connection closed before its hello")
             decoder.receive(data)
     except p.FrameTooLarge as exc:
-        raise _Refused(
+        raise StreamRefused(
             "hello_too_large",
             f"the first frame announces {exc.length} bytes; a hello is at most {exc.limit}",
         ) from None
@@ -884,9 +874,9 @@ async def _read_hello(reader: asyncio.StreamReader) -> tuple[p.Hello, p.FrameDec
     try:
         message = p.parse_client_message(frame)
     except ProtocolViolation as exc:
-        raise _Refused("malformed_hello", str(exc)) from None
+        raise StreamRefused("malformed_hello", str(exc)) from None
     if not isinstance(message, p.Hello):
-        raise _Refused(
+        raise StreamRefused(
             "not_hello", f"the first message must be a hello, not {p.message_type(message)}"
         )
     return message, decoder
