@@ -23,6 +23,7 @@ from tests.support.metrics_scrape import scrape_controller, value
 from tests.support.polling import eventually
 
 from mycelium.control.config import DiscoveryLimits
+from mycelium.control.tap import ActiveTap
 from mycelium.discovery import protocol as p
 
 LIMITS = DiscoveryLimits(
@@ -351,6 +352,28 @@ async def test_invented_destinations_stop_at_the_series_limit_per_proxy(mesh: Me
     other.send(p.TelemetryReport(rows=[row("honest-0", "cart-0", "cart.shop")]))
     assert await other.still_answers()
     assert traffic.live_series == 501
+
+
+async def test_tap_events_beyond_the_taps_rate_are_refused(mesh: Mesh) -> None:
+    peer = await connect(mesh)
+    await peer.hello("tapped-0", workload="tapped-0")
+    node = mesh.controller.discovery.sessions["tapped-0"].node
+    start = p.TapStart(id="t-1", seconds=30, rate=10)
+    tap = ActiveTap(start, [node])
+    mesh.controller.discovery.start_tap(start, [node.id], tap)
+    assert await peer.next_of(p.TapStart) == start
+    event = p.TapEvent(
+        ts=1.0, direction="inbound", protocol="HTTP/1.1", method="GET", path="/",
+        authority="reviews", service="reviews.default", status=200, latency_ms=1.0,
+        source="198.18.0.9", source_principal=None, destination="127.0.0.1:9080",
+        reason="", response_flags="-",
+    )  # fmt: skip
+    batch = p.TapEvents(id="t-1", events=[event] * p.MAX_TAP_BATCH)
+    peer.send(batch, batch)  # 400 events for a tap of 10 a second
+    answer = await peer.next_of(p.MessageRefused)
+    assert answer.reason == "tap_over_rate"
+    assert tap.sent == 10 + p.MAX_TAP_BATCH  # a second's worth, plus a batch in flight
+    assert tap.lines.qsize() == tap.sent  # the relay holds no more than that
 
 
 # --- generated input -------------------------------------------------------------------
