@@ -510,6 +510,8 @@ class DiscoveryServer:
                     writer.write(p.encode(p.Refusal(code="protocol", message=str(exc))))
         except (ConnectionError, ssl.SSLError):
             pass
+        except Exception:  # a bug of ours: this stream ends, the others go on; say so
+            log.exception("the discovery stream from %s failed", _who(peer, session))
         finally:
             if session is not None:
                 self._close_session(session)

@@ -76,7 +76,11 @@ class ControllerThread:
         self._thread.start()
 
         async def start() -> None:
-            self.mesh = await self._stack.enter_async_context(running_mesh(self._home))
+            # Production's heartbeat: the peer speaks only between examples, and a
+            # pause of hypothesis' must not look like a proxy gone silent.
+            self.mesh = await self._stack.enter_async_context(
+                running_mesh(self._home, heartbeat_seconds=5.0, lease_ttl_seconds=15.0)
+            )
             self.watched = await watched_proxy(self.mesh)
 
         self.run(start())

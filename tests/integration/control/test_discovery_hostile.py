@@ -39,7 +39,11 @@ UNLIMITED = replace(LIMITS, messages_per_second=1e9, message_burst=10**9)
 @pytest.fixture
 async def mesh(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Mesh]:
     limits = getattr(request, "param", LIMITS)
-    async with running_mesh(tmp_path / "home", discovery_limits=limits) as mesh:
+    # Production's heartbeat: the raw peers do not heart-beat, and a pause on a busy
+    # machine must not make them look gone.
+    async with running_mesh(
+        tmp_path / "home", discovery_limits=limits, heartbeat_seconds=5.0, lease_ttl_seconds=15.0
+    ) as mesh:
         yield mesh
 
 
