@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from mycelium import ports
 from mycelium.cli.errors import InputError
 
 if TYPE_CHECKING:
     from mycelium.cli.client import ControllerClient
 
-DEFAULT_CONTROLLER_URL = "http://127.0.0.1:15014"
+DEFAULT_CONTROLLER_URL = f"http://127.0.0.1:{ports.API}"
 DEFAULT_HOME = "~/.mycelium"
 TOKEN_FILE_NAME = "admin-token"
 TOKEN_ENV = "MYC_TOKEN"

@@ -13,10 +13,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from mycelium import ports
 from mycelium.control import api_limits
-
-DEFAULT_API_PORT = 15014
-DEFAULT_DISCOVERY_PORT = 15012
 
 
 def default_home() -> Path:
@@ -67,9 +65,9 @@ class ControllerConfig:
     home: Path
     store_url: str | None = None  # None: the embedded SQLite store under `home`
     api_host: str = "127.0.0.1"
-    api_port: int = DEFAULT_API_PORT
+    api_port: int = ports.API
     discovery_host: str = "127.0.0.1"
-    discovery_port: int = DEFAULT_DISCOVERY_PORT
+    discovery_port: int = ports.DISCOVERY
     trust_domain: str = "cluster.local"
     svid_ttl_seconds: float = 24 * 3600  # workload certificates' life (DESIGN.md: 24 h)
     # After the signer changes, proxies renew at a random moment within this window.

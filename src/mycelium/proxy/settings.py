@@ -13,6 +13,7 @@ from typing import Literal
 
 import msgspec
 
+from mycelium import ports
 from mycelium.discovery.client import ControllerAddress
 from mycelium.discovery.protocol import NodeInfo
 from mycelium.telemetry.tracing import DEFAULT_SAMPLING
@@ -58,7 +59,7 @@ class ProxySettings:
     trust_bundle: Path | None
     state_dir: Path | None = None
     mode: Literal["explicit", "transparent"] = "explicit"
-    outbound: ListenAddress | None = ListenAddress("127.0.0.1", 15001)
+    outbound: ListenAddress | None = ListenAddress("127.0.0.1", ports.OUTBOUND)
     # transparent mode: one inbound listener, original destination from the kernel
     inbound: ListenAddress | None = None
     # explicit mode: inbound listeners on this address, one per inbound service port
@@ -66,10 +67,10 @@ class ProxySettings:
     app_address: str = "127.0.0.1"  # where the local app listens
     # gateway role: every port of the compiled gateway listeners, on this address
     gateway_address: str | None = None
-    admin: ListenAddress | None = ListenAddress("127.0.0.1", 15000)
-    health: ListenAddress | None = ListenAddress("127.0.0.1", 15021)
+    admin: ListenAddress | None = ListenAddress("127.0.0.1", ports.ADMIN)
+    health: ListenAddress | None = ListenAddress("127.0.0.1", ports.HEALTH)
     # Prometheus exposition (`/stats/prometheus`, `/metrics`), Istio's port
-    metrics: ListenAddress | None = ListenAddress("127.0.0.1", 15020)
+    metrics: ListenAddress | None = ListenAddress("127.0.0.1", ports.METRICS)
     # Istio's standard request and TCP metrics; off only to measure what they cost
     record_metrics: bool = True
     local_upstreams: list[LocalUpstream] = field(default_factory=list)

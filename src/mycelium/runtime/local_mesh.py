@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from mycelium import ports
 from mycelium.errors import MeshError
 from mycelium.runtime import netns_pods, process_records
 from mycelium.runtime.pod_network import run_id
@@ -42,7 +43,9 @@ class LocalMeshError(MeshError):
 class LocalMesh:
     home: Path
     controller_url: str
-    discovery: str = "127.0.0.1:15012"  # HOST:PORT the controller listens on for proxies
+    discovery: str = (
+        f"127.0.0.1:{ports.DISCOVERY}"  # HOST:PORT the controller listens on for proxies
+    )
 
     @property
     def run_dir(self) -> Path:

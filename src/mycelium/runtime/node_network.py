@@ -35,11 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from mycelium import ports
 from mycelium.runtime import netns_pods
 from mycelium.runtime.pod_network import (
-    ADMIN_PORT,
-    HEALTH_PORT,
-    METRICS_PORT,
     POD_NETWORK,
     PROCESS_NETWORK,
     AddressesExhausted,
@@ -247,11 +245,11 @@ class NetnsNode:
             runner=functools.partial(self._inside, pod),
         )
 
-    def _free_host_address(self, pod: str, ports: Sequence[int]) -> str:
+    def _free_host_address(self, pod: str, app_ports: Sequence[int]) -> str:
         """A loopback address for a hostNetwork pod where its ports (and its proxy's
         admin, health and metrics ports) are free: the host is shared with whatever
         else runs there, process pods of another mesh included."""
-        wanted = [*ports, ADMIN_PORT, HEALTH_PORT, METRICS_PORT]
+        wanted = [*app_ports, ports.ADMIN, ports.HEALTH, ports.METRICS]
         for _ in range(HOST_ADDRESS_ATTEMPTS):
             address = str(self.host_pool.assign(pod))
             if all(_bindable(address, port) for port in wanted):

@@ -32,6 +32,7 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from mycelium import ports
 from mycelium.errors import MeshError
 
 NETNS_PREFIX = "mycelium-"
@@ -41,12 +42,6 @@ POD_NETWORK = ipaddress.IPv4Network("198.18.64.0/18")
 PROCESS_NETWORK = ipaddress.IPv4Network("127.0.64.0/18")
 # Linux limits interface names to 15 bytes (IFNAMSIZ - 1).
 MAX_INTERFACE_NAME = 15
-# The sidecar's ports inside a pod (Istio's numbers).
-OUTBOUND_PORT = 15001
-INBOUND_PORT = 15006
-ADMIN_PORT = 15000
-HEALTH_PORT = 15021
-METRICS_PORT = 15020
 PROXY_MARK = 0x539  # what the sidecar sets on its own sockets (proxy/settings.py)
 
 
@@ -174,10 +169,10 @@ def pod_ruleset(
     *,
     controller: tuple[str, int],
     pod_address: str | None = None,
-    inbound_port: int = INBOUND_PORT,
-    outbound_port: int = OUTBOUND_PORT,
+    inbound_port: int = ports.INBOUND,
+    outbound_port: int = ports.OUTBOUND,
     proxy_mark: int = PROXY_MARK,
-    exempt_inbound_ports: Iterable[int] = (ADMIN_PORT, HEALTH_PORT),
+    exempt_inbound_ports: Iterable[int] = (ports.ADMIN, ports.HEALTH),
     pod_interface: str = "eth0",
 ) -> str:
     """The nftables ruleset (`nft -f` syntax) that sends a pod's TCP through its sidecar.

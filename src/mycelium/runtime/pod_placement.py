@@ -30,14 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from mycelium import ports
 from mycelium.api.deployment import Probe
-from mycelium.runtime.pod_network import (
-    ADMIN_PORT,
-    HEALTH_PORT,
-    INBOUND_PORT,
-    METRICS_PORT,
-    OUTBOUND_PORT,
-)
 
 T = TypeVar("T")
 
@@ -189,17 +183,17 @@ class LoopbackPlacement:
             "--app-address",
             self.app_address,
             "--outbound",
-            f"{self.address}:{OUTBOUND_PORT}",
+            f"{self.address}:{ports.OUTBOUND}",
             "--admin",
-            f"{self.address}:{ADMIN_PORT}",
+            f"{self.address}:{ports.ADMIN}",
             "--health",
-            f"{self.address}:{HEALTH_PORT}",
+            f"{self.address}:{ports.HEALTH}",
             "--metrics",
-            f"{self.address}:{METRICS_PORT}",
+            f"{self.address}:{ports.METRICS}",
         ]
 
     def mesh_environment(self) -> dict[str, str]:
-        proxy = f"http://{self.address}:{OUTBOUND_PORT}"
+        proxy = f"http://{self.address}:{ports.OUTBOUND}"
         return {"HTTP_PROXY": proxy, "http_proxy": proxy, "NO_PROXY": "", "no_proxy": ""}
 
     def run_blocking(self, fn: Callable[..., T], /, *args: Any) -> Awaitable[T]:
@@ -211,11 +205,11 @@ class LoopbackPlacement:
 
     @property
     def sidecar_health_url(self) -> str:
-        return f"http://{self.address}:{HEALTH_PORT}/healthz/ready"
+        return f"http://{self.address}:{ports.HEALTH}/healthz/ready"
 
     @property
     def sidecar_admin_url(self) -> str:
-        return f"http://{self.address}:{ADMIN_PORT}"
+        return f"http://{self.address}:{ports.ADMIN}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,16 +234,16 @@ class NetnsPlacement:
             "--app-address",
             self.app_address,
             "--inbound",
-            f"0.0.0.0:{INBOUND_PORT}",
+            f"0.0.0.0:{ports.INBOUND}",
             "--outbound",
-            f"127.0.0.1:{OUTBOUND_PORT}",
+            f"127.0.0.1:{ports.OUTBOUND}",
             "--admin",
-            f"127.0.0.1:{ADMIN_PORT}",
+            f"127.0.0.1:{ports.ADMIN}",
             "--health",
-            f"0.0.0.0:{HEALTH_PORT}",
+            f"0.0.0.0:{ports.HEALTH}",
             # scraped from outside the pod, at the pod's address (as Istio's 15020)
             "--metrics",
-            f"0.0.0.0:{METRICS_PORT}",
+            f"0.0.0.0:{ports.METRICS}",
         ]
 
     def mesh_environment(self) -> dict[str, str]:
@@ -266,11 +260,11 @@ class NetnsPlacement:
 
     @property
     def sidecar_health_url(self) -> str:
-        return f"http://127.0.0.1:{HEALTH_PORT}/healthz/ready"
+        return f"http://127.0.0.1:{ports.HEALTH}/healthz/ready"
 
     @property
     def sidecar_admin_url(self) -> str:
-        return f"http://127.0.0.1:{ADMIN_PORT}"
+        return f"http://127.0.0.1:{ports.ADMIN}"
 
 
 # --- checks, blocking: run through `PodPlacement.run_blocking` --------------------------

@@ -7,11 +7,12 @@ from typing import Annotated
 
 import typer
 
+from mycelium import ports
 from mycelium.cli.errors import ControllerStartFailed
 from mycelium.cli.settings import settings_of
 
-DEFAULT_API_LISTEN = "127.0.0.1:15014"
-DEFAULT_DISCOVERY_LISTEN = "127.0.0.1:15012"
+DEFAULT_API_LISTEN = f"127.0.0.1:{ports.API}"
+DEFAULT_DISCOVERY_LISTEN = f"127.0.0.1:{ports.DISCOVERY}"
 
 
 def parse_listen_address(text: str) -> tuple[str, int]:

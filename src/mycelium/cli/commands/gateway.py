@@ -25,6 +25,7 @@ from typing import Annotated, Any
 
 import typer
 
+from mycelium import ports
 from mycelium.cli.commands.proxy import (
     DEFAULT_TRACE_SAMPLING,
     check_tracing,
@@ -34,7 +35,6 @@ from mycelium.cli.commands.proxy import (
 )
 from mycelium.cli.errors import InputError
 from mycelium.cli.settings import settings_of
-from mycelium.runtime.pod_network import ADMIN_PORT, HEALTH_PORT, METRICS_PORT
 
 
 def _option(*names: str, envvar: str, help: str, metavar: str | None = None) -> Any:
@@ -126,7 +126,7 @@ def gateway_command(
             "--admin",
             envvar="MYC_ADMIN",
             metavar="[HOST:]PORT",
-            help=f"Admin endpoints. Default: ADDRESS:{ADMIN_PORT} (127.0.0.1 without --address).",
+            help=f"Admin endpoints. Default: ADDRESS:{ports.ADMIN} (127.0.0.1 without --address).",
         ),
     ] = None,
     health: Annotated[
@@ -135,7 +135,7 @@ def gateway_command(
             "--health",
             envvar="MYC_HEALTH",
             metavar="[HOST:]PORT",
-            help=f"Readiness endpoint. Default: ADDRESS:{HEALTH_PORT}.",
+            help=f"Readiness endpoint. Default: ADDRESS:{ports.HEALTH}.",
         ),
     ] = None,
     metrics: Annotated[
@@ -144,7 +144,7 @@ def gateway_command(
             "--metrics",
             envvar="MYC_METRICS",
             metavar="[HOST:]PORT",
-            help=f"Prometheus metrics (/stats/prometheus). Default: ADDRESS:{METRICS_PORT}.",
+            help=f"Prometheus metrics (/stats/prometheus). Default: ADDRESS:{ports.METRICS}.",
         ),
     ] = None,
     access_log: Annotated[
@@ -240,9 +240,9 @@ def gateway_command(
             state_dir=state_dir,
             outbound=None,  # a gateway serves its Gateways' listeners, not an app's calls
             gateway_address=address or "0.0.0.0",
-            admin=ListenAddress.parse(admin or f"{operations_host}:{ADMIN_PORT}"),
-            health=ListenAddress.parse(health or f"{operations_host}:{HEALTH_PORT}"),
-            metrics=ListenAddress.parse(metrics or f"{operations_host}:{METRICS_PORT}"),
+            admin=ListenAddress.parse(admin or f"{operations_host}:{ports.ADMIN}"),
+            health=ListenAddress.parse(health or f"{operations_host}:{ports.HEALTH}"),
+            metrics=ListenAddress.parse(metrics or f"{operations_host}:{ports.METRICS}"),
             drain_seconds=drain_seconds,
             access_log=access_log,
             trace_collector=trace_collector,

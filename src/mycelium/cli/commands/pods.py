@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.text import Text
 
+from mycelium import ports
 from mycelium.cli.commands.options import DEFAULT_NAMESPACE, FilenameOption, NamespaceOption
 from mycelium.cli.errors import CliError
 from mycelium.cli.kinds import qualified_name
@@ -51,7 +52,7 @@ def up_command(
             metavar="HOST:PORT",
             help="Where a controller started here listens for proxies.",
         ),
-    ] = "127.0.0.1:15012",
+    ] = f"127.0.0.1:{ports.DISCOVERY}",
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds to wait for every pod to be ready.")
     ] = 120.0,
@@ -140,7 +141,7 @@ def down_command(
     *,
     discovery: Annotated[
         str, typer.Option("--listen-discovery", metavar="HOST:PORT", hidden=True)
-    ] = "127.0.0.1:15012",
+    ] = f"127.0.0.1:{ports.DISCOVERY}",
 ) -> None:
     """Stop the pods, the node agent, and the controller `myc up` started.
 
@@ -251,7 +252,7 @@ def exec_command(
 
         command = [IP, "netns", "exec", str(netns), *command]
     else:
-        proxy = f"http://{listed['address']}:15001"
+        proxy = f"http://{listed['address']}:{ports.OUTBOUND}"
         env.update(HTTP_PROXY=proxy, http_proxy=proxy)
     try:
         os.execvpe(command[0], command, env)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from mycelium import ports
 from mycelium.cli.errors import InputError
 from mycelium.cli.settings import settings_of
 
@@ -45,7 +46,7 @@ def parse_labels(values: list[str]) -> dict[str, str]:
 def controller_addresses(values: list[str] | None) -> list[ControllerAddress]:
     from mycelium.discovery.client import ControllerAddress  # noqa: PLC0415
 
-    return [ControllerAddress.parse(c) for c in (values or ["127.0.0.1:15012"])]
+    return [ControllerAddress.parse(c) for c in (values or [f"127.0.0.1:{ports.DISCOVERY}"])]
 
 
 def exec_proxy(settings: ProxySettings, join_token: str | None) -> None:
@@ -117,7 +118,7 @@ def proxy_command(
     ] = None,
     outbound: Annotated[
         str, typer.Option("--outbound", metavar="[HOST:]PORT", help="The app's calls go here.")
-    ] = "127.0.0.1:15001",
+    ] = f"127.0.0.1:{ports.OUTBOUND}",
     mode: Annotated[
         str,
         typer.Option(
@@ -131,7 +132,8 @@ def proxy_command(
         typer.Option(
             "--inbound",
             metavar="[HOST:]PORT",
-            help="Transparent mode: where redirected inbound traffic arrives (e.g. 15006).",
+            help="Transparent mode: where redirected inbound traffic arrives "
+            f"(e.g. {ports.INBOUND}).",
         ),
     ] = None,
     inbound_address: Annotated[
@@ -159,10 +161,10 @@ def proxy_command(
     ] = None,
     admin: Annotated[
         str, typer.Option("--admin", metavar="[HOST:]PORT", help="Admin endpoints (loopback).")
-    ] = "127.0.0.1:15000",
+    ] = f"127.0.0.1:{ports.ADMIN}",
     health: Annotated[
         str, typer.Option("--health", metavar="[HOST:]PORT", help="Readiness endpoint.")
-    ] = "127.0.0.1:15021",
+    ] = f"127.0.0.1:{ports.HEALTH}",
     metrics: Annotated[
         str,
         typer.Option(
@@ -170,7 +172,7 @@ def proxy_command(
             metavar="[HOST:]PORT",
             help="Prometheus metrics: /stats/prometheus and /metrics.",
         ),
-    ] = "127.0.0.1:15020",
+    ] = f"127.0.0.1:{ports.METRICS}",
     no_metrics: Annotated[
         bool,
         typer.Option(
