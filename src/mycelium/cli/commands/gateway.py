@@ -20,14 +20,13 @@ so every option also reads an environment variable; the pod's own variables are:
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from mycelium import ports
+from mycelium.cli import proxy_options as o
 from mycelium.cli.commands.proxy import (
-    DEFAULT_TRACE_SAMPLING,
     check_tracing,
     controller_addresses,
     exec_proxy,
@@ -37,46 +36,17 @@ from mycelium.cli.errors import InputError
 from mycelium.cli.settings import settings_of
 
 
-def _option(*names: str, envvar: str, help: str, metavar: str | None = None) -> Any:
-    """An option that also reads `envvar`, and says so in its help."""
-    return typer.Option(*names, envvar=envvar, show_envvar=True, help=help, metavar=metavar)
-
-
 def gateway_command(
     ctx: typer.Context,
     *,
-    node_id: Annotated[
-        str,
-        _option("--id", envvar="MYC_POD_NAME", metavar="ID", help="This gateway's unique name."),
-    ],
-    namespace: Annotated[
-        str, _option("--namespace", "-n", envvar="MYC_POD_NAMESPACE", help="Its namespace.")
-    ] = "default",
-    workload: Annotated[
-        str | None,
-        _option(
-            "--workload",
-            envvar="MYC_WORKLOAD",
-            help="Register as this Workload (default: the --id), with --address.",
-        ),
-    ] = None,
-    service_account: Annotated[
-        str,
-        _option("--service-account", envvar="MYC_SERVICE_ACCOUNT", help="Its identity's account."),
-    ] = "default",
-    label: Annotated[
-        list[str] | None,
-        _option(
-            "--label",
-            "-l",
-            envvar="MYC_POD_LABELS",
-            metavar="KEY=VALUE[,KEY=VALUE]",
-            help="Its labels, which Gateway selectors match; repeat, or separate by commas.",
-        ),
-    ] = None,
+    node_id: o.NodeId,
+    namespace: o.Namespace = "default",
+    workload: o.WorkloadName = None,
+    service_account: o.ServiceAccount = "default",
+    label: o.Labels = None,
     address: Annotated[
         str | None,
-        _option(
+        o.env_option(
             "--address",
             envvar="MYC_POD_ADDRESS",
             metavar="IP",
@@ -85,7 +55,7 @@ def gateway_command(
     ] = None,
     advertise_address: Annotated[
         str | None,
-        _option(
+        o.env_option(
             "--advertise-address",
             envvar="MYC_ADVERTISE_ADDRESS",
             metavar="IP",
@@ -93,36 +63,12 @@ def gateway_command(
             "the gateway there, through a port forward).",
         ),
     ] = None,
-    controller: Annotated[
-        list[str] | None,
-        _option(
-            "--discovery",
-            envvar="MYC_DISCOVERY",
-            metavar="HOST:PORT",
-            help="A controller's discovery address (repeat for several).",
-        ),
-    ] = None,
-    trust_bundle: Annotated[
-        Path | None,
-        _option(
-            "--trust-bundle",
-            envvar="MYC_TRUST_BUNDLE",
-            metavar="FILE",
-            help="The mesh root CA, to verify the controller. Default: HOME/ca/root.pem.",
-        ),
-    ] = None,
-    state_dir: Annotated[
-        Path | None,
-        _option(
-            "--state-dir",
-            envvar="MYC_STATE_DIR",
-            metavar="DIR",
-            help="Where the last-known-good config is kept, to start without a controller.",
-        ),
-    ] = None,
+    controller: o.Discovery = None,
+    trust_bundle: o.TrustBundle = None,
+    state_dir: o.StateDir = None,
     admin: Annotated[
         str | None,
-        _option(
+        o.env_option(
             "--admin",
             envvar="MYC_ADMIN",
             metavar="[HOST:]PORT",
@@ -131,7 +77,7 @@ def gateway_command(
     ] = None,
     health: Annotated[
         str | None,
-        _option(
+        o.env_option(
             "--health",
             envvar="MYC_HEALTH",
             metavar="[HOST:]PORT",
@@ -140,64 +86,19 @@ def gateway_command(
     ] = None,
     metrics: Annotated[
         str | None,
-        _option(
+        o.env_option(
             "--metrics",
             envvar="MYC_METRICS",
             metavar="[HOST:]PORT",
             help=f"Prometheus metrics (/stats/prometheus). Default: ADDRESS:{ports.METRICS}.",
         ),
     ] = None,
-    access_log: Annotated[
-        str | None,
-        _option(
-            "--access-log",
-            envvar="MYC_ACCESS_LOG",
-            metavar="FILE|-",
-            help="JSON lines, one per request and per TCP connection.",
-        ),
-    ] = None,
-    trace_collector: Annotated[
-        str | None,
-        _option(
-            "--trace-collector",
-            envvar="MYC_TRACE_COLLECTOR",
-            metavar="http://HOST:PORT",
-            help="Export spans to this OpenTelemetry collector (OTLP/HTTP, JSON).",
-        ),
-    ] = None,
-    trace_sampling: Annotated[
-        float,
-        _option(
-            "--trace-sampling",
-            envvar="MYC_TRACE_SAMPLING",
-            metavar="RATIO",
-            help="Share of new traces started here (0-1); sampled parents are always continued.",
-        ),
-    ] = DEFAULT_TRACE_SAMPLING,
-    access_log_sampling: Annotated[
-        float,
-        typer.Option(
-            "--access-log-sampling",
-            envvar="MYC_ACCESS_LOG_SAMPLING",
-            show_envvar=True,
-            metavar="RATIO",
-            min=0.0,
-            max=1.0,
-            help="The share of requests logged, 0 to 1; errors are always logged.",
-        ),
-    ] = 1.0,
-    drain_seconds: Annotated[
-        float,
-        _option("--drain-seconds", envvar="MYC_DRAIN_SECONDS", help="How long SIGTERM waits."),
-    ] = 10.0,
-    join_token: Annotated[
-        str | None,
-        _option(
-            "--join-token",
-            envvar="MYC_JOIN_TOKEN",
-            help="A token from `myc token create`: the gateway gets its certificate with it.",
-        ),
-    ] = None,
+    access_log: o.AccessLog = None,
+    trace_collector: o.TraceCollector = None,
+    trace_sampling: o.TraceSampling = o.DEFAULT_TRACE_SAMPLING,
+    access_log_sampling: o.AccessLogSampling = 1.0,
+    drain_seconds: o.DrainSeconds = o.DEFAULT_DRAIN_SECONDS,
+    join_token: o.JoinToken = None,
 ) -> None:
     """Run an ingress or egress gateway in the foreground until SIGTERM, then drain.
 

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
 from mycelium import ports
+from mycelium.cli import proxy_options as o
 from mycelium.cli.errors import InputError
 from mycelium.cli.settings import settings_of
-
-# As telemetry/tracing.py's DEFAULT_SAMPLING (Istio's 1 %), not imported: the CLI
-# starts without the proxy's modules.
-DEFAULT_TRACE_SAMPLING = 0.01
 
 if TYPE_CHECKING:
     from mycelium.discovery.client import ControllerAddress
@@ -66,24 +62,11 @@ def exec_proxy(settings: ProxySettings, join_token: str | None) -> None:
 def proxy_command(
     ctx: typer.Context,
     *,
-    node_id: Annotated[
-        str, typer.Option("--id", metavar="ID", help="This proxy's unique, stable name.")
-    ],
-    namespace: Annotated[str, typer.Option("--namespace", "-n", help="Its namespace.")] = "default",
-    workload: Annotated[
-        str | None,
-        typer.Option(
-            "--workload",
-            help="Register as this Workload (with --address); it lives as long as the proxy.",
-        ),
-    ] = None,
-    service_account: Annotated[
-        str, typer.Option("--service-account", help="Its identity's service account.")
-    ] = "default",
-    label: Annotated[
-        list[str] | None,
-        typer.Option("--label", "-l", metavar="KEY=VALUE", help="A workload label; repeat."),
-    ] = None,
+    node_id: o.NodeId,
+    namespace: o.Namespace = "default",
+    workload: o.WorkloadName = None,
+    service_account: o.ServiceAccount = "default",
+    label: o.Labels = None,
     address: Annotated[
         str | None,
         typer.Option("--address", help="The workload's address, as peers reach it."),
@@ -92,38 +75,16 @@ def proxy_command(
         list[int] | None,
         typer.Option("--port", "-p", help="A port the app serves (repeat)."),
     ] = None,
-    controller: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--discovery",
-            metavar="HOST:PORT",
-            help="A controller's discovery address (repeat for several).",
-        ),
-    ] = None,
-    trust_bundle: Annotated[
-        Path | None,
-        typer.Option(
-            "--trust-bundle",
-            metavar="FILE",
-            help="The mesh root CA, to verify the controller. Default: HOME/ca/root.pem.",
-        ),
-    ] = None,
-    state_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--state-dir",
-            metavar="DIR",
-            help="Where the last-known-good config is kept, to start without a controller.",
-        ),
-    ] = None,
+    controller: o.Discovery = None,
+    trust_bundle: o.TrustBundle = None,
+    state_dir: o.StateDir = None,
     outbound: Annotated[
         str, typer.Option("--outbound", metavar="[HOST:]PORT", help="The app's calls go here.")
     ] = f"127.0.0.1:{ports.OUTBOUND}",
     mode: Annotated[
-        str,
+        Literal["explicit", "transparent"],
         typer.Option(
             "--mode",
-            metavar="explicit|transparent",
             help="transparent: nftables redirects the pod's traffic to --outbound/--inbound.",
         ),
     ] = "explicit",
@@ -181,47 +142,11 @@ def proxy_command(
             "for measuring what they cost.",
         ),
     ] = False,
-    access_log: Annotated[
-        str | None,
-        typer.Option(
-            "--access-log",
-            metavar="FILE|-",
-            help="JSON lines, one per request and per TCP connection.",
-        ),
-    ] = None,
-    trace_collector: Annotated[
-        str | None,
-        typer.Option(
-            "--trace-collector",
-            envvar="MYC_TRACE_COLLECTOR",
-            show_envvar=True,
-            metavar="http://HOST:PORT",
-            help="Export spans to this OpenTelemetry collector (OTLP/HTTP, JSON).",
-        ),
-    ] = None,
-    trace_sampling: Annotated[
-        float,
-        typer.Option(
-            "--trace-sampling",
-            envvar="MYC_TRACE_SAMPLING",
-            show_envvar=True,
-            metavar="RATIO",
-            help="Share of new traces started here (0-1); sampled parents are always continued.",
-        ),
-    ] = DEFAULT_TRACE_SAMPLING,
-    access_log_sampling: Annotated[
-        float,
-        typer.Option(
-            "--access-log-sampling",
-            metavar="RATIO",
-            min=0.0,
-            max=1.0,
-            help="The share of requests logged, 0 to 1; errors are always logged.",
-        ),
-    ] = 1.0,
-    drain_seconds: Annotated[
-        float, typer.Option("--drain-seconds", help="How long SIGTERM waits for requests.")
-    ] = 10.0,
+    access_log: o.AccessLog = None,
+    trace_collector: o.TraceCollector = None,
+    trace_sampling: o.TraceSampling = o.DEFAULT_TRACE_SAMPLING,
+    access_log_sampling: o.AccessLogSampling = 1.0,
+    drain_seconds: o.DrainSeconds = o.DEFAULT_DRAIN_SECONDS,
     wait_for_join: Annotated[
         bool,
         typer.Option(
@@ -230,15 +155,7 @@ def proxy_command(
             "does once the app is ready), and leave on POST /leave.",
         ),
     ] = False,
-    join_token: Annotated[
-        str | None,
-        typer.Option(
-            "--join-token",
-            envvar="MYC_JOIN_TOKEN",
-            show_envvar=True,
-            help="A token from `myc token create`: the proxy gets its certificate with it.",
-        ),
-    ] = None,
+    join_token: o.JoinToken = None,
 ) -> None:
     """Run a sidecar proxy in the foreground until SIGTERM, then drain.
 
@@ -277,8 +194,6 @@ def proxy_command(
                     int(service_port) if service_port else None,
                 )
             )
-        if mode not in ("explicit", "transparent"):
-            raise ValueError(f"--mode {mode!r} must be explicit or transparent")
         if inbound is not None and mode != "transparent":
             raise ValueError(
                 "--inbound needs --mode transparent (explicit mode: --inbound-address)"
