@@ -8,6 +8,8 @@ back, or a JSON record when there was none) and obeys query parameters:
 - `delay=0.5`       answer after that long
 - `size=N`          send N bytes of body, honouring the client's flow-control windows
 - `trailers=1`      end with trailers (`x-trailer-bytes`: body size, `grpc-status: 0`)
+- `trailers=smuggle` the same, plus fields a trailer must not carry (`set-cookie`,
+                    `content-length`, `location`): the proxy must drop them
 
 It counts what a flow-control test needs: connections accepted, body bytes sent, and
 whether a stream is waiting for window.
@@ -84,7 +86,8 @@ class _H2ServerConnection(asyncio.Protocol):
         self.conn = H2Connection(H2Configuration(client_side=False, header_encoding="utf-8"))
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, _Stream] = {}
-        self.outgoing: dict[int, tuple[memoryview, int, bool]] = {}  # left, size, trailers?
+        # left, size, trailers ("" none, "1" ordinary, "smuggle" with forbidden fields)
+        self.outgoing: dict[int, tuple[memoryview, int, str]] = {}
         self.processed = 0
         self.last_stream: int | None = None  # set once this connection said GOAWAY
 
@@ -183,7 +186,7 @@ class _H2ServerConnection(asyncio.Protocol):
             ("x-echo-method", str(record["method"])),
             ("x-echo-path", str(record["path"])),
         ]
-        trailers = query.get("trailers") == "1"
+        trailers = query.get("trailers", "")
         payload = (
             b"x" * int(query["size"]) if "size" in query else body or json.dumps(record).encode()
         )
@@ -194,10 +197,11 @@ class _H2ServerConnection(asyncio.Protocol):
         self.outgoing[stream_id] = (memoryview(payload), len(payload), trailers)
         self._send_more()
 
-    def _trailers(self, stream_id: int, size: int) -> None:
-        self.conn.send_headers(
-            stream_id, [("x-trailer-bytes", str(size)), ("grpc-status", "0")], end_stream=True
-        )
+    def _trailers(self, stream_id: int, size: int, kind: str) -> None:
+        fields = [("x-trailer-bytes", str(size)), ("grpc-status", "0")]
+        if kind == "smuggle":
+            fields += [("set-cookie", "admin=1"), ("content-length", "0"), ("location", "/x")]
+        self.conn.send_headers(stream_id, fields, end_stream=True)
 
     def _send_more(self) -> None:
         """Send response bodies as the client's windows allow."""
@@ -219,7 +223,7 @@ class _H2ServerConnection(asyncio.Protocol):
                     continue
                 del self.outgoing[stream_id]
                 if trailers:
-                    self._trailers(stream_id, size)
+                    self._trailers(stream_id, size, trailers)
                 else:
                     self.conn.end_stream(stream_id)
             except StreamClosedError:

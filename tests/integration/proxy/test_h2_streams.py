@@ -78,6 +78,33 @@ async def test_headers_bodies_and_trailers_pass_both_ways(h2_mesh: H2Mesh) -> No
     assert seen["body_bytes"] == len(body)
 
 
+async def test_trailer_fields_rfc_9110_forbids_are_dropped_both_ways(h2_mesh: H2Mesh) -> None:
+    client = await H2Client.connect(*h2_mesh.outbound)
+    try:
+        response = await client.request(
+            "/upload?trailers=smuggle",
+            method="POST",
+            headers=[("te", "trailers")],
+            body=b"payload",
+            trailers=[
+                ("x-request-checksum", "1234"),
+                ("authorization", "Bearer after-the-check"),
+                ("host", "payments:9080"),
+                ("content-length", "99"),
+                ("cookie", "session=theirs"),
+            ],
+        )
+    finally:
+        await client.close()
+    assert response.status == 200
+    # The app sent set-cookie, content-length and location in its trailers too.
+    assert response.trailers == {"x-trailer-bytes": "7", "grpc-status": "0"}
+    [seen] = h2_mesh.v1.seen + h2_mesh.v2.seen
+    assert seen["trailers"] == {"x-request-checksum": "1234"}
+    # The caller's sidecar stands between both: 4 of the request's, 3 of the response's.
+    assert h2_mesh.mesh.caller.core.counters["trailer_fields_dropped"] == 7
+
+
 async def test_curl_with_prior_knowledge_reaches_the_service(h2_mesh: H2Mesh) -> None:
     host, port = h2_mesh.outbound
     result = await asyncio.to_thread(

@@ -34,6 +34,7 @@ from h2.exceptions import ProtocolError
 from mycelium.proxy.errors import ProxyError
 from mycelium.proxy.h2.channel import H2Channel
 from mycelium.proxy.h2.stream import Http2Exchange
+from mycelium.proxy.protocols.headers import trailers_to_forward
 from mycelium.proxy.protocols.http2 import (
     Fields,
     FloodGuard,
@@ -135,7 +136,9 @@ class DownstreamHttp2(H2Channel):
             elif isinstance(event, TrailersReceived):
                 exchange = self.streams.get(event.stream_id)
                 if exchange is not None:
-                    exchange.request_trailers(list(event.headers))
+                    exchange.request_trailers(
+                        trailers_to_forward(event.headers, self.proxy.counters)
+                    )
             elif isinstance(event, StreamReset):
                 self.sends.discard(event.stream_id)
                 exchange = self.streams.pop(event.stream_id, None)

@@ -47,7 +47,11 @@ from mycelium.proxy.http.exchange import (
     retry_allowed,
 )
 from mycelium.proxy.mirroring import mirror_http2
-from mycelium.proxy.protocols.headers import add_forwarding, client_certificate_field
+from mycelium.proxy.protocols.headers import (
+    add_forwarding,
+    client_certificate_field,
+    trailers_to_forward,
+)
 from mycelium.proxy.protocols.http2 import (
     REPLAY_LIMIT_BYTES,
     Fields,
@@ -236,7 +240,7 @@ class Http2Exchange:
             self._early.append(data)
 
     def response_trailers(self, block: Fields) -> None:
-        self._end_response(block)
+        self._end_response(trailers_to_forward(block, self.proxy.counters))
 
     def response_end(self) -> None:
         self._end_response(None)

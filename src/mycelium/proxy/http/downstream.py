@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, cast
 from mycelium.proxy.errors import REASON_HEADER, ClientGone, ProxyError, RequestTimeout
 from mycelium.proxy.http.body import BodyStream
 from mycelium.proxy.http.exchange import NO_BODY_STATUSES, Exchange, Listener
+from mycelium.proxy.protocols.headers import trailers_to_forward
 from mycelium.proxy.protocols.http1 import (
     NO_BODY,
     DataReceived,
@@ -168,7 +169,7 @@ class DownstreamHttp1(asyncio.Protocol):
             elif isinstance(event, DataReceived) and self._receiving is not None:
                 self._receiving.feed(event.data)
             elif isinstance(event, MessageEnded) and self._receiving is not None:
-                self._receiving.finish(event.trailers)
+                self._receiving.finish(trailers_to_forward(event.trailers, self.proxy.counters))
                 self._receiving = None
         self._start_next()
 
@@ -372,6 +373,8 @@ class DownstreamHttp1(asyncio.Protocol):
         self._write(payload)
 
     def response_end(self, trailers: list[tuple[bytes, bytes]]) -> None:
+        if trailers:
+            trailers = trailers_to_forward(trailers, self.proxy.counters)
         ending = encode_last_chunk(trailers) if self._chunked else b""
         if self._pending_head:
             ending = self._pending_head + ending

@@ -1,7 +1,8 @@
 """The header rules of a proxy between its two connections (RFC 9110 section 7.6).
 
 `strip_hop_by_hop` removes what belongs to one connection only before a message is
-forwarded; `add_forwarding` records the hop in X-Forwarded-* and in Forwarded (RFC 7239).
+forwarded; `forwardable_trailers` keeps of a trailer section only what a trailer may
+carry; `add_forwarding` records the hop in X-Forwarded-* and in Forwarded (RFC 7239).
 Both take and return lists of (lowercase name, value) pairs, as the HTTP/1 parser gives
 them, and never modify their input.
 
@@ -12,10 +13,18 @@ is end-to-end, stays (and must be what the forwarded body is).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from typing import Final, Literal
 
-__all__ = ["HOP_BY_HOP", "add_forwarding", "client_certificate_field", "strip_hop_by_hop"]
+__all__ = [
+    "HOP_BY_HOP",
+    "NOT_IN_TRAILERS",
+    "add_forwarding",
+    "client_certificate_field",
+    "forwardable_trailers",
+    "strip_hop_by_hop",
+    "trailers_to_forward",
+]
 
 type Fields = list[tuple[bytes, bytes]]
 
@@ -66,6 +75,78 @@ def strip_hop_by_hop(
         nominated.discard(b"upgrade")
     if nominated:
         kept = [field for field in kept if field[0] not in nominated]
+    return kept
+
+
+# RFC 9110 section 6.5.1: a trailer must not carry what framing, routing, request
+# modifiers, authentication, response control or content handling depend on, since a
+# recipient has acted on the head before the trailers arrive; one that sends such a
+# field in a trailer is trying to have it read where the head's checks did not look
+# (an Authorization after authorization, a Content-Length after the framing, a Host
+# after the routing). With the hop-by-hop fields, these are never forwarded.
+NOT_IN_TRAILERS: Final = HOP_BY_HOP | frozenset(
+    {
+        # framing and routing
+        b"content-length",
+        b"host",
+        # request modifiers: controls and conditionals (RFC 9110 sections 7.6.2, 10.1, 13)
+        b"cache-control",
+        b"expect",
+        b"max-forwards",
+        b"pragma",
+        b"range",
+        b"if-match",
+        b"if-none-match",
+        b"if-modified-since",
+        b"if-unmodified-since",
+        b"if-range",
+        # authentication (RFC 9110 section 11) and cookies (RFC 6265)
+        b"authorization",
+        b"www-authenticate",
+        b"authentication-info",
+        b"proxy-authentication-info",
+        b"cookie",
+        b"set-cookie",
+        # response control data (RFC 9110 section 15, RFC 9111)
+        b"age",
+        b"expires",
+        b"date",
+        b"location",
+        b"retry-after",
+        b"vary",
+        b"warning",
+        # how to process the content (RFC 9110 section 8)
+        b"content-encoding",
+        b"content-type",
+        b"content-range",
+        # what this mesh routes and authorizes by, and what identifies a peer
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"forwarded",
+        b"x-forwarded-client-cert",
+    }
+)
+
+
+def forwardable_trailers(trailers: Sequence[tuple[bytes, bytes]]) -> tuple[Fields, int]:
+    """The fields of a trailer section that may be forwarded, and how many were
+    dropped: those in NOT_IN_TRAILERS, and pseudo-headers (RFC 9113 section 8.1 keeps
+    them out of trailers; an HTTP/1 name cannot start with ":" anyway)."""
+    kept = [
+        field
+        for field in trailers
+        if field[0] not in NOT_IN_TRAILERS and not field[0].startswith(b":")
+    ]
+    return kept, len(trailers) - len(kept)
+
+
+def trailers_to_forward(
+    trailers: Sequence[tuple[bytes, bytes]], counters: MutableMapping[str, int]
+) -> Fields:
+    """`forwardable_trailers`, counting what it dropped in `trailer_fields_dropped`."""
+    kept, dropped = forwardable_trailers(trailers)
+    if dropped:
+        counters["trailer_fields_dropped"] = counters.get("trailer_fields_dropped", 0) + dropped
     return kept
 
 

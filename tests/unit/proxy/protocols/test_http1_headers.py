@@ -1,5 +1,6 @@
 """Header rules between a proxy's two connections: hop-by-hop fields (RFC 9110 section
-7.6.1) and the record of each hop (X-Forwarded-*, Forwarded per RFC 7239)."""
+7.6.1), what a trailer may carry (section 6.5.1), and the record of each hop
+(X-Forwarded-*, Forwarded per RFC 7239)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from mycelium.proxy.protocols.headers import (
     HOP_BY_HOP,
     add_forwarding,
     client_certificate_field,
+    forwardable_trailers,
     strip_hop_by_hop,
 )
 
@@ -147,3 +149,26 @@ def test_only_the_hop_that_ended_mtls_says_who_the_client_is() -> None:
         b"By=spiffe://td/ns/default/sa/ratings;URI=spiffe://td/ns/default/sa/productpage"
     ]
     assert client_certificate_field("spiffe://td/ns/default/sa/ratings", None) is None
+
+
+def test_a_trailer_keeps_what_trailers_may_carry_and_drops_the_rest() -> None:
+    trailers = [
+        (b"grpc-status", b"0"),
+        (b"grpc-message", b"ok"),
+        (b"x-checksum", b"sha256=abc"),
+        (b"content-length", b"0"),  # framing, read after the framing was decided
+        (b"transfer-encoding", b"chunked"),
+        (b"host", b"payments.shop"),  # routing, after the route was chosen
+        (b"authorization", b"Bearer stolen"),  # after authorization was checked
+        (b"cookie", b"session=1"),
+        (b"connection", b"close"),
+        (b"x-forwarded-for", b"198.18.0.66"),  # a peer's claimed address
+        (b":path", b"/admin"),  # a pseudo-header in trailers: malformed in HTTP/2
+    ]
+    kept, dropped = forwardable_trailers(trailers)
+    assert kept == trailers[:3]
+    assert dropped == 8
+
+
+def test_an_empty_trailer_section_stays_empty() -> None:
+    assert forwardable_trailers([]) == ([], 0)
