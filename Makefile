@@ -15,6 +15,7 @@ test: bootstrap lint typecheck
 lint: bootstrap
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/lint-imports
 
 typecheck: bootstrap
 	$(BIN)/mypy

@@ -35,7 +35,7 @@ from mycelium.discovery.errors import (
     ControllerRefused,
     ProtocolViolation,
 )
-from mycelium.identity.tls import load_certificate_chain
+from mycelium.net.tls_memory import load_certificate_chain
 
 log = logging.getLogger(__name__)
 

@@ -13,18 +13,15 @@ as soon as it is loaded.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import ssl
 from dataclasses import dataclass
 
 from cryptography import x509
 
 from mycelium.errors import MeshError
+from mycelium.identity.alpn import MESH_ALPN
 from mycelium.identity.spiffe import SpiffeId, SpiffeIdError
-
-# The ALPN protocol of sidecar-to-sidecar mTLS: a serving sidecar tells the mesh's TLS
-# from an app's own TLS by it before decrypting anything (see proxy/protocols/tls_hello).
-MESH_ALPN = "mycelium-mtls"
+from mycelium.net.tls_memory import load_certificate_chain
 
 
 class PeerIdentityError(MeshError):
@@ -63,17 +60,6 @@ class Svid:
 
     def with_bundle(self, bundle_pem: bytes) -> Svid:
         return Svid(self.certificate_pem, self.key_pem, bundle_pem)
-
-
-def load_certificate_chain(context: ssl.SSLContext, certificate_pem: bytes, key_pem: bytes) -> None:
-    """`context.load_cert_chain` from memory: the key goes through an anonymous
-    in-memory file, never a file on disk."""
-    fd = os.memfd_create("mycelium-svid", os.MFD_CLOEXEC)
-    try:
-        os.write(fd, certificate_pem + b"\n" + key_pem)
-        context.load_cert_chain(f"/proc/self/fd/{fd}")
-    finally:
-        os.close(fd)
 
 
 def _load_chain(context: ssl.SSLContext, svid: Svid) -> None:

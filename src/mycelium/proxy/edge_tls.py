@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from mycelium.errors import MeshError
-from mycelium.identity.tls import load_certificate_chain
+from mycelium.net.tls_memory import load_certificate_chain
 
 # What a gateway's TLS listener offers clients outside the mesh. Not h2: the proxy
 # carries HTTP/2 only end to end, and the services behind a gateway are seldom HTTP/2

@@ -30,7 +30,6 @@ import msgspec
 from mycelium.telemetry.response_flags import NO_FLAG, response_flags
 
 if TYPE_CHECKING:
-    from mycelium.proxy.http.exchange import Listener
     from mycelium.telemetry import FinishedConnection, OpenedConnection
 
 # Written out sooner than the sweep once this many lines wait (a burst).
@@ -49,11 +48,22 @@ class _Client(Protocol):
     def peer_metadata(self) -> bytes | None: ...
 
 
+class ListenerView(Protocol):
+    """What telemetry reads of the listener a request came in on: its kind
+    ("outbound", "inbound", "local", "gateway"), which says which side we are."""
+
+    @property
+    def kind(self) -> str: ...
+
+
 class LoggedExchange(Protocol):
     """What an exchange of either protocol tells the log (and every request observer)."""
 
     protocol: str
-    listener: Listener
+
+    @property
+    def listener(self) -> ListenerView: ...
+
     method: bytes
     target: bytes
     host: str

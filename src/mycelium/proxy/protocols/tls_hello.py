@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from mycelium.identity.tls import MESH_ALPN
+from mycelium.identity.alpn import MESH_ALPN
 
 RECORD_HEADER = 5
 MAX_RECORD = 16384 + 256  # a TLS record's largest length (with some room for padding)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from tests.support.client_hello import client_hello
 
-from mycelium.identity.tls import MESH_ALPN
+from mycelium.identity.alpn import MESH_ALPN
 from mycelium.proxy.protocols.tls_hello import ClientHello, judge_client_hello, read_client_hello
 
 
