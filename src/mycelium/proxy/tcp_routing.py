@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, cast
 
 from mycelium.discovery import config as cfg
+from mycelium.net.original_dst import OriginalDestinationError, original_destination
 from mycelium.proxy.destination import egress_denied_detail, registry_only
 from mycelium.proxy.errors import Denied
 from mycelium.proxy.filters.authorization import AccessRequest
 from mycelium.proxy.h2.detecting import listener_protocol
 from mycelium.proxy.http.exchange import Listener
 from mycelium.proxy.opaque_inbound import OpaqueInbound
-from mycelium.proxy.original_dst import OriginalDestinationError, original_destination
 from mycelium.proxy.settings import LocalUpstream
 from mycelium.proxy.tcp_relay import TcpRelay
 from mycelium.telemetry import FinishedConnection, OpenedConnection

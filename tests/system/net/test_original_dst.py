@@ -32,7 +32,7 @@ from tests.support.netns import (
     system_lab,
 )
 
-from mycelium.proxy.original_dst import (
+from mycelium.net.original_dst import (
     NotRedirected,
     OriginalDestinationError,
     original_destination,
