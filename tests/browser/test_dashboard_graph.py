@@ -6,6 +6,7 @@ each service with its figures and draws its chart."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -66,8 +67,8 @@ async def test_the_graph_follows_the_traffic_and_shows_a_denial_as_an_error_edge
         # Both calls may land in different reports (every 5 s): wait for the whole graph.
         expected = {caller, reviews, "service:default/ratings", "workload:default/ratings-0"}
         first = await eventually(
-            lambda: _with_edge(page, caller, reviews, expected),
-            timeout=20,
+            lambda: _with_edge(page, caller, reviews, expected, mesh),
+            timeout=30,
             what="the caller's edge and every node",
         )
         before = edge(first, caller, reviews)
@@ -103,10 +104,20 @@ async def test_the_graph_follows_the_traffic_and_shows_a_denial_as_an_error_edge
 
 
 async def _with_edge(
-    page: Page, source: str, target: str, nodes: set[str]
-) -> dict[str, Any] | None:
+    page: Page, source: str, target: str, nodes: set[str], mesh: ProxyMesh
+) -> dict[str, Any]:
     data = await graph(page)
-    return data if edge(data, source, target) and nodes <= set(data["nodes"]) else None
+    if edge(data, source, target) and nodes <= set(data["nodes"]):
+        return data
+    # Not yet: say what the page and the controller hold, for the failure's message.
+    discovery = mesh.controller.discovery
+    known = sorted((k[0], k[3]) for k in discovery.traffic.edges(time.time(), 600))
+    raise AssertionError(
+        f"page nodes {sorted(data['nodes'])}, controller edges {known}, "
+        f"telemetry reports {discovery.telemetry_reports}, "
+        f"discovery refusals {dict(discovery.refusals.counts)}, "
+        f"API refusals {dict(mesh.controller.api_refusals.counts)}"
+    )
 
 
 async def _edge_changed(page: Page, source: str, target: str, rps: float) -> bool:
