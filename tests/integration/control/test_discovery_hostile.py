@@ -19,6 +19,7 @@ import msgspec
 import pytest
 from tests.support.controller import Mesh, running_mesh
 from tests.support.discovery_peer import RawPeer, WatchedProxy, watched_proxy
+from tests.support.finished import tap_event
 from tests.support.metrics_scrape import scrape_controller, value
 from tests.support.polling import eventually
 
@@ -366,13 +367,7 @@ async def test_tap_events_beyond_the_taps_rate_are_refused(mesh: Mesh) -> None:
     tap = ActiveTap(start, [node])
     mesh.controller.discovery.start_tap(start, [node.id], tap)
     assert await peer.next_of(p.TapStart) == start
-    event = p.TapEvent(
-        ts=1.0, direction="inbound", protocol="HTTP/1.1", method="GET", path="/",
-        authority="reviews", service="reviews.default", status=200, latency_ms=1.0,
-        source="198.18.0.9", source_principal=None, destination="127.0.0.1:9080",
-        reason="", response_flags="-",
-    )  # fmt: skip
-    batch = p.TapEvents(id="t-1", events=[event] * p.MAX_TAP_BATCH)
+    batch = p.TapEvents(id="t-1", events=[tap_event()] * p.MAX_TAP_BATCH)
     peer.send(batch, batch)  # 400 events for a tap of 10 a second
     answer = await peer.next_of(p.MessageRefused)
     assert answer.reason == "tap_over_rate"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from tests.support.finished import tap_event
 
 from mycelium.api.loading import load_documents
 from mycelium.control.state import MeshState
@@ -71,12 +72,7 @@ async def test_the_relay_ends_at_max_across_proxies_and_when_every_proxy_ended()
     start = p.TapStart(id="t", max=3, seconds=10)
     a, b = NODES[0], NODES[1]
     tap = ActiveTap(start, [a, b])
-    event = p.TapEvent(
-        ts=1.0, direction="inbound", protocol="HTTP/1.1", method="GET", path="/",
-        authority="reviews", service="reviews.default", status=200, latency_ms=1.0,
-        source="198.18.0.9", source_principal=None, destination="127.0.0.1:9080",
-        reason="", response_flags="-",
-    )  # fmt: skip
+    event = tap_event()
     tap.events(a, p.TapEvents(id="t", events=[event, event]))
     tap.events(b, p.TapEvents(id="t", events=[event, event], dropped=4))
     lines = [tap.lines.get_nowait() for _ in range(tap.lines.qsize())]
@@ -94,15 +90,6 @@ async def test_the_relay_ends_at_max_across_proxies_and_when_every_proxy_ended()
     assert mixed.ended == "proxies_ended"
 
 
-def _event() -> p.TapEvent:
-    return p.TapEvent(
-        ts=1.0, direction="inbound", protocol="HTTP/1.1", method="GET", path="/",
-        authority="reviews", service="reviews.default", status=200, latency_ms=1.0,
-        source="198.18.0.9", source_principal=None, destination="127.0.0.1:9080",
-        reason="", response_flags="-",
-    )  # fmt: skip
-
-
 def test_a_rollouts_new_pod_joins_the_tap_for_the_time_and_requests_left() -> None:
     now = [100.0]
     target = TapTarget.parse("deploy/reviews")
@@ -116,7 +103,7 @@ def test_a_rollouts_new_pod_joins_the_tap_for_the_time_and_requests_left() -> No
         follows=lambda node: bool(select(target, "default", [node], _state())),
         clock=lambda: now[0],
     )
-    tap.events(old, p.TapEvents(id="t", events=[_event(), _event()]))
+    tap.events(old, p.TapEvents(id="t", events=[tap_event(), tap_event()]))
     tap.proxy_gone(old.id)
     assert tap.ended is None  # the pods went away: their successors are awaited
 
@@ -127,7 +114,7 @@ def test_a_rollouts_new_pod_joins_the_tap_for_the_time_and_requests_left() -> No
     assert (joined.id, joined.max, joined.seconds) == ("t", 3, 40)
     assert tap.proxy_joined(new) is None  # already tapping
 
-    tap.events(new, p.TapEvents(id="t", events=[_event()] * 3))
+    tap.events(new, p.TapEvents(id="t", events=[tap_event()] * 3))
     lines = [tap.lines.get_nowait() for _ in range(tap.lines.qsize())]
     kinds = [line["type"] for line in lines]
     assert kinds == ["request"] * 2 + ["proxy_ended", "proxy_joined"] + ["request"] * 3 + ["end"]
@@ -154,10 +141,10 @@ def test_a_proxy_sending_more_than_the_taps_rate_is_held_to_it() -> None:
     tap = ActiveTap(p.TapStart(id="t", seconds=60, rate=10), [tapped], clock=lambda: now[0])
     burst = 10 + p.MAX_TAP_BATCH  # a second's worth, plus a batch the clocks disagree on
 
-    over = tap.events(tapped, p.TapEvents(id="t", events=[_event()] * p.MAX_TAP_BATCH))
-    over += tap.events(tapped, p.TapEvents(id="t", events=[_event()] * p.MAX_TAP_BATCH))
+    over = tap.events(tapped, p.TapEvents(id="t", events=[tap_event()] * p.MAX_TAP_BATCH))
+    over += tap.events(tapped, p.TapEvents(id="t", events=[tap_event()] * p.MAX_TAP_BATCH))
     assert over == 2 * p.MAX_TAP_BATCH - burst
     assert tap.sent == burst
     now[0] += 1.0  # a second later, ten more are due
-    assert tap.events(tapped, p.TapEvents(id="t", events=[_event()] * 15)) == 5
+    assert tap.events(tapped, p.TapEvents(id="t", events=[tap_event()] * 15)) == 5
     assert tap.sent == burst + 10
