@@ -1,43 +1,58 @@
-"""A finished request as telemetry sees it (`telemetry/access_log.LoggedExchange`), without
-a proxy: for the unit tests of the access log, the tap and the metrics; and one as a
-tap reports it (`tap_event`), for the tests of the controller's tap relay."""
+"""A finished request as telemetry receives it (`mycelium.telemetry.FinishedRequest`),
+without a proxy: for the unit tests of the access log, the tap and the metrics; and one
+as a tap reports it (`tap_event`), for the tests of the controller's tap relay."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 from mycelium.discovery import protocol as p
-from mycelium.proxy.http.exchange import Listener
+from mycelium.telemetry import GATEWAY, INBOUND, LOCAL, OUTBOUND, FinishedRequest
+
+SIDES = {"outbound": OUTBOUND, "inbound": INBOUND, "local": LOCAL, "gateway": GATEWAY}
 
 
 @dataclass
 class FakeClient:
+    """Who sent the request: its address, and over mTLS its identity and introduction."""
+
     peer_host: str = "198.18.0.9"
     peer_principal: str | None = None
     peer_metadata: bytes | None = None  # the calling proxy's introduction (mTLS only)
 
 
-@dataclass
-class FinishedRequest:
-    protocol: str = "HTTP/2"
-    listener: Listener = field(default_factory=lambda: Listener(kind="outbound"))
-    method: bytes = b"POST"
-    target: bytes = b"/ratings.Ratings/Get"
-    host: str = "ratings:9090"
-    service: str = "ratings.default"
-    rule_name: str = "ratings/0"
-    status: int = 503
-    reason: str = "circuit_open"
-    cluster_name: str = "ratings.default|9090"
-    upstream_host: str = ""
-    bytes_sent: int = 17
-    bytes_received: int = 5
-    started: float = field(default_factory=time.monotonic)
-    response_head_at: float = 0.0
-    downstream: FakeClient = field(default_factory=FakeClient)
-    grpc: bool = False
-    grpc_status: str = ""
+def finished_request(
+    side: str = "outbound", downstream: FakeClient | None = None, **fields: Any
+) -> FinishedRequest:
+    """A gRPC call the proxy refused with `circuit_open`, unless `fields` say otherwise;
+    `side` names the listener's side ("outbound", "inbound", "local", "gateway")."""
+    client = downstream or FakeClient()
+    values: dict[str, Any] = {
+        "protocol": "HTTP/2",
+        "method": b"POST",
+        "target": b"/ratings.Ratings/Get",
+        "host": "ratings:9090",
+        "service": "ratings.default",
+        "rule_name": "ratings/0",
+        "status": 503,
+        "reason": "circuit_open",
+        "cluster_name": "ratings.default|9090",
+        "upstream_host": "",
+        "bytes_received": 5,
+        "bytes_sent": 17,
+        "started": time.monotonic(),
+        "response_head_at": 0.0,
+        "grpc": False,
+        "grpc_status": "",
+        "peer_host": client.peer_host,
+        "peer_principal": client.peer_principal,
+        "peer_metadata": client.peer_metadata,
+        "headers": [],
+        **fields,
+    }
+    return FinishedRequest(side=SIDES[side], **values)
 
 
 def tap_event() -> p.TapEvent:

@@ -17,8 +17,8 @@ from mycelium.proxy.active_config import ActiveConfig
 from mycelium.proxy.core import ProxyCore
 from mycelium.proxy.filters.chain import build_chain
 from mycelium.proxy.http.downstream import DownstreamHttp1
-from mycelium.proxy.http.exchange import Listener
 from mycelium.proxy.http.upstream import UpstreamHttp1
+from mycelium.proxy.router.roles import Role, SidecarOutbound
 from mycelium.proxy.routing import compile_route
 from mycelium.proxy.settings import ProxySettings
 
@@ -51,7 +51,7 @@ class MemoryTransport:
 class Wired:
     """A proxy core with one route, a client connection, and one idle upstream one."""
 
-    def __init__(self, rule: cfg.HttpRule | None = None, listener: Listener | None = None) -> None:
+    def __init__(self, rule: cfg.HttpRule | None = None, role: Role | None = None) -> None:
         settings = ProxySettings(
             node=NodeInfo(id="unit"),
             controllers=[],
@@ -94,7 +94,7 @@ class Wired:
         )
         core.clusters.sync(core.active.clusters, core.active.endpoints)
         self.client = MemoryTransport()
-        self.downstream = DownstreamHttp1(core, listener or Listener("outbound"))
+        self.downstream = DownstreamHttp1(core, role or SidecarOutbound())
         self.downstream.connection_made(self.client)  # type: ignore[arg-type]
         pool = core.pools.get("127.0.0.1", 8080)
         self.server = MemoryTransport()

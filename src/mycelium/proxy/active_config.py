@@ -112,6 +112,21 @@ class ActiveConfig:
             self.gateway_destinations[key] = found
         return found
 
+    @property
+    def registry_only(self) -> bool:
+        """Whether this proxy's namespace forbids destinations the registry does not name."""
+        inbound = self.inbound
+        return inbound is not None and inbound.egress_policy == "REGISTRY_ONLY"
+
+    def egress_denied_detail(self, destination: str) -> str:
+        """What an operator reads when a call leaving the mesh was refused."""
+        namespace = self.inbound.namespace if self.inbound is not None else "?"
+        return (
+            f"{destination} is not a Service in the registry, and namespace {namespace} has "
+            "egress policy REGISTRY_ONLY: declare it as an external Service (external: true), "
+            "or set the Namespace's egress policy to ALLOW_ANY"
+        )
+
     def service_for(self, host: str) -> str | None:
         """The service a Host header (or VIP) names; a `:port` suffix is ignored."""
         name = host.lower()

@@ -22,6 +22,7 @@ from mycelium.discovery.client import DiscoveryClient, Snapshot
 from mycelium.discovery.protocol import MAX_TRAFFIC_ROWS, TelemetryReport
 from mycelium.identity.tls import Svid, client_context, server_context
 from mycelium.proxy.active_config import ActiveConfig, build_active_config
+from mycelium.proxy.h2.upstream import Http2Pools
 from mycelium.proxy.http.upstream import (
     IDLE_TIMEOUT_SECONDS,
     MTLS_IDLE_TIMEOUT_SECONDS,
@@ -34,17 +35,17 @@ from mycelium.proxy.upstream.clusters import ClusterRuntime, ClusterSet
 from mycelium.telemetry import (
     ConnectionObserver,
     FinishedConnection,
+    FinishedRequest,
     OpenedConnection,
     RequestObserver,
 )
-from mycelium.telemetry.access_log import AccessLog, LoggedExchange
+from mycelium.telemetry.access_log import AccessLog
 from mycelium.telemetry.metrics import PEER_HEADER, ProxyMetrics, Workload, encode_peer
 from mycelium.telemetry.tracing import Tracer
 from mycelium.telemetry.traffic_report import REPORT_SECONDS, TrafficReporter
 
 if TYPE_CHECKING:
-    from mycelium.proxy.http.downstream import DownstreamHttp1
-    from mycelium.proxy.http.exchange import Exchange
+    from mycelium.proxy.router.engine import DownstreamConnection
     from mycelium.proxy.tcp_relay import TcpRelay
     from mycelium.proxy.upstream.endpoint import EndpointState
 
@@ -71,9 +72,11 @@ class ProxyCore:
             encode_peer(node.workload or "", node.namespace, node.labels),
         )
         self.mtls_pools = PoolSet(self.socket_mark, tls=self.client_tls, introduction=introduction)
+        # HTTP/2 connections, plaintext and mTLS alike (its sweep starts with `serve`)
+        self.h2_pools = Http2Pools(self.socket_mark)
         self._tls_contexts: dict[str, tuple[Svid, ssl.SSLContext]] = {}
         self.http1_limits = Http1Limits()
-        self.connections: set[DownstreamHttp1] = set()
+        self.connections: set[DownstreamConnection] = set()
         # Byte pipes (TCP services, upgraded connections): tracked so a drain can end them.
         self.relays: set[TcpRelay] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -145,6 +148,7 @@ class ProxyCore:
                 conn.check_timeouts(now)
             self.pools.close_idle(older_than=now - IDLE_TIMEOUT_SECONDS)
             self.mtls_pools.close_idle(older_than=now - MTLS_IDLE_TIMEOUT_SECONDS)
+            self.h2_pools.close_idle(asyncio.get_running_loop().time())
             if self.access_log is not None:
                 self.access_log.flush()
             if self.traffic is not None and now >= self._next_report:
@@ -242,23 +246,14 @@ class ProxyCore:
 
     # --- per request ------------------------------------------------------------------------
 
-    def exchange_finished(self, exchange: Exchange) -> None:
-        # `record`, inlined: once per request.
+    def request_finished(self, record: FinishedRequest) -> None:
+        """Count a finished request (either protocol) and tell every observer."""
         counters = self.counters
         counters["requests"] += 1
-        if exchange.reason:
-            counters[f"reason_{exchange.reason}"] += 1
+        if record.reason:
+            counters[f"reason_{record.reason}"] += 1
         for observer in self.request_observers:
-            observer.request_finished(exchange)
-        exchange.downstream.exchange_done(exchange)
-
-    def record(self, exchange: LoggedExchange) -> None:
-        """Count a finished request (either protocol) and log it."""
-        self.counters["requests"] += 1
-        if exchange.reason:
-            self.counters[f"reason_{exchange.reason}"] += 1
-        for observer in self.request_observers:
-            observer.request_finished(exchange)
+            observer.request_finished(record)
 
     def connection_opened(self, connection: OpenedConnection) -> None:
         for observer in self.connection_observers:

@@ -22,9 +22,9 @@ import asyncio
 from typing import TYPE_CHECKING, cast
 
 from mycelium.identity.tls_session import TlsSession
-from mycelium.proxy.h2.detecting import listener_protocol
-from mycelium.proxy.http.exchange import Listener
+from mycelium.proxy.detecting import listener_protocol
 from mycelium.proxy.protocols.tls_hello import read_client_hello
+from mycelium.proxy.router.roles import GatewayListener
 from mycelium.proxy.tcp_routing import Refuse, RelayTo, peer_text, relay_to_backends
 from mycelium.proxy.tls_layer import TlsLayer
 from mycelium.proxy.undecided import Undecided
@@ -108,7 +108,7 @@ class GatewayConnection(Undecided):
         assert listener.tls is not None
         routing, core, port = self._routing, self._routing.core, self._port
         if listener.config.protocol == "HTTPS":
-            http = Listener("gateway", port=port)
+            http = GatewayListener(port)
 
             def inner() -> asyncio.Protocol:
                 return listener_protocol(core, http)

@@ -18,7 +18,7 @@ Authorization runs once the peer is known, with its SPIFFE ID when it came throu
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 from mycelium.discovery import config as cfg
 from mycelium.identity.tls_session import TlsSession
@@ -28,16 +28,35 @@ from mycelium.proxy.tls_layer import TlsLayer
 from mycelium.proxy.undecided import Undecided
 
 if TYPE_CHECKING:
-    from mycelium.proxy.tcp_routing import TcpRouting
+    from mycelium.proxy.core import ProxyCore
 
 # How long a STRICT port waits for a ClientHello: a sidecar sends it as it connects.
 HANDSHAKE_TIMEOUT = 10.0  # seconds
 
 
+class InboundAdmission(Protocol):
+    """Where a connection goes once its TLS (or its absence) is settled (`TcpRouting`)."""
+
+    core: ProxyCore
+
+    def admit(
+        self,
+        transport: asyncio.Transport,
+        inbound: cfg.InboundPort,
+        peer: str,
+        principal: str | None,
+        *,
+        held: bytes,
+        eof: bool,
+    ) -> None:
+        """Relay the connection to the app, or refuse it by policy."""
+        ...
+
+
 class OpaqueInbound(Undecided):
     """Takes over a connection whose router already decided it is `inbound`'s."""
 
-    def __init__(self, routing: TcpRouting, inbound: cfg.InboundPort, peer: str) -> None:
+    def __init__(self, routing: InboundAdmission, inbound: cfg.InboundPort, peer: str) -> None:
         super().__init__()
         self._routing = routing
         self._inbound = inbound
@@ -103,7 +122,7 @@ class OpaqueInbound(Undecided):
 class _AdmitWhenVerified(asyncio.Protocol):
     """The TLS layer's inner protocol: at once hands the plaintext to the app's relay."""
 
-    def __init__(self, routing: TcpRouting, inbound: cfg.InboundPort, peer: str) -> None:
+    def __init__(self, routing: InboundAdmission, inbound: cfg.InboundPort, peer: str) -> None:
         self._routing = routing
         self._inbound = inbound
         self._peer = peer

@@ -35,10 +35,10 @@ from mycelium.identity.renewal import run_identity
 from mycelium.proxy.active_config import ActiveConfig
 from mycelium.proxy.admin import AdminServer
 from mycelium.proxy.core import ProxyCore
+from mycelium.proxy.detecting import listener_protocol
 from mycelium.proxy.gateway import PortFamily
 from mycelium.proxy.gateway_connections import GatewayConnection
-from mycelium.proxy.h2.detecting import listener_protocol
-from mycelium.proxy.http.exchange import Listener
+from mycelium.proxy.router.roles import GatewayListener, Role, SidecarInbound, SidecarOutbound
 from mycelium.proxy.settings import ListenAddress, LocalUpstream, ProxySettings
 from mycelium.proxy.tcp_routing import RouterRole, TcpRouting, is_opaque
 from mycelium.proxy.upstream.dial import connect_upstream
@@ -110,7 +110,7 @@ class ProxyServer:
         if settings.outbound is not None and transparent:
             await self._listen_routed("outbound", settings.outbound, "outbound")
         elif settings.outbound is not None:
-            await self._listen("outbound", settings.outbound, Listener("outbound"))
+            await self._listen("outbound", settings.outbound, SidecarOutbound())
         if settings.inbound is not None and transparent:
             await self._listen_routed("inbound", settings.inbound, "inbound")
         for upstream in settings.local_upstreams:
@@ -158,14 +158,12 @@ class ProxyServer:
         core.spawn(exporter.run())
         self.span_exporter = exporter
 
-    async def _listen(
-        self, name: str, address: ListenAddress, listener: Listener, *, mesh_tls: bool = False
-    ) -> asyncio.Server:
+    async def _listen(self, name: str, address: ListenAddress, role: Role) -> asyncio.Server:
         core = self.core
 
         def factory() -> asyncio.Protocol:
             # HTTP/1 or HTTP/2 (prior knowledge), told apart by the first bytes.
-            return listener_protocol(core, listener, mesh_tls=mesh_tls or None)
+            return listener_protocol(core, role)
 
         return await self._bind(name, address, factory)
 
@@ -233,8 +231,7 @@ class ProxyServer:
                 # relayed (or mTLS-ended first) as the router decides for that port
                 server = await self._listen_routed(name, address, "inbound", port=inbound.port)
             else:
-                listener = Listener("inbound", port=inbound.port, inbound_port=inbound)
-                server = await self._listen(name, address, listener)
+                server = await self._listen(name, address, SidecarInbound(inbound.port, inbound))
         except ListenError as exc:
             log.error("%s", exc)
             return
@@ -268,8 +265,8 @@ class ProxyServer:
         try:
             if family == "http":
                 # Sidecars sending to an egress gateway come with mTLS; the edge in plaintext.
-                listener = Listener("gateway", port=port)
-                server = await self._listen(name, address, listener, mesh_tls=True)
+                role = GatewayListener(port, mesh_tls=True)
+                server = await self._listen(name, address, role)
             else:
                 server = await self._bind(
                     name, address, lambda: GatewayConnection(tcp, port, family)
@@ -304,6 +301,7 @@ class ProxyServer:
         self.tcp.abort_all()
         core.pools.close_idle()
         core.mtls_pools.close_idle()
+        core.h2_pools.close_all()
         for server in self._operations:
             server.close()
         if core.discovery is not None:

@@ -23,12 +23,11 @@ from typing import TYPE_CHECKING, Literal, cast
 
 from mycelium.discovery import config as cfg
 from mycelium.net.original_dst import OriginalDestinationError, original_destination
-from mycelium.proxy.destination import egress_denied_detail, registry_only
+from mycelium.proxy.detecting import listener_protocol
 from mycelium.proxy.errors import Denied
 from mycelium.proxy.filters.authorization import AccessRequest
-from mycelium.proxy.h2.detecting import listener_protocol
-from mycelium.proxy.http.exchange import Listener
 from mycelium.proxy.opaque_inbound import OpaqueInbound
+from mycelium.proxy.router.roles import Role, SidecarInbound, SidecarOutbound
 from mycelium.proxy.settings import LocalUpstream
 from mycelium.proxy.tcp_relay import TcpRelay
 from mycelium.telemetry import FinishedConnection, OpenedConnection
@@ -68,7 +67,7 @@ class SniffMtls:
 
 @dataclass(frozen=True, slots=True)
 class ServeHttp:
-    listener: Listener
+    role: Role
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +141,8 @@ def decide_for_service(
     config: ActiveConfig,
     service: str,
     port: int | None,
-    kind: Literal["outbound", "local"],
+    *,
+    local: bool,
 ) -> Decision | None:
     """For a known service: relay or HTTP. None if the port is not one of its ports."""
     compiled = config.routes.get(service)
@@ -153,7 +153,7 @@ def decide_for_service(
         return None
     if is_opaque(found.protocol, found.opaque):
         return relay_to_service(core, config, compiled.route, found.port)
-    return ServeHttp(Listener(kind, reference=service, port=found.port))
+    return ServeHttp(SidecarOutbound(reference=service, port=found.port, local=local))
 
 
 def decide_outbound(
@@ -163,14 +163,14 @@ def decide_outbound(
     service = config.hosts.get(address)
     if service is None:
         return None
-    return decide_for_service(core, config, service, port, "outbound")
+    return decide_for_service(core, config, service, port, local=False)
 
 
 def decide_local(core: ProxyCore, config: ActiveConfig, upstream: LocalUpstream) -> Decision | None:
     resolved = config.resolve(upstream.service)
     if resolved is None:
         return None
-    return decide_for_service(core, config, resolved[0], upstream.port, "local")
+    return decide_for_service(core, config, resolved[0], upstream.port, local=True)
 
 
 def decide_inbound(core: ProxyCore, config: ActiveConfig, port: int, peer: str) -> Decision:
@@ -183,7 +183,7 @@ def decide_inbound(core: ProxyCore, config: ActiveConfig, port: int, peer: str) 
         if inbound.mtls == "STRICT" or (inbound.mtls == "PERMISSIVE" and core.svid is not None):
             return SniffMtls(inbound)
         return admit_to_app(core, config, inbound, peer, None)
-    return ServeHttp(Listener("inbound", port=inbound.port, inbound_port=inbound))
+    return ServeHttp(SidecarInbound(inbound.port, inbound))
 
 
 def admit_to_app(
@@ -213,8 +213,8 @@ def admit_to_app(
 def passthrough(config: ActiveConfig, address: str, port: int) -> RelayTo | Refuse:
     """An outbound connection to a destination no Service names: relayed as addressed,
     unless the namespace allows only what the registry names."""
-    if registry_only(config):
-        return Refuse(egress_denied_detail(config, f"{address}:{port}"), "egress_denied")
+    if config.registry_only:
+        return Refuse(config.egress_denied_detail(f"{address}:{port}"), "egress_denied")
     return RelayTo(address, port)
 
 
@@ -371,7 +371,7 @@ class ConnectionRouter(asyncio.Protocol):
             except OriginalDestinationError as exc:
                 if self._role == "outbound":
                     # Dialled directly, like an explicit proxy: plain outbound HTTP.
-                    self._hand_over(ServeHttp(Listener("outbound")))
+                    self._hand_over(ServeHttp(SidecarOutbound()))
                     return
                 core.refused("not_redirected", peer_text(self._transport))
                 core.log.info("%s", exc)
@@ -426,8 +426,8 @@ class ConnectionRouter(asyncio.Protocol):
             if self._role == "local":
                 assert self._upstream is not None
                 upstream = self._upstream
-                listener = Listener("local", reference=upstream.service, port=upstream.port)
-                decision = ServeHttp(listener)  # HTTP answers with what is missing
+                role = SidecarOutbound(reference=upstream.service, port=upstream.port, local=True)
+                decision = ServeHttp(role)  # HTTP answers with what is missing
             else:
                 assert self._destination is not None
                 decision = passthrough(core.active, *self._destination)
@@ -459,7 +459,7 @@ class ConnectionRouter(asyncio.Protocol):
             if self._eof and not transport.is_closing():
                 sniffing.eof_received()
             return
-        protocol = listener_protocol(core, decision.listener)
+        protocol = listener_protocol(core, decision.role)
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
         if not transport.is_reading():

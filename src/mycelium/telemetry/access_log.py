@@ -23,67 +23,18 @@ from __future__ import annotations
 
 import random
 import time
-from typing import TYPE_CHECKING, Protocol, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import msgspec
 
 from mycelium.telemetry.response_flags import NO_FLAG, response_flags
 
 if TYPE_CHECKING:
-    from mycelium.telemetry import FinishedConnection, OpenedConnection
+    from mycelium.telemetry import FinishedConnection, FinishedRequest, OpenedConnection
 
 # Written out sooner than the sweep once this many lines wait (a burst).
 FLUSH_LINES = 512
 _encode_lines = msgspec.json.Encoder().encode_lines
-
-
-class _Client(Protocol):
-    @property
-    def peer_host(self) -> str: ...
-
-    @property
-    def peer_principal(self) -> str | None: ...
-
-    @property
-    def peer_metadata(self) -> bytes | None: ...
-
-
-class ListenerView(Protocol):
-    """What telemetry reads of the listener a request came in on: its kind
-    ("outbound", "inbound", "local", "gateway"), which says which side we are."""
-
-    @property
-    def kind(self) -> str: ...
-
-
-class LoggedExchange(Protocol):
-    """What an exchange of either protocol tells the log (and every request observer)."""
-
-    protocol: str
-
-    @property
-    def listener(self) -> ListenerView: ...
-
-    method: bytes
-    target: bytes
-    host: str
-    service: str
-    rule_name: str
-    status: int
-    reason: str
-    cluster_name: str
-    upstream_host: str
-    bytes_sent: int
-    started: float  # time.monotonic() when the request head was complete
-    response_head_at: float  # time.monotonic() when the upstream's head came; 0: never
-    grpc: bool
-    grpc_status: str  # from the response's trailers (or our own reply); "" if not gRPC
-
-    @property
-    def bytes_received(self) -> int: ...  # the request body's, from the client
-
-    @property
-    def downstream(self) -> _Client: ...
 
 
 class RequestLine(msgspec.Struct):
@@ -134,11 +85,11 @@ class ConnectionLine(msgspec.Struct):
     connection_security_policy: str
 
 
-def is_error(exchange: LoggedExchange) -> bool:
+def is_error(request: FinishedRequest) -> bool:
     """Whether a request is one sampling must never drop: answered or cut by the proxy
     (it has a reason), a 5xx from anywhere, or no response at all."""
-    status = exchange.status
-    return bool(exchange.reason) or status >= 500 or status == 0
+    status = request.status
+    return bool(request.reason) or status >= 500 or status == 0
 
 
 class AccessLog:
@@ -162,33 +113,33 @@ class AccessLog:
         self.dropped += 1
         return True
 
-    def request_finished(self, exchange: LoggedExchange) -> None:
-        if self.sampling < 1.0 and not is_error(exchange) and self._sampled_out():
+    def request_finished(self, request: FinishedRequest) -> None:
+        if self.sampling < 1.0 and not is_error(request) and self._sampled_out():
             return
         now = time.monotonic()
-        started = exchange.started
-        head_at = exchange.response_head_at
-        principal = exchange.downstream.peer_principal
+        started = request.started
+        head_at = request.response_head_at
+        principal = request.peer_principal
         self._append(
             RequestLine(
                 time.time(),
-                exchange.protocol,
-                exchange.listener.kind,
-                exchange.method.decode("latin-1"),
-                exchange.target.decode("latin-1"),
-                exchange.host,
-                exchange.service,
-                exchange.rule_name,
-                exchange.status,
-                response_flags(exchange.reason, exchange.status),
-                exchange.reason or None,
-                exchange.cluster_name or None,
-                exchange.upstream_host or None,
-                exchange.bytes_received,
-                exchange.bytes_sent,
+                request.protocol,
+                request.side.direction,
+                request.method.decode("latin-1"),
+                request.target.decode("latin-1"),
+                request.host,
+                request.service,
+                request.rule_name,
+                request.status,
+                response_flags(request.reason, request.status),
+                request.reason or None,
+                request.cluster_name or None,
+                request.upstream_host or None,
+                request.bytes_received,
+                request.bytes_sent,
                 round((head_at - started) * 1000, 3) if head_at else None,
                 round((now - started) * 1000, 3),
-                exchange.downstream.peer_host,
+                request.peer_host,
                 principal,
                 "mutual_tls" if principal else "none",
             )

@@ -31,14 +31,11 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from mycelium.discovery.protocol import LATENCY_BUCKETS_MS
-from mycelium.telemetry import FinishedConnection, OpenedConnection
+from mycelium.telemetry import FinishedConnection, FinishedRequest, OpenedConnection
 from mycelium.telemetry.response_flags import NO_FLAG, response_flags
-
-if TYPE_CHECKING:
-    from mycelium.telemetry.access_log import LoggedExchange
 
 # Envoy's default histogram buckets, which Istio's standard metrics use unchanged (for
 # durations in milliseconds, and for byte sizes too).
@@ -229,7 +226,7 @@ class ProxyMetrics:
         self._interned: dict[tuple[str, ...], LabelSet] = {}
         self._bases: dict[tuple[object, ...], LabelSet] = {}
         self.requests: dict[tuple[object, ...], RequestSeries] = {}
-        # the exchange's own fields (listener kind, service, peer or upstream, route, status,
+        # the record's own fields (its side, service, peer or upstream, route, status,
         # ...) to its series: reset with the label sets when the config changes
         self._index: dict[tuple[object, ...], RequestSeries] = {}
         self.tcp: dict[tuple[object, ...], _TcpSeries] = {}
@@ -241,75 +238,68 @@ class ProxyMetrics:
 
     # --- the hot path -------------------------------------------------------------------
 
-    def request_finished(self, exchange: LoggedExchange) -> None:
+    def request_finished(self, request: FinishedRequest) -> None:
         # The hot path, once per request: one tuple, one dict lookup, a few increments.
-        # `_index` maps what the exchange says directly to its series, so the label set
+        # `_index` maps what the record says directly to its series, so the label set
         # is worked out only on a miss; the controller's traffic report is read from
         # the same series (traffic_report.py).
-        duration = (time.monotonic() - exchange.started) * 1000.0
-        reason = exchange.reason
-        status = exchange.status
+        duration = (time.monotonic() - request.started) * 1000.0
+        reason = request.reason
+        status = request.status
         flags = response_flags(reason, status) if reason or not status else NO_FLAG
-        if exchange.listener.kind == "outbound":  # the common case first
+        side = request.side
+        # The side's direction leads the key: the two shapes never meet.
+        if side.reporter == "source":  # the caller's side: labelled by what it called
             fast: tuple[object, ...] = (
-                exchange.service,
-                exchange.cluster_name,
-                exchange.upstream_host,
-                exchange.host,
-                exchange.rule_name,
-                exchange.grpc,
+                side.direction,
+                request.service,
+                request.cluster_name,
+                request.upstream_host,
+                request.host,
+                request.rule_name,
+                request.grpc,
                 status,
-                exchange.grpc_status,
+                request.grpc_status,
                 flags,
             )
-        else:
-            fast = self._fast_key(exchange, flags)
+        else:  # the served side: labelled by who called
+            fast = (
+                side.direction,
+                request.service,
+                request.peer_principal,
+                request.peer_metadata,
+                request.rule_name,
+                request.grpc,
+                status,
+                request.grpc_status,
+                flags,
+            )
         series = self._index.get(fast)
         if series is None:
-            series = self._series_for(exchange, fast, flags)
+            series = self._series_for(request, fast, flags)
         series.count += 1
         series.duration[bisect_left(DEFAULT_BUCKETS, duration)] += 1
         series.duration_sum += duration
-        received = exchange.bytes_received
+        received = request.bytes_received
         if received:  # most requests have none: bucket 0 is worked out when rendered
             series.request_bytes[bisect_left(DEFAULT_BUCKETS, received)] += 1
             series.request_bytes_sum += received
-        sent = exchange.bytes_sent
+        sent = request.bytes_sent
         if sent != series.last_sent:
             series.last_sent = sent
             series.last_sent_bucket = bisect_left(DEFAULT_BUCKETS, sent)
         series.response_bytes[series.last_sent_bucket] += 1
         series.response_bytes_sum += sent
 
-    def _fast_key(self, exchange: LoggedExchange, flags: str) -> tuple[object, ...]:
-        """`_index`'s key for any listener but outbound ones (whose keys, one shorter,
-        never equal these)."""
-        kind = exchange.listener.kind
-        if kind == "inbound":
-            downstream = exchange.downstream
-            where: tuple[object, ...] = (downstream.peer_principal, downstream.peer_metadata, "")
-        else:
-            where = (exchange.cluster_name, exchange.upstream_host, exchange.host)
-        return (
-            kind,
-            exchange.service,
-            *where,
-            exchange.rule_name,
-            exchange.grpc,
-            exchange.status,
-            exchange.grpc_status,
-            flags,
-        )
-
     def _series_for(
-        self, exchange: LoggedExchange, fast: tuple[object, ...], flags: str
+        self, request: FinishedRequest, fast: tuple[object, ...], flags: str
     ) -> RequestSeries:
         key = (
-            self._base_for(exchange),
-            exchange.rule_name,
-            exchange.grpc,
-            exchange.status,
-            exchange.grpc_status,
+            self._base_for(request),
+            request.rule_name,
+            request.grpc,
+            request.status,
+            request.grpc_status,
             flags,
         )
         series = self.requests.get(key)
@@ -318,23 +308,22 @@ class ProxyMetrics:
         self._index[fast] = series
         return series
 
-    def _base_for(self, exchange: LoggedExchange) -> LabelSet:
+    def _base_for(self, request: FinishedRequest) -> LabelSet:
         """The request's label set up to `connection_security_policy` (interned: equal
         sets are the same object), as `BASE_LABELS` names them."""
-        if exchange.listener.kind == "inbound":
-            downstream = exchange.downstream
-            peer = downstream.peer_metadata
-            bkey: tuple[object, ...] = (exchange.service, downstream.peer_principal, peer)
+        side = request.side
+        if side.reporter == "destination":
+            peer = request.peer_metadata
+            principal = request.peer_principal
+            bkey: tuple[object, ...] = (request.service, principal, peer)
             base = self._bases.get(bkey)
             if base is None:
-                base = self._inbound_base(bkey, exchange.service, downstream.peer_principal, peer)
+                base = self._inbound_base(bkey, request.service, principal, peer)
             return base
-        service = exchange.service
-        if exchange.listener.kind == "gateway":
-            # A gateway's "service" is its listener's route; what it called is the
-            # backend's service, which names the cluster ("<svc>.<ns>[/<subset>]").
-            service = exchange.cluster_name.partition("/")[0]
-        cluster, upstream, host = exchange.cluster_name, exchange.upstream_host, exchange.host
+        service = request.service
+        if side.callee_from_cluster:
+            service = request.cluster_name.partition("/")[0]
+        cluster, upstream, host = request.cluster_name, request.upstream_host, request.host
         bkey = (service, cluster, upstream, host)
         base = self._bases.get(bkey)
         if base is None:

@@ -29,7 +29,7 @@ from mycelium.telemetry.response_flags import response_flags
 from mycelium.token_bucket import TokenBucket
 
 if TYPE_CHECKING:
-    from mycelium.telemetry.access_log import LoggedExchange
+    from mycelium.telemetry import FinishedRequest
 
 log = logging.getLogger(__name__)
 
@@ -68,24 +68,24 @@ def matches(
     return True
 
 
-def event_of(exchange: LoggedExchange, now: float) -> p.TapEvent:
+def event_of(request: FinishedRequest, now: float) -> p.TapEvent:
     """A finished request as a tap reports it; `now` is time.monotonic()."""
     return p.TapEvent(
         ts=time.time(),
-        direction=exchange.listener.kind,
-        protocol=exchange.protocol,
-        method=exchange.method.decode("latin-1"),
+        direction=request.side.direction,
+        protocol=request.protocol,
+        method=request.method.decode("latin-1"),
         # cut, so that a batch stays within its message limit whatever the requests
-        path=exchange.target[: p.TAP_FIELD_CHARS].decode("latin-1"),
-        authority=exchange.host[: p.TAP_FIELD_CHARS],
-        service=exchange.service,
-        status=exchange.status,
-        latency_ms=round((now - exchange.started) * 1000, 3),
-        source=exchange.downstream.peer_host,
-        source_principal=exchange.downstream.peer_principal,
-        destination=exchange.upstream_host,
-        reason=exchange.reason,
-        response_flags=response_flags(exchange.reason, exchange.status),
+        path=request.target[: p.TAP_FIELD_CHARS].decode("latin-1"),
+        authority=request.host[: p.TAP_FIELD_CHARS],
+        service=request.service,
+        status=request.status,
+        latency_ms=round((now - request.started) * 1000, 3),
+        source=request.peer_host,
+        source_principal=request.peer_principal,
+        destination=request.upstream_host,
+        reason=request.reason,
+        response_flags=response_flags(request.reason, request.status),
     )
 
 
@@ -114,29 +114,29 @@ class Tap:
 
     # --- the hot path ------------------------------------------------------------------
 
-    def request_finished(self, exchange: LoggedExchange) -> None:
+    def request_finished(self, request: FinishedRequest) -> None:
         if self.sessions:
-            self._observe(exchange)
+            self._observe(request)
 
-    def _observe(self, exchange: LoggedExchange) -> None:
+    def _observe(self, request: FinishedRequest) -> None:
         now = time.monotonic()
         event: p.TapEvent | None = None
-        direction = exchange.listener.kind
+        direction = request.side.direction
         for session in list(self.sessions.values()):
             if not matches(
                 session.filter,
                 direction=direction,
-                method=exchange.method,
-                path=exchange.target,
-                authority=exchange.host,
-                status=exchange.status,
+                method=request.method,
+                path=request.target,
+                authority=request.host,
+                status=request.status,
             ):
                 continue
             if not session.bucket.try_take(now):
                 session.dropped += 1
                 continue
             if event is None:
-                event = event_of(exchange, now)
+                event = event_of(request, now)
                 self.events_built += 1
             session.batch.append(event)
             if session.remaining > 0:

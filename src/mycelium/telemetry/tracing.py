@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 if TYPE_CHECKING:
-    from mycelium.telemetry.access_log import LoggedExchange
+    from mycelium.telemetry import FinishedRequest, TrafficSide
 
 __all__ = [
     "DEFAULT_SAMPLING",
@@ -78,9 +78,7 @@ _TRACEPARENT_LENGTH: Final = 55
 _FLAG_SAMPLED: Final = 0x01
 
 # OTLP's SpanKind numbers (opentelemetry/proto/trace/v1/trace.proto).
-type SpanKind = Literal[2, 3]  # SERVER, CLIENT
-SPAN_KIND_SERVER: Final = 2
-SPAN_KIND_CLIENT: Final = 3
+type SpanKind = Literal[2, 3]  # SERVER, CLIENT (the values are in `mycelium.telemetry`)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -304,39 +302,17 @@ class Span:
         self.attributes: dict[str, str | int] = {}
 
 
-# Which span each listener makes (Envoy's and Istio's choice): a sidecar's outbound
-# hop is the caller's side of the call (CLIENT), its inbound hop the served side
-# (SERVER). A gateway makes one span for both its sides, SERVER: it is where the
-# request enters the mesh, and the upstream it called is in the span's attributes.
-_KINDS: Final[dict[str, SpanKind]] = {
-    "outbound": SPAN_KIND_CLIENT,
-    "local": SPAN_KIND_CLIENT,
-    "inbound": SPAN_KIND_SERVER,
-    "gateway": SPAN_KIND_SERVER,
-}
-
-
-class _Client(Protocol):
-    @property
-    def peer_principal(self) -> str | None: ...
-
-
-class _ListenerLike(Protocol):
-    @property
-    def kind(self) -> str: ...
-
-
-class TracedExchange(Protocol):
-    """What `Tracer.begin` reads and changes in an exchange of either protocol."""
+class TracedRequest(Protocol):
+    """What `Tracer.begin` reads and changes in a live request of either protocol."""
 
     headers: Fields
     span: Span | Literal[False] | None  # None: not decided yet; False: not sampled
 
     @property
-    def listener(self) -> _ListenerLike: ...
+    def side(self) -> TrafficSide: ...
 
     @property
-    def downstream(self) -> _Client: ...
+    def peer_principal(self) -> str | None: ...
 
 
 class Tracer:
@@ -364,21 +340,23 @@ class Tracer:
 
     # --- at the upstream request head ---------------------------------------------------
 
-    def begin(self, exchange: TracedExchange) -> None:
+    def begin(self, request: TracedRequest) -> None:
         """Decide whether the request is traced; if so give it a span and rewrite its
         trace headers for the next hop. Called once, where the upstream head is built."""
-        if exchange.span is not None:
+        if request.span is not None:
             return
-        span = self._decide(exchange)
+        span = self._decide(request.side, request.headers, request.peer_principal)
         if span is None:
-            exchange.span = False
+            request.span = False
             return
-        exchange.span = span
-        exchange.headers = inject(exchange.headers, span)
+        request.span = span
+        request.headers = inject(request.headers, span)
 
-    def _decide(self, exchange: TracedExchange) -> Span | None:
-        kind = _KINDS.get(exchange.listener.kind, SPAN_KIND_SERVER)
-        parent = extract(exchange.headers)
+    def _decide(
+        self, side: TrafficSide, headers: Fields, peer_principal: str | None
+    ) -> Span | None:
+        kind = side.span_kind
+        parent = extract(headers)
         rng = self._rng
         if isinstance(parent, SpanContext):
             if parent.sampled is False:
@@ -389,7 +367,8 @@ class Tracer:
                 parent.trace_id, rng.getrandbits(64) or 1, parent.span_id, parent.tracestate, kind
             )
         if parent is None:
-            if exchange.listener.kind == "inbound" and exchange.downstream.peer_principal:
+            # the calling proxy decided, and did not sample
+            if side.reporter == "destination" and peer_principal:
                 return None
             if rng.random() >= self.ratio:
                 return None
@@ -399,46 +378,46 @@ class Tracer:
 
     # --- the request observer ------------------------------------------------------------
 
-    def request_finished(self, exchange: LoggedExchange) -> None:
-        span = getattr(exchange, "span", None)
+    def request_finished(self, request: FinishedRequest) -> None:
+        span = request.span
         if span is False:
             return
         if span is None:
             # The proxy answered before building an upstream head (no route, denied,
             # rate limited, an injected abort): the span records its answer.
-            if not exchange.reason:
+            if not request.reason:
                 return
-            span = self._decide(exchange)  # type: ignore[arg-type]
+            span = self._decide(request.side, request.headers, request.peer_principal)
             if span is None:
                 return
         end = time.time_ns()
         span.end_ns = end
-        span.start_ns = end - int((time.monotonic() - exchange.started) * 1e9)
-        path = exchange.target.partition(b"?")[0].decode("latin-1")
+        span.start_ns = end - int((time.monotonic() - request.started) * 1e9)
+        path = request.target.partition(b"?")[0].decode("latin-1")
         # Low cardinality, as a span name must be: the hop and the service it serves
         # or calls ("outbound reviews.default"); the path is an attribute.
-        span.name = f"{exchange.listener.kind} {exchange.service or exchange.host or '-'}"
+        span.name = f"{request.side.direction} {request.service or request.host or '-'}"
         attributes = span.attributes
-        attributes["http.request.method"] = exchange.method.decode("latin-1")
+        attributes["http.request.method"] = request.method.decode("latin-1")
         attributes["url.path"] = path
-        attributes["http.response.status_code"] = exchange.status
-        attributes["network.protocol.version"] = "2" if exchange.protocol == "HTTP/2" else "1.1"
-        attributes["mycelium.direction"] = exchange.listener.kind
-        if exchange.host:
-            attributes["server.address"] = exchange.host
-        if exchange.service:
-            attributes["mycelium.service"] = exchange.service
-        if exchange.upstream_host:
-            attributes["mycelium.upstream_host"] = exchange.upstream_host
-        if exchange.cluster_name:
-            attributes["mycelium.upstream_cluster"] = exchange.cluster_name
-        if exchange.reason:
-            attributes["mycelium.reason"] = exchange.reason
-        principal = exchange.downstream.peer_principal
+        attributes["http.response.status_code"] = request.status
+        attributes["network.protocol.version"] = "2" if request.protocol == "HTTP/2" else "1.1"
+        attributes["mycelium.direction"] = request.side.direction
+        if request.host:
+            attributes["server.address"] = request.host
+        if request.service:
+            attributes["mycelium.service"] = request.service
+        if request.upstream_host:
+            attributes["mycelium.upstream_host"] = request.upstream_host
+        if request.cluster_name:
+            attributes["mycelium.upstream_cluster"] = request.cluster_name
+        if request.reason:
+            attributes["mycelium.reason"] = request.reason
+        principal = request.peer_principal
         if principal:
             attributes["mycelium.peer_principal"] = principal
-        attributes["client.address"] = exchange.downstream.peer_host
+        attributes["client.address"] = request.peer_host
         # OTel's HTTP conventions: a 5xx is an error on either side, and so is a
         # request that got no status at all (the client left, the connection failed).
-        span.error = exchange.status >= 500 or exchange.status == 0
+        span.error = request.status >= 500 or request.status == 0
         self._export(span)

@@ -9,7 +9,7 @@ import json
 
 from tests.support.proxy_mesh import ProxyMesh
 
-from mycelium.proxy.http.exchange import Exchange
+from mycelium.telemetry import FinishedRequest
 
 
 def route(rules: str) -> str:
@@ -100,14 +100,13 @@ async def test_the_access_log_and_endpoint_stats_see_synchronous_requests(
 ) -> None:
     await configure(proxy_mesh, """  - backendRefs: [{name: reviews, subset: v1}]""")
     core = proxy_mesh.caller.core
-    finished: list[Exchange] = []
-    original = core.exchange_finished
+    finished: list[FinishedRequest] = []
 
-    def record(exchange: Exchange) -> None:
-        finished.append(exchange)
-        original(exchange)
+    class Recorder:
+        def request_finished(self, request: FinishedRequest) -> None:
+            finished.append(request)
 
-    core.exchange_finished = record  # type: ignore[method-assign]
+    core.request_observers.append(Recorder())
     requests_before = core.counters["requests"]
     before = synchronous_requests(proxy_mesh)
 

@@ -12,7 +12,6 @@ from tests.support.h2_apps import H2Client, H2Mesh, h2_mesh
 from tests.support.polling import eventually
 
 from mycelium.proxy.h2.downstream import DownstreamHttp2
-from mycelium.proxy.h2.upstream import pools_of
 from mycelium.proxy.protocols.http2 import STREAM_WINDOW_BYTES
 
 __all__ = ["h2_mesh"]
@@ -27,7 +26,7 @@ IN_FLIGHT_BOUND = STREAM_WINDOW_BYTES + CLIENT_WINDOW + 2 * 16384
 def proxy_buffered(h2_mesh: H2Mesh) -> int:
     core = h2_mesh.mesh.caller.core
     downstream = sum(c.buffered_bytes for c in core.connections if isinstance(c, DownstreamHttp2))
-    upstream = sum(c.buffered_bytes for c in pools_of(core).connections())
+    upstream = sum(c.buffered_bytes for c in core.h2_pools.connections())
     return downstream + upstream
 
 

@@ -11,8 +11,6 @@ from tests.support.h2_apps import RATINGS, H2Client, H2Mesh, h2_mesh
 from tests.support.polling import eventually
 from tests.support.proxy_mesh import BASE
 
-from mycelium.proxy.h2.upstream import pools_of
-
 __all__ = ["h2_mesh"]
 
 
@@ -231,7 +229,7 @@ async def test_an_endpoint_that_goes_away_mid_request_is_an_upstream_reset(h2_me
 
 
 async def test_an_idle_endpoint_connection_is_closed(h2_mesh: H2Mesh) -> None:
-    pools = pools_of(h2_mesh.mesh.caller.core)
+    pools = h2_mesh.mesh.caller.core.h2_pools
     pools.idle_seconds = 0.2
     client = await H2Client.connect(*h2_mesh.outbound)
     try:

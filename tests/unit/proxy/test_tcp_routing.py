@@ -102,7 +102,7 @@ def test_an_outbound_vip_on_a_tcp_port_relays_to_an_endpoint_of_the_cluster() ->
 def test_an_outbound_vip_on_an_http_port_goes_to_http_with_its_service() -> None:
     decision = decide_outbound(_core(), _config(_route(("db.default", 1))), "10.0.0.5", 8080)
     assert isinstance(decision, ServeHttp)
-    assert (decision.listener.reference, decision.listener.port) == ("db.default", 8080)
+    assert (decision.role.reference, decision.role.port) == ("db.default", 8080)
 
 
 def test_an_unknown_address_or_port_is_left_undecided_for_passthrough() -> None:
@@ -122,7 +122,7 @@ def test_inbound_ports_relay_or_serve_http_and_others_reach_the_app_as_they_are(
     assert relayed == RelayTo("127.0.0.1", 13306, "inbound|13306", service="db.default")
     http = decide_inbound(core, config, 8080, "198.18.0.9")
     assert isinstance(http, ServeHttp)
-    assert http.listener.kind == "inbound"
+    assert http.role.side.direction == "inbound"
     assert decide_inbound(core, config, 22, "198.18.0.9") == RelayTo("127.0.0.1", 22)
 
 

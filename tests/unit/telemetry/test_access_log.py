@@ -10,7 +10,7 @@ import time
 
 import pytest
 from tests.support.finished import FakeClient as _Client
-from tests.support.finished import FinishedRequest as _Finished
+from tests.support.finished import finished_request as _Finished
 
 from mycelium.telemetry import FinishedConnection
 from mycelium.telemetry.access_log import FLUSH_LINES, AccessLog

@@ -8,10 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
-from tests.support.finished import FakeClient, FinishedRequest
+from tests.support.finished import FakeClient, finished_request
 
-from mycelium.proxy.http.exchange import Listener, ListenerKind
-from mycelium.telemetry import FinishedConnection, OpenedConnection
+from mycelium.telemetry import FinishedConnection, FinishedRequest, OpenedConnection
 from mycelium.telemetry.metrics import (
     DEFAULT_BUCKETS,
     ProxyMetrics,
@@ -32,9 +31,7 @@ class Endpoint:
     mtls: bool = True
 
 
-def request(
-    kind: ListenerKind, downstream: FakeClient | None = None, **fields: Any
-) -> FinishedRequest:
+def request(side: str, downstream: FakeClient | None = None, **fields: Any) -> FinishedRequest:
     """A finished request through productpage's sidecar to reviews: GET /, 200."""
     defaults: dict[str, Any] = {
         "protocol": "HTTP/1.1",
@@ -50,10 +47,8 @@ def request(
         "bytes_sent": 120,
         "bytes_received": 0,
     }
-    return FinishedRequest(
-        listener=Listener(kind),
-        downstream=downstream or FakeClient(peer_host="127.0.0.1"),
-        **{**defaults, **fields},
+    return finished_request(
+        side, downstream or FakeClient(peer_host="127.0.0.1"), **{**defaults, **fields}
     )
 
 

@@ -8,8 +8,9 @@ from collections import defaultdict
 import pytest
 from tests.support.otlp_receiver import attributes_of, decode
 
+from mycelium.telemetry import SPAN_KIND_CLIENT, SPAN_KIND_SERVER
 from mycelium.telemetry.otlp import CollectorAddress, OtlpHttpExporter, encode_spans
-from mycelium.telemetry.tracing import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, Span
+from mycelium.telemetry.tracing import Span
 
 
 def span(span_id: int, parent: int = 0, kind: int = SPAN_KIND_CLIENT) -> Span:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from tests.support.finished import FakeClient, FinishedRequest
+from tests.support.finished import FakeClient, finished_request
 from tests.support.polling import eventually
 
 from mycelium.discovery import protocol as p
 from mycelium.discovery.errors import ProtocolViolation
-from mycelium.proxy.http.exchange import Listener
+from mycelium.telemetry import FinishedRequest
 from mycelium.telemetry.tap import BATCH_EVENTS, Tap, matches
 
 
@@ -106,14 +106,13 @@ def _Finished(**fields: object) -> FinishedRequest:
         "status": 200,
         "reason": "",
         "protocol": "HTTP/1.1",
-        "listener": Listener(kind="inbound"),
         "method": b"GET",
         "host": "reviews:9080",
         "service": "reviews.default",
         "upstream_host": "127.0.0.1:9080",
         "downstream": FakeClient(peer_principal=PRODUCTPAGE),
     }
-    return FinishedRequest(**{**defaults, **fields})  # type: ignore[arg-type]
+    return finished_request("inbound", **{**defaults, **fields})
 
 
 class _Stream:

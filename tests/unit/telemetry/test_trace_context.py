@@ -4,15 +4,22 @@ parent-based sampling, with header lists as the proxy holds them: no sockets."""
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mycelium.telemetry.tracing import (
+from mycelium.telemetry import (
+    GATEWAY,
+    INBOUND,
+    OUTBOUND,
     SPAN_KIND_CLIENT,
     SPAN_KIND_SERVER,
+    TrafficSide,
+)
+from mycelium.telemetry.tracing import (
     SamplingOnly,
     Span,
     SpanContext,
@@ -210,28 +217,19 @@ def test_inject_replaces_every_context_field() -> None:
 
 
 @dataclass
-class FakeListener:
-    kind: str
+class LiveRequest:
+    """What `Tracer.begin` reads of a request on its way upstream (`TracedRequest`)."""
 
-
-@dataclass
-class FakeClient:
-    peer_principal: str | None = None
-    peer_host: str = "127.0.0.1"
-
-
-@dataclass
-class FakeExchange:
     headers: list[tuple[bytes, bytes]]
-    listener: FakeListener = field(default_factory=lambda: FakeListener("outbound"))
-    downstream: FakeClient = field(default_factory=FakeClient)
-    span: Span | bool | None = None
+    side: TrafficSide = OUTBOUND
+    peer_principal: str | None = None
+    span: Span | Literal[False] | None = None
 
 
-def traced(ratio: float, headers: list[tuple[bytes, bytes]], **kwargs: object) -> FakeExchange:
-    exchange = FakeExchange(headers, **kwargs)  # type: ignore[arg-type]
-    Tracer(ratio, lambda span: None, rng=random.Random(7)).begin(exchange)  # type: ignore[arg-type]
-    return exchange
+def traced(ratio: float, headers: list[tuple[bytes, bytes]], **kwargs: Any) -> LiveRequest:
+    request = LiveRequest(headers, **kwargs)
+    Tracer(ratio, lambda span: None, rng=random.Random(7)).begin(request)
+    return request
 
 
 def test_a_sampled_parent_is_continued_even_at_ratio_zero() -> None:
@@ -255,15 +253,15 @@ def test_an_unsampled_parent_is_not_sampled_and_its_headers_go_on_untouched() ->
 
 def test_a_root_is_sampled_by_ratio() -> None:
     assert traced(0.0, []).span is False
-    root = traced(1.0, [], listener=FakeListener("gateway")).span
+    root = traced(1.0, [], side=GATEWAY).span
     assert isinstance(root, Span)
     assert root.parent_span_id == 0
     assert root.kind == SPAN_KIND_SERVER
     tracer = Tracer(0.25, lambda span: None, rng=random.Random(1))
     sampled = 0
     for _ in range(4000):
-        exchange = FakeExchange([])
-        tracer.begin(exchange)  # type: ignore[arg-type]
+        exchange = LiveRequest([])
+        tracer.begin(exchange)
         sampled += isinstance(exchange.span, Span)
     assert 800 < sampled < 1200
 
@@ -282,16 +280,16 @@ def test_b3_is_continued_as_w3c() -> None:
 
 
 def test_inbound_from_a_mesh_peer_without_context_starts_no_trace() -> None:
-    peer = FakeClient("spiffe://cluster.local/ns/default/sa/productpage")
-    assert traced(1.0, [], listener=FakeListener("inbound"), downstream=peer).span is False
+    peer = "spiffe://cluster.local/ns/default/sa/productpage"
+    assert traced(1.0, [], side=INBOUND, peer_principal=peer).span is False
     # from outside the mesh, the inbound hop is the edge
-    assert isinstance(traced(1.0, [], listener=FakeListener("inbound")).span, Span)
+    assert isinstance(traced(1.0, [], side=INBOUND).span, Span)
 
 
 def test_the_decision_is_taken_once() -> None:
     exchange = traced(1.0, [])
     first = exchange.span
-    Tracer(1.0, lambda span: None).begin(exchange)  # type: ignore[arg-type]
+    Tracer(1.0, lambda span: None).begin(exchange)
     assert exchange.span is first
 
 

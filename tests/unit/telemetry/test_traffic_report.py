@@ -3,9 +3,10 @@ has only what happened since the last, split by route, with the caller's view on
 
 from __future__ import annotations
 
-from tests.support.finished import FakeClient, FinishedRequest
+from tests.support.finished import FakeClient
 from tests.unit.telemetry.test_metrics import Endpoint, metrics, request
 
+from mycelium.telemetry import FinishedRequest
 from mycelium.telemetry.traffic_report import TrafficReporter
 
 

@@ -12,14 +12,27 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from mycelium.proxy.http.exchange import Exchange
+    from mycelium.proxy.routing import RequestFacts
 
 type Headers = list[tuple[bytes, bytes]]
 
 
+class FilteredRequest(Protocol):
+    """What a filter sees of a request of either protocol, and may change: its target,
+    its fields (the authority travels as a `host` field while filters run) and its Host
+    value. No connection, no protocol state: a filter cannot tell HTTP/1.1 from HTTP/2."""
+
+    method: bytes
+    target: bytes
+    headers: Headers
+    host: str
+    facts: RequestFacts | None  # the matcher's view, once a rule was matched
+    rule_name: str
+
+
 class RequestFilter(Protocol):
-    def on_request(self, exchange: Exchange) -> float | None: ...
+    def on_request(self, request: FilteredRequest) -> float | None: ...
 
 
 class ResponseFilter(Protocol):
-    def on_response(self, exchange: Exchange, headers: Headers) -> Headers: ...
+    def on_response(self, request: FilteredRequest, headers: Headers) -> Headers: ...

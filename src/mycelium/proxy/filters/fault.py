@@ -11,7 +11,7 @@ from mycelium.discovery import config as cfg
 from mycelium.proxy.errors import FaultInjected
 
 if TYPE_CHECKING:
-    from mycelium.proxy.http.exchange import Exchange
+    from mycelium.proxy.filters.base import FilteredRequest
 
 
 class FaultFilter:
@@ -22,10 +22,10 @@ class FaultFilter:
         self._abort_share = policy.abort_percentage / 100.0
         self._rng = rng
 
-    def on_request(self, exchange: Exchange) -> float | None:
+    def on_request(self, request: FilteredRequest) -> float | None:
         if self._abort is not None and self._rng.random() < self._abort_share:
             raise FaultInjected(
-                self._abort, f"fault injected by rule {exchange.rule_name}: abort {self._abort}"
+                self._abort, f"fault injected by rule {request.rule_name}: abort {self._abort}"
             )
         if self._delay is not None and self._rng.random() < self._delay_share:
             return self._delay

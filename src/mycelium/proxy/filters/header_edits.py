@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from mycelium.discovery import config as cfg
 
 if TYPE_CHECKING:
-    from mycelium.proxy.http.exchange import Exchange
+    from mycelium.proxy.filters.base import FilteredRequest
 
 type Headers = list[tuple[bytes, bytes]]
 
@@ -32,8 +32,8 @@ class RequestHeaderFilter:
     def __init__(self, edits: cfg.HeaderEdits) -> None:
         self._edits = HeaderEdits(edits)
 
-    def on_request(self, exchange: Exchange) -> float | None:
-        exchange.headers = self._edits.apply(exchange.headers)
+    def on_request(self, request: FilteredRequest) -> float | None:
+        request.headers = self._edits.apply(request.headers)
         return None
 
 
@@ -41,5 +41,5 @@ class ResponseHeaderFilter:
     def __init__(self, edits: cfg.HeaderEdits) -> None:
         self._edits = HeaderEdits(edits)
 
-    def on_response(self, exchange: Exchange, headers: Headers) -> Headers:
+    def on_response(self, request: FilteredRequest, headers: Headers) -> Headers:
         return self._edits.apply(headers)

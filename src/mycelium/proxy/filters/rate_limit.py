@@ -17,7 +17,7 @@ from mycelium.proxy.routing import Matcher, compile_matches
 from mycelium.token_bucket import TokenBucket, whole_seconds
 
 if TYPE_CHECKING:
-    from mycelium.proxy.http.exchange import Exchange
+    from mycelium.proxy.filters.base import FilteredRequest
 
 
 class RateLimitFilter:
@@ -31,8 +31,8 @@ class RateLimitFilter:
     def applies(self, port: int) -> bool:
         return not self._ports or port in self._ports
 
-    def on_request(self, exchange: Exchange) -> float | None:
-        facts = exchange.facts
+    def on_request(self, request: FilteredRequest) -> float | None:
+        facts = request.facts
         if self._matcher is not None and facts is not None and not self._matcher(facts):
             return None
         now = time.monotonic()

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from mycelium.discovery import config as cfg
 
 if TYPE_CHECKING:
-    from mycelium.proxy.http.exchange import Exchange
+    from mycelium.proxy.filters.base import FilteredRequest
 
 
 class RewriteFilter:
@@ -18,17 +18,17 @@ class RewriteFilter:
         self._matched = (matched_prefix or "").rstrip("/")
         self._host = rewrite.hostname.encode() if rewrite.hostname else None
 
-    def on_request(self, exchange: Exchange) -> float | None:
-        path, sep, query = exchange.target.partition(b"?")
+    def on_request(self, request: FilteredRequest) -> float | None:
+        path, sep, query = request.target.partition(b"?")
         if self._full is not None:
             path = self._full.encode()
         elif self._prefix is not None and path.decode().startswith(self._matched):
             rest = path[len(self._matched) :]
             new = self._prefix.rstrip("/") + rest.decode() if rest else self._prefix
             path = (new or "/").encode()
-        exchange.target = path + sep + query
+        request.target = path + sep + query
         if self._host is not None:
-            exchange.headers = [(n, v) for n, v in exchange.headers if n != b"host"]
-            exchange.headers.append((b"host", self._host))
-            exchange.host = self._host.decode()
+            request.headers = [(n, v) for n, v in request.headers if n != b"host"]
+            request.headers.append((b"host", self._host))
+            request.host = self._host.decode()
         return None

@@ -16,7 +16,7 @@ this connection only.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING
 
 from h2.errors import ErrorCodes
 from h2.events import (
@@ -34,6 +34,7 @@ from h2.exceptions import ProtocolError
 from mycelium.proxy.errors import ProxyError
 from mycelium.proxy.h2.channel import H2Channel
 from mycelium.proxy.h2.stream import Http2Exchange
+from mycelium.proxy.h2.upstream import Http2Engine
 from mycelium.proxy.protocols.headers import trailers_to_forward
 from mycelium.proxy.protocols.http2 import (
     Fields,
@@ -49,8 +50,7 @@ from mycelium.proxy.protocols.http2 import (
 if TYPE_CHECKING:
     import asyncio
 
-    from mycelium.proxy.core import ProxyCore
-    from mycelium.proxy.http.exchange import Listener
+    from mycelium.proxy.router.roles import Role
 
 # A connection with no stream open is closed after this long (as HTTP/1 keep-alive).
 IDLE_TIMEOUT_SECONDS = 60.0
@@ -65,10 +65,10 @@ class BadRequest(ProxyError):
 
 
 class DownstreamHttp2(H2Channel):
-    def __init__(self, proxy: ProxyCore, listener: Listener) -> None:
+    def __init__(self, proxy: Http2Engine, role: Role) -> None:
         super().__init__(server_connection())
         self.proxy = proxy
-        self.listener = listener
+        self.role = role
         self.peer_host = ""
         self.peer_principal: str | None = None
         self.peer_metadata: bytes | None = None  # the calling proxy's (HTTP/1.1 only)
@@ -89,7 +89,7 @@ class DownstreamHttp2(H2Channel):
             self.idle_timeout = MTLS_IDLE_TIMEOUT_SECONDS
         # The core's sweep and drain call check_timeouts / close_if_idle / abort, which
         # this class has too.
-        self.proxy.connections.add(cast(Any, self))
+        self.proxy.connections.add(self)
         self.proxy.counters["h2_connections"] += 1
         self.idle_since = time.monotonic()
         start(self.conn)
@@ -97,7 +97,7 @@ class DownstreamHttp2(H2Channel):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.proxy.connections.discard(cast(Any, self))
+        self.proxy.connections.discard(self)
         streams, self.streams = self.streams, {}
         for exchange in streams.values():
             exchange.client_gone()
@@ -173,7 +173,7 @@ class DownstreamHttp2(H2Channel):
             error = BadRequest(str(exc))
             self._reply(stream_id, error, grpc=is_grpc(block), head_only=False)
             return
-        exchange = Http2Exchange(self.proxy, self, stream_id, request, self.listener)
+        exchange = Http2Exchange(self.proxy, self, stream_id, request, self.role)
         self.streams[stream_id] = exchange
         self.proxy.spawn(exchange.run())
 

@@ -1,19 +1,20 @@
-"""One HTTP/2 stream through the proxy: routed, filtered, forwarded, retried.
+"""One HTTP/2 stream through the proxy: the router's HTTP/2 leg.
 
-The same decisions as the HTTP/1 exchange, reusing its parts: the service from
-`:authority`, `CompiledRoute.match` on `RequestFacts`, the rule's filter chain, a
-backend by weight, the cluster's balancer, outlier detection, circuit breaker and retry
-budget. Retries happen only before any response byte went downstream, and only while
-the request body is still held whole (`REPLAY_LIMIT_BYTES`); gRPC calls are POSTs, so
-only connect failures retry them.
+The router (`proxy.router`) decides, as it does for HTTP/1.1: the listener's role plans
+the stream (destination, rule, filters, backend; or admission to the local app) and
+`router.forward` attempts, times out and retries. This module supplies what is HTTP/2
+about it: an attempt is a stream on a pooled upstream connection, a gRPC client's
+`grpc-timeout` caps the route's, and retries happen only before any response byte went
+downstream and while the request body is still held whole (`REPLAY_LIMIT_BYTES`); gRPC
+calls are POSTs, so only connect failures retry them.
 
 Flow control runs end to end: request bytes are acknowledged to the client when the
 upstream connection takes them, response bytes to the endpoint when the downstream
 connection takes them. Nothing in between grows without a window to match.
 
-A finished stream is counted and written to the access log by `ProxyCore.record`, as
-an HTTP/1.1 exchange is; `h2_streams` counts streams alone. A rule's mirror copies the
-stream over HTTP/2 once its body is whole (`whole_body`).
+A finished stream becomes a `FinishedRequest` for telemetry, as an HTTP/1.1 exchange
+does; `h2_streams` counts streams alone. A rule's mirror copies the stream over HTTP/2
+once its body is whole (`whole_body`).
 """
 
 from __future__ import annotations
@@ -21,37 +22,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Protocol
 
 from h2.errors import ErrorCodes
 
-from mycelium.proxy.destination import duration_text, find_route, service_port
+from mycelium.proxy.destination import duration_text
 from mycelium.proxy.errors import (
-    CircuitOpen,
     ClientGone,
-    NoHealthyUpstream,
-    NoRoute,
     ProxyError,
-    RetryBudgetExhausted,
     UpstreamConnectFailed,
     UpstreamReset,
     UpstreamTimeout,
     UpstreamUnprocessed,
 )
-from mycelium.proxy.filters.authorization import http_request
-from mycelium.proxy.h2.upstream import UpstreamHttp2, pools_of
-from mycelium.proxy.http.exchange import (
-    RETRY_BACKOFF_BASE_SECONDS,
-    RETRY_BACKOFF_MAX_SECONDS,
-    Listener,
-    retry_allowed,
-)
-from mycelium.proxy.mirroring import mirror_http2
-from mycelium.proxy.protocols.headers import (
-    add_forwarding,
-    client_certificate_field,
-    trailers_to_forward,
-)
+from mycelium.proxy.h2.mirror import mirror_http2
+from mycelium.proxy.protocols.headers import trailers_to_forward
 from mycelium.proxy.protocols.http2 import (
     REPLAY_LIMIT_BYTES,
     Fields,
@@ -62,17 +47,55 @@ from mycelium.proxy.protocols.http2 import (
     request_block,
     response_block,
 )
-from mycelium.proxy.routing import DEFAULT_TIMEOUT_SECONDS, CompiledRule, RequestFacts
+from mycelium.proxy.router.attempts import (
+    attempt_abandoned,
+    attempt_failed,
+    attempt_over,
+    connect_failed,
+    pick_endpoint,
+)
+from mycelium.proxy.router.forward import forward, route_timeout
+from mycelium.proxy.router.request import Client, Planner, ProxiedRequest
+from mycelium.proxy.routing import RequestFacts
 from mycelium.proxy.upstream.hash_key import request_hash_key
 
 if TYPE_CHECKING:
-    from mycelium.proxy.active_config import ActiveConfig
-    from mycelium.proxy.core import ProxyCore
-    from mycelium.proxy.filters.chain import RuleChain
-    from mycelium.proxy.h2.downstream import DownstreamHttp2
+    from mycelium.proxy.h2.upstream import Http2Engine, UpstreamHttp2
     from mycelium.proxy.upstream.clusters import ClusterRuntime
     from mycelium.proxy.upstream.endpoint import EndpointState
-    from mycelium.telemetry.tracing import Span
+
+
+class Http2Client(Client, Protocol):
+    """What a stream asks of its client's connection (`DownstreamHttp2`)."""
+
+    def send_response(
+        self, exchange: Http2Exchange, block: Fields, *, end_stream: bool
+    ) -> None: ...
+
+    def send_data(self, stream_id: int, data: bytes) -> None: ...
+
+    def end_response(self, stream_id: int, trailers: Fields | None) -> None: ...
+
+    def acknowledge(self, stream_id: int, size: int) -> None: ...
+
+    def reset_stream(self, stream_id: int, code: ErrorCodes = ErrorCodes.CANCEL) -> None: ...
+
+    def local_reply(self, exchange: Http2Exchange, error: ProxyError) -> int:
+        """Answer the stream ourselves; the bytes of body sent."""
+        ...
+
+    def stream_done(self, exchange: Http2Exchange) -> None: ...
+
+
+class Http2Answer:
+    """An attempt's response head, and the endpoint it came from."""
+
+    __slots__ = ("endpoint", "headers", "status")
+
+    def __init__(self, endpoint: EndpointState, status: int, headers: Fields) -> None:
+        self.endpoint = endpoint
+        self.status = status
+        self.headers = headers
 
 
 # A stream the endpoint never processed is sent again on a fresh connection at most this
@@ -80,45 +103,32 @@ if TYPE_CHECKING:
 MAX_UNPROCESSED_REPEATS = 3
 
 
-class Http2Exchange:
+class Http2Exchange(ProxiedRequest):
+    __slots__ = (
+        "__dict__",  # the rest of its state: a stream is less common than a request
+    )
     protocol = "HTTP/2"
+    proxy: Http2Engine
+    downstream: Http2Client
 
     def __init__(
         self,
-        proxy: ProxyCore,
-        downstream: DownstreamHttp2,
+        proxy: Http2Engine,
+        downstream: Http2Client,
         stream_id: int,
         request: Http2Request,
-        listener: Listener,
+        role: Planner,
     ) -> None:
-        self.proxy = proxy
-        self.downstream = downstream
+        # The authority travels as a `host` field while filters run.
+        headers: Fields = [*request.headers, (b"host", request.authority)]
+        head = (request.method, request.path, headers, request.authority)
+        super().__init__(proxy, downstream, role, head)
         self.stream_id = stream_id
-        self.listener = listener
         self.grpc = request.is_grpc
-        self.scheme = request.scheme
-        # What the filters see and may change (the HTTP/1 exchange's names): the
-        # authority travels as a `host` field while filters run.
-        self.method = request.method
-        self.target = request.path
-        self.host = request.authority.decode("latin-1")
-        self.headers: Fields = [*request.headers, (b"host", request.authority)]
-        self.facts: RequestFacts | None = None
-        self.service = ""
-        self.port = listener.port
-        self.rule_name = ""
-        self.cluster_name = ""
-        self.upstream_host = ""
-        self.status = 0
-        self.reason = ""
-        self.bytes_sent = 0
-        self.bytes_received = 0  # request body bytes from the client
         self.grpc_status = ""
-        self.started = time.monotonic()
-        # tracing: None until decided where the upstream request is built (`_trace`)
-        self.span: Span | Literal[False] | None = None
-        self.response_head_at = 0.0  # when the upstream's response head came (0: none)
-        self.response_started = False
+        self.scheme = request.scheme
+        self.host = request.authority.decode("latin-1")
+        self.received = 0  # request body bytes from the client
         # request body, from the client
         self._unsent: deque[bytes] = deque()  # arrived while no attempt was bound
         self._replay: list[bytes] | None = []  # the whole body, while small enough
@@ -144,10 +154,16 @@ class Http2Exchange:
     async def run(self) -> None:
         proxy = self.proxy
         try:
-            if self.listener.kind == "inbound":
-                await self._inbound()
-            else:
-                await self._outbound()
+            await self.role.plan(self, proxy)
+            cluster = self.cluster
+            assert cluster is not None
+            rule = self.rule
+            timeout = route_timeout(rule)
+            client_deadline = grpc_timeout(self.headers) if self.grpc else None
+            if client_deadline is not None:
+                timeout = min(timeout, client_deadline)
+            policy = rule.rule.retries if rule is not None else None
+            await forward(self, cluster, policy, timeout, proxy.rng)
         except ClientGone:
             self.reason = self.reason or "client_reset"
         except ProxyError as exc:
@@ -163,8 +179,12 @@ class Http2Exchange:
             self._give_up(ProxyError(f"internal error: {exc}"))
         finally:
             proxy.counters["h2_streams"] += 1
-            proxy.record(self)
+            proxy.request_finished(self.finished())
             self.downstream.stream_done(self)
+
+    @property
+    def bytes_received(self) -> int:
+        return self.received
 
     def _give_up(self, exc: ProxyError) -> None:
         self._cancel_upstream()
@@ -179,7 +199,7 @@ class Http2Exchange:
     # --- events from the downstream connection ---------------------------------------------
 
     def request_data(self, data: bytes) -> None:
-        self.bytes_received += len(data)
+        self.received += len(data)
         if self._replay is not None:
             if self._replay_size + len(data) <= REPLAY_LIMIT_BYTES:
                 self._replay.append(data)
@@ -282,180 +302,58 @@ class Http2Exchange:
         if self._upstream is not None:
             self._upstream.acknowledge(self._upstream_id, size)
 
-    # --- outbound ----------------------------------------------------------------------------
+    # --- what the role asks of the stream ---------------------------------------------------
 
-    async def _outbound(self) -> None:
-        proxy = self.proxy
-        target = self.target.decode("latin-1")
-        facts = RequestFacts.from_fields(self.method.decode("latin-1"), target, self.headers)
-        self.facts = facts
-        config, service, route = await find_route(proxy, self.listener, self.host)
-        if self.listener.kind == "gateway":
-            self._authorize(config, self.listener.port or 0)
-        self.service = service
-        if self.port is None:
-            self.port = service_port(self.host, bool(self.listener.reference), route.route)
-        rule = route.match(facts)
-        if rule is None:
-            raise NoRoute(f"no rule of service {service} matches {facts.method} {facts.path}")
-        self.rule_name = rule.rule.name
-        chain: RuleChain = rule.state
-        for request_filter in chain.request:
-            delay = request_filter.on_request(self)  # type: ignore[arg-type]
-            if delay:
-                await asyncio.sleep(delay)
-        backend = rule.pick_backend(proxy.rng.random())
-        if backend is None:
-            raise NoHealthyUpstream(f"every backend of rule {rule.rule.name} has weight 0")
-        port = backend.port or self.port
-        cluster = proxy.cluster(config, backend.cluster, port)
-        self._trace()
-        if rule.rule.mirror is not None:
-            mirror_http2(proxy, self, config, rule.rule.mirror, port)
-        await self._forward(cluster, rule, chain)
-
-    def _trace(self) -> None:
-        """Before the request block is built: continue or start the trace (the tracer
-        rewrites the trace headers of a sampled request)."""
-        tracer = self.proxy.tracer
-        if tracer is not None:
-            tracer.begin(self)
-
-    def _authorize(self, config: ActiveConfig, port: int) -> None:
-        """The workload's AuthorizationPolicies (at a gateway: who may pass through it);
-        raises `Denied` (403 `denied`)."""
-        if config.authorizer.active:
-            request = http_request(
-                self.downstream.peer_host,
-                port,
-                self.method,
-                self.target,
-                self.headers,
-                principal=self.downstream.peer_principal,
-            )
-            config.authorizer.enforce(request, self.proxy.counters)
-
-    # --- inbound -----------------------------------------------------------------------------
-
-    async def _inbound(self) -> None:
-        config = self.proxy.active
-        self.facts = RequestFacts.from_fields(
+    def request_facts(self) -> RequestFacts:
+        facts = RequestFacts.from_fields(
             self.method.decode("latin-1"), self.target.decode("latin-1"), self.headers
         )
-        port = self.listener.port or 0
-        self._authorize(config, port)
-        for limit in config.rate_limits:
-            if limit.applies(port):
-                limit.on_request(self)  # type: ignore[arg-type]
-        self.headers = add_forwarding(
-            self.headers,
-            client_address=self.downstream.peer_host,
-            proto="http",
-            host=self.host.encode("latin-1") if self.host else None,
-            client_certificate=client_certificate_field(
-                config.inbound.identity if config.inbound else None,
-                self.downstream.peer_principal,
-            ),
-        )
-        inbound = self.listener.inbound_port or config.inbound_ports.get(port)
-        target_port = inbound.target_port if inbound is not None else port
-        self.service = inbound.service if inbound is not None else ""
-        self._trace()
-        await self._forward(self.proxy.local_app(target_port), None, None)
+        self.facts = facts
+        return facts
 
-    # --- forwarding with retries ----------------------------------------------------------
+    def mirror(self, cluster: ClusterRuntime) -> None:
+        head = (self.method, self.scheme, self.authority(), self.target, self.headers)
+        mirror_http2(self.proxy, cluster, head, self.whole_body)
 
-    async def _forward(
-        self, cluster: ClusterRuntime, rule: CompiledRule | None, chain: RuleChain | None
-    ) -> None:
-        self.cluster_name = cluster.name
-        policy = rule.rule.retries if rule is not None else None
-        timeout = (rule.rule.timeout if rule is not None else None) or DEFAULT_TIMEOUT_SECONDS
-        client_deadline = grpc_timeout(self.headers) if self.grpc else None
-        if client_deadline is not None:
-            timeout = min(timeout, client_deadline)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        attempts = 1 + (policy.attempts if policy is not None else 0)
-        budget = cluster.retry_budget
-        budget.record_request(time.monotonic())
-        last_error: ProxyError | None = None
-        for attempt in range(attempts):
-            if attempt > 0:
-                if not budget.try_retry(time.monotonic()):
-                    assert last_error is not None
-                    raise RetryBudgetExhausted(
-                        f"retries to {cluster.name} are over budget; last failure: "
-                        f"{last_error.reason}: {last_error.detail}"
-                    )
-                pause = min(
-                    RETRY_BACKOFF_MAX_SECONDS, RETRY_BACKOFF_BASE_SECONDS * (2 ** (attempt - 1))
-                ) * self.proxy.rng.uniform(0.5, 1.0)
-                if loop.time() + pause >= deadline:
-                    break
-                await asyncio.sleep(pause)
-            per_try = policy.per_try_timeout if policy is not None else None
-            remaining = deadline - loop.time()
-            try_timeout = min(per_try, remaining) if per_try else remaining
-            try:
-                endpoint, status, headers = await self._attempt_unless_refused(
-                    cluster, attempt, try_timeout, overall=try_timeout == remaining
-                )
-            except (UpstreamConnectFailed, UpstreamReset, UpstreamTimeout) as exc:
-                last_error = exc
-                replayable = self._replay is not None or isinstance(exc, UpstreamConnectFailed)
-                if attempt + 1 < attempts and retry_allowed(
-                    policy, self.method, replayable, error=exc
-                ):
-                    continue
-                raise
-            if attempt + 1 < attempts and retry_allowed(
-                policy, self.method, self._replay is not None, status=status
-            ):
-                last_error = ProxyError(f"upstream answered {status}")
-                last_error.reason = f"status_{status}"
-                self._attempt_over(cluster, endpoint, ok=False, status=status)
-                self._cancel_upstream()
-                continue
-            await self._respond(cluster, endpoint, status, headers, chain)
-            return
-        assert last_error is not None
-        if isinstance(last_error, (UpstreamConnectFailed, UpstreamReset, UpstreamTimeout)):
-            raise last_error
-        raise UpstreamTimeout(f"no response from {cluster.name} within {duration_text(timeout)}")
+    # --- the router's leg: attempts as streams -------------------------------------------------
+
+    def replayable(self, error: ProxyError | None) -> bool:
+        return self._replay is not None or isinstance(error, UpstreamConnectFailed)
+
+    async def attempt(
+        self, cluster: ClusterRuntime, number: int, timeout: float, *, stated: str
+    ) -> Http2Answer:
+        return await self._attempt_unless_refused(cluster, number, timeout, stated)
+
+    def discard(self, cluster: ClusterRuntime, answer: Http2Answer) -> None:
+        attempt_over(cluster, answer.endpoint, self.started, answer.status, ok=False)
+        self._cancel_upstream()
 
     async def _attempt_unless_refused(
-        self, cluster: ClusterRuntime, attempt: int, timeout: float, *, overall: bool
-    ) -> tuple[EndpointState, int, Fields]:
+        self, cluster: ClusterRuntime, attempt: int, timeout: float, stated: str
+    ) -> Http2Answer:
         """An attempt, repeated at once when the endpoint says it never processed it
         (a graceful GOAWAY, as nginx sends every keepalive_requests streams, or
         REFUSED_STREAM): that costs no retry and needs no retry policy, only the body."""
         refusals = 0
         while True:
             try:
-                return await self._attempt(cluster, attempt, timeout, overall=overall)
+                return await self._attempt(cluster, attempt, timeout, stated)
             except UpstreamUnprocessed:
                 refusals += 1
                 if refusals > MAX_UNPROCESSED_REPEATS or self._replay is None:
                     raise
 
     async def _attempt(
-        self, cluster: ClusterRuntime, attempt: int, timeout: float, *, overall: bool
-    ) -> tuple[EndpointState, int, Fields]:
+        self, cluster: ClusterRuntime, attempt: int, timeout: float, stated: str
+    ) -> Http2Answer:
         now = time.monotonic()
         key = request_hash_key(
             cluster.settings.consistent_hash, self.headers, self.downstream.peer_host
         )
-        endpoint = cluster.pick(now, key)
-        if endpoint is None:
-            raise NoHealthyUpstream(
-                f"cluster {cluster.name} has no healthy endpoint "
-                f"({len(cluster.endpoints)} known, the rest ejected or unhealthy)"
-            )
-        if not cluster.breaker.try_acquire_request():
-            raise CircuitOpen(f"cluster {cluster.name} is at its limit of requests in flight")
+        endpoint = pick_endpoint(cluster, now, key)
         self.upstream_host = endpoint.key
-        pools = pools_of(self.proxy)
+        pools = self.proxy.h2_pools
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         try:
@@ -469,8 +367,7 @@ class Http2Exchange:
                     identity=endpoint.identity if mtls else "",
                 )
         except (UpstreamConnectFailed, TimeoutError) as exc:
-            cluster.breaker.release_request()
-            cluster.outlier.record(endpoint, status=None, failure="connect", now=time.monotonic())
+            connect_failed(cluster, endpoint)
             if isinstance(exc, UpstreamConnectFailed):
                 raise
             raise UpstreamConnectFailed(
@@ -487,21 +384,17 @@ class Http2Exchange:
                 block = await self._head
         except TimeoutError:
             self._cancel_upstream()
-            self._attempt_failed(cluster, endpoint, "timeout")
-            which = "the route's timeout" if overall else "the per-try timeout"
-            raise UpstreamTimeout(
-                f"{endpoint.key} did not answer within {duration_text(timeout)} ({which})"
-            ) from None
+            attempt_failed(cluster, endpoint, self.started, "timeout")
+            raise UpstreamTimeout(f"{endpoint.key} did not answer within {stated}") from None
         except UpstreamReset:
             self._upstream = None
-            self._attempt_failed(cluster, endpoint, "reset")
+            attempt_failed(cluster, endpoint, self.started, "reset")
             raise
         except ClientGone:
-            cluster.breaker.release_request()
-            endpoint.request_finished(time.monotonic(), 0.0, ok=True)
+            attempt_abandoned(cluster, endpoint, self.started)
             raise
         status, headers = parse_response(block)
-        return endpoint, status, headers
+        return Http2Answer(endpoint, status, headers)
 
     def _bind(self, conn: UpstreamHttp2, *, first: bool) -> None:
         """Open the attempt's stream and send the body so far (all of it, on a retry)."""
@@ -536,18 +429,13 @@ class Http2Exchange:
         self.headers = [(n, v) for n, v in self.headers if n != b"host"]
         return authority or self.host.encode("latin-1")
 
-    async def _respond(
-        self,
-        cluster: ClusterRuntime,
-        endpoint: EndpointState,
-        status: int,
-        headers: Fields,
-        chain: RuleChain | None,
-    ) -> None:
+    async def respond(self, cluster: ClusterRuntime, answer: Http2Answer) -> None:
+        endpoint, status, headers = answer.endpoint, answer.status, answer.headers
         self.status = status
+        chain = self.chain
         if chain is not None:
             for response_filter in chain.response:
-                headers = response_filter.on_response(self, headers)  # type: ignore[arg-type]
+                headers = response_filter.on_response(self, headers)
         if self._gone:
             raise ClientGone
         early_end = self._early_end
@@ -569,28 +457,8 @@ class Http2Exchange:
         except UpstreamReset:
             ok = False
             raise
-        except ClientGone:
-            raise
         finally:
-            self._attempt_over(cluster, endpoint, ok=ok and status < 500, status=status)
-
-    # --- accounting --------------------------------------------------------------------------
-
-    def _attempt_over(
-        self, cluster: ClusterRuntime, endpoint: EndpointState, *, ok: bool, status: int
-    ) -> None:
-        cluster.breaker.release_request()
-        now = time.monotonic()
-        endpoint.request_finished(now, now - self.started, ok=ok)
-        cluster.outlier.record(endpoint, status=status, failure=None, now=now)
-
-    def _attempt_failed(
-        self, cluster: ClusterRuntime, endpoint: EndpointState, failure: str
-    ) -> None:
-        cluster.breaker.release_request()
-        now = time.monotonic()
-        endpoint.request_finished(now, now - self.started, ok=False)
-        cluster.outlier.record(endpoint, status=None, failure=failure, now=now)  # type: ignore[arg-type]
+            attempt_over(cluster, endpoint, self.started, status, ok=ok and status < 500)
 
     def _cancel_upstream(self) -> None:
         conn, self._upstream = self._upstream, None

@@ -17,10 +17,9 @@ from __future__ import annotations
 import asyncio
 import operator
 import ssl
-import weakref
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from h2.errors import ErrorCodes
 from h2.events import (
@@ -41,16 +40,13 @@ from mycelium.proxy.protocols.http2 import (
     client_connection,
     start,
 )
+from mycelium.proxy.router.engine import Engine
 from mycelium.proxy.upstream.dial import check_peer_identity, connect_upstream
-
-if TYPE_CHECKING:
-    from mycelium.proxy.core import ProxyCore
 
 # A connection to an endpoint with no stream for this long is closed (GOAWAY): the
 # HTTP/1 pool keeps idle connections 60 s too, under most servers' own idle limits.
 IDLE_SECONDS = 60.0
-# How often idle connections are looked for.
-SWEEP_SECONDS = 1.0
+# Idle connections are looked for by the core's once-a-second sweep.
 
 
 class ResponseSink(Protocol):
@@ -276,33 +272,17 @@ class Http2Pools:
             else:
                 del self._conns[key]
 
-    async def sweep(self) -> None:
-        """Close idle connections until cancelled (the proxy's drain), then all."""
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                await asyncio.sleep(SWEEP_SECONDS)
-                self.close_idle(loop.time())
-        finally:
-            self.close_all()
-
     def close_all(self) -> None:
         for conn in self.connections():
             conn.go_away(ErrorCodes.NO_ERROR)
         self._conns.clear()
 
 
-_POOLS: weakref.WeakKeyDictionary[ProxyCore, Http2Pools] = weakref.WeakKeyDictionary()
-
-
-def pools_of(proxy: ProxyCore) -> Http2Pools:
-    """The HTTP/2 pools of one proxy (kept beside the core, which has no slot for them)."""
-    pools = _POOLS.get(proxy)
-    if pools is None:
-        pools = _POOLS[proxy] = Http2Pools(proxy.socket_mark)
-        proxy.spawn(pools.sweep())  # tracked, so the proxy's drain cancels it
-    return pools
-
-
 def _code_name(code: object) -> str:
     return code.name if isinstance(code, ErrorCodes) else str(code)
+
+
+class Http2Engine(Engine, Protocol):
+    """What an HTTP/2 connection and its streams use of the proxy."""
+
+    h2_pools: Http2Pools

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, cast
 
 from mycelium.proxy.errors import REASON_HEADER, ClientGone, ProxyError, RequestTimeout
 from mycelium.proxy.http.body import BodyStream
-from mycelium.proxy.http.exchange import NO_BODY_STATUSES, Exchange, Listener
+from mycelium.proxy.http.exchange import NO_BODY_STATUSES, Exchange
 from mycelium.proxy.protocols.headers import trailers_to_forward
 from mycelium.proxy.protocols.http1 import (
     NO_BODY,
@@ -46,8 +46,8 @@ from mycelium.proxy.tcp_relay import TcpRelay
 from mycelium.telemetry.metrics import PEER_HEADER
 
 if TYPE_CHECKING:
-    from mycelium.proxy.core import ProxyCore
-    from mycelium.proxy.http.upstream import UpstreamHttp1
+    from mycelium.proxy.http.upstream import Http1Engine, UpstreamHttp1
+    from mycelium.proxy.router.roles import Role
 
 # A client has this long to send a whole request head once it started one (slowloris).
 HEADER_TIMEOUT_SECONDS = 10.0
@@ -64,10 +64,10 @@ UPGRADED_IDLE_TIMEOUT_SECONDS = 3600.0
 
 
 class DownstreamHttp1(asyncio.Protocol):
-    def __init__(self, proxy: ProxyCore, listener: Listener) -> None:
+    def __init__(self, proxy: Http1Engine, role: Role) -> None:
         # connection
         self.proxy = proxy
-        self.listener = listener
+        self.role = role
         self.transport: asyncio.Transport | None = None
         self.peer_host = ""
         self.peer_principal: str | None = None
@@ -198,7 +198,7 @@ class DownstreamHttp1(asyncio.Protocol):
         if self._expect_introduction:
             self._expect_introduction = False
             head = self._take_introduction(head)
-        exchange = Exchange(self.proxy, self, head, body, self.listener)
+        exchange = Exchange(self.proxy, self, head, body, self.role)
         self._active = exchange
         exchange.start()
 

@@ -7,7 +7,7 @@ import time
 
 from tests.support.wired_proxy import Wired
 
-from mycelium.proxy.http.exchange import Listener
+from mycelium.proxy.router.roles import SidecarInbound
 from mycelium.proxy.routing import DEFAULT_TIMEOUT_SECONDS
 
 RESPONSE_HEAD = (
@@ -107,7 +107,7 @@ async def test_a_client_gone_while_its_request_waits_gives_the_attempt_up_at_onc
 
 
 async def test_an_inbound_request_goes_at_once_with_the_hop_recorded() -> None:
-    wired = Wired(listener=Listener("inbound", port=8080))
+    wired = Wired(role=SidecarInbound(8080))
 
     wired.downstream.data_received(b"GET /in HTTP/1.1\r\nHost: backend\r\n\r\n")
 

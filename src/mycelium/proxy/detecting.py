@@ -24,21 +24,20 @@ from mycelium.proxy.tls_layer import TlsLayer
 
 if TYPE_CHECKING:
     from mycelium.proxy.core import ProxyCore
-    from mycelium.proxy.http.exchange import Listener
+    from mycelium.proxy.router.roles import Role
 
 
 class InboundTls:
     """What a serving listener does with TLS: the port's PeerAuthentication mode, read
     per connection from the config in force, and the proxy's SVID to terminate with."""
 
-    def __init__(self, proxy: ProxyCore, listener: Listener) -> None:
+    def __init__(self, proxy: ProxyCore, role: Role) -> None:
         self._proxy = proxy
-        self._listener = listener
+        self._role = role
 
     def mode(self) -> str:
-        inbound = self._listener.inbound_port or self._proxy.active.inbound_ports.get(
-            self._listener.port or 0
-        )
+        role = self._role
+        inbound = role.inbound_port or self._proxy.active.inbound_ports.get(role.port or 0)
         return inbound.mtls if inbound is not None else "PERMISSIVE"
 
     def refused_plaintext(self) -> None:
@@ -133,18 +132,11 @@ class DetectingProtocol(asyncio.Protocol):
         return protocol
 
 
-def listener_protocol(
-    proxy: ProxyCore, listener: Listener, *, mesh_tls: bool | None = None
-) -> asyncio.Protocol:
-    """The protocol factory's product for one accepted connection of a proxy listener.
-
-    `mesh_tls`: whether a client may open with the mesh's mTLS (ended with the proxy's
-    SVID, the peer's identity then known to policies): an inbound listener's peers do,
-    and so do the sidecars calling a gateway's plain HTTP port (an egress gateway)."""
-    if mesh_tls is None:
-        mesh_tls = listener.kind == "inbound"
+def listener_protocol(proxy: ProxyCore, role: Role) -> asyncio.Protocol:
+    """The protocol factory's product for one accepted connection of a proxy listener
+    (TLS is detected and ended where the role says clients may open with mTLS)."""
     return DetectingProtocol(
-        lambda: DownstreamHttp1(proxy, listener),
-        lambda: DownstreamHttp2(proxy, listener),
-        InboundTls(proxy, listener) if mesh_tls else None,
+        lambda: DownstreamHttp1(proxy, role),
+        lambda: DownstreamHttp2(proxy, role),
+        InboundTls(proxy, role) if role.mesh_tls else None,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mycelium.discovery import config as cfg
 from mycelium.proxy.errors import UpstreamConnectFailed, UpstreamReset, UpstreamTimeout
-from mycelium.proxy.http.exchange import retry_allowed
+from mycelium.proxy.router.retries import retry_allowed
 
 FIVE_XX = cfg.RetryPolicy(attempts=2, retry_on=["5xx"])
 GATEWAY = cfg.RetryPolicy(attempts=2, retry_on=["gateway-error", "connect-failure"])

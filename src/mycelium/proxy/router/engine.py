@@ -1,0 +1,68 @@
+"""What the router and the protocol shells use of the proxy's shared state.
+
+The process holds one `ProxyCore`; the layers below it are typed against this view of
+it, so that none of them imports the core (which imports them) and each says what it
+reaches for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+from collections import defaultdict
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from mycelium.proxy.active_config import ActiveConfig
+    from mycelium.proxy.upstream.clusters import ClusterRuntime
+    from mycelium.proxy.upstream.endpoint import EndpointState
+    from mycelium.telemetry import FinishedRequest
+    from mycelium.telemetry.tracing import Tracer
+
+
+class DownstreamConnection(Protocol):
+    """A client's connection, as the sweep and the drain handle it."""
+
+    def check_timeouts(self, now: float) -> None: ...
+
+    def close_if_idle(self) -> bool: ...
+
+    def abort(self) -> None: ...
+
+
+class Engine(Protocol):
+    """The proxy as a request sees it: the config in force, clusters, counters, tasks."""
+
+    active: ActiveConfig
+    rng: random.Random
+    log: logging.Logger
+    draining: bool
+    tracer: Tracer | None
+    # defaultdict: an increment per request on the hot path
+    counters: defaultdict[str, int]
+    connections: set[DownstreamConnection]  # open client connections, for the drain
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]: ...
+
+    async def resolve(self, host: str) -> None:
+        """Subscribe to a name heard for the first time and wait for its config."""
+        ...
+
+    def cluster(self, config: ActiveConfig, name: str, port: int) -> ClusterRuntime: ...
+
+    def local_app(self, target_port: int) -> ClusterRuntime: ...
+
+    def speaks_mtls(self, cluster: ClusterRuntime, endpoint: EndpointState) -> bool: ...
+
+    def client_tls(self) -> ssl.SSLContext: ...
+
+    def refused(self, reason: str, peer: str) -> None:
+        """Count (and log) a client refused for breaking the protocol's limits."""
+        ...
+
+    def request_finished(self, record: FinishedRequest) -> None:
+        """Count a finished request of either protocol and tell the observers."""
+        ...
