@@ -34,17 +34,14 @@ from typing import Any, Protocol
 
 from mycelium import __version__
 from mycelium.control.client_limits import ClientLimits, retry_after_header
-from mycelium.control.compiler import (
-    Bundle,
-    CompiledEntry,
-    compile_inbound,
-    compile_service,
-    topics_of_change,
-)
+from mycelium.control.compiler.common import Bundle, CompiledEntry
+from mycelium.control.compiler.gateway import compile_gateway
+from mycelium.control.compiler.inbound import compile_inbound
+from mycelium.control.compiler.service import compile_service
+from mycelium.control.compiler.topics import topics_of_change
 from mycelium.control.config import DiscoveryLimits
 from mycelium.control.connection_limits import ConnectionLimits
 from mycelium.control.discovery_auth import StreamCredentials, StreamRefused
-from mycelium.control.gateway_compiler import compile_gateway
 from mycelium.control.refusals import RefusalLog
 from mycelium.control.state import MeshState
 from mycelium.control.svids import IssuedSvid
