@@ -49,9 +49,6 @@ SYNC_STATES = ("synced", "pending", "nack")  # ProxySession.state
 # every role is exported, 0 when none is connected, so a graph has no gaps
 ROLES: tuple[str, ...] = get_args(get_type_hints(NodeInfo)["role"])
 
-# bundle key prefix (discovery_server) -> the label value
-_BUNDLE_KINDS = {"inbound": "inbound", "gateway": "gateway", "svc": "service"}
-
 
 class ControllerMetrics:
     """One controller's registry and the histograms observed as events happen. It is
@@ -102,9 +99,8 @@ class ControllerMetrics:
     def push_answered(self, seconds: float) -> None:
         self._push_latency.observe(seconds)
 
-    def compiled(self, bundle_key: str, seconds: float) -> None:
-        kind = bundle_key.split("|", 1)[0]
-        self._compile_seconds.labels(_BUNDLE_KINDS.get(kind, kind)).observe(seconds)
+    def compiled(self, bundle_kind: str, seconds: float) -> None:
+        self._compile_seconds.labels(bundle_kind).observe(seconds)
 
     def store_call(self, operation: str, seconds: float) -> None:
         self._store_seconds.labels(operation).observe(seconds)
