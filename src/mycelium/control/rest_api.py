@@ -35,13 +35,11 @@ from mycelium.control.ca import CertificateAuthority
 from mycelium.control.ca_material import key_id
 from mycelium.control.client_limits import ClientLimits, retry_after_header
 from mycelium.control.config import ControllerConfig
-from mycelium.control.dashboard import dashboard_routes
-from mycelium.control.discovery_server import DiscoveryServer
+from mycelium.control.dashboard import DashboardSource, dashboard_routes
 from mycelium.control.join_tokens import JoinTokens
 from mycelium.control.metrics import CONTENT_TYPE, ControllerMetrics
 from mycelium.control.refusals import RefusalLog
 from mycelium.control.root_rotation import RootStillInUse
-from mycelium.control.state import MeshState
 from mycelium.control.svids import SvidService
 from mycelium.control.tap import (
     DEFAULT_TAP_SECONDS,
@@ -54,7 +52,7 @@ from mycelium.control.tap import (
 from mycelium.control.traffic import window_seconds
 from mycelium.discovery import protocol as p
 from mycelium.errors import ConfigError, MeshError
-from mycelium.store import CompactedError, Store, StoreError
+from mycelium.store import CompactedError, StoreError
 
 log = logging.getLogger("mycelium.control.api")
 
@@ -75,10 +73,10 @@ TAP_KEEPALIVE_SECONDS = 5.0
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
 
-class ControllerView(Protocol):
-    """What the API reads from the controller and asks of it. The controller hands
-    itself to `build_app`; naming only this keeps the API from importing the controller,
-    which imports the API to serve it."""
+class ControllerView(DashboardSource, Protocol):
+    """What the API reads from the controller and asks of it (the dashboard it serves
+    reads a part). The controller hands itself to `build_app`; naming only this keeps
+    the API from importing the controller, which imports the API to serve it."""
 
     @property
     def config(self) -> ControllerConfig: ...
@@ -94,15 +92,6 @@ class ControllerView(Protocol):
 
     @property
     def api_refusals(self) -> RefusalLog: ...
-
-    @property
-    def store(self) -> Store: ...
-
-    @property
-    def state(self) -> MeshState: ...
-
-    @property
-    def discovery(self) -> DiscoveryServer: ...
 
     @property
     def ca(self) -> CertificateAuthority: ...
