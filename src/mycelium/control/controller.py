@@ -26,7 +26,8 @@ from mycelium.control.api_guard import ApiGuard, GuardedSite
 from mycelium.control.apply import assign_missing_vips
 from mycelium.control.ca import CertificateAuthority
 from mycelium.control.client_limits import ClientLimits
-from mycelium.control.compiler import REGISTERED_BY, topics_of_change
+from mycelium.control.compiler.common import REGISTERED_BY
+from mycelium.control.compiler.topics import topics_of_change
 from mycelium.control.config import ControllerConfig, ensure_admin_token
 from mycelium.control.connection_limits import ConnectionLimits
 from mycelium.control.discovery_auth import StreamCredentials, StreamRefused, authenticate_stream

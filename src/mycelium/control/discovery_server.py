@@ -3,6 +3,8 @@
 Per proxy a `ProxySession` remembers what the proxy acknowledged, what is in flight and
 whether it NACKed. Compiled pieces (`Bundle`s) live in a shared cache: a service's
 outbound bundle is compiled once per change and shared by every proxy subscribed to it.
+Which other bundles a proxy gets is its role's row in `compiler.roles`; a proxy whose
+role has none is refused at its hello.
 Store changes arrive as topics; after a short quiet period (debounce, bounded by a
 maximum delay so a steady trickle cannot starve pushes) the dirty bundles are recompiled
 once and every affected proxy gets one delta. A proxy has at most one push in flight;
@@ -34,17 +36,18 @@ from typing import Any, Protocol
 
 from mycelium import __version__
 from mycelium.control.client_limits import ClientLimits, retry_after_header
-from mycelium.control.compiler import (
-    Bundle,
-    CompiledEntry,
-    compile_inbound,
-    compile_service,
-    topics_of_change,
+from mycelium.control.compiler.common import Bundle, CompiledEntry
+from mycelium.control.compiler.roles import (
+    OWN_BUNDLES,
+    SERVICE_BUNDLE,
+    RoleNotCompiled,
+    bundles_of_role,
 )
+from mycelium.control.compiler.service import compile_service
+from mycelium.control.compiler.topics import topics_of_change
 from mycelium.control.config import DiscoveryLimits
 from mycelium.control.connection_limits import ConnectionLimits
 from mycelium.control.discovery_auth import StreamCredentials, StreamRefused
-from mycelium.control.gateway_compiler import compile_gateway
 from mycelium.control.refusals import RefusalLog
 from mycelium.control.state import MeshState
 from mycelium.control.svids import IssuedSvid
@@ -70,6 +73,9 @@ ACCEPT_RETRY_SECONDS = 0.1
 # this before it stops reading the socket: what one connection buffers in user space.
 READ_BYTES = 64 * 1024
 
+# The cache key prefix of a subscribed service's bundle (the others': their kind).
+_SERVICE_KEY = "svc"
+
 CSR_RATE_PER_SECOND = 0.1
 CSR_BURST = 5
 
@@ -87,15 +93,16 @@ class DiscoveryObserver(Protocol):
     def push_answered(self, seconds: float) -> None:
         """A proxy ACKed a push `seconds` after it was sent."""
 
-    def compiled(self, bundle_key: str, seconds: float) -> None:
-        """Compiling the bundle `bundle_key` ("svc|ns|ref", "inbound|id"...) took `seconds`."""
+    def compiled(self, bundle_kind: str, seconds: float) -> None:
+        """Compiling a bundle of `bundle_kind` ("inbound", "gateway", "service") took
+        `seconds`."""
 
 
 class _Unobserved:
     def push_answered(self, seconds: float) -> None:
         pass
 
-    def compiled(self, bundle_key: str, seconds: float) -> None:
+    def compiled(self, bundle_kind: str, seconds: float) -> None:
         pass
 
 
@@ -333,10 +340,12 @@ class DiscoveryServer:
     # --- bundles ----------------------------------------------------------------------------
 
     def _bundle_keys(self, session: ProxySession) -> list[str]:
-        keys = [f"inbound|{session.node.id}"]
-        if session.node.role == "gateway":
-            keys.append(f"gateway|{session.node.id}")
-        keys += [f"svc|{session.node.namespace}|{ref}" for ref in sorted(session.subscriptions)]
+        """The cache keys of the proxy's bundles: "<kind>|<node id>" for those its role
+        gives it alone, "svc|<namespace>|<reference>" for its subscriptions' (keys feed
+        snapshot versions, so they stay as every controller version spells them)."""
+        node = session.node
+        keys = [f"{own.kind}|{node.id}" for own in bundles_of_role(node.role).own]
+        keys += [_service_key(node.namespace, ref) for ref in sorted(session.subscriptions)]
         return keys
 
     def _compile(self, key: str) -> Bundle:
@@ -345,16 +354,16 @@ class DiscoveryServer:
             for topic in old.topics:
                 self._by_topic[topic].discard(key)
         started = time.perf_counter()
-        kind, rest = key.split("|", 1)
-        if kind == "inbound":
-            session = self.sessions[rest]
-            bundle = compile_inbound(self._state, session.node, self._trust_domain)
-        elif kind == "gateway":
-            bundle = compile_gateway(self._state, self.sessions[rest].node)
-        else:
+        prefix, rest = key.split("|", 1)
+        if prefix == _SERVICE_KEY:
+            kind = SERVICE_BUNDLE
             namespace, reference = rest.split("|", 1)
             bundle = compile_service(self._state, reference, namespace)
-        self._observer.compiled(key, time.perf_counter() - started)
+        else:
+            own = OWN_BUNDLES[prefix]
+            kind = own.kind
+            bundle = own.compile(self._state, self.sessions[rest].node, self._trust_domain)
+        self._observer.compiled(kind, time.perf_counter() - started)
         self._bundles[key] = bundle
         for topic in bundle.topics:
             self._by_topic[topic].add(key)
@@ -607,6 +616,11 @@ class DiscoveryServer:
                 )
             )
             return None
+        try:
+            bundles_of_role(hello.node.role)
+        except RoleNotCompiled as exc:
+            # Config meant for another role would be wrong; nothing is better.
+            raise StreamRefused("unsupported_role", str(exc)) from None
         if self._authenticate is not None:
             problem = self._authenticate(hello, _credentials(writer))
             if problem is not None:
@@ -668,7 +682,7 @@ class DiscoveryServer:
             new = new[:room]
         session.subscriptions.update(new)
         for ref in before - session.subscriptions:
-            self._release(session.node.id, f"svc|{session.node.namespace}|{ref}")
+            self._release(session.node.id, _service_key(session.node.namespace, ref))
         return session.subscriptions != before
 
     def broadcast_trust_bundle(self) -> int:
@@ -882,6 +896,10 @@ async def _read_hello(reader: asyncio.StreamReader) -> tuple[p.Hello, p.FrameDec
             "not_hello", f"the first message must be a hello, not {p.message_type(message)}"
         )
     return message, decoder
+
+
+def _service_key(namespace: str, reference: str) -> str:
+    return f"{_SERVICE_KEY}|{namespace}|{reference}"
 
 
 def _who(peer: str, session: ProxySession | None) -> str:

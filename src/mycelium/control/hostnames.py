@@ -1,7 +1,7 @@
 """The Gateway API's hostname intersection: which names a route's hostname and a
-listener's have in common. Pure functions, used by the gateway compiler (which routes
-attach to which listener) and the sidecar compiler (which egress gateway listener
-serves an external host)."""
+listener's have in common. Pure functions, used by the gateway bundle's compiler
+(which routes attach to which listener, `compiler/gateway.py`) and the egress route's
+(which egress gateway listener serves an external host, `compiler/egress.py`)."""
 
 from __future__ import annotations
 

@@ -12,18 +12,19 @@ process, and prometheus_client's global default registry would mix them up.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, get_args, get_type_hints
+from collections.abc import Iterator, Mapping
+from typing import Protocol, get_args, get_type_hints
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from mycelium.control.discovery_server import DiscoveryServer
+from mycelium.control.refusals import RefusalLog
+from mycelium.control.state import MeshState
+from mycelium.control.svids import SvidService
 from mycelium.discovery.protocol import NodeInfo
 from mycelium.telemetry.metrics import CONTENT_TYPE
-
-if TYPE_CHECKING:
-    from mycelium.control.controller import Controller
 
 __all__ = ["CONTENT_TYPE", "ControllerMetrics"]
 
@@ -49,8 +50,28 @@ SYNC_STATES = ("synced", "pending", "nack")  # ProxySession.state
 # every role is exported, 0 when none is connected, so a graph has no gaps
 ROLES: tuple[str, ...] = get_args(get_type_hints(NodeInfo)["role"])
 
-# bundle key prefix (discovery_server) -> the label value
-_BUNDLE_KINDS = {"inbound": "inbound", "gateway": "gateway", "svc": "service"}
+
+class ControllerReadings(Protocol):
+    """What a scrape reads from the controller. The controller attaches itself; naming
+    only this keeps the metrics from importing the controller, which owns them."""
+
+    @property
+    def discovery(self) -> DiscoveryServer: ...
+
+    @property
+    def svids(self) -> SvidService: ...
+
+    @property
+    def state(self) -> MeshState: ...
+
+    @property
+    def stream_refusals(self) -> Mapping[str, int]: ...  # by reason
+
+    @property
+    def streams_proven(self) -> Mapping[str, int]: ...  # by what proved the identity
+
+    @property
+    def api_refusals(self) -> RefusalLog: ...
 
 
 class ControllerMetrics:
@@ -87,7 +108,7 @@ class ControllerMetrics:
         )
         self._collector: Collector | None = None
 
-    def attach(self, controller: Controller) -> None:
+    def attach(self, controller: ControllerReadings) -> None:
         """Read `controller`'s counts and sessions at every scrape (once it started)."""
         if self._collector is not None:
             self.registry.unregister(self._collector)
@@ -102,9 +123,8 @@ class ControllerMetrics:
     def push_answered(self, seconds: float) -> None:
         self._push_latency.observe(seconds)
 
-    def compiled(self, bundle_key: str, seconds: float) -> None:
-        kind = bundle_key.split("|", 1)[0]
-        self._compile_seconds.labels(_BUNDLE_KINDS.get(kind, kind)).observe(seconds)
+    def compiled(self, bundle_kind: str, seconds: float) -> None:
+        self._compile_seconds.labels(bundle_kind).observe(seconds)
 
     def store_call(self, operation: str, seconds: float) -> None:
         self._store_seconds.labels(operation).observe(seconds)
@@ -116,7 +136,7 @@ class ControllerMetrics:
 class _ControllerCollector(Collector):
     """What the controller already keeps, read when scraped."""
 
-    def __init__(self, controller: Controller) -> None:
+    def __init__(self, controller: ControllerReadings) -> None:
         self._c = controller
 
     def collect(self) -> Iterator[Metric]:
@@ -215,7 +235,7 @@ class _ControllerCollector(Collector):
         )
 
 
-def _by_label(name: str, text: str, label: str, counts: dict[str, int]) -> CounterMetricFamily:
+def _by_label(name: str, text: str, label: str, counts: Mapping[str, int]) -> CounterMetricFamily:
     family = CounterMetricFamily(name, text, labels=[label])
     for value, count in sorted(counts.items()):
         family.add_metric([value], count)

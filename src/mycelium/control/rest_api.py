@@ -21,7 +21,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgspec
 from aiohttp import web
@@ -31,11 +31,16 @@ from mycelium import __version__
 from mycelium.api import KINDS, resolve_kind
 from mycelium.api.errors import ResourceValidationError, UnknownKind
 from mycelium.control.apply import SourceFile, apply_resources, delete_resource, validate_files
+from mycelium.control.ca import CertificateAuthority
 from mycelium.control.ca_material import key_id
 from mycelium.control.client_limits import ClientLimits, retry_after_header
-from mycelium.control.dashboard import dashboard_routes
-from mycelium.control.metrics import CONTENT_TYPE
+from mycelium.control.config import ControllerConfig
+from mycelium.control.dashboard import DashboardSource, dashboard_routes
+from mycelium.control.join_tokens import JoinTokens
+from mycelium.control.metrics import CONTENT_TYPE, ControllerMetrics
+from mycelium.control.refusals import RefusalLog
 from mycelium.control.root_rotation import RootStillInUse
+from mycelium.control.svids import SvidService
 from mycelium.control.tap import (
     DEFAULT_TAP_SECONDS,
     MAX_ACTIVE_TAPS,
@@ -48,9 +53,6 @@ from mycelium.control.traffic import window_seconds
 from mycelium.discovery import protocol as p
 from mycelium.errors import ConfigError, MeshError
 from mycelium.store import CompactedError, StoreError
-
-if TYPE_CHECKING:
-    from mycelium.control.controller import Controller
 
 log = logging.getLogger("mycelium.control.api")
 
@@ -71,12 +73,47 @@ TAP_KEEPALIVE_SECONDS = 5.0
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
 
+class ControllerView(DashboardSource, Protocol):
+    """What the API reads from the controller and asks of it (the dashboard it serves
+    reads a part). The controller hands itself to `build_app`; naming only this keeps
+    the API from importing the controller, which imports the API to serve it."""
+
+    @property
+    def config(self) -> ControllerConfig: ...
+
+    @property
+    def admin_token(self) -> str: ...
+
+    @property
+    def started_at(self) -> float: ...  # time.monotonic() at construction
+
+    @property
+    def discovery_port(self) -> int: ...
+
+    @property
+    def api_refusals(self) -> RefusalLog: ...
+
+    @property
+    def ca(self) -> CertificateAuthority: ...
+
+    @property
+    def svids(self) -> SvidService: ...
+
+    @property
+    def join_tokens(self) -> JoinTokens: ...
+
+    @property
+    def metrics(self) -> ControllerMetrics: ...
+
+    def reload_ca(self, *, force: bool = False) -> CertificateAuthority: ...
+
+
 def error(status: int, code: str, message: str, details: list[Any] | None = None) -> web.Response:
     body = {"error": code, "message": message, "details": details or []}
     return web.json_response(body, status=status)
 
 
-def build_app(controller: Controller, *outermost: Middleware) -> web.Application:
+def build_app(controller: ControllerView, *outermost: Middleware) -> web.Application:
     """The app; `outermost` middlewares see every request first (the REST port's guard
     is one)."""
     api_limits = ClientLimits(API_RATE_PER_SECOND, API_BURST)
@@ -153,7 +190,7 @@ def build_app(controller: Controller, *outermost: Middleware) -> web.Application
     return app
 
 
-async def _read_body(request: web.Request, controller: Controller) -> web.Response | None:
+async def _read_body(request: web.Request, controller: ControllerView) -> web.Response | None:
     """Read the whole body into the request (handlers then parse it from memory), within
     MAX_BODY_BYTES and the body deadline. A refusal's answer when it is over either;
     the connection then closes (the guard's middleware sees the body unfinished)."""
@@ -202,7 +239,7 @@ def _kind_prefix(kind: str | None, namespace: str | None) -> str:
     return prefix + f"{namespace}/" if namespace else prefix
 
 
-def _ca_certificates(c: Controller) -> list[tuple[str, Any]]:
+def _ca_certificates(c: ControllerView) -> list[tuple[str, Any]]:
     ca = c.ca
     found: list[tuple[str, Any]] = [("root", root) for root in ca.roots]
     found += [("intermediate", cert) for cert in ca.material.chain]
@@ -211,7 +248,7 @@ def _ca_certificates(c: Controller) -> list[tuple[str, Any]]:
     return found
 
 
-def ca_document(c: Controller) -> dict[str, Any]:
+def ca_document(c: ControllerView) -> dict[str, Any]:
     """The CA as `myc ca status` shows it: roots, signer, and how many live workload
     certificates chain to each root (a root may go once none does)."""
     now = time.time()
@@ -244,7 +281,7 @@ def ca_document(c: Controller) -> dict[str, Any]:
 
 
 class RestApi:
-    def __init__(self, controller: Controller) -> None:
+    def __init__(self, controller: ControllerView) -> None:
         self._c = controller
         self._watches: set[asyncio.Task[Any]] = set()
 

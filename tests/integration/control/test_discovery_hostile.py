@@ -23,6 +23,7 @@ from tests.support.finished import tap_event
 from tests.support.metrics_scrape import scrape_controller, value
 from tests.support.polling import eventually
 
+from mycelium.control.compiler.roles import ROLE_BUNDLES, NotCompiled
 from mycelium.control.config import DiscoveryLimits
 from mycelium.control.tap import ActiveTap
 from mycelium.discovery import protocol as p
@@ -242,6 +243,20 @@ async def test_the_message_after_the_hello_must_be_a_resume(mesh: Mesh) -> None:
     assert "must be a resume, not subscribe" in refusal.message
     assert await peer.closed()
     assert refusals(mesh) == {"no_resume": 1}
+
+
+@pytest.mark.parametrize(
+    "role", sorted(role for role, plan in ROLE_BUNDLES.items() if isinstance(plan, NotCompiled))
+)
+async def test_a_role_without_a_bundle_compiler_is_refused_by_name(mesh: Mesh, role: str) -> None:
+    # Today that is ambient's roles: given a sidecar's config they would run the wrong one.
+    peer = await connect(mesh)
+    peer.send(p.Hello(node=p.NodeInfo(id=f"{role}-0", role=role)))  # type: ignore[arg-type]
+    refusal = await peer.next_of(p.Refusal)
+    assert f"no config for proxies in the '{role}' role" in refusal.message
+    assert await peer.closed()
+    assert refusals(mesh) == {"unsupported_role": 1}
+    assert f"{role}-0" not in mesh.controller.discovery.sessions
 
 
 async def test_a_message_flood_is_read_at_the_stream_rate(

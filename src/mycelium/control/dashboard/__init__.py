@@ -25,23 +25,36 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import yaml
 from aiohttp import web
 
+from mycelium.control.discovery_server import DiscoveryServer, ProxySession
+from mycelium.control.state import MeshState
 from mycelium.control.traffic import Totals, window_seconds
-
-if TYPE_CHECKING:
-    from mycelium.control.controller import Controller
-    from mycelium.control.discovery_server import ProxySession
+from mycelium.store import Store
 
 STATIC = Path(__file__).parent / "static"
 RESOURCE_PREFIX = "/mycelium/"
 
 
+class DashboardSource(Protocol):
+    """What the pages read from the controller: naming only this keeps the dashboard
+    from importing the controller, which serves it."""
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def state(self) -> MeshState: ...
+
+    @property
+    def discovery(self) -> DiscoveryServer: ...
+
+
 def dashboard_routes(
-    controller: Controller, *, tap: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    controller: DashboardSource, *, tap: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> list[web.AbstractRouteDef]:
     """`tap` is the REST API's tap (NDJSON), served here without the admin token for
     the dashboard's live tap view."""
@@ -59,7 +72,7 @@ def dashboard_routes(
 
 
 class DashboardPages:
-    def __init__(self, controller: Controller) -> None:
+    def __init__(self, controller: DashboardSource) -> None:
         self._c = controller
 
     async def redirect(self, request: web.Request) -> web.StreamResponse:

@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from tests.support.compiler_meshes import mesh
 
-from mycelium.api.loading import load_documents
-from mycelium.control.compiler import compile_snapshot, topics_of_change
-from mycelium.control.gateway_compiler import compile_gateway
+from mycelium.control.compiler.gateway import compile_gateway
+from mycelium.control.compiler.roles import compile_snapshot
+from mycelium.control.compiler.topics import topics_of_change
 from mycelium.control.hostnames import intersect_hostnames
 from mycelium.control.state import MeshState
 from mycelium.discovery import config as cfg
@@ -98,13 +99,6 @@ spec:
   parentRefs: [{kind: Gateway, name: public, port: 5432}]
   rules: [{backendRefs: [{name: ratings, port: 9091}]}]
 """
-
-
-def mesh(*texts: str) -> MeshState:
-    state = MeshState()
-    for resource in load_documents("\n".join(texts), source="test.yaml"):
-        state.put(resource)
-    return state
 
 
 def gateway_entry(state: MeshState, node: NodeInfo = GATEWAY_NODE) -> cfg.GatewayConfig:

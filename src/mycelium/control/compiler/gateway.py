@@ -1,6 +1,6 @@
-"""The gateway part of the compiler: a gateway proxy's listeners and the routes on them.
+"""The gateway bundle: a gateway proxy's listeners and the routes on them.
 
-Pure, like the rest of the compiler. A proxy whose role is `gateway` runs the listeners
+Pure, like the rest of the compiler. A proxy in the gateway role (`roles`) runs the listeners
 of every Gateway in its namespace whose selector matches its labels. Per listener:
 
 - HTTP and HTTPS: the rules of every HTTPRoute whose parentRefs name the Gateway (and
@@ -28,7 +28,9 @@ from typing import Any, Literal
 
 import msgspec
 
-from mycelium.control.compiler import Bundle, backend_cluster, compile_http_rule, gateway_topic
+from mycelium.control.compiler.common import Bundle
+from mycelium.control.compiler.service import backend_cluster, compile_http_rule
+from mycelium.control.compiler.topics import gateway_topic
 from mycelium.control.hostnames import intersect_hostnames
 from mycelium.control.state import MeshState, labels_match
 from mycelium.discovery import config as cfg

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from mycelium.api.loading import load_documents
-from mycelium.control.compiler import (
-    compile_inbound,
-    compile_service,
-    compile_snapshot,
-    topics_of_change,
-)
-from mycelium.control.state import MeshState
+from tests.support.compiler_meshes import mesh
+
+from mycelium.control.compiler.inbound import compile_inbound
+from mycelium.control.compiler.roles import compile_snapshot
+from mycelium.control.compiler.service import compile_service
+from mycelium.control.compiler.topics import topics_of_change
 from mycelium.discovery.config import parse_entry
 from mycelium.discovery.protocol import NodeInfo
 
@@ -28,13 +26,6 @@ spec:
 """
 
 CALLER = NodeInfo(id="cart-0", namespace="shop", workload="cart-0", labels={"app": "cart"})
-
-
-def mesh(yaml_text: str) -> MeshState:
-    state = MeshState()
-    for resource in load_documents(yaml_text, source="test.yaml"):
-        state.put(resource)
-    return state
 
 
 def accepted(entries: dict[str, object]) -> None:
