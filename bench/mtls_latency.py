@@ -33,6 +33,12 @@ server must count none. Needs Debian's nginx-light and wrk (installed when missi
 root). Run it by hand:
 
     .venv/bin/python bench/mtls_latency.py --seconds 10 --rounds 3
+
+Every sidecar gets its own free port for each of its listeners (outbound, admin, health,
+metrics): a listener left at its default (127.0.0.1:15020 for metrics) is bound by the
+first sidecar only, and the other three exit at start. `--smoke` is CI's run
+(tests/integration/bench): one 1-s round per path after a 1-s warm-up, every check
+above included, to prove the bench still works, not to measure.
 """
 
 from __future__ import annotations
@@ -173,6 +179,7 @@ class Sidecar:
     outbound: int
     admin: int
     health: int
+    metrics: int
     log: Path
 
     def get(self, path: str) -> Any:
@@ -188,6 +195,20 @@ class Sidecar:
         if self.proc.poll() is not None:
             tail = self.log.read_text(errors="replace")[-3000:]
             raise BenchFailure(f"sidecar {self.name} exited ({self.proc.returncode}):\n{tail}")
+
+    def wait_ready(self, deadline: float = 30.0) -> None:
+        """Until /healthz/ready answers 200; a sidecar that exits meanwhile (a port taken,
+        a bad option) fails the run at once, with the end of its log."""
+        url = f"http://127.0.0.1:{self.health}/healthz/ready"
+        end = time.monotonic() + deadline
+        while True:
+            self.check_alive()
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+            if time.monotonic() > end:
+                raise BenchFailure(f"sidecar {self.name} not ready after {deadline:g} s ({url})")
+            time.sleep(0.1)
 
 
 class Mesh:
@@ -226,7 +247,9 @@ class Mesh:
         self, name: str, *options: str, service_account: str, join_token: str | None = None
     ) -> Sidecar:
         assert self.controller is not None
-        outbound, admin, health = free_port(), free_port(), free_port()
+        # Each listener on its own free port: the defaults (15001, 15000, 15021, 15020)
+        # can be bound by one sidecar only.
+        outbound, admin, health, metrics = free_port(), free_port(), free_port(), free_port()
         env = {k: v for k, v in os.environ.items() if k != "MYC_JOIN_TOKEN"}
         if join_token is not None:
             env["MYC_JOIN_TOKEN"] = join_token.strip()  # never on argv
@@ -239,13 +262,14 @@ class Mesh:
                     *("--discovery", f"127.0.0.1:{self.controller.discovery_port}"),
                     *("--outbound", f"127.0.0.1:{outbound}"),
                     *("--admin", f"127.0.0.1:{admin}", "--health", f"127.0.0.1:{health}"),
+                    *("--metrics", f"127.0.0.1:{metrics}"),
                     *("--drain-seconds", "1", *options),
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,
             )
-        sidecar = Sidecar(name, proc, outbound, admin, health, log)
+        sidecar = Sidecar(name, proc, outbound, admin, health, metrics, log)
         self.sidecars[name] = sidecar
         return sidecar
 
@@ -322,7 +346,15 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3, help="seconds per path, unrecorded")
     parser.add_argument("--target-ms", type=float, default=1.0, help="p99 both sidecars add")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="CI: one 1-s round per path after a 1-s warm-up (overrides the three above)",
+    )
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the summary here")
     args = parser.parse_args()
+    if args.smoke:
+        args.seconds, args.rounds, args.warmup = 1, 1, 1
     # SIGTERM too unwinds through `finally`, which stops every process this started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ensure_tools()
@@ -365,8 +397,7 @@ def main() -> None:
             join_token=mesh.join_token("mtls-client"),
         )
         for sidecar in mesh.sidecars.values():
-            sidecar.check_alive()
-            wait_http(f"http://127.0.0.1:{sidecar.health}/healthz/ready")
+            sidecar.wait_ready()
 
         # The mTLS pair holds SVIDs, the plaintext pair none.
         identities = {}
@@ -540,6 +571,8 @@ def main() -> None:
             f"({args.rate:g} req/s), {args.rounds} interleaved rounds, medians"
         )
         print(json.dumps(summary, indent=2))
+        if args.json is not None:
+            args.json.write_text(json.dumps(summary, indent=2) + "\n")
         failed = False
     finally:
         mesh.close()

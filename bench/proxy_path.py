@@ -63,6 +63,7 @@ async def main() -> None:
     parser.add_argument("--iterations", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the report here")
     args = parser.parse_args()
     wired = Wired()
     run_round(wired, 1000)  # warm up: the first request fills the caches
@@ -84,6 +85,8 @@ async def main() -> None:
         "samples": [round(s, 3) for s in samples],
     }
     print(json.dumps(report))
+    if args.json is not None:
+        args.json.write_text(json.dumps(report) + "\n")
 
 
 if __name__ == "__main__":

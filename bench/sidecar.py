@@ -247,6 +247,14 @@ def proxy_counters(admin: int) -> dict[str, int]:
     return counters
 
 
+def report(summary: dict[str, object], path: Path | None) -> None:
+    """The summary as JSON on stdout, and in `path` too when given (for a harness)."""
+    text = json.dumps(summary, indent=2)
+    print(text)
+    if path is not None:
+        path.write_text(text + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -264,6 +272,7 @@ def main() -> None:
         action="store_true",
         help="Only the sidecars without telemetry and with metrics (the cost of metrics).",
     )
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the summary here")
     args = parser.parse_args()
     sidecars_only = args.telemetry or args.metrics_only
     ensure_tools()
@@ -364,7 +373,7 @@ def main() -> None:
             }
         summary["command"] = f"wrk -t1 -c32 -d{args.seconds}s, {args.rounds} ABBA rounds"
         if sidecars_only:
-            print(json.dumps(summary, indent=2))
+            report(summary, args.json)
             return
         # Each round's own ratio too: the machine's noise moves a whole round, so a
         # ratio within a round is steadier than a ratio of medians taken apart.
@@ -385,7 +394,7 @@ def main() -> None:
             "p99_vs_nginx": round(my_p99 / medians["nginx"][1], 3),
         }
         summary["sidecar_rss_mb"] = {"idle": round(idle_rss, 1), "after_load": round(loaded_rss, 1)}
-        print(json.dumps(summary, indent=2))
+        report(summary, args.json)
     finally:
         for sidecar in sidecars:
             sidecar.terminate()

@@ -9,7 +9,9 @@ VENV=.venv
 STAMP=$VENV/.bootstrapped
 # gcc and libc6-dev build the proxy's one compiled module (setup.py); a Debian
 # python3.12 also needs python3.12-dev for that, added below when it is the one found.
-DEBIAN_PACKAGES=(etcd-server etcd-client nftables iproute2 curl procps gcc libc6-dev openssl chromium)
+# nginx-light and wrk: the mTLS latency bench's smoke test (tests/integration/bench).
+DEBIAN_PACKAGES=(etcd-server etcd-client nftables iproute2 curl procps gcc libc6-dev openssl chromium
+  nginx-light wrk)
 
 find_python() {
   # Prefer 3.12 (the target), then any newer 3.x; plain executables before pyenv's.
