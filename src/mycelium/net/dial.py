@@ -8,7 +8,8 @@ network namespace to open the socket in (`InNamespace`: the socket belongs to th
 namespace for its life, names are resolved with its view).
 
 - `dial(host, port)` resolves `host` (an IP literal needs no resolver thread), tries
-  each address in turn and returns a connected non-blocking socket, for whoever wraps
+  each address in turn and returns a connected non-blocking TCP_NODELAY socket (every
+  outbound connection, the relay's included), for whoever wraps
   it: the TCP relay (under its own memory-BIO TLS layer, which half-closes).
 - `connect(factory, host, port, tls=...)` is `loop.create_connection` over `dial`,
   with asyncio's TLS on top when a context is given: the connection pools.
@@ -125,10 +126,15 @@ class Dialer:
 
     async def _socket(self, family: socket.AddressFamily) -> socket.socket:
         if self.netns is None:
-            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         else:
-            sock = await self.netns.call(socket.socket, family, socket.SOCK_STREAM)
+            sock = await self.netns.call(
+                socket.socket, family, socket.SOCK_STREAM, socket.IPPROTO_TCP
+            )
         sock.setblocking(False)
+        # No Nagle: what is written goes now. asyncio's create_connection does the same,
+        # but only for a socket whose proto says TCP, and uvloop not for one handed in.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
 
 

@@ -55,6 +55,7 @@ async def test_an_address_is_dialled_without_a_resolver() -> None:
         sock = await asyncio.wait_for(PLAIN.dial(LOCALHOST, port), PROMPTLY)
         with sock:
             assert not sock.getblocking()
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)  # no Nagle delay
             assert sock.getpeername() == (LOCALHOST, port)
     assert await PLAIN.resolve("198.18.0.1", 80) == [(socket.AF_INET, ("198.18.0.1", 80))]
     assert await PLAIN.resolve("::1", 80) == [(socket.AF_INET6, ("::1", 80, 0, 0))]
