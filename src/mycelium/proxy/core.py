@@ -43,9 +43,9 @@ from mycelium.telemetry.tracing import Tracer
 from mycelium.telemetry.traffic_report import REPORT_SECONDS, TrafficReporter
 
 if TYPE_CHECKING:
+    from mycelium.net.relay import TcpRelay
     from mycelium.proxy.http.downstream import DownstreamHttp1
     from mycelium.proxy.http.exchange import Exchange
-    from mycelium.proxy.tcp_relay import TcpRelay
     from mycelium.proxy.upstream.endpoint import EndpointState
 
 # How often connection timeouts (idle, slow request heads) are checked.

@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import Any, TextIO
 
 try:
     import uvloop
@@ -32,6 +32,7 @@ from mycelium import __version__
 from mycelium.discovery import config as cfg
 from mycelium.discovery.client import DiscoveryClient
 from mycelium.identity.renewal import run_identity
+from mycelium.net.dial import Dialer
 from mycelium.proxy.active_config import ActiveConfig
 from mycelium.proxy.admin import AdminServer
 from mycelium.proxy.core import ProxyCore
@@ -41,7 +42,6 @@ from mycelium.proxy.h2.detecting import listener_protocol
 from mycelium.proxy.http.exchange import Listener
 from mycelium.proxy.settings import ListenAddress, LocalUpstream, ProxySettings
 from mycelium.proxy.tcp_routing import RouterRole, TcpRouting, is_opaque
-from mycelium.proxy.upstream.dial import connect_upstream
 from mycelium.telemetry.otlp import CollectorAddress, Connect, OtlpHttpExporter
 from mycelium.telemetry.tap import Tap
 from mycelium.telemetry.tracing import Tracer
@@ -327,14 +327,15 @@ class ProxyServer:
 def _marked_connect(mark: int) -> Connect:
     """Connections to the collector that the pod's interception lets through, as the
     proxy's own upstream connections are (transparent mode)."""
+    dialer = Dialer(mark=mark)
 
     async def connect(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader()
-        transport, protocol = await connect_upstream(
-            lambda: asyncio.StreamReaderProtocol(reader), host, port, mark
+        transport, protocol = await dialer.connect(
+            lambda: asyncio.StreamReaderProtocol(reader), host, port
         )
-        writer = asyncio.StreamWriter(cast(asyncio.Transport, transport), protocol, reader, loop)
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         return reader, writer
 
     return connect

@@ -22,7 +22,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, cast
 
 from mycelium.discovery import config as cfg
+from mycelium.identity.tls import spiffe_peer
+from mycelium.net.dial import Dialer
 from mycelium.net.original_dst import OriginalDestinationError, original_destination
+from mycelium.net.relay import TcpRelay
+from mycelium.net.tls_session import TlsSession
 from mycelium.proxy.destination import egress_denied_detail, registry_only
 from mycelium.proxy.errors import Denied
 from mycelium.proxy.filters.authorization import AccessRequest
@@ -30,7 +34,6 @@ from mycelium.proxy.h2.detecting import listener_protocol
 from mycelium.proxy.http.exchange import Listener
 from mycelium.proxy.opaque_inbound import OpaqueInbound
 from mycelium.proxy.settings import LocalUpstream
-from mycelium.proxy.tcp_relay import TcpRelay
 from mycelium.telemetry import FinishedConnection, OpenedConnection
 
 if TYPE_CHECKING:
@@ -224,8 +227,7 @@ class TcpRouting:
     def __init__(self, core: ProxyCore) -> None:
         self.core = core
         self.relays = core.relays  # shared with upgraded HTTP connections, for the drain
-        settings = core.settings
-        self.socket_mark = settings.socket_mark if settings.mode == "transparent" else None
+        self.dialer = Dialer(mark=core.socket_mark)
 
     def protocol(
         self,
@@ -283,14 +285,12 @@ class TcpRouting:
         )
         if relay.done:
             return
-        relay.connect(
-            target.host,
-            target.port,
-            socket_mark=self.socket_mark,
-            tls=core.client_tls() if target.mtls else None,
-            expected_peer=target.identity,
-            counters=core.counters,
-        )
+        tls = None
+        if target.mtls:
+            # the peer proxy must be the endpoint's registered identity ("" for any)
+            check = spiffe_peer(target.identity)
+            tls = TlsSession(core.client_tls(), server_side=False, verify_peer=check)
+        relay.connect(target.host, target.port, dialer=self.dialer, tls=tls, counters=core.counters)
         self.relays.add(relay)
         core.counters["tcp_connections"] += 1
         opened: OpenedConnection | None = None

@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol, cast
 
+from mycelium.net.dial import Dialer
 from mycelium.proxy.errors import UpstreamConnectFailed, UpstreamProtocolViolation, UpstreamReset
 from mycelium.proxy.protocols.http1 import (
     DataReceived,
@@ -31,7 +32,7 @@ from mycelium.proxy.protocols.http1 import (
     ResponseParser,
     ResponseReceived,
 )
-from mycelium.proxy.upstream.dial import check_peer_identity, connect_upstream
+from mycelium.proxy.upstream.peer_identity import check_peer_identity
 
 # Idle keep-alive connections kept per endpoint; beyond this, released ones are closed.
 MAX_IDLE_PER_ENDPOINT = 64
@@ -290,7 +291,7 @@ class EndpointPool:
     ) -> None:
         self.host = host
         self.port = port
-        self.socket_mark = socket_mark  # set in transparent mode: see upstream/dial.py
+        self.dialer = Dialer(mark=socket_mark)  # marked in transparent mode: see net/dial.py
         # mTLS to another proxy: the context (our current SVID) and the SPIFFE ID the
         # endpoint must present
         self.tls = tls
@@ -380,12 +381,11 @@ class EndpointPool:
         self.last_used = time.monotonic()
         try:
             async with asyncio.timeout(connect_timeout):
-                transport, protocol = await connect_upstream(
+                transport, protocol = await self.dialer.connect(
                     lambda: UpstreamHttp1(self),
                     self.host,
                     self.port,
-                    self.socket_mark,
-                    self.tls() if self.tls is not None else None,
+                    tls=self.tls() if self.tls is not None else None,
                 )
         except TimeoutError:
             raise UpstreamConnectFailed(
