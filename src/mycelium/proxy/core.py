@@ -21,6 +21,7 @@ from mycelium.discovery import config as cfg
 from mycelium.discovery.client import DiscoveryClient, Snapshot
 from mycelium.discovery.protocol import MAX_TRAFFIC_ROWS, TelemetryReport
 from mycelium.identity.tls import Svid, client_context, server_context
+from mycelium.net.drain import DrainSet, DrainTrigger
 from mycelium.proxy.active_config import ActiveConfig, build_active_config
 from mycelium.proxy.http.upstream import (
     IDLE_TIMEOUT_SECONDS,
@@ -73,11 +74,14 @@ class ProxyCore:
         self.mtls_pools = PoolSet(self.socket_mark, tls=self.client_tls, introduction=introduction)
         self._tls_contexts: dict[str, tuple[Svid, ssl.SSLContext]] = {}
         self.http1_limits = Http1Limits()
-        self.connections: set[DownstreamHttp1] = set()
-        # Byte pipes (TCP services, upgraded connections): tracked so a drain can end them.
-        self.relays: set[TcpRelay] = set()
+        # The drain waits for both sets to empty: connections close once idle, byte pipes
+        # (TCP services, upgraded connections) run until they end or the deadline.
+        self.drain = DrainTrigger()
+        self.connections: DrainSet[DownstreamHttp1] = DrainSet(
+            self.drain, lambda conn: conn.close_if_idle()
+        )
+        self.relays: DrainSet[TcpRelay] = DrainSet(self.drain)
         self.tasks: set[asyncio.Task[Any]] = set()
-        self.draining = False
         self.left = False  # deregistered on request (admin POST /leave): about to stop
         self.discovery: DiscoveryClient | None = None
         self.config_changed = asyncio.Event()
@@ -112,6 +116,10 @@ class ProxyCore:
             self.on_config.append(lambda _active: metrics.config_changed())
             # what the controller's dashboard and `myc stat` see (it cannot scrape us)
             self.traffic = TrafficReporter(metrics)  # counted by the metrics observer
+
+    @property
+    def draining(self) -> bool:
+        return self.drain.draining
 
     @property
     def svid(self) -> Svid | None:

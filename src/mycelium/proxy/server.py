@@ -18,7 +18,6 @@ import contextlib
 import logging
 import signal
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
@@ -285,20 +284,18 @@ class ProxyServer:
 
     async def drain(self, deadline_seconds: float | None = None) -> None:
         core = self.core
-        deadline = time.monotonic() + (
-            self.settings.drain_seconds if deadline_seconds is None else deadline_seconds
-        )
-        core.draining = True
+        # Idle connections close now, busy ones as their last request ends (see
+        # ProxyCore.connections); relays run on until they end or the deadline.
+        core.drain.start()
         for server in [*self._servers, *self._inbound.values()]:
             server.close()
         for _, server in self._gateway.values():
             server.close()
-        for conn in list(core.connections):
-            conn.close_if_idle()
-        while (core.connections or self.tcp.relays) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-            for conn in list(core.connections):
-                conn.close_if_idle()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(
+                self.settings.drain_seconds if deadline_seconds is None else deadline_seconds
+            ):
+                await core.drain.released()
         for conn in list(core.connections):
             conn.abort()
         self.tcp.abort_all()
