@@ -3,7 +3,8 @@
 Both sides of proxy-to-proxy mTLS use TLS 1.3 only, present their SVID, require the
 peer's, and verify it against the trust bundle. SVIDs carry no DNS name, so hostname
 checking is off and the peer is judged by its SPIFFE ID instead (`peer_identity`),
-which policy and telemetry then use.
+which policy and telemetry then use. `spiffe_peer` is that judgement in the shape the
+memory-BIO sessions of `net.tls_session` call once their handshake is done.
 
 The private key never touches a disk: `ssl` only loads certificate chains from files,
 so the key is handed over through an anonymous in-memory file (memfd) that is closed
@@ -21,7 +22,9 @@ from cryptography import x509
 from mycelium.errors import MeshError
 from mycelium.identity.alpn import MESH_ALPN
 from mycelium.identity.spiffe import SpiffeId, SpiffeIdError
+from mycelium.net.errors import TlsRefused
 from mycelium.net.tls_memory import load_certificate_chain
+from mycelium.net.tls_session import PeerCheck
 
 
 class PeerIdentityError(MeshError):
@@ -98,3 +101,19 @@ def peer_identity(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> SpiffeId:
         return SpiffeId.from_certificate(x509.load_der_x509_certificate(der))
     except SpiffeIdError as exc:
         raise PeerIdentityError(f"the peer's certificate names no mesh identity: {exc}") from None
+
+
+def spiffe_peer(expected: str = "") -> PeerCheck:
+    """A `TlsSession`'s peer check for the mesh: the peer must present an SVID, and be
+    `expected` (a SPIFFE ID URI) when one is given; the session's `peer` is its ID."""
+
+    def check(ssl_object: ssl.SSLObject) -> SpiffeId:
+        try:
+            peer = peer_identity(ssl_object)
+        except PeerIdentityError as exc:
+            raise TlsRefused("untrusted_peer", str(exc)) from None
+        if expected and peer.uri != expected:
+            raise TlsRefused("wrong_identity", f"the peer is {peer}, not the expected {expected}")
+        return peer
+
+    return check

@@ -21,6 +21,7 @@ from mycelium.discovery import config as cfg
 from mycelium.discovery.client import DiscoveryClient, Snapshot
 from mycelium.discovery.protocol import MAX_TRAFFIC_ROWS, TelemetryReport
 from mycelium.identity.tls import Svid, client_context, server_context
+from mycelium.net.drain import DrainSet, DrainTrigger
 from mycelium.proxy.active_config import ActiveConfig, build_active_config
 from mycelium.proxy.h2.upstream import Http2Pools
 from mycelium.proxy.http.upstream import (
@@ -45,8 +46,8 @@ from mycelium.telemetry.tracing import Tracer
 from mycelium.telemetry.traffic_report import REPORT_SECONDS, TrafficReporter
 
 if TYPE_CHECKING:
+    from mycelium.net.relay import TcpRelay
     from mycelium.proxy.router.engine import DownstreamConnection
-    from mycelium.proxy.tcp_relay import TcpRelay
     from mycelium.proxy.upstream.endpoint import EndpointState
 
 # How often connection timeouts (idle, slow request heads) are checked.
@@ -76,11 +77,14 @@ class ProxyCore:
         self.h2_pools = Http2Pools(self.socket_mark)
         self._tls_contexts: dict[str, tuple[Svid, ssl.SSLContext]] = {}
         self.http1_limits = Http1Limits()
-        self.connections: set[DownstreamConnection] = set()
-        # Byte pipes (TCP services, upgraded connections): tracked so a drain can end them.
-        self.relays: set[TcpRelay] = set()
+        # The drain waits for both sets to empty: connections close once idle, byte pipes
+        # (TCP services, upgraded connections) run until they end or the deadline.
+        self.drain = DrainTrigger()
+        self.connections: DrainSet[DownstreamConnection] = DrainSet(
+            self.drain, lambda conn: conn.close_if_idle()
+        )
+        self.relays: DrainSet[TcpRelay] = DrainSet(self.drain)
         self.tasks: set[asyncio.Task[Any]] = set()
-        self.draining = False
         self.left = False  # deregistered on request (admin POST /leave): about to stop
         self.discovery: DiscoveryClient | None = None
         self.config_changed = asyncio.Event()
@@ -115,6 +119,10 @@ class ProxyCore:
             self.on_config.append(lambda _active: metrics.config_changed())
             # what the controller's dashboard and `myc stat` see (it cannot scrape us)
             self.traffic = TrafficReporter(metrics)  # counted by the metrics observer
+
+    @property
+    def draining(self) -> bool:
+        return self.drain.draining
 
     @property
     def svid(self) -> Svid | None:

@@ -16,11 +16,12 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
-from mycelium.identity.tls_session import TlsSession
+from mycelium.identity.tls import spiffe_peer
+from mycelium.net.tls_layer import TlsLayer
+from mycelium.net.tls_session import TlsSession
 from mycelium.proxy.h2.downstream import DownstreamHttp2
 from mycelium.proxy.http.downstream import DownstreamHttp1
 from mycelium.proxy.protocols.detect import DETECTION_TIMEOUT, HTTP2_PREFACE, detect_protocol
-from mycelium.proxy.tls_layer import TlsLayer
 
 if TYPE_CHECKING:
     from mycelium.proxy.core import ProxyCore
@@ -46,7 +47,7 @@ class InboundTls:
     def terminator(self, inner: Callable[[], asyncio.Protocol]) -> TlsLayer | None:
         if self._proxy.svid is None:
             return None
-        session = TlsSession(self._proxy.server_tls(), server_side=True)
+        session = TlsSession(self._proxy.server_tls(), server_side=True, verify_peer=spiffe_peer())
         return TlsLayer(session, inner, self._proxy.counters)
 
 

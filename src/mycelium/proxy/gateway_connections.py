@@ -21,12 +21,12 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, cast
 
-from mycelium.identity.tls_session import TlsSession
+from mycelium.net.tls_layer import TlsLayer
+from mycelium.net.tls_session import TlsSession
 from mycelium.proxy.detecting import listener_protocol
 from mycelium.proxy.protocols.tls_hello import read_client_hello
 from mycelium.proxy.router.roles import GatewayListener
 from mycelium.proxy.tcp_routing import Refuse, RelayTo, peer_text, relay_to_backends
-from mycelium.proxy.tls_layer import TlsLayer
 from mycelium.proxy.undecided import Undecided
 
 if TYPE_CHECKING:
@@ -119,7 +119,8 @@ class GatewayConnection(Undecided):
             def inner() -> asyncio.Protocol:
                 return _RelayWhenDecrypted(routing, decision, peer)
 
-        session = TlsSession(listener.tls, server_side=True, peer_identity_required=False)
+        # The edge's clients come from outside the mesh: no SVID to check.
+        session = TlsSession(listener.tls, server_side=True)
         layer = TlsLayer(session, inner, core.counters, counter_prefix="gateway_tls")
         self._terminate_tls(transport, layer)
 

@@ -21,10 +21,11 @@ import asyncio
 from typing import TYPE_CHECKING, Protocol, cast
 
 from mycelium.discovery import config as cfg
-from mycelium.identity.tls_session import TlsSession
+from mycelium.identity.tls import spiffe_peer
+from mycelium.net.tls_layer import TlsLayer
+from mycelium.net.tls_session import TlsSession
 from mycelium.proxy.protocols.detect import DETECTION_TIMEOUT
 from mycelium.proxy.protocols.tls_hello import judge_client_hello
-from mycelium.proxy.tls_layer import TlsLayer
 from mycelium.proxy.undecided import Undecided
 
 if TYPE_CHECKING:
@@ -112,7 +113,7 @@ class OpaqueInbound(Undecided):
             transport.abort()
             return
         layer = TlsLayer(
-            TlsSession(core.server_tls(), server_side=True),
+            TlsSession(core.server_tls(), server_side=True, verify_peer=spiffe_peer()),
             lambda: _AdmitWhenVerified(routing, inbound, peer),
             core.counters,
         )

@@ -18,10 +18,9 @@ import contextlib
 import logging
 import signal
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import Any, TextIO
 
 try:
     import uvloop
@@ -32,6 +31,7 @@ from mycelium import __version__
 from mycelium.discovery import config as cfg
 from mycelium.discovery.client import DiscoveryClient
 from mycelium.identity.renewal import run_identity
+from mycelium.net.dial import Dialer
 from mycelium.proxy.active_config import ActiveConfig
 from mycelium.proxy.admin import AdminServer
 from mycelium.proxy.core import ProxyCore
@@ -41,7 +41,6 @@ from mycelium.proxy.gateway_connections import GatewayConnection
 from mycelium.proxy.router.roles import GatewayListener, Role, SidecarInbound, SidecarOutbound
 from mycelium.proxy.settings import ListenAddress, LocalUpstream, ProxySettings
 from mycelium.proxy.tcp_routing import RouterRole, TcpRouting, is_opaque
-from mycelium.proxy.upstream.dial import connect_upstream
 from mycelium.telemetry.otlp import CollectorAddress, Connect, OtlpHttpExporter
 from mycelium.telemetry.tap import Tap
 from mycelium.telemetry.tracing import Tracer
@@ -282,20 +281,18 @@ class ProxyServer:
 
     async def drain(self, deadline_seconds: float | None = None) -> None:
         core = self.core
-        deadline = time.monotonic() + (
-            self.settings.drain_seconds if deadline_seconds is None else deadline_seconds
-        )
-        core.draining = True
+        # Idle connections close now, busy ones as their last request ends (see
+        # ProxyCore.connections); relays run on until they end or the deadline.
+        core.drain.start()
         for server in [*self._servers, *self._inbound.values()]:
             server.close()
         for _, server in self._gateway.values():
             server.close()
-        for conn in list(core.connections):
-            conn.close_if_idle()
-        while (core.connections or self.tcp.relays) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-            for conn in list(core.connections):
-                conn.close_if_idle()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(
+                self.settings.drain_seconds if deadline_seconds is None else deadline_seconds
+            ):
+                await core.drain.released()
         for conn in list(core.connections):
             conn.abort()
         self.tcp.abort_all()
@@ -325,14 +322,15 @@ class ProxyServer:
 def _marked_connect(mark: int) -> Connect:
     """Connections to the collector that the pod's interception lets through, as the
     proxy's own upstream connections are (transparent mode)."""
+    dialer = Dialer(mark=mark)
 
     async def connect(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader()
-        transport, protocol = await connect_upstream(
-            lambda: asyncio.StreamReaderProtocol(reader), host, port, mark
+        transport, protocol = await dialer.connect(
+            lambda: asyncio.StreamReaderProtocol(reader), host, port
         )
-        writer = asyncio.StreamWriter(cast(asyncio.Transport, transport), protocol, reader, loop)
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         return reader, writer
 
     return connect

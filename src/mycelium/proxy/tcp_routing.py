@@ -5,7 +5,7 @@ explicit local listener knows its service. Either way the service port decides: 
 opaque, TCP or TLS port is relayed to an endpoint of a cluster chosen by the route's
 `tcp_backends` weights, at once, without waiting for the client's first bytes (a
 server-speaks-first protocol must not stall); an HTTP port goes to protocol detection
-and the HTTP/1 or HTTP/2 handlers, with a `Listener` that names the service and port.
+and the HTTP/1 or HTTP/2 handlers, with a role (`router.roles`) that names the service and port.
 
 An outbound destination no config names, even after subscribing on demand by its
 address, is relayed to that very address (passthrough, counted `tcp_passthrough`) —
@@ -22,14 +22,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, cast
 
 from mycelium.discovery import config as cfg
+from mycelium.identity.tls import spiffe_peer
+from mycelium.net.dial import Dialer
 from mycelium.net.original_dst import OriginalDestinationError, original_destination
+from mycelium.net.relay import TcpRelay
+from mycelium.net.tls_session import TlsSession
 from mycelium.proxy.detecting import listener_protocol
 from mycelium.proxy.errors import Denied
 from mycelium.proxy.filters.authorization import AccessRequest
 from mycelium.proxy.opaque_inbound import OpaqueInbound
 from mycelium.proxy.router.roles import Role, SidecarInbound, SidecarOutbound
 from mycelium.proxy.settings import LocalUpstream
-from mycelium.proxy.tcp_relay import TcpRelay
 from mycelium.telemetry import FinishedConnection, OpenedConnection
 
 if TYPE_CHECKING:
@@ -224,8 +227,7 @@ class TcpRouting:
     def __init__(self, core: ProxyCore) -> None:
         self.core = core
         self.relays = core.relays  # shared with upgraded HTTP connections, for the drain
-        settings = core.settings
-        self.socket_mark = settings.socket_mark if settings.mode == "transparent" else None
+        self.dialer = Dialer(mark=core.socket_mark)
 
     def protocol(
         self,
@@ -283,14 +285,12 @@ class TcpRouting:
         )
         if relay.done:
             return
-        relay.connect(
-            target.host,
-            target.port,
-            socket_mark=self.socket_mark,
-            tls=core.client_tls() if target.mtls else None,
-            expected_peer=target.identity,
-            counters=core.counters,
-        )
+        tls = None
+        if target.mtls:
+            # the peer proxy must be the endpoint's registered identity ("" for any)
+            check = spiffe_peer(target.identity)
+            tls = TlsSession(core.client_tls(), server_side=False, verify_peer=check)
+        relay.connect(target.host, target.port, dialer=self.dialer, tls=tls, counters=core.counters)
         self.relays.add(relay)
         core.counters["tcp_connections"] += 1
         opened: OpenedConnection | None = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
-from mycelium.proxy.tls_layer import TlsLayer
+from mycelium.net.tls_layer import TlsLayer
 
 
 class Undecided(asyncio.Protocol):

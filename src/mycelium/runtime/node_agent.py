@@ -33,10 +33,11 @@ import aiohttp
 
 from mycelium.api.deployment import Deployment
 from mycelium.api.service import Service
+from mycelium.net.netns import InNamespace
 from mycelium.runtime import process_records
 from mycelium.runtime.node_network import LoopbackNode, NodeNetwork, ServiceName
 from mycelium.runtime.pod_lifecycle import PodPhase
-from mycelium.runtime.port_forward import InNamespace, PortForward, PortForwardError
+from mycelium.runtime.port_forward import PortForward, PortForwardError
 from mycelium.runtime.process_pods import MeshAccess, PodSpec, ProcessPod
 from mycelium.runtime.reconcile import CreatePod, PodView, StopPod, reconcile
 

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from mycelium import ports
+from mycelium.net.netns import InNamespace
 from mycelium.runtime import netns_pods
 from mycelium.runtime.pod_network import (
     POD_NETWORK,
@@ -51,7 +52,7 @@ from mycelium.runtime.pod_network import (
     pod_ruleset,
 )
 from mycelium.runtime.pod_placement import LoopbackPlacement, NetnsPlacement, PodPlacement
-from mycelium.runtime.port_forward import InNamespace, PortForward
+from mycelium.runtime.port_forward import PortForward
 
 log = logging.getLogger("mycelium.runtime.node")
 

@@ -32,6 +32,7 @@ from tests.support.netns import (
     system_lab,
 )
 
+from mycelium.net.dial import Dialer
 from mycelium.net.original_dst import (
     NotRedirected,
     OriginalDestinationError,
@@ -39,7 +40,7 @@ from mycelium.net.original_dst import (
     parse_sockaddr_in,
     parse_sockaddr_in6,
 )
-from mycelium.proxy.tcp_relay import RelayResult, TcpRelay
+from mycelium.net.relay import RelayResult, TcpRelay
 
 pytestmark = pytest.mark.system
 
@@ -129,7 +130,7 @@ class RelayingCapture:
     def hand_over(self, transport: asyncio.Transport) -> None:
         destination = original_destination(transport.get_extra_info("socket"))
         relay = TcpRelay(transport, idle_timeout=CLIENT_TIMEOUT)
-        relay.connect(*destination, connect_timeout=CLIENT_TIMEOUT, socket_mark=PROXY_MARK)
+        relay.connect(*destination, connect_timeout=CLIENT_TIMEOUT, dialer=Dialer(mark=PROXY_MARK))
         task = asyncio.get_running_loop().create_task(self._record(relay))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)

@@ -19,8 +19,8 @@ from collections.abc import Iterator
 import pytest
 from tests.support.netns import Namespace, host_interface_names
 
+from mycelium.net.dial import set_mark
 from mycelium.net.original_dst import original_destination
-from mycelium.proxy.upstream.dial import set_mark
 from mycelium.runtime import netns_pods
 from mycelium.runtime.pod_network import (
     POD_NETWORK,

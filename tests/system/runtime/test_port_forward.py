@@ -22,7 +22,8 @@ import pytest
 from tests.support.netns import Namespace, NetnsLab, system_lab
 from tests.support.polling import eventually
 
-from mycelium.runtime.port_forward import InNamespace, PortForward, PortForwardError
+from mycelium.net.netns import InNamespace
+from mycelium.runtime.port_forward import PortForward, PortForwardError
 
 pytestmark = pytest.mark.system
 
@@ -249,12 +250,16 @@ async def test_after_stop_nothing_listens_and_open_connections_are_closed(
         pod.call(socket.create_connection, to_host.address, SOCKET_TIMEOUT_S)
 
 
-async def test_a_missing_namespace_is_an_error_that_says_what_to_check() -> None:
-    with (
-        InNamespace("mycelium-no-such-namespace") as nowhere,
-        pytest.raises(PortForwardError, match="ip netns list"),
-    ):
-        await nowhere.call(socket.socket)
+async def test_a_missing_namespace_is_an_error_at_start_that_says_what_to_check(
+    host: InNamespace,
+) -> None:
+    # (InNamespace's own error: tests/system/net/test_netns_dial.py)
+    with InNamespace("mycelium-no-such-namespace") as nowhere:
+        forward = PortForward(
+            ("127.0.0.1", 0), ("127.0.0.1", 9), listen_in=nowhere, connect_in=host
+        )
+        with pytest.raises(PortForwardError, match="ip netns list"):
+            await forward.start()
 
 
 async def test_a_port_in_use_is_an_error_at_start(host: InNamespace) -> None:

@@ -76,6 +76,9 @@ class DownstreamHttp2(H2Channel):
         self.guard = FloodGuard()
         self.streams: dict[int, Http2Exchange] = {}
         self.idle_since: float | None = None
+        # Draining with the last response still queued for the client's windows: GOAWAY
+        # once it has left (see flush), not before, which would cut it off.
+        self._go_away_when_sent = False
 
     # --- asyncio callbacks -----------------------------------------------------------------
 
@@ -182,8 +185,8 @@ class DownstreamHttp2(H2Channel):
             del self.streams[exchange.stream_id]
         if not self.streams:
             self.idle_since = time.monotonic()
-            if self.proxy.draining and self.sends.idle:
-                self.go_away(ErrorCodes.NO_ERROR)
+            if self.proxy.draining:
+                self.close_if_idle()
 
     def send_response(self, exchange: Http2Exchange, block: Fields, *, end_stream: bool) -> None:
         if self.closed:
@@ -240,11 +243,19 @@ class DownstreamHttp2(H2Channel):
             exchange.client_gone()
 
     def close_if_idle(self) -> bool:
-        """For draining: GOAWAY now if no stream is open (else when the last one ends)."""
+        """For draining: GOAWAY now if no stream is open (else when the last one ends
+        and its response has left)."""
         if not self.streams and self.sends.idle:
             self.go_away(ErrorCodes.NO_ERROR)
             return True
+        self._go_away_when_sent = not self.streams
         return False
+
+    def flush(self) -> None:
+        super().flush()
+        if self._go_away_when_sent and self.sends.idle and not self.streams:
+            self._go_away_when_sent = False  # go_away flushes too
+            self.go_away(ErrorCodes.NO_ERROR)
 
     def check_timeouts(self, now: float) -> None:
         """Called by the core's sweep: close a connection idle too long."""

@@ -32,6 +32,7 @@ from h2.events import (
 )
 from h2.exceptions import ProtocolError
 
+from mycelium.net.dial import Dialer
 from mycelium.proxy.errors import UpstreamConnectFailed, UpstreamReset, UpstreamUnprocessed
 from mycelium.proxy.h2.channel import H2Channel
 from mycelium.proxy.protocols.http2 import (
@@ -41,7 +42,7 @@ from mycelium.proxy.protocols.http2 import (
     start,
 )
 from mycelium.proxy.router.engine import Engine
-from mycelium.proxy.upstream.dial import check_peer_identity, connect_upstream
+from mycelium.proxy.upstream.peer_identity import check_peer_identity
 
 # A connection to an endpoint with no stream for this long is closed (GOAWAY): the
 # HTTP/1 pool keeps idle connections 60 s too, under most servers' own idle limits.
@@ -196,7 +197,7 @@ class Http2Pools:
     """The proxy's HTTP/2 connections to endpoints, by endpoint."""
 
     def __init__(self, socket_mark: int | None = None) -> None:
-        self.socket_mark = socket_mark  # set in transparent mode: see upstream/dial.py
+        self.dialer = Dialer(mark=socket_mark)  # marked in transparent mode: see net/dial.py
         self.idle_seconds = IDLE_SECONDS
         # by (address, port, mTLS or not)
         self._conns: dict[tuple[str, int, bool], list[UpstreamHttp2]] = {}
@@ -237,8 +238,8 @@ class Http2Pools:
         endpoint = f"{address}:{port}"
         try:
             async with asyncio.timeout(connect_timeout):
-                transport, conn = await connect_upstream(
-                    lambda: UpstreamHttp2(endpoint), address, port, self.socket_mark, tls
+                transport, conn = await self.dialer.connect(
+                    lambda: UpstreamHttp2(endpoint), address, port, tls=tls
                 )
             if tls is not None:
                 check_peer_identity(transport, identity, endpoint)

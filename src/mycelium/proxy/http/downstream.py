@@ -25,6 +25,7 @@ from collections import deque
 from dataclasses import replace
 from typing import TYPE_CHECKING, cast
 
+from mycelium.net.relay import TcpRelay
 from mycelium.proxy.errors import REASON_HEADER, ClientGone, ProxyError, RequestTimeout
 from mycelium.proxy.http.body import BodyStream
 from mycelium.proxy.http.exchange import NO_BODY_STATUSES, Exchange
@@ -42,7 +43,6 @@ from mycelium.proxy.protocols.http1 import (
     encode_last_chunk,
     encode_response_head,
 )
-from mycelium.proxy.tcp_relay import TcpRelay
 from mycelium.telemetry.metrics import PEER_HEADER
 
 if TYPE_CHECKING:

@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, cast
 
+from mycelium.net.dial import Dialer
 from mycelium.proxy.errors import UpstreamConnectFailed, UpstreamProtocolViolation, UpstreamReset
 from mycelium.proxy.protocols.http1 import (
     DataReceived,
@@ -32,11 +33,12 @@ from mycelium.proxy.protocols.http1 import (
     ResponseReceived,
 )
 from mycelium.proxy.router.engine import Engine
-from mycelium.proxy.upstream.dial import check_peer_identity, connect_upstream
+from mycelium.proxy.upstream.peer_identity import check_peer_identity
 
 if TYPE_CHECKING:
+    from mycelium.net.drain import DrainSet
+    from mycelium.net.relay import TcpRelay
     from mycelium.proxy.protocols.http1 import Http1Limits
-    from mycelium.proxy.tcp_relay import TcpRelay
     from mycelium.proxy.upstream.clusters import ClusterRuntime
     from mycelium.proxy.upstream.endpoint import EndpointState
 
@@ -297,7 +299,7 @@ class EndpointPool:
     ) -> None:
         self.host = host
         self.port = port
-        self.socket_mark = socket_mark  # set in transparent mode: see upstream/dial.py
+        self.dialer = Dialer(mark=socket_mark)  # marked in transparent mode: see net/dial.py
         # mTLS to another proxy: the context (our current SVID) and the SPIFFE ID the
         # endpoint must present
         self.tls = tls
@@ -387,12 +389,11 @@ class EndpointPool:
         self.last_used = time.monotonic()
         try:
             async with asyncio.timeout(connect_timeout):
-                transport, protocol = await connect_upstream(
+                transport, protocol = await self.dialer.connect(
                     lambda: UpstreamHttp1(self),
                     self.host,
                     self.port,
-                    self.socket_mark,
-                    self.tls() if self.tls is not None else None,
+                    tls=self.tls() if self.tls is not None else None,
                 )
         except TimeoutError:
             raise UpstreamConnectFailed(
@@ -482,6 +483,6 @@ class Http1Engine(Engine, Protocol):
 
     http1_limits: Http1Limits
     pools: PoolSet  # plaintext connections (mirrored copies go on these)
-    relays: set[TcpRelay]  # byte pipes (upgraded connections), for the drain
+    relays: DrainSet[TcpRelay]  # byte pipes (upgraded connections), for the drain
 
     def pool_for(self, cluster: ClusterRuntime, endpoint: EndpointState) -> EndpointPool: ...

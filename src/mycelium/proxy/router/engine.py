@@ -12,10 +12,11 @@ import logging
 import random
 import ssl
 from collections import defaultdict
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Hashable
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from mycelium.net.drain import DrainSet
     from mycelium.proxy.active_config import ActiveConfig
     from mycelium.proxy.upstream.clusters import ClusterRuntime
     from mycelium.proxy.upstream.endpoint import EndpointState
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from mycelium.telemetry.tracing import Tracer
 
 
-class DownstreamConnection(Protocol):
+class DownstreamConnection(Hashable, Protocol):
     """A client's connection, as the sweep and the drain handle it."""
 
     def check_timeouts(self, now: float) -> None: ...
@@ -39,11 +40,13 @@ class Engine(Protocol):
     active: ActiveConfig
     rng: random.Random
     log: logging.Logger
-    draining: bool
     tracer: Tracer | None
     # defaultdict: an increment per request on the hot path
     counters: defaultdict[str, int]
-    connections: set[DownstreamConnection]  # open client connections, for the drain
+    connections: DrainSet[DownstreamConnection]  # open client connections, for the drain
+
+    @property
+    def draining(self) -> bool: ...
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]: ...
 

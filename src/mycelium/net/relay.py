@@ -1,9 +1,11 @@
-"""The L4 relay: move bytes between a client connection and its upstream, both ways.
+"""The TCP relay: move bytes between a client connection and its upstream, both ways.
 
-A listener accepts a connection with its own protocol, reads the first bytes to detect
-the protocol, then hands the transport over: `TcpRelay(transport, initial_data=...)`
-takes it (`set_protocol`), holds its reading while the upstream connects, forwards the
-bytes detection already read, and then relays until both directions have ended.
+The one relay under every user: the proxy's TCP services and upgraded connections, the
+runtime's port forwards, the ztunnel to come. A listener accepts a connection with its
+own protocol (which may read the first bytes to detect the protocol), then hands the
+transport over: `TcpRelay(transport, initial_data=...)` takes it (`set_protocol`),
+holds its reading while the upstream connects (through a `Dialer`, and TLS when asked),
+forwards the bytes already read, and then relays until both directions have ended.
 `connect_and_relay()` does all of that in one await and returns a `RelayResult`.
 
 Invariants:
@@ -15,30 +17,40 @@ Invariants:
   direction keeps flowing until it ends too; then both transports close.
 - The relay ends once both transports are closed, for exactly one reason (`RelayEnd`);
   byte counts are final by then. An error on one side closes the other gracefully so
-  that bytes already relayed are still delivered; `abort()`, an idle timeout with bytes
-  stuck in a buffer, and a failed upstream connect reset instead (RST), so that the peer
-  cannot mistake them for a clean end.
-- Callbacks never await; the only task is the upstream connect, tracked and cancelled.
+  that bytes already relayed are still delivered, or, with `pass_resets=True` (a port
+  forward, which must look like the connection it stands for), resets it: a reset
+  travels as a reset. `abort()`, an idle timeout with bytes stuck in a buffer, and a
+  failed upstream connect reset (RST), so that the peer cannot mistake them for a
+  clean end.
+- Callbacks never await: per chunk, one `write` to the other side and nothing else.
+  The only task is the upstream connect, tracked and cancelled.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import os
 import socket
-import ssl
 import struct
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Literal, cast
 
 from mycelium.errors import MeshError
-from mycelium.identity.tls_session import TlsRefused, TlsSession
-from mycelium.proxy.errors import UpstreamConnectFailed, UpstreamReset, UpstreamTimeout
-from mycelium.proxy.tls_layer import TlsLayer
-from mycelium.proxy.upstream.dial import set_mark
+from mycelium.net.dial import PLAIN, Dialer
+from mycelium.net.errors import (
+    ConnectFailed,
+    ConnectTimeout,
+    DownstreamLost,
+    NamespaceError,
+    RelayAborted,
+    RelayIdle,
+    TlsRefused,
+    UpstreamLost,
+)
+from mycelium.net.tls_layer import TlsLayer
+from mycelium.net.tls_session import TlsSession
 
 # Write-buffer marks per transport. The kernel's socket buffers (megabytes once TCP
 # autotuning has grown them) do the bulk buffering; user space only has to keep the
@@ -52,6 +64,10 @@ LOW_WATER_BYTES = 64 * 1024
 # reaching it means the endpoint is gone rather than slow.
 DEFAULT_CONNECT_TIMEOUT = 10.0  # seconds
 
+# The counters an upstream TLS layer keeps: `mtls_upstream_connections`, and
+# `mtls_upstream_refused_<reason>` (the relay originates TLS only towards peer proxies).
+UPSTREAM_TLS_COUNTER_PREFIX = "mtls_upstream"
+
 
 type RelayEnd = Literal[
     "completed",  # both directions ended with EOF (or the relay finished closing)
@@ -63,18 +79,6 @@ type RelayEnd = Literal[
     "connect_timeout",  # the upstream did not accept within `connect_timeout`
 ]
 type Role = Literal["downstream", "upstream"]
-
-
-class DownstreamLost(MeshError):
-    """The client's connection ended abnormally while the relay was using it."""
-
-
-class RelayIdle(MeshError):
-    """No byte moved either way for the relay's idle timeout."""
-
-
-class RelayAborted(MeshError):
-    """The relay was ended on purpose (drain, shutdown, policy)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -173,7 +177,8 @@ class TcpRelay:
 
     A listener that read `initial_data` during detection passes it here, and
     `downstream_eof=True` if the client had already half-closed (its protocol must have
-    returned True from `eof_received` to keep the transport open).
+    returned True from `eof_received` to keep the transport open). `pass_resets=True`
+    resets one side when the other was reset, rather than closing it after its buffer.
     """
 
     def __init__(
@@ -185,6 +190,7 @@ class TcpRelay:
         idle_timeout: float | None = None,
         high_water: int = HIGH_WATER_BYTES,
         low_water: int = LOW_WATER_BYTES,
+        pass_resets: bool = False,
     ) -> None:
         if idle_timeout is not None and idle_timeout <= 0:
             raise ValueError(f"idle_timeout must be positive or None, not {idle_timeout}")
@@ -196,6 +202,7 @@ class TcpRelay:
         # connections
         self._high_water = high_water
         self._low_water = low_water
+        self._pass_resets = pass_resets
         self._down = _Side(self, "downstream")
         self._up = _Side(self, "upstream")
         self._down.peer, self._up.peer = self._up, self._down
@@ -240,25 +247,22 @@ class TcpRelay:
         port: int,
         *,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-        socket_mark: int | None = None,
-        tls: ssl.SSLContext | None = None,
-        expected_peer: str = "",
+        dialer: Dialer = PLAIN,
+        tls: TlsSession | None = None,
         counters: MutableMapping[str, int] | None = None,
     ) -> None:
-        """Start dialling the upstream; relaying starts once it accepts.
+        """Start dialling the upstream with `dialer`; relaying starts once it accepts.
 
-        `socket_mark` sets SO_MARK on the upstream socket, so that the pod's nftables
-        rules can exempt the proxy's own traffic from interception (needs CAP_NET_ADMIN).
-        `tls` (an SVID client context) wraps the upstream in mTLS, and the peer must then
-        be `expected_peer` (a SPIFFE ID; "" accepts any); the handshake counts towards
-        the connect timeout, and `counters` get `mtls_upstream_*`.
+        `tls` (a client-side session, whose peer check says whom to accept) wraps the
+        upstream in TLS that half-closes; the handshake counts towards the connect
+        timeout, and `counters` get `mtls_upstream_*`.
         A failure ends the relay ("connect_failed" or "connect_timeout") and resets the
         client connection.
         """
         if self._connect_task is not None or self._up.transport is not None:
             raise RuntimeError("this relay already has an upstream")
-        mtls = None if tls is None else (tls, expected_peer, counters)
-        task = self.loop.create_task(self._connect(host, port, connect_timeout, socket_mark, mtls))
+        tls_with = None if tls is None else (tls, counters)
+        task = self.loop.create_task(self._connect(host, port, connect_timeout, dialer, tls_with))
         self._connect_task = task
         task.add_done_callback(self._connect_done)
 
@@ -312,32 +316,36 @@ class TcpRelay:
         host: str,
         port: int,
         connect_timeout: float,
-        socket_mark: int | None,
-        mtls: tuple[ssl.SSLContext, str, MutableMapping[str, int] | None] | None,
+        dialer: Dialer,
+        tls: tuple[TlsSession, MutableMapping[str, int] | None] | None,
     ) -> None:
         where = f"{host}:{port}"
         try:
             async with asyncio.timeout(connect_timeout):
-                sock = await self._dial(host, port, socket_mark)
-                if mtls is None:
+                sock = await dialer.dial(host, port)
+                peer = sock.getpeername()
+                self._upstream_address = (str(peer[0]), int(peer[1]))
+                if tls is None:
                     try:
                         await self.loop.create_connection(lambda: self._up, sock=sock)
                     except BaseException:
                         sock.close()
                         raise
                 else:
-                    await self._handshake(sock, *mtls)
+                    await self._handshake(sock, *tls)
         except TlsRefused as exc:
             self._fail_connect(
                 "connect_failed",
-                UpstreamConnectFailed(
-                    f"mTLS with the upstream {where} failed ({exc.reason}): {exc.detail}"
-                ),
+                ConnectFailed(f"TLS with the upstream {where} failed ({exc.reason}): {exc.detail}"),
+            )
+        except NamespaceError as exc:
+            self._fail_connect(
+                "connect_failed", ConnectFailed(f"connecting to the upstream {where}: {exc}")
             )
         except TimeoutError:
             self._fail_connect(
                 "connect_timeout",
-                UpstreamTimeout(
+                ConnectTimeout(
                     f"the upstream {where} did not accept a connection within "
                     f"{connect_timeout} s: check that the endpoint is up and reachable"
                 ),
@@ -346,7 +354,7 @@ class TcpRelay:
             why = os.strerror(exc.errno) if exc.errno else str(exc)
             self._fail_connect(
                 "connect_failed",
-                UpstreamConnectFailed(
+                ConnectFailed(
                     f"connecting to the upstream {where} failed: {why}; check that the "
                     "endpoint is up and listens on that port"
                 ),
@@ -355,16 +363,11 @@ class TcpRelay:
     async def _handshake(
         self,
         sock: socket.socket,
-        context: ssl.SSLContext,
-        expected_peer: str,
+        session: TlsSession,
         counters: MutableMapping[str, int] | None,
     ) -> None:
         layer = TlsLayer(
-            TlsSession(context, server_side=False),
-            lambda: self._up,
-            counters,
-            expected_peer=expected_peer,
-            counter_prefix="mtls_upstream",
+            session, lambda: self._up, counters, counter_prefix=UPSTREAM_TLS_COUNTER_PREFIX
         )
         try:
             await self.loop.create_connection(lambda: layer, sock=sock)
@@ -378,43 +381,6 @@ class TcpRelay:
                 layer.transport.abort()
             raise
 
-    async def _dial(self, host: str, port: int, socket_mark: int | None) -> socket.socket:
-        last_error: OSError | None = None
-        for family, address in await self._resolve(host, port):
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            try:
-                sock.setblocking(False)
-                if socket_mark is not None:
-                    set_mark(sock, socket_mark)
-                await self.loop.sock_connect(sock, address)
-            except OSError as exc:
-                sock.close()
-                last_error = exc
-                continue
-            except BaseException:
-                sock.close()
-                raise
-            self._upstream_address = (str(address[0]), int(address[1]))
-            return sock
-        assert last_error is not None  # _resolve returns at least one address
-        raise last_error
-
-    async def _resolve(
-        self, host: str, port: int
-    ) -> list[tuple[socket.AddressFamily, tuple[str, int] | tuple[str, int, int, int]]]:
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            pass
-        else:  # the common case, an endpoint address: no resolver thread needed
-            if ip.version == 4:
-                return [(socket.AF_INET, (host, port))]
-            return [(socket.AF_INET6, (host, port, 0, 0))]
-        infos = await self.loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        if not infos:
-            raise OSError(f"{host} resolved to no address")
-        return [(family, address) for family, _, _, _, address in infos]  # type: ignore[misc]
-
     def _fail_connect(self, ended_by: RelayEnd, error: MeshError) -> None:
         self._end(ended_by, error)
         if self._down.transport is not None and not self._down.lost:
@@ -424,7 +390,7 @@ class TcpRelay:
         self._connect_task = None
         if not task.cancelled() and task.exception() is not None:
             # a bug, not a network failure: still end the relay rather than hang it
-            self._fail_connect("connect_failed", UpstreamConnectFailed(repr(task.exception())))
+            self._fail_connect("connect_failed", ConnectFailed(repr(task.exception())))
         self._maybe_finish()
 
     def _upstream_made(self, side: _Side, transport: asyncio.Transport) -> None:
@@ -502,16 +468,17 @@ class TcpRelay:
         if self._ended_by is None:
             reason = exc or "the connection was closed under the relay"
             if side.role == "upstream":
-                self._end(
-                    "upstream_lost", UpstreamReset(f"the upstream connection ended: {reason}")
-                )
+                self._end("upstream_lost", UpstreamLost(f"the upstream connection ended: {reason}"))
             else:
                 self._end(
                     "downstream_lost", DownstreamLost(f"the client connection ended: {reason}")
                 )
         peer = side.peer
         if peer.transport is not None and not peer.lost:
-            peer.transport.close()  # flush what was already relayed, then FIN
+            if exc is not None and self._pass_resets:
+                _reset(peer.transport)
+            else:
+                peer.transport.close()  # flush what was already relayed, then FIN
         if self._connect_task is not None:  # the client left while the upstream was dialled
             self._connect_task.cancel()
         self._maybe_finish()
@@ -601,7 +568,7 @@ async def connect_and_relay(
     downstream_eof: bool = False,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     idle_timeout: float | None = None,
-    socket_mark: int | None = None,
+    dialer: Dialer = PLAIN,
 ) -> RelayResult:
     """Take over the client connection, dial the upstream, relay until both sides end.
 
@@ -623,9 +590,7 @@ async def connect_and_relay(
         idle_timeout=idle_timeout,
     )
     if not relay.done:
-        relay.connect(
-            upstream_host, upstream_port, connect_timeout=connect_timeout, socket_mark=socket_mark
-        )
+        relay.connect(upstream_host, upstream_port, connect_timeout=connect_timeout, dialer=dialer)
     try:
         return await relay.wait()
     except asyncio.CancelledError:

@@ -22,16 +22,17 @@ import pytest
 import uvloop
 from tests.support.polling import eventually
 
-from mycelium.proxy.errors import UpstreamConnectFailed, UpstreamReset, UpstreamTimeout
-from mycelium.proxy.protocols.detect import DETECTION_TIMEOUT, detect_protocol
-from mycelium.proxy.tcp_relay import (
-    HIGH_WATER_BYTES,
+from mycelium.net.errors import (
+    ConnectFailed,
+    ConnectTimeout,
     RelayAborted,
     RelayIdle,
-    RelayResult,
-    TcpRelay,
-    connect_and_relay,
+    UpstreamLost,
 )
+from mycelium.net.relay import HIGH_WATER_BYTES, RelayResult, TcpRelay, connect_and_relay
+
+# The proxy's own protocol detection drives the hand-over stories, as its listeners do.
+from mycelium.proxy.protocols.detect import DETECTION_TIMEOUT, detect_protocol
 
 LOCALHOST = "127.0.0.1"
 MiB = 1024 * 1024
@@ -102,6 +103,7 @@ class CaptureListener:
     wait_for_eof: bool = False
     idle_timeout: float | None = None
     connect_timeout: float = 5.0
+    pass_resets: bool = False
     relays: list[TcpRelay] = field(default_factory=list)
     results: list[RelayResult] = field(default_factory=list)
     detected: list[str] = field(default_factory=list)
@@ -129,6 +131,7 @@ class CaptureListener:
             initial_data=initial_data,
             downstream_eof=eof,
             idle_timeout=self.idle_timeout,
+            pass_resets=self.pass_resets,
         )
         self.relays.append(relay)
         relay.connect(LOCALHOST, self.upstream_port, connect_timeout=self.connect_timeout)
@@ -191,6 +194,13 @@ async def read_all(reader: asyncio.StreamReader) -> bytes:
         while chunk := await reader.read(64 * 1024):
             chunks.append(chunk)
     return b"".join(chunks)
+
+
+def reset(writer: asyncio.StreamWriter) -> None:
+    """Close with RST: SO_LINGER 0, then abort."""
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
 
 
 def unused_port() -> int:
@@ -439,7 +449,7 @@ def test_a_refused_upstream_resets_the_client_promptly(run: Callable[[Story], No
             result = await listener.result()
         assert closed_after < PROMPTLY
         assert result.ended_by == "connect_failed"
-        assert isinstance(result.error, UpstreamConnectFailed)
+        assert isinstance(result.error, ConnectFailed)
         assert f"{LOCALHOST}:{port}" in str(result.error)
         assert "refused" in str(result.error)
         assert (result.bytes_to_upstream, result.bytes_to_downstream) == (0, 0)
@@ -469,7 +479,7 @@ def test_an_upstream_that_never_accepts_times_out(run: Callable[[Story], None]) 
                 for filler in fillers:
                     filler.close()
         assert result.ended_by == "connect_timeout"
-        assert isinstance(result.error, UpstreamTimeout)
+        assert isinstance(result.error, ConnectTimeout)
         assert "0.3 s" in str(result.error)
 
     run(story)
@@ -543,9 +553,7 @@ def test_an_upstream_reset_still_delivers_what_it_sent(run: Callable[[Story], No
         await reader.readexactly(5)
         writer.write(b"partial answer")
         await writer.drain()
-        sock = writer.get_extra_info("socket")
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        writer.transport.abort()
+        reset(writer)
 
     async def story() -> None:
         async with upstream_server(answer_then_reset) as port, CaptureListener(port) as lsn:
@@ -555,35 +563,98 @@ def test_an_upstream_reset_still_delivers_what_it_sent(run: Callable[[Story], No
             writer.close()
             result = await lsn.result()
         assert result.ended_by == "upstream_lost"
-        assert isinstance(result.error, UpstreamReset)
+        assert isinstance(result.error, UpstreamLost)
 
     run(story)
 
 
+def test_passing_resets_an_upstream_reset_reaches_the_client_as_one(
+    run: Callable[[Story], None],
+) -> None:
+    async def reset_after_hello(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readexactly(5)
+        reset(writer)
+
+    async def story() -> None:
+        async with (
+            upstream_server(reset_after_hello) as port,
+            CaptureListener(port, pass_resets=True) as listener,
+        ):
+            reader, writer = await asyncio.open_connection(LOCALHOST, listener.port)
+            writer.write(b"hello")
+            with pytest.raises(ConnectionResetError):
+                await asyncio.wait_for(reader.read(1), PROMPTLY)
+            writer.close()
+            result = await listener.result()
+        assert result.ended_by == "upstream_lost"
+        assert isinstance(result.error, UpstreamLost)
+
+    run(story)
+
+
+def test_passing_resets_a_client_reset_reaches_the_upstream_as_one(
+    run: Callable[[Story], None],
+) -> None:
+    upstream_saw: asyncio.Queue[str] = asyncio.Queue()
+
+    async def note_how_it_ended(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"ready")
+        try:
+            await reader.read()
+        except ConnectionResetError:
+            upstream_saw.put_nowait("reset")
+        else:
+            upstream_saw.put_nowait("eof")
+
+    async def story() -> None:
+        async with (
+            upstream_server(note_how_it_ended) as port,
+            CaptureListener(port, pass_resets=True) as listener,
+        ):
+            reader, writer = await asyncio.open_connection(LOCALHOST, listener.port)
+            assert await reader.readexactly(5) == b"ready"
+            reset(writer)
+            assert await asyncio.wait_for(upstream_saw.get(), PROMPTLY) == "reset"
+            result = await listener.result()
+        assert result.ended_by == "downstream_lost"
+
+    run(story)
+
+
+@contextlib.asynccontextmanager
+async def accepted_client() -> Any:
+    """A client connected to a bare listening socket; yields its reader and writer, and
+    the socket accepted for it (what a listener would hand to `connect_and_relay`)."""
+    loop = asyncio.get_running_loop()
+    with socket.socket() as capture:
+        capture.bind((LOCALHOST, 0))
+        capture.listen()
+        capture.setblocking(False)
+        reader, writer = await asyncio.open_connection(*capture.getsockname())
+        accepted, _ = await loop.sock_accept(capture)
+        yield reader, writer, accepted
+
+
 def test_connect_and_relay_takes_an_accepted_socket(run: Callable[[Story], None]) -> None:
     async def story() -> None:
-        loop = asyncio.get_running_loop()
-        async with upstream_server(answer_after_eof) as port:
-            with socket.socket() as capture:
-                capture.bind((LOCALHOST, 0))
-                capture.listen()
-                capture.setblocking(False)
-                reader, writer = await asyncio.open_connection(*capture.getsockname())
-                accepted, _ = await loop.sock_accept(capture)
-                relaying = asyncio.create_task(
-                    connect_and_relay(
-                        accepted,
-                        LOCALHOST,
-                        port,
-                        initial_data=b"(peeked) ",
-                        connect_timeout=PROMPTLY,
-                    )
+        async with (
+            upstream_server(answer_after_eof) as port,
+            accepted_client() as (reader, writer, accepted),
+        ):
+            relaying = asyncio.create_task(
+                connect_and_relay(
+                    accepted,
+                    LOCALHOST,
+                    port,
+                    initial_data=b"(peeked) ",
+                    connect_timeout=PROMPTLY,
                 )
-                writer.write(b"rest")
-                writer.write_eof()
-                assert await read_all(reader) == b"got 13 bytes: (peeked) rest"
-                writer.close()
-                result = await asyncio.wait_for(relaying, PROMPTLY)
+            )
+            writer.write(b"rest")
+            writer.write_eof()
+            assert await read_all(reader) == b"got 13 bytes: (peeked) rest"
+            writer.close()
+            result = await asyncio.wait_for(relaying, PROMPTLY)
         assert result.ended_by == "completed"
         assert result.bytes_to_upstream == 13
 
@@ -592,23 +663,19 @@ def test_connect_and_relay_takes_an_accepted_socket(run: Callable[[Story], None]
 
 def test_cancelling_connect_and_relay_aborts_it(run: Callable[[Story], None]) -> None:
     async def story() -> None:
-        loop = asyncio.get_running_loop()
-        async with upstream_server(echo) as port:
-            with socket.socket() as capture:
-                capture.bind((LOCALHOST, 0))
-                capture.listen()
-                capture.setblocking(False)
-                reader, writer = await asyncio.open_connection(*capture.getsockname())
-                accepted, _ = await loop.sock_accept(capture)
-                relaying = asyncio.create_task(connect_and_relay(accepted, LOCALHOST, port))
-                writer.write(b"x")
-                assert await reader.readexactly(1) == b"x"
-                relaying.cancel()
-                with pytest.raises(ConnectionResetError):
-                    await asyncio.wait_for(reader.read(1), PROMPTLY)
-                writer.close()
-                with pytest.raises(asyncio.CancelledError):
-                    await relaying
+        async with (
+            upstream_server(echo) as port,
+            accepted_client() as (reader, writer, accepted),
+        ):
+            relaying = asyncio.create_task(connect_and_relay(accepted, LOCALHOST, port))
+            writer.write(b"x")
+            assert await reader.readexactly(1) == b"x"
+            relaying.cancel()
+            with pytest.raises(ConnectionResetError):
+                await asyncio.wait_for(reader.read(1), PROMPTLY)
+            writer.close()
+            with pytest.raises(asyncio.CancelledError):
+                await relaying
 
     run(story)
 

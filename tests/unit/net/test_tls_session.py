@@ -12,8 +12,9 @@ import pytest
 from mycelium.control.ca import CertificateAuthority
 from mycelium.identity.csr import new_key_and_request
 from mycelium.identity.spiffe import SpiffeId
-from mycelium.identity.tls import Svid, client_context, server_context
-from mycelium.identity.tls_session import TlsRefused, TlsSession
+from mycelium.identity.tls import Svid, client_context, server_context, spiffe_peer
+from mycelium.net.errors import TlsRefused
+from mycelium.net.tls_session import TlsSession
 
 REVIEWS = SpiffeId("cluster.local", "shop", "reviews")
 PRODUCTPAGE = SpiffeId("cluster.local", "shop", "productpage")
@@ -45,8 +46,12 @@ def ca(tmp_path: Path) -> CertificateAuthority:
 
 
 def test_two_sessions_shake_hands_and_talk(ca: CertificateAuthority) -> None:
-    client = TlsSession(client_context(svid(ca, PRODUCTPAGE)), server_side=False)
-    server = TlsSession(server_context(svid(ca, REVIEWS)), server_side=True)
+    client = TlsSession(
+        client_context(svid(ca, PRODUCTPAGE)), server_side=False, verify_peer=spiffe_peer()
+    )
+    server = TlsSession(
+        server_context(svid(ca, REVIEWS)), server_side=True, verify_peer=spiffe_peer()
+    )
     client.send(b"GET /stars HTTP/1.1\r\nHost: ratings\r\n\r\n")  # before the handshake
 
     to_client, to_server = pump(client, server)
@@ -64,8 +69,12 @@ def test_two_sessions_shake_hands_and_talk(ca: CertificateAuthority) -> None:
 
 
 def test_the_first_bytes_may_arrive_in_pieces(ca: CertificateAuthority) -> None:
-    client = TlsSession(client_context(svid(ca, PRODUCTPAGE)), server_side=False)
-    server = TlsSession(server_context(svid(ca, REVIEWS)), server_side=True)
+    client = TlsSession(
+        client_context(svid(ca, PRODUCTPAGE)), server_side=False, verify_peer=spiffe_peer()
+    )
+    server = TlsSession(
+        server_context(svid(ca, REVIEWS)), server_side=True, verify_peer=spiffe_peer()
+    )
     hello = client.outgoing()
     # what detection read first, then the rest
     assert server.receive(hello[:5]) == b""
@@ -76,7 +85,9 @@ def test_the_first_bytes_may_arrive_in_pieces(ca: CertificateAuthority) -> None:
 
 
 def test_plaintext_to_a_tls_session_is_refused_as_not_tls(ca: CertificateAuthority) -> None:
-    server = TlsSession(server_context(svid(ca, REVIEWS)), server_side=True)
+    server = TlsSession(
+        server_context(svid(ca, REVIEWS)), server_side=True, verify_peer=spiffe_peer()
+    )
     with pytest.raises(TlsRefused) as refused:
         server.receive(b"GET / HTTP/1.1\r\nHost: reviews\r\n\r\n")
     assert refused.value.reason == "not_tls"
@@ -92,9 +103,35 @@ def test_an_untrusted_client_is_refused(
     else:
         long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=3)
         bad = svid(ca, PRODUCTPAGE, validity=dt.timedelta(hours=24), now=long_ago)
-    client = TlsSession(client_context(bad), server_side=False)
-    server = TlsSession(server_context(svid(ca, REVIEWS)), server_side=True)
+    client = TlsSession(client_context(bad), server_side=False, verify_peer=spiffe_peer())
+    server = TlsSession(
+        server_context(svid(ca, REVIEWS)), server_side=True, verify_peer=spiffe_peer()
+    )
     with pytest.raises(TlsRefused) as refused:
         pump(client, server)
     assert refused.value.reason == "untrusted_peer"
     assert server.peer is None
+
+
+def test_a_peer_that_is_not_the_expected_identity_is_refused(ca: CertificateAuthority) -> None:
+    client = TlsSession(
+        client_context(svid(ca, PRODUCTPAGE)),
+        server_side=False,
+        verify_peer=spiffe_peer(expected=PRODUCTPAGE.uri),  # but the server is reviews
+    )
+    server = TlsSession(server_context(svid(ca, REVIEWS)), server_side=True)
+    client.send(b"held until the peer is known")
+    with pytest.raises(TlsRefused) as refused:
+        pump(client, server)
+    assert refused.value.reason == "wrong_identity"
+    assert not client.handshake_done  # so the held plaintext never left
+
+
+def test_without_a_peer_check_the_session_names_no_peer(ca: CertificateAuthority) -> None:
+    # A gateway's edge: clients from outside the mesh are not asked who they are.
+    client = TlsSession(client_context(svid(ca, PRODUCTPAGE)), server_side=False)
+    server = TlsSession(server_context(svid(ca, REVIEWS)), server_side=True)
+    pump(client, server)
+    assert client.handshake_done
+    assert server.handshake_done
+    assert (client.peer, server.peer) == (None, None)

@@ -5,48 +5,48 @@ knows a connection is TLS the ClientHello has already left the socket: asyncio's
 `start_tls` cannot take over from there. This session can: the caller feeds it every
 ciphertext byte it has (`receive`), writes out what it produces (`outgoing`), and
 moves plaintext through `send` and the return value of `receive`. Underneath it is
-OpenSSL through `ssl.MemoryBIO`, with the contexts from `identity.tls`.
+OpenSSL through `ssl.MemoryBIO`, with whatever context the caller built.
 
-After the handshake `peer` is the peer's verified SPIFFE ID (None where no peer
-identity is required: a gateway's listener for clients outside the mesh). Failures raise
-`TlsRefused` with a word for counters: `not_tls` (the bytes are not a TLS handshake,
-e.g. plaintext to a STRICT port), `untrusted_peer` (no certificate, another CA, or
-expired), `handshake_failed` (anything else OpenSSL refused).
+Who the peer is belongs to the caller: a `verify_peer` callback runs once the handshake
+is done, and its answer is `peer` (the mesh passes `identity.tls.spiffe_peer`, whose
+answer is the peer's SPIFFE ID; without a callback `peer` stays None, as for a gateway's
+clients outside the mesh). Failures raise `TlsRefused` with a word for counters:
+`not_tls` (the bytes are not a TLS handshake, e.g. plaintext to a STRICT port),
+`untrusted_peer` (no certificate, another CA, or expired), `handshake_failed`
+(anything else OpenSSL refused), or the callback's own word.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ssl
+from collections.abc import Callable
 
-from mycelium.errors import MeshError
-from mycelium.identity.spiffe import SpiffeId
-from mycelium.identity.tls import PeerIdentityError, peer_identity
+from mycelium.net.errors import TlsRefused
 
 # Reads drain OpenSSL's buffer in pieces of this size.
 READ_CHUNK = 65536
 
-
-class TlsRefused(MeshError):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
+# Judges the peer of a finished handshake: returns who it is, or raises `TlsRefused`.
+type PeerCheck = Callable[[ssl.SSLObject], object]
 
 
 class TlsSession:
     def __init__(
-        self, context: ssl.SSLContext, *, server_side: bool, peer_identity_required: bool = True
+        self,
+        context: ssl.SSLContext,
+        *,
+        server_side: bool,
+        verify_peer: PeerCheck | None = None,
     ) -> None:
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=server_side)
         self._server_side = server_side
-        # False for a gateway's clients outside the mesh: they present no SVID.
-        self._peer_identity_required = peer_identity_required
+        self._verify_peer = verify_peer
         self._pending: list[bytes] = []  # plaintext sent before the handshake finished
         self.handshake_done = False
-        self.peer: SpiffeId | None = None
+        self.peer: object | None = None  # what `verify_peer` answered
         self.closed_by_peer = False
         self._seen_bytes = 0
         if not server_side:
@@ -91,11 +91,9 @@ class TlsSession:
         except ssl.SSLError as exc:
             reason = "untrusted_peer" if _about_certificates(exc) else "handshake_failed"
             raise TlsRefused(reason, exc.reason or str(exc)) from None
-        if self._peer_identity_required:
-            try:
-                self.peer = peer_identity(self._tls)
-            except PeerIdentityError as exc:
-                raise TlsRefused("untrusted_peer", str(exc)) from None
+        if self._verify_peer is not None:
+            # Before `handshake_done`: plaintext held for a refused peer never leaves.
+            self.peer = self._verify_peer(self._tls)
         self.handshake_done = True
         pending, self._pending = self._pending, []
         for plaintext in pending:

@@ -1,8 +1,8 @@
-"""mTLS under a connection the proxy already holds: TLS below, plaintext to the protocol above.
+"""TLS under a connection already held: TLS below, plaintext to the protocol above.
 
 `TlsLayer` is the real transport's protocol. It runs a sans-IO `TlsSession` and, once
-the peer is verified, gives the inner protocol a `PlaintextTransport` that encrypts
-what it writes. Both ends use it:
+the session has accepted its peer, gives the inner protocol a `PlaintextTransport` that
+encrypts what it writes. Both ends use it:
 - serving: detection has already read the ClientHello, so asyncio's `start_tls` cannot
   take over; the layer replays those bytes into the session. The inner protocol is
   HTTP detection again, or the TCP relay to the app;
@@ -10,8 +10,9 @@ what it writes. Both ends use it:
   `established` resolves when the handshake is done (or raises `TlsRefused`), so the
   relay's connect timeout covers the handshake too.
 
-The peer's SPIFFE ID is the plaintext transport's `peer_identity` extra info, which
-authorization and the access log read.
+Whom the peer must be is the session's `verify_peer` (the mesh's SPIFFE check lives in
+`identity.tls`); what it answered is the plaintext transport's `peer_identity` extra
+info, which authorization and the access log read.
 
 Unlike asyncio's TLS transport this one half-closes: `write_eof` sends close_notify
 and keeps reading (TLS 1.3 allows each side to end its own direction), and the peer's
@@ -21,7 +22,7 @@ whose client shuts its sending side still gets its answer.
 Flow control passes through: the inner protocol pausing its reading pauses the real
 socket's, and the real transport's pause_writing/resume_writing reach the inner
 protocol. A refused handshake (no certificate, another CA, expired, another identity
-than expected) is counted as `mtls_refused_<reason>` and the connection closed;
+than expected) is counted as `<prefix>_refused_<reason>` and the connection closed;
 nothing reaches the inner protocol.
 """
 
@@ -33,9 +34,10 @@ from collections import defaultdict
 from collections.abc import Callable, MutableMapping
 from typing import Any, cast
 
-from mycelium.identity.tls_session import TlsRefused, TlsSession
+from mycelium.net.errors import TlsRefused
+from mycelium.net.tls_session import TlsSession
 
-log = logging.getLogger("mycelium.proxy.mtls")
+log = logging.getLogger(__name__)
 
 
 class PlaintextTransport(asyncio.Transport):
@@ -123,7 +125,6 @@ class TlsLayer(asyncio.Protocol):
         inner_factory: Callable[[], asyncio.Protocol],
         counters: MutableMapping[str, int] | None = None,
         *,
-        expected_peer: str = "",
         counter_prefix: str = "mtls",
     ) -> None:
         self.session = session
@@ -131,7 +132,6 @@ class TlsLayer(asyncio.Protocol):
         self._counters: MutableMapping[str, int] = (
             counters if counters is not None else defaultdict(int)
         )
-        self._expected_peer = expected_peer  # a SPIFFE ID URI; "" accepts any mesh peer
         self._prefix = counter_prefix
         self.inner: asyncio.Protocol | None = None
         self._plaintext: PlaintextTransport | None = None
@@ -145,8 +145,6 @@ class TlsLayer(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             plaintext = self.session.receive(data)
-            if self.session.handshake_done and self.inner is None:
-                self._check_peer()
         except TlsRefused as exc:
             self._refuse(exc)
             return
@@ -162,13 +160,6 @@ class TlsLayer(asyncio.Protocol):
             self.inner.data_received(plaintext)
         if self.session.closed_by_peer and self.inner is not None:
             self.inner.eof_received()
-
-    def _check_peer(self) -> None:
-        peer = self.session.peer
-        if self._expected_peer and (peer is None or peer.uri != self._expected_peer):
-            raise TlsRefused(
-                "wrong_identity", f"the peer is {peer}, not the expected {self._expected_peer}"
-            )
 
     def _refuse(self, exc: TlsRefused) -> None:
         self._counters[f"{self._prefix}_refused_{exc.reason}"] += 1
