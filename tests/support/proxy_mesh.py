@@ -20,7 +20,7 @@ from tests.support.polling import eventually
 from mycelium.control.controller import Controller
 from mycelium.discovery.client import ControllerAddress
 from mycelium.discovery.protocol import NodeInfo
-from mycelium.proxy.server import ProxyServer
+from mycelium.proxy.listeners.server import ProxyServer
 from mycelium.proxy.settings import ListenAddress, ProxySettings
 
 BASE = """

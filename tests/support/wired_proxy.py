@@ -16,11 +16,11 @@ from mycelium.discovery.protocol import NodeInfo
 from mycelium.proxy.active_config import ActiveConfig
 from mycelium.proxy.core import ProxyCore
 from mycelium.proxy.filters.chain import build_chain
-from mycelium.proxy.http.downstream import DownstreamHttp1
-from mycelium.proxy.http.upstream import UpstreamHttp1
+from mycelium.proxy.http1.downstream import DownstreamHttp1
 from mycelium.proxy.router.roles import Role, SidecarOutbound
 from mycelium.proxy.routing import compile_route
 from mycelium.proxy.settings import ProxySettings
+from mycelium.proxy.upstream.http1_pool import UpstreamHttp1
 
 
 class MemoryTransport:

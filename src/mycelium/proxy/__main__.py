@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-from mycelium.proxy.server import run_proxy
+from mycelium.proxy.listeners.server import run_proxy
 from mycelium.proxy.settings import ProxySettings
 
 

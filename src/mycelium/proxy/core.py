@@ -23,16 +23,16 @@ from mycelium.discovery.protocol import MAX_TRAFFIC_ROWS, TelemetryReport
 from mycelium.identity.tls import Svid, client_context, server_context
 from mycelium.net.drain import DrainSet, DrainTrigger
 from mycelium.proxy.active_config import ActiveConfig, build_active_config
-from mycelium.proxy.h2.upstream import Http2Pools
-from mycelium.proxy.http.upstream import (
+from mycelium.proxy.protocols.http1 import Http1Limits
+from mycelium.proxy.settings import ON_DEMAND_WAIT_SECONDS, ProxySettings
+from mycelium.proxy.upstream.clusters import ClusterRuntime, ClusterSet
+from mycelium.proxy.upstream.http1_pool import (
     IDLE_TIMEOUT_SECONDS,
     MTLS_IDLE_TIMEOUT_SECONDS,
     EndpointPool,
     PoolSet,
 )
-from mycelium.proxy.protocols.http1 import Http1Limits
-from mycelium.proxy.settings import ON_DEMAND_WAIT_SECONDS, ProxySettings
-from mycelium.proxy.upstream.clusters import ClusterRuntime, ClusterSet
+from mycelium.proxy.upstream.http2_pool import Http2Pools
 from mycelium.telemetry import (
     ConnectionObserver,
     FinishedConnection,

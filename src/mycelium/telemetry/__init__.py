@@ -96,7 +96,7 @@ class FinishedConnection:
     bytes_received: int  # from the client
     bytes_sent: int  # to the client
     duration: float  # seconds
-    ended_by: str  # how it ended (tcp_relay.RelayEnd)
+    ended_by: str  # how it ended (net.relay.RelayEnd)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 Every request the proxy answered or cut itself carries a `reason` (the
 `x-mycelium-reason` header: `no_route`, `upstream_timeout`...), and every relayed TCP
-connection ends for one reason (`tcp_relay.RelayEnd`: `connect_failed`,
+connection ends for one reason (`net.relay.RelayEnd`: `connect_failed`,
 `downstream_lost`...). Istio's access logs and its `response_flags` metric label speak
 Envoy's short codes instead (UH, UF, NR...), and dashboards and alerts built for Istio
 key on them; this module is the one translation, shared by the access log and the
@@ -34,7 +34,7 @@ _FLAGS: dict[str, str] = {
     "fault_injected": "FI",
     "client_reset": "DC",
     "bad_request": "DPE",
-    # TCP: how a relayed connection ended (proxy/tcp_relay.RelayEnd)
+    # TCP: how a relayed connection ended (net/relay.RelayEnd)
     "connect_failed": "UF",
     "connect_timeout": "UF",  # Envoy's TCP proxy flags a connect timeout UF as well
     "downstream_lost": "DC",

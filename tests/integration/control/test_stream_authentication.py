@@ -16,7 +16,7 @@ from tests.support.polling import eventually
 from mycelium.control.controller import Controller
 from mycelium.discovery import protocol as p
 from mycelium.discovery.client import ControllerAddress, DiscoveryClient
-from mycelium.proxy.server import ProxyServer
+from mycelium.proxy.listeners.server import ProxyServer
 from mycelium.proxy.settings import ListenAddress, ProxySettings
 
 

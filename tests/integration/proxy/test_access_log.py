@@ -17,7 +17,7 @@ from tests.support.h2_apps import H2Client, H2Mesh, h2_mesh
 from tests.support.polling import eventually
 from tests.support.proxy_mesh import ProxyMesh, free_port_on
 
-from mycelium.proxy.server import ProxyServer
+from mycelium.proxy.listeners.server import ProxyServer
 from mycelium.proxy.settings import ListenAddress, LocalUpstream
 
 __all__ = ["h2_mesh"]

@@ -18,7 +18,7 @@ from mycelium.control.controller import Controller
 from mycelium.discovery import client as discovery_client
 from mycelium.discovery.client import ControllerAddress
 from mycelium.discovery.protocol import NodeInfo
-from mycelium.proxy.server import ProxyServer
+from mycelium.proxy.listeners.server import ProxyServer
 from mycelium.proxy.settings import ListenAddress, ProxySettings
 
 

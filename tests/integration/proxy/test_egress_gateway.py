@@ -16,7 +16,7 @@ from tests.support.apps import EchoApp
 from tests.support.polling import eventually
 from tests.support.proxy_mesh import ProxyMesh, free_port_on, sidecar
 
-from mycelium.proxy.server import ProxyServer
+from mycelium.proxy.listeners.server import ProxyServer
 
 GATEWAY_ADDRESS = "127.0.0.40"
 OUTSIDE_ADDRESS = "127.0.0.50"

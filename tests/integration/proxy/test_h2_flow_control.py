@@ -11,7 +11,7 @@ import pytest
 from tests.support.h2_apps import H2Client, H2Mesh, h2_mesh
 from tests.support.polling import eventually
 
-from mycelium.proxy.h2.downstream import DownstreamHttp2
+from mycelium.proxy.http2.downstream import DownstreamHttp2
 from mycelium.proxy.protocols.http2 import STREAM_WINDOW_BYTES
 
 __all__ = ["h2_mesh"]

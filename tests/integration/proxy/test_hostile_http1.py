@@ -10,7 +10,7 @@ import pytest
 from tests.support.proxy_mesh import ProxyMesh
 
 from mycelium.proxy import core as proxy_core
-from mycelium.proxy.http import downstream
+from mycelium.proxy.http1 import downstream
 
 GOOD = b"GET / HTTP/1.1\r\nHost: reviews\r\n\r\n"
 

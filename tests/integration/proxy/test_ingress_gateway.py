@@ -23,7 +23,7 @@ from tests.support.metrics_scrape import scrape
 from tests.support.polling import eventually
 from tests.support.proxy_mesh import ProxyMesh, free_port_on, serving_sidecar, sidecar
 
-from mycelium.proxy.server import ProxyServer
+from mycelium.proxy.listeners.server import ProxyServer
 
 GATEWAY_ADDRESS = "127.0.0.30"
 

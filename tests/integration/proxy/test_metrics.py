@@ -13,7 +13,7 @@ from tests.support.metrics_scrape import scrape
 from tests.support.polling import eventually
 from tests.support.proxy_mesh import RATINGS, ProxyMesh, free_port_on, serving_sidecar, sidecar
 
-from mycelium.proxy.server import ProxyServer
+from mycelium.proxy.listeners.server import ProxyServer
 from mycelium.proxy.settings import ListenAddress, LocalUpstream
 
 STRICT = """---

@@ -10,7 +10,7 @@ from tests.support.h2_apps import H2Client, H2EchoApp
 from tests.support.polling import eventually
 from tests.support.proxy_mesh import RATINGS, ProxyMesh, serving_sidecar, sidecar
 
-from mycelium.proxy.server import ProxyServer
+from mycelium.proxy.listeners.server import ProxyServer
 
 SECURE = """---
 apiVersion: mycelium.io/v1

@@ -33,7 +33,7 @@ from tests.support.polling import eventually
 from tests.support.proxy_mesh import RATINGS, ProxyMesh, serving_sidecar, sidecar
 
 from mycelium.control.ca_material import key_id, key_pem, new_root, write_private
-from mycelium.proxy.server import ProxyServer
+from mycelium.proxy.listeners.server import ProxyServer
 
 POLICY = """---
 apiVersion: mycelium.io/v1

@@ -16,7 +16,7 @@ from tests.support.apps import EchoApp
 from tests.support.polling import eventually
 from tests.support.proxy_mesh import RATINGS, ProxyMesh
 
-from mycelium.proxy.server import ProxyServer
+from mycelium.proxy.listeners.server import ProxyServer
 from mycelium.telemetry.tap import Tap
 
 # A Deployment's pod, as the runtime names it: <deployment>-<hash>-<n>.

@@ -18,7 +18,7 @@ from tests.support.client_hello import client_hello
 from tests.support.polling import eventually
 from tests.support.proxy_mesh import ProxyMesh, free_port_on
 
-from mycelium.proxy.server import ProxyServer
+from mycelium.proxy.listeners.server import ProxyServer
 from mycelium.proxy.settings import ListenAddress, LocalUpstream
 
 LEDGER_ADDRESS = "127.0.0.31"

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 
 from tests.support.proxy_mesh import ProxyMesh, free_port_on
 
-from mycelium.proxy.server import ProxyServer
+from mycelium.proxy.listeners.server import ProxyServer
 from mycelium.proxy.settings import ListenAddress, LocalUpstream
 
 SERVICES = """

@@ -22,7 +22,7 @@ from tests.support.proxy_mesh import (
     sidecar,
 )
 
-from mycelium.proxy.server import ProxyServer
+from mycelium.proxy.listeners.server import ProxyServer
 from mycelium.telemetry.tracing import parse_traceparent
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"

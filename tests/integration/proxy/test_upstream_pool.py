@@ -16,7 +16,7 @@ import pytest
 from tests.support.polling import eventually
 
 from mycelium.proxy.errors import UpstreamConnectFailed
-from mycelium.proxy.http.upstream import EndpointPool, UpstreamHttp1
+from mycelium.proxy.upstream.http1_pool import EndpointPool, UpstreamHttp1
 
 
 @pytest.fixture

@@ -17,9 +17,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from mycelium.net.drain import DrainSet
+    from mycelium.net.relay import TcpRelay
     from mycelium.proxy.active_config import ActiveConfig
+    from mycelium.proxy.protocols.http1 import Http1Limits
     from mycelium.proxy.upstream.clusters import ClusterRuntime
     from mycelium.proxy.upstream.endpoint import EndpointState
+    from mycelium.proxy.upstream.http1_pool import EndpointPool, PoolSet
+    from mycelium.proxy.upstream.http2_pool import Http2Pools
     from mycelium.telemetry import FinishedRequest
     from mycelium.telemetry.tracing import Tracer
 
@@ -69,3 +73,19 @@ class Engine(Protocol):
     def request_finished(self, record: FinishedRequest) -> None:
         """Count a finished request of either protocol and tell the observers."""
         ...
+
+
+class Http1Engine(Engine, Protocol):
+    """What an HTTP/1.1 connection and its exchanges use of the proxy."""
+
+    http1_limits: Http1Limits
+    pools: PoolSet  # plaintext connections (mirrored copies go on these)
+    relays: DrainSet[TcpRelay]  # byte pipes (upgraded connections), for the drain
+
+    def pool_for(self, cluster: ClusterRuntime, endpoint: EndpointState) -> EndpointPool: ...
+
+
+class Http2Engine(Engine, Protocol):
+    """What an HTTP/2 connection and its streams use of the proxy."""
+
+    h2_pools: Http2Pools

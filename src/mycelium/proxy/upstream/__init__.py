@@ -1,5 +1,7 @@
-"""The upstream side of the proxy: endpoints, load balancers and the policies that
-protect a cluster (outlier detection, circuit breaking, retry budgets).
+"""The upstream side of the proxy: endpoints, load balancers, the policies that
+protect a cluster (outlier detection, circuit breaking, retry budgets), and the
+connection pools of both protocols (`http1_pool`, `http2_pool`; `http2_channel` is
+the HTTP/2 connection shell both directions share).
 
 The policy cores here are sans-IO (time passed in, randomness injected); the asyncio
 shells call them on every request, so each call is O(1) or O(log n).

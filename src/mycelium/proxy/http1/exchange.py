@@ -37,7 +37,7 @@ from mycelium.proxy.errors import (
     UpstreamReset,
     UpstreamTimeout,
 )
-from mycelium.proxy.http.mirror import mirror_http1
+from mycelium.proxy.http1.mirror import mirror_http1
 from mycelium.proxy.protocols.headers import strip_hop_by_hop
 from mycelium.proxy.protocols.http1 import (
     RequestReceived,
@@ -65,10 +65,11 @@ from mycelium.proxy.upstream.hash_key import request_hash_key
 
 if TYPE_CHECKING:
     from mycelium.proxy.filters.chain import RuleChain
-    from mycelium.proxy.http.body import BodyStream
-    from mycelium.proxy.http.upstream import Http1Engine, UpstreamHttp1
+    from mycelium.proxy.http1.body import BodyStream
+    from mycelium.proxy.router.engine import Http1Engine
     from mycelium.proxy.upstream.clusters import ClusterRuntime
     from mycelium.proxy.upstream.endpoint import EndpointState
+    from mycelium.proxy.upstream.http1_pool import UpstreamHttp1
 
 # Set again by whoever writes a message, from its actual framing.
 FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding"})

@@ -34,14 +34,13 @@ from h2.exceptions import ProtocolError
 
 from mycelium.net.dial import Dialer
 from mycelium.proxy.errors import UpstreamConnectFailed, UpstreamReset, UpstreamUnprocessed
-from mycelium.proxy.h2.channel import H2Channel
 from mycelium.proxy.protocols.http2 import (
     Fields,
     GracefulGoawayFilter,
     client_connection,
     start,
 )
-from mycelium.proxy.router.engine import Engine
+from mycelium.proxy.upstream.http2_channel import H2Channel
 from mycelium.proxy.upstream.peer_identity import check_peer_identity
 
 # A connection to an endpoint with no stream for this long is closed (GOAWAY): the
@@ -281,9 +280,3 @@ class Http2Pools:
 
 def _code_name(code: object) -> str:
     return code.name if isinstance(code, ErrorCodes) else str(code)
-
-
-class Http2Engine(Engine, Protocol):
-    """What an HTTP/2 connection and its streams use of the proxy."""
-
-    h2_pools: Http2Pools

@@ -15,8 +15,9 @@ from mycelium.proxy.router.mirror import MIRROR_TIMEOUT_SECONDS, SHADOW_SUFFIX
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from mycelium.proxy.h2.upstream import Http2Engine, UpstreamHttp2
+    from mycelium.proxy.router.engine import Http2Engine
     from mycelium.proxy.upstream.clusters import ClusterRuntime
+    from mycelium.proxy.upstream.http2_pool import UpstreamHttp2
 
 
 type WholeBody = Callable[[], Awaitable[tuple[list[bytes], Fields | None] | None]]

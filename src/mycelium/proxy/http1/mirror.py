@@ -12,8 +12,8 @@ from mycelium.proxy.protocols.http1 import encode_request_head
 from mycelium.proxy.router.mirror import MIRROR_TIMEOUT_SECONDS, SHADOW_SUFFIX
 
 if TYPE_CHECKING:
-    from mycelium.proxy.http.body import BodyStream
-    from mycelium.proxy.http.upstream import Http1Engine
+    from mycelium.proxy.http1.body import BodyStream
+    from mycelium.proxy.router.engine import Http1Engine
     from mycelium.proxy.upstream.clusters import ClusterRuntime
 
 

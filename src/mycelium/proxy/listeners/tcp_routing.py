@@ -27,10 +27,10 @@ from mycelium.net.dial import Dialer
 from mycelium.net.original_dst import OriginalDestinationError, original_destination
 from mycelium.net.relay import TcpRelay
 from mycelium.net.tls_session import TlsSession
-from mycelium.proxy.detecting import listener_protocol
 from mycelium.proxy.errors import Denied
 from mycelium.proxy.filters.authorization import AccessRequest
-from mycelium.proxy.opaque_inbound import OpaqueInbound
+from mycelium.proxy.listeners.detecting import listener_protocol
+from mycelium.proxy.listeners.opaque_inbound import OpaqueInbound
 from mycelium.proxy.router.roles import Role, SidecarInbound, SidecarOutbound
 from mycelium.proxy.settings import LocalUpstream
 from mycelium.telemetry import FinishedConnection, OpenedConnection

@@ -9,9 +9,7 @@ from mycelium.discovery.protocol import NodeInfo
 from mycelium.proxy.active_config import ActiveConfig
 from mycelium.proxy.core import ProxyCore
 from mycelium.proxy.filters.authorization import Authorizer
-from mycelium.proxy.routing import compile_route
-from mycelium.proxy.settings import ProxySettings
-from mycelium.proxy.tcp_routing import (
+from mycelium.proxy.listeners.tcp_routing import (
     Refuse,
     RelayTo,
     ServeHttp,
@@ -22,6 +20,8 @@ from mycelium.proxy.tcp_routing import (
     pick_weighted,
     service_port,
 )
+from mycelium.proxy.routing import compile_route
+from mycelium.proxy.settings import ProxySettings
 
 
 def _route(*backends: tuple[str, int], opaque: bool = False) -> cfg.ServiceRoute:

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, cast
 
 from mycelium.net.relay import TcpRelay
 from mycelium.proxy.errors import REASON_HEADER, ClientGone, ProxyError, RequestTimeout
-from mycelium.proxy.http.body import BodyStream
-from mycelium.proxy.http.exchange import NO_BODY_STATUSES, Exchange
+from mycelium.proxy.http1.body import BodyStream
+from mycelium.proxy.http1.exchange import NO_BODY_STATUSES, Exchange
 from mycelium.proxy.protocols.headers import trailers_to_forward
 from mycelium.proxy.protocols.http1 import (
     NO_BODY,
@@ -46,15 +46,16 @@ from mycelium.proxy.protocols.http1 import (
 from mycelium.telemetry.metrics import PEER_HEADER
 
 if TYPE_CHECKING:
-    from mycelium.proxy.http.upstream import Http1Engine, UpstreamHttp1
+    from mycelium.proxy.router.engine import Http1Engine
     from mycelium.proxy.router.roles import Role
+    from mycelium.proxy.upstream.http1_pool import UpstreamHttp1
 
 # A client has this long to send a whole request head once it started one (slowloris).
 HEADER_TIMEOUT_SECONDS = 10.0
 # An idle keep-alive connection is closed after this long (nginx's default is 75 s).
 IDLE_TIMEOUT_SECONDS = 60.0
 # A connection that came over mTLS is another sidecar's pooled connection: it closes its
-# idle ones after upstream.MTLS_IDLE_TIMEOUT_SECONDS (300 s), and we must not close first.
+# idle ones after http1_pool.MTLS_IDLE_TIMEOUT_SECONDS (300 s), and we must not close first.
 MTLS_IDLE_TIMEOUT_SECONDS = 360.0
 # An upgraded connection (WebSocket) with no byte either way for this long is closed;
 # Envoy's default idle timeout for a connection is one hour too.

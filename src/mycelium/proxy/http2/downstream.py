@@ -32,9 +32,7 @@ from h2.events import (
 from h2.exceptions import ProtocolError
 
 from mycelium.proxy.errors import ProxyError
-from mycelium.proxy.h2.channel import H2Channel
-from mycelium.proxy.h2.stream import Http2Exchange
-from mycelium.proxy.h2.upstream import Http2Engine
+from mycelium.proxy.http2.stream import Http2Exchange
 from mycelium.proxy.protocols.headers import trailers_to_forward
 from mycelium.proxy.protocols.http2 import (
     Fields,
@@ -46,6 +44,8 @@ from mycelium.proxy.protocols.http2 import (
     server_connection,
     start,
 )
+from mycelium.proxy.router.engine import Http2Engine
+from mycelium.proxy.upstream.http2_channel import H2Channel
 
 if TYPE_CHECKING:
     import asyncio
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 # A connection with no stream open is closed after this long (as HTTP/1 keep-alive).
 IDLE_TIMEOUT_SECONDS = 60.0
 # A connection that came over mTLS is another sidecar's pooled connection: it closes its
-# idle ones after upstream.MTLS_IDLE_TIMEOUT_SECONDS (300 s), and we must not close first.
+# idle ones after http1_pool.MTLS_IDLE_TIMEOUT_SECONDS (300 s), and we must not close first.
 MTLS_IDLE_TIMEOUT_SECONDS = 360.0
 
 

@@ -21,7 +21,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import Protocol, cast
 
 from mycelium.net.dial import Dialer
 from mycelium.proxy.errors import UpstreamConnectFailed, UpstreamProtocolViolation, UpstreamReset
@@ -32,15 +32,7 @@ from mycelium.proxy.protocols.http1 import (
     ResponseParser,
     ResponseReceived,
 )
-from mycelium.proxy.router.engine import Engine
 from mycelium.proxy.upstream.peer_identity import check_peer_identity
-
-if TYPE_CHECKING:
-    from mycelium.net.drain import DrainSet
-    from mycelium.net.relay import TcpRelay
-    from mycelium.proxy.protocols.http1 import Http1Limits
-    from mycelium.proxy.upstream.clusters import ClusterRuntime
-    from mycelium.proxy.upstream.endpoint import EndpointState
 
 # Idle keep-alive connections kept per endpoint; beyond this, released ones are closed.
 MAX_IDLE_PER_ENDPOINT = 64
@@ -476,13 +468,3 @@ class PoolSet:
     def close_idle(self, older_than: float | None = None) -> None:
         for pool in self._pools.values():
             pool.close_idle(older_than)
-
-
-class Http1Engine(Engine, Protocol):
-    """What an HTTP/1.1 connection and its exchanges use of the proxy."""
-
-    http1_limits: Http1Limits
-    pools: PoolSet  # plaintext connections (mirrored copies go on these)
-    relays: DrainSet[TcpRelay]  # byte pipes (upgraded connections), for the drain
-
-    def pool_for(self, cluster: ClusterRuntime, endpoint: EndpointState) -> EndpointPool: ...

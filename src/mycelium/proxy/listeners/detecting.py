@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, cast
 from mycelium.identity.tls import spiffe_peer
 from mycelium.net.tls_layer import TlsLayer
 from mycelium.net.tls_session import TlsSession
-from mycelium.proxy.h2.downstream import DownstreamHttp2
-from mycelium.proxy.http.downstream import DownstreamHttp1
+from mycelium.proxy.http1.downstream import DownstreamHttp1
+from mycelium.proxy.http2.downstream import DownstreamHttp2
 from mycelium.proxy.protocols.detect import DETECTION_TIMEOUT, HTTP2_PREFACE, detect_protocol
 
 if TYPE_CHECKING:

@@ -24,9 +24,9 @@ from mycelium.discovery import config as cfg
 from mycelium.identity.tls import spiffe_peer
 from mycelium.net.tls_layer import TlsLayer
 from mycelium.net.tls_session import TlsSession
+from mycelium.proxy.listeners.undecided import Undecided
 from mycelium.proxy.protocols.detect import DETECTION_TIMEOUT
 from mycelium.proxy.protocols.tls_hello import judge_client_hello
-from mycelium.proxy.undecided import Undecided
 
 if TYPE_CHECKING:
     from mycelium.proxy.core import ProxyCore

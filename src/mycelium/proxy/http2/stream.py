@@ -35,7 +35,7 @@ from mycelium.proxy.errors import (
     UpstreamTimeout,
     UpstreamUnprocessed,
 )
-from mycelium.proxy.h2.mirror import mirror_http2
+from mycelium.proxy.http2.mirror import mirror_http2
 from mycelium.proxy.protocols.headers import trailers_to_forward
 from mycelium.proxy.protocols.http2 import (
     REPLAY_LIMIT_BYTES,
@@ -60,9 +60,10 @@ from mycelium.proxy.routing import RequestFacts
 from mycelium.proxy.upstream.hash_key import request_hash_key
 
 if TYPE_CHECKING:
-    from mycelium.proxy.h2.upstream import Http2Engine, UpstreamHttp2
+    from mycelium.proxy.router.engine import Http2Engine
     from mycelium.proxy.upstream.clusters import ClusterRuntime
     from mycelium.proxy.upstream.endpoint import EndpointState
+    from mycelium.proxy.upstream.http2_pool import UpstreamHttp2
 
 
 class Http2Client(Client, Protocol):

@@ -23,15 +23,15 @@ from typing import TYPE_CHECKING, cast
 
 from mycelium.net.tls_layer import TlsLayer
 from mycelium.net.tls_session import TlsSession
-from mycelium.proxy.detecting import listener_protocol
+from mycelium.proxy.listeners.detecting import listener_protocol
+from mycelium.proxy.listeners.tcp_routing import Refuse, RelayTo, peer_text, relay_to_backends
+from mycelium.proxy.listeners.undecided import Undecided
 from mycelium.proxy.protocols.tls_hello import read_client_hello
 from mycelium.proxy.router.roles import GatewayListener
-from mycelium.proxy.tcp_routing import Refuse, RelayTo, peer_text, relay_to_backends
-from mycelium.proxy.undecided import Undecided
 
 if TYPE_CHECKING:
     from mycelium.proxy.gateway import PortFamily, ServedListener
-    from mycelium.proxy.tcp_routing import TcpRouting
+    from mycelium.proxy.listeners.tcp_routing import TcpRouting
 
 # How long a client of a TLS port has to send its ClientHello; a real one sends it as
 # soon as it connects.

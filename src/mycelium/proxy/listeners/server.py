@@ -35,12 +35,12 @@ from mycelium.net.dial import Dialer
 from mycelium.proxy.active_config import ActiveConfig
 from mycelium.proxy.admin import AdminServer
 from mycelium.proxy.core import ProxyCore
-from mycelium.proxy.detecting import listener_protocol
 from mycelium.proxy.gateway import PortFamily
-from mycelium.proxy.gateway_connections import GatewayConnection
+from mycelium.proxy.listeners.detecting import listener_protocol
+from mycelium.proxy.listeners.gateway_connections import GatewayConnection
+from mycelium.proxy.listeners.tcp_routing import RouterRole, TcpRouting, is_opaque
 from mycelium.proxy.router.roles import GatewayListener, Role, SidecarInbound, SidecarOutbound
 from mycelium.proxy.settings import ListenAddress, LocalUpstream, ProxySettings
-from mycelium.proxy.tcp_routing import RouterRole, TcpRouting, is_opaque
 from mycelium.telemetry.otlp import CollectorAddress, Connect, OtlpHttpExporter
 from mycelium.telemetry.tap import Tap
 from mycelium.telemetry.tracing import Tracer

@@ -1,1 +1,0 @@
-"""HTTP data path: downstream and upstream connections and the exchange between them."""
