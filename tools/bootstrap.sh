@@ -9,9 +9,10 @@ VENV=.venv
 STAMP=$VENV/.bootstrapped
 # gcc and libc6-dev build the proxy's one compiled module (setup.py); a Debian
 # python3.12 also needs python3.12-dev for that, added below when it is the one found.
-# nginx-light and wrk: the mTLS latency bench's smoke test (tests/integration/bench).
+# nginx-light and wrk: the mTLS latency bench's smoke test (tests/integration/bench);
+# nghttp2-client (h2load): HTTP/2 callers of HTTP/1.1 services (tests/integration/proxy).
 DEBIAN_PACKAGES=(etcd-server etcd-client nftables iproute2 curl procps gcc libc6-dev openssl chromium
-  nginx-light wrk)
+  nginx-light wrk nghttp2-client)
 
 find_python() {
   # Prefer 3.12 (the target), then any newer 3.x; plain executables before pyenv's.

@@ -71,6 +71,7 @@ class EchoApp:
             "served_by": self.name,
             "method": request.method,
             "path": request.path_qs,
+            "version": f"{request.version.major}.{request.version.minor}",
             "headers": {k.lower(): v for k, v in request.headers.items()},
             "body_bytes": len(body),
         }

@@ -56,6 +56,8 @@ from tests.support.proxy_mesh import BASE, ProxyMesh, free_port_on
 from mycelium.control.controller import Controller
 
 GRPC_METHOD = "/echo.Echo/Say"
+# The proxy mesh's reviews, whose apps here speak h2c: its port says so by its name.
+H2_BASE = BASE.replace("name: http, port: 9080", "name: http2, port: 9080")
 
 RATINGS = """
 ---
@@ -310,7 +312,10 @@ class H2Mesh:
         return addr.host, addr.port
 
     async def apply(self, text: str) -> None:
-        await self.mesh.apply(RATINGS.format(port=self.grpc_port) + text)
+        mesh = self.mesh
+        base = H2_BASE.format(port=mesh.app_port) + RATINGS.format(port=self.grpc_port)
+        status, body = await mesh.api.apply(base + text)
+        assert status == 200, body
 
 
 @pytest.fixture
@@ -324,7 +329,7 @@ async def h2_mesh(tmp_path: Path) -> AsyncIterator[H2Mesh]:
     grpc_server = GrpcEchoServer("127.0.0.13", grpc_port).start()
     session = aiohttp.ClientSession()
     api = Api(f"http://127.0.0.1:{controller.api_port}", controller.admin_token, session)
-    status, body = await api.apply(BASE.format(port=port) + RATINGS.format(port=grpc_port))
+    status, body = await api.apply(H2_BASE.format(port=port) + RATINGS.format(port=grpc_port))
     assert status == 200, body
     mesh = ProxyMesh(controller, api, tmp_path / "home", v1, v2, None, session, port)  # type: ignore[arg-type]
     caller = mesh.proxy("productpage-0")

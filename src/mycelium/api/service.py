@@ -22,6 +22,11 @@ from mycelium.api.scalars import DnsLabel, Hostname, IPv4Address, Labels, PortNu
 type ServiceProtocol = Literal["HTTP", "HTTP2", "GRPC", "TCP", "TLS"]
 
 
+# A port whose name starts with one of these (alone, or before a dash) and that states
+# no protocol has this one.
+_PROTOCOL_BY_NAME: dict[str, ServiceProtocol] = {"grpc": "GRPC", "http2": "HTTP2"}
+
+
 def _target_port_schema(schema: dict[str, Any]) -> None:
     # The default of targetPort is `port`, which JSON Schema cannot say: drop the null.
     schema["properties"]["targetPort"].pop("default", None)
@@ -38,6 +43,20 @@ class ServicePort(ApiModel):
     protocol: ServiceProtocol = "HTTP"
     opaque: bool = False
     """Server speaks first (MySQL, SMTP...): never sniff, treat as opaque TCP."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _protocol_from_the_name(cls, data: Any) -> Any:
+        # As Istio reads a port's name when it states no protocol: `grpc`, `grpc-api`,
+        # `http2-api` say how the workloads are spoken to (gRPC-Web is HTTP/1.1's).
+        if not isinstance(data, dict) or "protocol" in data:
+            return data
+        name = data.get("name")
+        if isinstance(name, str) and not name.startswith("grpc-web"):
+            prefix = name.split("-", 1)[0]
+            if prefix in _PROTOCOL_BY_NAME:
+                return {**data, "protocol": _PROTOCOL_BY_NAME[prefix]}
+        return data
 
     @model_validator(mode="before")
     @classmethod

@@ -232,6 +232,9 @@ class Cluster(_Body, frozen=True, kw_only=True):
     outlier_detection: OutlierDetection | None = None
     retry_budget: RetryBudget = msgspec.field(default_factory=RetryBudget)
     mtls: bool = True  # originate mTLS to these endpoints (they run a proxy)
+    # The service ports whose protocol is HTTP2 or GRPC: reached over HTTP/2 whatever
+    # the caller spoke. Any other HTTP port is reached over HTTP/1.1, as Istio does.
+    http2_ports: list[int] = []
 
 
 class Endpoint(_Body, frozen=True, kw_only=True):

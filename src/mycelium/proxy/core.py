@@ -91,7 +91,7 @@ class ProxyCore:
         # defaultdict, not Counter: its increment costs half as much, and there is one
         # per request on the hot path.
         self.counters: defaultdict[str, int] = defaultdict(int)
-        self._local_apps: dict[int, ClusterRuntime] = {}
+        self._local_apps: dict[tuple[int, bool], ClusterRuntime] = {}
         self.access_log: AccessLog | None = None
         # metrics, tracing, tap: told of every finished request and TCP connection
         self.request_observers: list[RequestObserver] = []
@@ -235,12 +235,20 @@ class ProxyCore:
             cached = self._tls_contexts[side] = (svid, make(svid))
         return cached[1]
 
-    def local_app(self, target_port: int) -> ClusterRuntime:
-        """The local application on `target_port`, as a one-endpoint cluster."""
-        cluster = self._local_apps.get(target_port)
+    def local_app(self, target_port: int, *, http2: bool = False) -> ClusterRuntime:
+        """The local application on `target_port`, as a one-endpoint cluster (`http2`: it
+        speaks HTTP/2 there, its port's protocol being HTTP2 or GRPC)."""
+        key = (target_port, http2)
+        cluster = self._local_apps.get(key)
         if cluster is None:
             name = f"inbound|{target_port}"
-            settings = cfg.Cluster(name=name, service="local", balancer="ROUND_ROBIN", mtls=False)
+            settings = cfg.Cluster(
+                name=name,
+                service="local",
+                balancer="ROUND_ROBIN",
+                mtls=False,
+                http2_ports=[target_port] if http2 else [],
+            )
             endpoint = cfg.Endpoint(
                 workload="local",
                 address=self.settings.app_address,
@@ -249,7 +257,7 @@ class ProxyCore:
             )
             cluster = ClusterRuntime(settings, target_port, self.rng)
             cluster.update(settings, [endpoint])
-            self._local_apps[target_port] = cluster
+            self._local_apps[key] = cluster
         return cluster
 
     # --- per request ------------------------------------------------------------------------

@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 import subprocess
 
+from tests.support.h2_apps import H2_BASE as BASE
 from tests.support.h2_apps import RATINGS, H2Client, H2Mesh, h2_mesh
 from tests.support.polling import eventually
-from tests.support.proxy_mesh import BASE
 
 __all__ = ["h2_mesh"]
 

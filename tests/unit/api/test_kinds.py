@@ -506,3 +506,15 @@ def test_gateway_listeners_are_distinct() -> None:
         "{name: a, port: 81, protocol: HTTP}]}"
     )
     assert "listener names must be unique" in only_issue(doc("Gateway", spec, name="e")).message
+
+
+def test_a_port_named_for_grpc_or_http2_is_spoken_to_that_way_unless_it_says_otherwise() -> None:
+    def protocol(**port: object) -> str:
+        return ServicePort.model_validate({"port": 9090, **port}).protocol
+
+    assert protocol(name="grpc") == "GRPC"
+    assert protocol(name="grpc-ratings") == "GRPC"
+    assert protocol(name="http2-api") == "HTTP2"
+    assert protocol(name="grpc-web") == "HTTP"  # gRPC-Web travels over HTTP/1.1
+    assert protocol(name="grpcx") == "HTTP"
+    assert protocol(name="grpc", protocol="HTTP") == "HTTP"  # a stated protocol wins

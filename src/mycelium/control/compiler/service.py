@@ -180,6 +180,9 @@ def _add_cluster(state: MeshState, service: Any, subset: str | None, bundle: Bun
             if s.name == subset:
                 subset_labels = dict(s.labels)
     cluster = _cluster(cluster_name, svc_name, subset, policy)
+    http2_ports = [p.port for p in service.spec.ports if p.protocol in HTTP2_PROTOCOLS]
+    if http2_ports:
+        cluster = msgspec.structs.replace(cluster, http2_ports=http2_ports)
     if service.spec.external:
         # Nothing outside the mesh runs a proxy: never originate mTLS to it.
         cluster = msgspec.structs.replace(cluster, mtls=False)
@@ -238,6 +241,10 @@ def _external_endpoints(service: Any) -> list[cfg.Endpoint]:
             )
         )
     return endpoints
+
+
+# Service port protocols whose requests go upstream over HTTP/2.
+HTTP2_PROTOCOLS = frozenset({"HTTP2", "GRPC"})
 
 
 def _cluster(cluster_name: str, svc_name: str, subset: str | None, policy: Any) -> cfg.Cluster:

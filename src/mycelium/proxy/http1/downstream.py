@@ -28,10 +28,11 @@ from typing import TYPE_CHECKING, cast
 from mycelium.net.relay import TcpRelay
 from mycelium.proxy.errors import REASON_HEADER, ClientGone, ProxyError, RequestTimeout
 from mycelium.proxy.http1.body import BodyStream
-from mycelium.proxy.http1.exchange import NO_BODY_STATUSES, Exchange
+from mycelium.proxy.http1.exchange import Exchange
 from mycelium.proxy.protocols.headers import trailers_to_forward
 from mycelium.proxy.protocols.http1 import (
     NO_BODY,
+    NO_BODY_STATUSES,
     DataReceived,
     Http1Error,
     MessageEnded,
@@ -42,6 +43,7 @@ from mycelium.proxy.protocols.http1 import (
     encode_continue,
     encode_last_chunk,
     encode_response_head,
+    reason_phrase,
 )
 from mycelium.telemetry.metrics import PEER_HEADER
 
@@ -412,7 +414,9 @@ class DownstreamHttp1(asyncio.Protocol):
         self._keep_alive = keep_alive
         exchange.bytes_sent += len(body)
         payload = b"" if exchange.method == b"HEAD" else body
-        self._write(encode_response_head(error.status, _phrase(error.status), headers) + payload)
+        self._write(
+            encode_response_head(error.status, reason_phrase(error.status), headers) + payload
+        )
 
     def abort(self) -> None:
         self.closing = True
@@ -432,7 +436,7 @@ class DownstreamHttp1(asyncio.Protocol):
         ]
         self.proxy.refused(exc.reason, self.peer_host)
         if self._active is None:
-            self._write(encode_response_head(exc.status, _phrase(exc.status), headers) + body)
+            self._write(encode_response_head(exc.status, reason_phrase(exc.status), headers) + body)
         self._close()
 
     def _write(self, data: bytes) -> None:
@@ -473,25 +477,3 @@ class DownstreamHttp1(asyncio.Protocol):
             self._close()
         elif self.idle_since is not None and now - self.idle_since > self.idle_timeout:
             self._close()
-
-
-_PHRASES = {
-    400: b"Bad Request",
-    403: b"Forbidden",
-    404: b"Not Found",
-    408: b"Request Timeout",
-    413: b"Content Too Large",
-    414: b"URI Too Long",
-    429: b"Too Many Requests",
-    431: b"Request Header Fields Too Large",
-    500: b"Internal Server Error",
-    501: b"Not Implemented",
-    502: b"Bad Gateway",
-    503: b"Service Unavailable",
-    504: b"Gateway Timeout",
-    505: b"HTTP Version Not Supported",
-}
-
-
-def _phrase(status: int) -> bytes:
-    return _PHRASES.get(status, b"Unknown")

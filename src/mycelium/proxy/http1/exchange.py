@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mycelium.proxy.destination import duration_text
 from mycelium.proxy.errors import (
@@ -38,8 +38,11 @@ from mycelium.proxy.errors import (
     UpstreamTimeout,
 )
 from mycelium.proxy.http1.mirror import mirror_http1
+from mycelium.proxy.http1.over_http2 import Http1OverHttp2
 from mycelium.proxy.protocols.headers import strip_hop_by_hop
 from mycelium.proxy.protocols.http1 import (
+    FRAMING_HEADERS,
+    NO_BODY_STATUSES,
     RequestReceived,
     ResponseReceived,
     encode_chunk,
@@ -67,16 +70,13 @@ if TYPE_CHECKING:
     from mycelium.proxy.filters.chain import RuleChain
     from mycelium.proxy.http1.body import BodyStream
     from mycelium.proxy.router.engine import Http1Engine
+    from mycelium.proxy.router.forward import UpstreamLeg
     from mycelium.proxy.upstream.clusters import ClusterRuntime
     from mycelium.proxy.upstream.endpoint import EndpointState
     from mycelium.proxy.upstream.http1_pool import UpstreamHttp1
 
-# Set again by whoever writes a message, from its actual framing.
-FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
 # Response framings whose head goes to the client as received, when it is `forwardable`.
 _FORWARDED_FRAMINGS = frozenset({"length", "chunked"})
-# Responses without a body whatever their fields say (RFC 9110 sections 15.3.5, 15.4.5).
-NO_BODY_STATUSES = frozenset({204, 304})
 
 
 class Http1Client(Client, Protocol):
@@ -175,7 +175,11 @@ class Exchange(ProxiedRequest):
             if body is None or body.replay() is not None:
                 try:
                     if self.role.plan_now(self, self.proxy):
-                        self._send_now()
+                        cluster = self.cluster
+                        if cluster is not None and cluster.http2:
+                            self._task = self.proxy.spawn(self._forward_planned())
+                        else:
+                            self._send_now()
                         return
                 except Exception as exc:  # a bug must cost one request, no more
                     self._failed(exc)
@@ -187,16 +191,33 @@ class Exchange(ProxiedRequest):
         """The asynchronous path: plan, wait where a rule says so, forward, retry."""
         try:
             await self.role.plan(self, self.proxy)
-            cluster = self.cluster
-            assert cluster is not None
-            rule = self.rule
-            # An upgrade is never retried: its connection becomes the client's own stream.
-            policy = rule.rule.retries if rule is not None and self.head.upgrade is None else None
-            await forward(self, cluster, policy, route_timeout(rule), self.proxy.rng)
+            await self._forward()
         except Exception as exc:  # a bug must cost one request, not the connection's others
             self._failed(exc)
         finally:
             self._finish()
+
+    async def _forward_planned(self) -> None:
+        """The asynchronous path for a request planned synchronously."""
+        try:
+            self.trace()
+            await self._forward()
+        except Exception as exc:  # a bug must cost one request, no more
+            self._failed(exc)
+        finally:
+            self._finish()
+
+    async def _forward(self) -> None:
+        cluster = self.cluster
+        assert cluster is not None
+        rule = self.rule
+        upgrade = self.head.upgrade is not None
+        # An upgrade is never retried: its connection becomes the client's own stream.
+        policy = rule.rule.retries if rule is not None and not upgrade else None
+        # A cluster whose port speaks HTTP/2 gets the request as a stream (an upgrade
+        # stays HTTP/1.1: its connection becomes a byte pipe).
+        leg: UpstreamLeg[Any] = Http1OverHttp2(self) if cluster.http2 and not upgrade else self
+        await forward(leg, cluster, policy, route_timeout(rule), self.proxy.rng)
 
     def client_left(self) -> None:
         """The client closed its connection before the response began (the downstream
@@ -425,6 +446,20 @@ class Exchange(ProxiedRequest):
         self._failed(exc)
         self._finish()
 
+    def stream_response(
+        self, response: ResponseReceived, headers: list[tuple[bytes, bytes]], source: Any
+    ) -> None:
+        """Send `response`'s head to the client with `headers`; its body then flows from
+        `source`, which behaves as an upstream HTTP/1.1 connection would."""
+        self.downstream.start_response(self, response, headers, source)
+
+    def awaiting_response(self) -> asyncio.Future[None]:
+        """The future the asynchronous path awaits while the response body streams;
+        `response_over` settles it."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._done = done
+        return done
+
     def response_over(self, exc: BaseException | None) -> None:
         """The response body ended (`exc` None) or failed (called by the downstream)."""
         done = self._done
@@ -541,8 +576,7 @@ class Exchange(ProxiedRequest):
         self.status = response.status
         headers, raw = self._response_head(response, self.chain)
         self.response_started = True
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._done = done  # set before the head goes: the body may end while it does
+        done = self.awaiting_response()  # before the head goes: the body may end meanwhile
         self.downstream.start_response(self, response, headers, conn, raw_head=raw)
         try:
             await done

@@ -44,7 +44,7 @@ from mycelium.proxy.protocols.http2 import (
     server_connection,
     start,
 )
-from mycelium.proxy.router.engine import Http2Engine
+from mycelium.proxy.router.engine import Engine
 from mycelium.proxy.upstream.http2_channel import H2Channel
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ class BadRequest(ProxyError):
 
 
 class DownstreamHttp2(H2Channel):
-    def __init__(self, proxy: Http2Engine, role: Role) -> None:
+    def __init__(self, proxy: Engine, role: Role) -> None:
         super().__init__(server_connection())
         self.proxy = proxy
         self.role = role

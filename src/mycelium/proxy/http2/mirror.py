@@ -15,7 +15,7 @@ from mycelium.proxy.router.mirror import MIRROR_TIMEOUT_SECONDS, SHADOW_SUFFIX
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from mycelium.proxy.router.engine import Http2Engine
+    from mycelium.proxy.router.engine import Engine
     from mycelium.proxy.upstream.clusters import ClusterRuntime
     from mycelium.proxy.upstream.http2_pool import UpstreamHttp2
 
@@ -24,7 +24,7 @@ type WholeBody = Callable[[], Awaitable[tuple[list[bytes], Fields | None] | None
 
 
 def mirror_http2(
-    proxy: Http2Engine,
+    proxy: Engine,
     cluster: ClusterRuntime,
     request: tuple[bytes, bytes, bytes, bytes, Fields],
     whole_body: WholeBody,
@@ -38,7 +38,7 @@ def mirror_http2(
 
 
 async def _shadow_http2(
-    proxy: Http2Engine, cluster: ClusterRuntime, whole_body: WholeBody, block: Fields
+    proxy: Engine, cluster: ClusterRuntime, whole_body: WholeBody, block: Fields
 ) -> None:
     conn: UpstreamHttp2 | None = None
     sink: _DiscardHttp2 | None = None

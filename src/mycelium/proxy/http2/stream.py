@@ -36,6 +36,7 @@ from mycelium.proxy.errors import (
     UpstreamUnprocessed,
 )
 from mycelium.proxy.http2.mirror import mirror_http2
+from mycelium.proxy.http2.over_http1 import Http1Attempt, request_head
 from mycelium.proxy.protocols.headers import trailers_to_forward
 from mycelium.proxy.protocols.http2 import (
     REPLAY_LIMIT_BYTES,
@@ -58,9 +59,10 @@ from mycelium.proxy.router.forward import forward, route_timeout
 from mycelium.proxy.router.request import Client, Planner, ProxiedRequest
 from mycelium.proxy.routing import RequestFacts
 from mycelium.proxy.upstream.hash_key import request_hash_key
+from mycelium.proxy.upstream.http1_pool import UpstreamHttp1
 
 if TYPE_CHECKING:
-    from mycelium.proxy.router.engine import Http2Engine
+    from mycelium.proxy.router.engine import Engine
     from mycelium.proxy.upstream.clusters import ClusterRuntime
     from mycelium.proxy.upstream.endpoint import EndpointState
     from mycelium.proxy.upstream.http2_pool import UpstreamHttp2
@@ -88,6 +90,50 @@ class Http2Client(Client, Protocol):
     def stream_done(self, exchange: Http2Exchange) -> None: ...
 
 
+class StreamBinding(Protocol):
+    """Where an attempt's request goes: a stream on an HTTP/2 connection, or a request
+    on an HTTP/1.1 one (`over_http1.Http1Attempt`)."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    def send_data(self, data: bytes) -> None: ...
+
+    def end_request(self, trailers: Fields | None) -> None: ...
+
+    def acknowledge(self, size: int) -> None:
+        """The client took `size` of the response's bytes: the endpoint may send more."""
+        ...
+
+    def cancel(self) -> None: ...
+
+
+class _Http2Stream:
+    """A stream on an upstream HTTP/2 connection, as a binding."""
+
+    __slots__ = ("conn", "stream_id")
+
+    def __init__(self, conn: UpstreamHttp2, stream_id: int) -> None:
+        self.conn = conn
+        self.stream_id = stream_id
+
+    @property
+    def closed(self) -> bool:
+        return self.conn.closed
+
+    def send_data(self, data: bytes) -> None:
+        self.conn.send_data(self.stream_id, data)
+
+    def end_request(self, trailers: Fields | None) -> None:
+        self.conn.end_request(self.stream_id, trailers)
+
+    def acknowledge(self, size: int) -> None:
+        self.conn.acknowledge(self.stream_id, size)
+
+    def cancel(self) -> None:
+        self.conn.cancel(self.stream_id)
+
+
 class Http2Answer:
     """An attempt's response head, and the endpoint it came from."""
 
@@ -109,12 +155,12 @@ class Http2Exchange(ProxiedRequest):
         "__dict__",  # the rest of its state: a stream is less common than a request
     )
     protocol = "HTTP/2"
-    proxy: Http2Engine
+    proxy: Engine
     downstream: Http2Client
 
     def __init__(
         self,
-        proxy: Http2Engine,
+        proxy: Engine,
         downstream: Http2Client,
         stream_id: int,
         request: Http2Request,
@@ -139,8 +185,7 @@ class Http2Exchange(ProxiedRequest):
         self._acked = 0  # body bytes acknowledged to the client
         self._sent_this_attempt = 0
         # the current attempt
-        self._upstream: UpstreamHttp2 | None = None
-        self._upstream_id = 0
+        self._binding: StreamBinding | None = None  # where the attempt's request goes
         self._head: asyncio.Future[Fields] | None = None
         self._block: Fields | None = None  # the request block, built once for every attempt
         self._early: list[bytes] = []  # response bytes before the head went downstream
@@ -207,8 +252,9 @@ class Http2Exchange(ProxiedRequest):
                 self._replay_size += len(data)
             else:
                 self._replay = None  # too large to keep: this request will not be retried
-        if self._upstream is not None and not self._upstream.closed:
-            self._upstream.send_data(self._upstream_id, data)
+        binding = self._binding
+        if binding is not None and not binding.closed:
+            binding.send_data(data)
         else:
             self._unsent.append(data)
 
@@ -218,8 +264,9 @@ class Http2Exchange(ProxiedRequest):
     def request_end(self) -> None:
         self._body_ended = True
         self._wake_body_waiter()
-        if self._upstream is not None and not self._upstream.closed:
-            self._upstream.end_request(self._upstream_id, self._trailers)
+        binding = self._binding
+        if binding is not None and not binding.closed:
+            binding.end_request(self._trailers)
 
     def client_gone(self) -> None:
         """The client reset the stream, or its connection closed."""
@@ -300,8 +347,8 @@ class Http2Exchange(ProxiedRequest):
     def response_sent(self, size: int) -> None:
         """The downstream took `size` response bytes: let the endpoint send as many more."""
         self._unacked -= size
-        if self._upstream is not None:
-            self._upstream.acknowledge(self._upstream_id, size)
+        if self._binding is not None:
+            self._binding.acknowledge(size)
 
     # --- what the role asks of the stream ---------------------------------------------------
 
@@ -354,31 +401,41 @@ class Http2Exchange(ProxiedRequest):
         )
         endpoint = pick_endpoint(cluster, now, key)
         self.upstream_host = endpoint.key
-        pools = self.proxy.h2_pools
+        proxy = self.proxy
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        connect_timeout = cluster.settings.connection_pool.connect_timeout
+        conn: UpstreamHttp2 | UpstreamHttp1
         try:
-            mtls = self.proxy.speaks_mtls(cluster, endpoint)
             async with asyncio.timeout(timeout):
-                conn = await pools.acquire(
-                    endpoint.address,
-                    endpoint.port,
-                    cluster.settings.connection_pool.connect_timeout,
-                    tls=self.proxy.client_tls() if mtls else None,
-                    identity=endpoint.identity if mtls else "",
-                )
+                if cluster.http2:
+                    mtls = proxy.speaks_mtls(cluster, endpoint)
+                    conn = await proxy.h2_pools.acquire(
+                        endpoint.address,
+                        endpoint.port,
+                        connect_timeout,
+                        tls=proxy.client_tls() if mtls else None,
+                        identity=endpoint.identity if mtls else "",
+                    )
+                else:  # the port speaks HTTP/1.1: the stream becomes a request
+                    conn = await proxy.pool_for(cluster, endpoint).acquire(connect_timeout)
         except (UpstreamConnectFailed, TimeoutError) as exc:
             connect_failed(cluster, endpoint)
             if isinstance(exc, UpstreamConnectFailed):
                 raise
             raise UpstreamConnectFailed(
-                f"no HTTP/2 connection to {endpoint.key} within {duration_text(timeout)}"
+                f"no connection to {endpoint.key} within {duration_text(timeout)}"
             ) from None
         if self._gone:
             cluster.breaker.release_request()
+            if isinstance(conn, UpstreamHttp1):
+                conn.pool.release(conn)
             raise ClientGone
         endpoint.request_started(now)
-        self._bind(conn, first=attempt == 0)
+        if isinstance(conn, UpstreamHttp1):
+            self._bind_http1(conn, first=attempt == 0)
+        else:
+            self._bind(conn, first=attempt == 0)
         try:
             assert self._head is not None
             async with asyncio.timeout_at(deadline):
@@ -388,7 +445,7 @@ class Http2Exchange(ProxiedRequest):
             attempt_failed(cluster, endpoint, self.started, "timeout")
             raise UpstreamTimeout(f"{endpoint.key} did not answer within {stated}") from None
         except UpstreamReset:
-            self._upstream = None
+            self._binding = None
             attempt_failed(cluster, endpoint, self.started, "reset")
             raise
         except ClientGone:
@@ -397,28 +454,55 @@ class Http2Exchange(ProxiedRequest):
         status, headers = parse_response(block)
         return Http2Answer(endpoint, status, headers)
 
-    def _bind(self, conn: UpstreamHttp2, *, first: bool) -> None:
-        """Open the attempt's stream and send the body so far (all of it, on a retry)."""
-        loop = asyncio.get_running_loop()
-        self._head = loop.create_future()
+    def _prepare(self, *, first: bool) -> list[bytes]:
+        """A fresh attempt's state; the body chunks it starts with (all of it, on a
+        retry)."""
+        self._head = asyncio.get_running_loop().create_future()
         self._early = []
         self._unacked = 0
         self._early_end = None
         self._sent_this_attempt = 0
         chunks = list(self._unsent) if first else list(self._replay or ())
         self._unsent.clear()
+        return chunks
+
+    def _bind(self, conn: UpstreamHttp2, *, first: bool) -> None:
+        """Open the attempt's stream and send the body so far."""
+        chunks = self._prepare(first=first)
         if self._block is None:
             self._block = request_block(
                 self.method, self.scheme, self.authority(), self.target, self.headers
             )
-        block = self._block
         ends_now = self._body_ended and not chunks and self._trailers is None
-        self._upstream = conn
-        self._upstream_id = conn.open_stream(block, self, end_stream=ends_now)
+        binding = self._binding = _Http2Stream(
+            conn, conn.open_stream(self._block, self, end_stream=ends_now)
+        )
         for chunk in chunks:
-            conn.send_data(self._upstream_id, chunk)
+            binding.send_data(chunk)
         if self._body_ended and not ends_now:
-            conn.end_request(self._upstream_id, self._trailers)
+            binding.end_request(self._trailers)
+
+    def _bind_http1(self, conn: UpstreamHttp1, *, first: bool) -> None:
+        """Send the attempt as an HTTP/1.1 request, with the body so far: framed by its
+        length when the stream's body has ended, in chunks while it may still grow."""
+        chunks = self._prepare(first=first)
+        whole = self._body_ended and self._trailers is None
+        size = sum(len(c) for c in chunks)
+        bodiless = whole and not size and self.method in (b"GET", b"HEAD", b"DELETE", b"OPTIONS")
+        attempt = Http1Attempt(self, conn, chunked=not whole)
+        head = request_head(
+            self.method,
+            self.target,
+            self.headers,
+            length=None if bodiless else size,
+            chunked=not whole,
+        )
+        attempt.begin(self.method, head)
+        self._binding = attempt
+        for chunk in chunks:
+            attempt.send_data(chunk)
+        if self._body_ended:
+            attempt.end_request(self._trailers)
 
     def authority(self) -> bytes:
         """The authority after the filters (a rewrite may have changed the host); the
@@ -462,10 +546,10 @@ class Http2Exchange(ProxiedRequest):
             attempt_over(cluster, endpoint, self.started, status, ok=ok and status < 500)
 
     def _cancel_upstream(self) -> None:
-        conn, self._upstream = self._upstream, None
-        if conn is not None:
+        binding, self._binding = self._binding, None
+        if binding is not None:
             # Bytes that will never go downstream still hold the endpoint connection's
             # window: give them back, or every cancelled stream would shrink it for good.
             unacked, self._unacked = self._unacked, 0
-            conn.acknowledge(self._upstream_id, unacked)
-            conn.cancel(self._upstream_id)
+            binding.acknowledge(unacked)
+            binding.cancel()

@@ -32,6 +32,7 @@ import re
 from collections import deque
 from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass, field, fields
+from http import HTTPStatus
 from typing import Final, Literal
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, HttpResponseParser
@@ -1509,3 +1510,18 @@ def _bind_fast_lane() -> None:
 
 
 _bind_fast_lane()
+
+
+# Every status the standard library names, with its phrase.
+_PHRASES = {status.value: status.phrase.encode() for status in HTTPStatus}
+
+
+def reason_phrase(status: int) -> bytes:
+    """The reason phrase a status line carries (RFC 9110 section 15)."""
+    return _PHRASES.get(status, b"Unknown")
+
+
+# Set again by whoever writes a message, from its actual framing.
+FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
+# Responses without a body whatever their fields say (RFC 9110 sections 15.3.5, 15.4.5).
+NO_BODY_STATUSES = frozenset({204, 304})

@@ -60,7 +60,16 @@ class Engine(Protocol):
 
     def cluster(self, config: ActiveConfig, name: str, port: int) -> ClusterRuntime: ...
 
-    def local_app(self, target_port: int) -> ClusterRuntime: ...
+    @property
+    def h2_pools(self) -> Http2Pools:
+        """Connections to endpoints whose port speaks HTTP/2."""
+        ...
+
+    def pool_for(self, cluster: ClusterRuntime, endpoint: EndpointState) -> EndpointPool:
+        """Keep-alive HTTP/1.1 connections to an endpoint whose port speaks it."""
+        ...
+
+    def local_app(self, target_port: int, *, http2: bool = False) -> ClusterRuntime: ...
 
     def speaks_mtls(self, cluster: ClusterRuntime, endpoint: EndpointState) -> bool: ...
 
@@ -81,11 +90,3 @@ class Http1Engine(Engine, Protocol):
     http1_limits: Http1Limits
     pools: PoolSet  # plaintext connections (mirrored copies go on these)
     relays: DrainSet[TcpRelay]  # byte pipes (upgraded connections), for the drain
-
-    def pool_for(self, cluster: ClusterRuntime, endpoint: EndpointState) -> EndpointPool: ...
-
-
-class Http2Engine(Engine, Protocol):
-    """What an HTTP/2 connection and its streams use of the proxy."""
-
-    h2_pools: Http2Pools

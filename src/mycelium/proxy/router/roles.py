@@ -241,7 +241,8 @@ class SidecarInbound(Role):
         inbound = self.inbound_port or config.inbound_ports.get(port)
         target_port = inbound.target_port if inbound is not None else port
         request.service = inbound.service if inbound is not None else ""
-        cluster = request.cluster = engine.local_app(target_port)
+        http2 = inbound is not None and inbound.protocol in ("HTTP2", "GRPC")
+        cluster = request.cluster = engine.local_app(target_port, http2=http2)
         request.cluster_name = cluster.name
         request.rule = None
         request.chain = None

@@ -35,6 +35,8 @@ class ClusterRuntime:
         )
         budget = settings.retry_budget
         self.retry_budget = RetryBudget(budget.ratio, budget.min_retries_per_second, budget.ttl)
+        # Which protocol its endpoints are reached with on this port (the port's).
+        self.http2 = port in settings.http2_ports
 
     @staticmethod
     def _outlier(settings: cfg.Cluster) -> OutlierDetector:
@@ -70,6 +72,7 @@ class ClusterRuntime:
             if settings.retry_budget != self.settings.retry_budget:
                 b = settings.retry_budget
                 self.retry_budget = RetryBudget(b.ratio, b.min_retries_per_second, b.ttl)
+            self.http2 = self.port in settings.http2_ports
             self.settings = settings
         fresh: dict[str, EndpointState] = {}
         for ep in endpoints:

@@ -208,6 +208,14 @@ class UpstreamHttp1(asyncio.Protocol):
         if self._writable is not None:
             await self._writable
 
+    def when_writable(self, callback: Callable[[], object]) -> None:
+        """Call `callback` once the transport takes writes again (now, if it does)."""
+        writable = self._writable
+        if writable is None:
+            callback()
+        else:
+            writable.add_done_callback(lambda _: callback())
+
     def attach(self, sink: ResponseSink) -> None:
         """Send the response body to `sink`, starting with anything already received."""
         self._sink = sink
