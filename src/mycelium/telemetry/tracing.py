@@ -6,10 +6,11 @@ and the HTTP/2 exchange hold them. W3C Trace Context (`traceparent`, `tracestate
 what the proxy reads and writes; B3 (Zipkin's single `b3` header, or the `X-B3-*`
 family) is accepted on input and continued as W3C.
 
-The `Tracer` is a request observer (see `mycelium.telemetry`). An exchange asks it to
-`begin` where the upstream request head is built: the tracer decides (parent-based
-sampling), and for a sampled request gives the exchange a `Span` and rewrites the
-trace headers so that the next hop's parent is this proxy's span. When the request
+The `Tracer` is a request observer (see `mycelium.telemetry`). A request of either
+protocol asks it to `begin` once, where its upstream request head is about to be built
+(the proxy's `ProxiedRequest.trace`): the tracer decides (parent-based sampling), and
+for a sampled request gives the request a `Span` and rewrites the trace headers so that
+the next hop's parent is this proxy's span. When the request
 finishes, `request_finished` completes the span and queues it for export
 (`telemetry/otlp.py`), off the hot path.
 

@@ -2,8 +2,8 @@
 
 Request path: fault (delay or abort first: a drill must not depend on anything else),
 then URL rewrite, then request header edits. Response path: response header edits.
-Timeouts, retries and mirroring are the router's (the exchange's) business, configured
-from the same rule.
+Timeouts, retries and mirroring are the router's business (`proxy.router`: `forward`,
+`mirror`), configured from the same rule.
 """
 
 from __future__ import annotations
