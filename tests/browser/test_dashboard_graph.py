@@ -57,6 +57,10 @@ async def test_the_graph_follows_the_traffic_and_shows_a_denial_as_an_error_edge
 ) -> None:
     app, ratings = await start_ratings(mesh)
     try:
+        # The caller learns of ratings-0 only once its sidecar has registered and the
+        # push came: until then a call is answered 503 by the caller's own sidecar, and
+        # no edge to ratings-0 could be drawn.
+        await eventually(lambda: _answers(mesh, "ratings", "/stars"), what="ratings-0 answering")
         await traffic(mesh, 20)
         await traffic(mesh, 5, host="ratings", path="/stars")
         page = await browser.new_page(viewport={"width": 1280, "height": 800})
@@ -128,6 +132,11 @@ async def _edge_changed(page: Page, source: str, target: str, rps: float) -> boo
 async def _error_edge(page: Page, source: str, target: str) -> dict[str, Any] | None:
     found = edge(await graph(page), source, target)
     return found if found is not None and found["successRate"] < 0.99 else None
+
+
+async def _answers(mesh: ProxyMesh, host: str, path: str) -> bool:
+    response = await mesh.get(path, host=host)
+    return response.status == 200
 
 
 async def _denied(mesh: ProxyMesh) -> bool:
