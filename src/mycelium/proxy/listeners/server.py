@@ -38,9 +38,16 @@ from mycelium.proxy.core import ProxyCore
 from mycelium.proxy.gateway import PortFamily
 from mycelium.proxy.listeners.detecting import listener_protocol
 from mycelium.proxy.listeners.gateway_connections import GatewayConnection
-from mycelium.proxy.listeners.tcp_routing import RouterRole, TcpRouting, is_opaque
+from mycelium.proxy.listeners.tcp_routing import (
+    ConnectionRole,
+    LocalService,
+    TcpRouting,
+    TransparentInbound,
+    TransparentOutbound,
+    is_opaque,
+)
 from mycelium.proxy.router.roles import GatewayListener, Role, SidecarInbound, SidecarOutbound
-from mycelium.proxy.settings import ListenAddress, LocalUpstream, ProxySettings
+from mycelium.proxy.settings import ListenAddress, ProxySettings
 from mycelium.telemetry.otlp import CollectorAddress, Connect, OtlpHttpExporter
 from mycelium.telemetry.tap import Tap
 from mycelium.telemetry.tracing import Tracer
@@ -107,15 +114,15 @@ class ProxyServer:
             core.spawn(run_identity(core, token, core.rng))
         transparent = settings.mode == "transparent"
         if settings.outbound is not None and transparent:
-            await self._listen_routed("outbound", settings.outbound, "outbound")
+            await self._listen_routed("outbound", settings.outbound, TransparentOutbound())
         elif settings.outbound is not None:
             await self._listen("outbound", settings.outbound, SidecarOutbound())
         if settings.inbound is not None and transparent:
-            await self._listen_routed("inbound", settings.inbound, "inbound")
+            await self._listen_routed("inbound", settings.inbound, TransparentInbound())
         for upstream in settings.local_upstreams:
             # TCP or HTTP as the service port says, decided per connection
             await self._listen_routed(
-                f"local:{upstream.service}", upstream.listen, "local", upstream
+                f"local:{upstream.service}", upstream.listen, LocalService(upstream)
             )
         if settings.admin is not None:
             server = await self._bind_stream(settings.admin, self.admin.serve_admin)
@@ -182,17 +189,11 @@ class ProxyServer:
         return server
 
     async def _listen_routed(
-        self,
-        name: str,
-        address: ListenAddress,
-        role: RouterRole,
-        upstream: LocalUpstream | None = None,
-        *,
-        port: int | None = None,
+        self, name: str, address: ListenAddress, role: ConnectionRole
     ) -> asyncio.Server:
         """A listener whose connections go to the TCP relay or to HTTP (see tcp_routing)."""
         tcp = self.tcp
-        return await self._bind(name, address, lambda: tcp.protocol(role, upstream, port))
+        return await self._bind(name, address, lambda: tcp.protocol(role))
 
     async def _bind_stream(self, address: ListenAddress, handler: Any) -> asyncio.Server:
         try:
@@ -228,7 +229,8 @@ class ProxyServer:
         try:
             if is_opaque(inbound.protocol, inbound.opaque):
                 # relayed (or mTLS-ended first) as the router decides for that port
-                server = await self._listen_routed(name, address, "inbound", port=inbound.port)
+                role = TransparentInbound(inbound.port)
+                server = await self._listen_routed(name, address, role)
             else:
                 server = await self._listen(name, address, SidecarInbound(inbound.port, inbound))
         except ListenError as exc:

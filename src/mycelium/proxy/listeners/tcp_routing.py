@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, cast
+from typing import TYPE_CHECKING, cast
 
 from mycelium.discovery import config as cfg
 from mycelium.identity.tls import spiffe_peer
@@ -43,8 +43,6 @@ if TYPE_CHECKING:
 # database session, short enough that abandoned connections do not pile up (Istio's
 # default TCP idle timeout is one hour).
 TCP_IDLE_TIMEOUT_SECONDS = 3600.0
-
-type RouterRole = Literal["outbound", "inbound", "local"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,15 +227,8 @@ class TcpRouting:
         self.relays = core.relays  # shared with upgraded HTTP connections, for the drain
         self.dialer = Dialer(mark=core.socket_mark)
 
-    def protocol(
-        self,
-        role: RouterRole,
-        upstream: LocalUpstream | None = None,
-        inbound_port: int | None = None,
-    ) -> ConnectionRouter:
-        """`inbound_port`: an explicit-mode inbound listener's service port (no
-        SO_ORIGINAL_DST to read there)."""
-        return ConnectionRouter(self, role, upstream, inbound_port)
+    def protocol(self, role: ConnectionRole) -> ConnectionRouter:
+        return ConnectionRouter(self, role)
 
     def admit(
         self,
@@ -340,20 +331,96 @@ class TcpRouting:
             )
 
 
+class ConnectionRole:
+    """A routed listener's role: where its connections meant to go, and what to do
+    with them once the config says (or, waiting for it, does not say) what is there."""
+
+    def destination(self, transport: asyncio.BaseTransport) -> tuple[str, int] | None:
+        """Where the client meant to go (raises `OriginalDestinationError` when the
+        connection was not redirected here); None when the listener itself says."""
+        return original_destination(transport.get_extra_info("socket"))
+
+    def not_redirected(self) -> Decision | None:
+        """What a connection that was not redirected becomes; None: it is refused."""
+        return None
+
+    def decide(
+        self, core: ProxyCore, config: ActiveConfig, to: tuple[str, int] | None, peer: str
+    ) -> Decision | None:
+        """Relay or HTTP, as the config says; None while it does not know yet."""
+        raise NotImplementedError
+
+    def name_to_resolve(self, to: tuple[str, int] | None) -> str:
+        assert to is not None
+        return to[0]
+
+    def unresolved(self, core: ProxyCore, to: tuple[str, int] | None) -> Decision:
+        """The decision once the wait for config is over and it still says nothing."""
+        assert to is not None
+        return passthrough(core.active, *to)
+
+
+class TransparentOutbound(ConnectionRole):
+    """The app's connections, redirected to the proxy by the pod's nftables."""
+
+    def not_redirected(self) -> Decision:
+        return ServeHttp(SidecarOutbound())  # dialled directly, like an explicit proxy
+
+    def decide(
+        self, core: ProxyCore, config: ActiveConfig, to: tuple[str, int] | None, peer: str
+    ) -> Decision | None:
+        assert to is not None
+        return decide_outbound(core, config, *to)
+
+
+class TransparentInbound(ConnectionRole):
+    """Peers' connections to the app: redirected by nftables, or (explicit mode) on a
+    listener bound for one service port, `port`."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port
+
+    def destination(self, transport: asyncio.BaseTransport) -> tuple[str, int] | None:
+        if self.port is not None:
+            return ("", self.port)  # no SO_ORIGINAL_DST to read there
+        return super().destination(transport)
+
+    def decide(
+        self, core: ProxyCore, config: ActiveConfig, to: tuple[str, int] | None, peer: str
+    ) -> Decision:
+        assert to is not None
+        return decide_inbound(core, config, to[1], peer)
+
+
+class LocalService(ConnectionRole):
+    """An explicit local listener for one service (`--upstream SERVICE=PORT`)."""
+
+    def __init__(self, upstream: LocalUpstream) -> None:
+        self.upstream = upstream
+
+    def destination(self, transport: asyncio.BaseTransport) -> None:
+        return None
+
+    def decide(
+        self, core: ProxyCore, config: ActiveConfig, to: tuple[str, int] | None, peer: str
+    ) -> Decision | None:
+        return decide_local(core, config, self.upstream)
+
+    def name_to_resolve(self, to: tuple[str, int] | None) -> str:
+        return self.upstream.service
+
+    def unresolved(self, core: ProxyCore, to: tuple[str, int] | None) -> Decision:
+        upstream = self.upstream
+        role = SidecarOutbound(reference=upstream.service, port=upstream.port, local=True)
+        return ServeHttp(role)  # HTTP answers with what is missing
+
+
 class ConnectionRouter(asyncio.Protocol):
     """An accepted connection's first protocol: decides, then hands the transport over."""
 
-    def __init__(
-        self,
-        routing: TcpRouting,
-        role: RouterRole,
-        upstream: LocalUpstream | None,
-        inbound_port: int | None = None,
-    ) -> None:
+    def __init__(self, routing: TcpRouting, role: ConnectionRole) -> None:
         self._routing = routing
         self._role = role
-        self._upstream = upstream
-        self._inbound_port = inbound_port
         self._transport: asyncio.Transport | None = None
         self._destination: tuple[str, int] | None = None
         self._held: list[bytes] = []
@@ -363,20 +430,17 @@ class ConnectionRouter(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
         core = self._routing.core
-        if self._inbound_port is not None:
-            self._destination = ("", self._inbound_port)
-        elif self._role != "local":
-            try:
-                self._destination = original_destination(transport.get_extra_info("socket"))
-            except OriginalDestinationError as exc:
-                if self._role == "outbound":
-                    # Dialled directly, like an explicit proxy: plain outbound HTTP.
-                    self._hand_over(ServeHttp(SidecarOutbound()))
-                    return
-                core.refused("not_redirected", peer_text(self._transport))
-                core.log.info("%s", exc)
-                self._transport.close()
+        try:
+            self._destination = self._role.destination(transport)
+        except OriginalDestinationError as exc:
+            instead = self._role.not_redirected()
+            if instead is not None:
+                self._hand_over(instead)
                 return
+            core.refused("not_redirected", peer_text(self._transport))
+            core.log.info("%s", exc)
+            self._transport.close()
+            return
         decision = self._decide()
         if decision is not None:
             self._hand_over(decision)
@@ -401,36 +465,17 @@ class ConnectionRouter(asyncio.Protocol):
 
     def _decide(self) -> Decision | None:
         core = self._routing.core
-        config = core.active
-        if self._role == "local":
-            assert self._upstream is not None
-            return decide_local(core, config, self._upstream)
-        assert self._destination is not None
-        address, port = self._destination
-        if self._role == "inbound":
-            transport = self._transport
-            peername = transport.get_extra_info("peername") if transport is not None else None
-            return decide_inbound(core, config, port, peername[0] if peername else "")
-        return decide_outbound(core, config, address, port)
+        transport = self._transport
+        peername = transport.get_extra_info("peername") if transport is not None else None
+        peer = peername[0] if peername else ""
+        return self._role.decide(core, core.active, self._destination, peer)
 
     async def _wait_for_config(self) -> None:
         core = self._routing.core
-        if self._role == "local":
-            assert self._upstream is not None
-            await core.resolve(self._upstream.service)
-        else:
-            assert self._destination is not None
-            await core.resolve(self._destination[0])
+        await core.resolve(self._role.name_to_resolve(self._destination))
         decision = self._decide()
         if decision is None:
-            if self._role == "local":
-                assert self._upstream is not None
-                upstream = self._upstream
-                role = SidecarOutbound(reference=upstream.service, port=upstream.port, local=True)
-                decision = ServeHttp(role)  # HTTP answers with what is missing
-            else:
-                assert self._destination is not None
-                decision = passthrough(core.active, *self._destination)
+            decision = self._role.unresolved(core, self._destination)
         self._waiting = None
         self._hand_over(decision)
 
