@@ -55,6 +55,7 @@ from mycelium.proxy.router.attempts import (
     attempt_abandoned,
     attempt_failed,
     attempt_over,
+    awaiting_head,
     circuit_open,
     connect_failed,
     no_healthy_endpoint,
@@ -540,24 +541,13 @@ class Exchange(ProxiedRequest):
         waiter = conn.begin(self.method, head)
         body = self.body
         replay = body.replay() if body is not None else []
-        try:
+        # The client leaving (`client_left`, or its body ending with the connection)
+        # cancels this: nobody wants the answer, and the endpoint did nothing wrong.
+        with awaiting_head(cluster, endpoint, self.started, stated, give_up=conn.abort):
             async with asyncio.timeout(timeout):
                 await self._send_body(conn, replay)
                 response = await waiter
-            self.response_head_at = time.monotonic()
-        except TimeoutError:
-            conn.abort()
-            attempt_failed(cluster, endpoint, self.started, "timeout")
-            raise UpstreamTimeout(f"{endpoint.key} did not answer within {stated}") from None
-        except ProxyError:  # a reset, or the upstream broke the protocol
-            attempt_failed(cluster, endpoint, self.started, "reset")
-            raise
-        except (asyncio.CancelledError, ClientGone):
-            # The client left (`client_left`, or its body ended with the connection):
-            # nobody wants this answer, and the endpoint did nothing wrong.
-            conn.abort()
-            attempt_abandoned(cluster, endpoint, self.started)
-            raise
+        self.response_head_at = time.monotonic()
         if response.status == 101 and not upgrade:
             conn.abort()
             attempt_failed(cluster, endpoint, self.started, "reset")

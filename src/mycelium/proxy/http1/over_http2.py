@@ -20,7 +20,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
-from mycelium.proxy.errors import ClientGone, UpstreamConnectFailed, UpstreamReset, UpstreamTimeout
+from mycelium.proxy.errors import UpstreamReset
 from mycelium.proxy.protocols.http1 import (
     FRAMING_HEADERS,
     NO_BODY_STATUSES,
@@ -30,13 +30,13 @@ from mycelium.proxy.protocols.http1 import (
 )
 from mycelium.proxy.protocols.http2 import Fields, parse_response, request_block
 from mycelium.proxy.router.attempts import (
-    attempt_abandoned,
-    attempt_failed,
     attempt_over,
-    connect_failed,
-    pick_endpoint,
+    awaiting_head,
+    endpoint_for,
 )
-from mycelium.proxy.upstream.hash_key import request_hash_key
+from mycelium.proxy.router.connections import upstream_connection
+from mycelium.proxy.router.forward import HeadAnswer
+from mycelium.proxy.upstream.http1_pool import UpstreamHttp1
 
 if TYPE_CHECKING:
     from mycelium.proxy.errors import ProxyError
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
     from mycelium.proxy.router.engine import Http1Engine
     from mycelium.proxy.routing import RequestFacts
     from mycelium.proxy.upstream.clusters import ClusterRuntime
-    from mycelium.proxy.upstream.endpoint import EndpointState
     from mycelium.proxy.upstream.http1_pool import ResponseSink as Http1Sink
     from mycelium.proxy.upstream.http2_pool import UpstreamHttp2
 
@@ -85,15 +84,6 @@ class BridgedExchange(Protocol):
     ) -> None: ...
 
 
-class Http2Answer:
-    __slots__ = ("endpoint", "headers", "status")
-
-    def __init__(self, endpoint: EndpointState, status: int, headers: Fields) -> None:
-        self.endpoint = endpoint
-        self.status = status
-        self.headers = headers
-
-
 class Http1OverHttp2:
     """The `UpstreamLeg` of an HTTP/1.1 exchange whose cluster speaks HTTP/2, and the
     response sink of each attempt's stream."""
@@ -120,62 +110,33 @@ class Http1OverHttp2:
 
     async def attempt(
         self, cluster: ClusterRuntime, number: int, timeout: float, *, stated: str
-    ) -> Http2Answer:
+    ) -> HeadAnswer:
         exchange = self.exchange
         proxy = exchange.proxy
         now = time.monotonic()
-        key = request_hash_key(
-            cluster.settings.consistent_hash, exchange.headers, exchange.peer_host
-        )
-        endpoint = pick_endpoint(cluster, now, key)
+        endpoint = endpoint_for(cluster, now, exchange.headers, exchange.peer_host)
         exchange.upstream_host = endpoint.key
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        try:
-            mtls = proxy.speaks_mtls(cluster, endpoint)
-            async with asyncio.timeout(timeout):
-                conn = await proxy.h2_pools.acquire(
-                    endpoint.address,
-                    endpoint.port,
-                    cluster.settings.connection_pool.connect_timeout,
-                    tls=proxy.client_tls() if mtls else None,
-                    identity=endpoint.identity if mtls else "",
-                )
-        except (UpstreamConnectFailed, TimeoutError) as exc:
-            connect_failed(cluster, endpoint)
-            if isinstance(exc, UpstreamConnectFailed):
-                raise
-            raise UpstreamConnectFailed(
-                f"no HTTP/2 connection to {endpoint.key} within {stated}"
-            ) from None
+        deadline = asyncio.get_running_loop().time() + timeout
+        conn = await upstream_connection(proxy, cluster, endpoint, timeout)
+        assert not isinstance(conn, UpstreamHttp1)  # the cluster speaks HTTP/2
         endpoint.request_started(now)
         self._begin(conn)
-        try:
+        with awaiting_head(
+            cluster, endpoint, exchange.started, stated, give_up=self._cancel, lost=self._lost
+        ):
             async with asyncio.timeout_at(deadline):
                 await self._send_body(conn)
                 assert self._head is not None
                 block = await self._head
-            exchange.response_head_at = time.monotonic()
-        except TimeoutError:
-            self._cancel()
-            attempt_failed(cluster, endpoint, exchange.started, "timeout")
-            raise UpstreamTimeout(f"{endpoint.key} did not answer within {stated}") from None
-        except UpstreamReset:
-            self._conn = None
-            attempt_failed(cluster, endpoint, exchange.started, "reset")
-            raise
-        except (asyncio.CancelledError, ClientGone):
-            self._cancel()
-            attempt_abandoned(cluster, endpoint, exchange.started)
-            raise
+        exchange.response_head_at = time.monotonic()
         status, headers = parse_response(block)
-        return Http2Answer(endpoint, status, headers)
+        return HeadAnswer(endpoint, status, headers)
 
-    def discard(self, cluster: ClusterRuntime, answer: Http2Answer) -> None:
+    def discard(self, cluster: ClusterRuntime, answer: HeadAnswer) -> None:
         attempt_over(cluster, answer.endpoint, self.exchange.started, answer.status, ok=False)
         self._cancel()
 
-    async def respond(self, cluster: ClusterRuntime, answer: Http2Answer) -> None:
+    async def respond(self, cluster: ClusterRuntime, answer: HeadAnswer) -> None:
         exchange = self.exchange
         status = answer.status
         exchange.status = status
@@ -249,6 +210,9 @@ class Http1OverHttp2:
                     self._drained = asyncio.get_running_loop().create_future()
                     await self._drained
         conn.end_request(stream_id, body.trailers or None)
+
+    def _lost(self) -> None:
+        self._conn = None  # the endpoint reset the stream: nothing to cancel
 
     def _cancel(self) -> None:
         conn, self._conn = self._conn, None

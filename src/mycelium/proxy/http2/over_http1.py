@@ -18,7 +18,7 @@ connection stops being read while the client's window has more than
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from mycelium.proxy.errors import ProxyError, UpstreamReset
 from mycelium.proxy.protocols.headers import strip_hop_by_hop
@@ -35,22 +35,11 @@ if TYPE_CHECKING:
     import asyncio
 
     from mycelium.proxy.upstream.http1_pool import UpstreamHttp1
+    from mycelium.proxy.upstream.http2_pool import ResponseSink
 
 # Response bytes the client has not yet taken before the upstream connection stops
 # being read (an HTTP/2 client's default stream window).
 MAX_UNACKED_BYTES = 64 * 1024
-
-
-class StreamEvents(Protocol):
-    """What the stream hears of its attempt (`Http2Exchange`, as an HTTP/2 upstream's
-    response sink)."""
-
-    def response_headers(self, block: Fields) -> None: ...
-    def response_data(self, data: bytes) -> None: ...
-    def response_trailers(self, block: Fields) -> None: ...
-    def response_end(self) -> None: ...
-    def response_failed(self, exc: UpstreamReset) -> None: ...
-    def request_data_sent(self, size: int) -> None: ...
 
 
 def request_head(
@@ -74,7 +63,7 @@ class Http1Attempt:
     """One attempt of a stream on an HTTP/1.1 connection: the stream's binding (what it
     sends upstream) and the connection's response sink (what comes back)."""
 
-    def __init__(self, events: StreamEvents, conn: UpstreamHttp1, *, chunked: bool) -> None:
+    def __init__(self, events: ResponseSink, conn: UpstreamHttp1, *, chunked: bool) -> None:
         self._events = events
         self._conn = conn
         self._chunked = chunked

@@ -26,13 +26,11 @@ from typing import TYPE_CHECKING, Protocol
 
 from h2.errors import ErrorCodes
 
-from mycelium.proxy.destination import duration_text
 from mycelium.proxy.errors import (
     ClientGone,
     ProxyError,
     UpstreamConnectFailed,
     UpstreamReset,
-    UpstreamTimeout,
     UpstreamUnprocessed,
 )
 from mycelium.proxy.http2.mirror import mirror_http2
@@ -49,22 +47,19 @@ from mycelium.proxy.protocols.http2 import (
     response_block,
 )
 from mycelium.proxy.router.attempts import (
-    attempt_abandoned,
-    attempt_failed,
     attempt_over,
-    connect_failed,
-    pick_endpoint,
+    awaiting_head,
+    endpoint_for,
 )
-from mycelium.proxy.router.forward import forward, route_timeout
+from mycelium.proxy.router.connections import upstream_connection
+from mycelium.proxy.router.forward import HeadAnswer, forward, route_timeout
 from mycelium.proxy.router.request import Client, Planner, ProxiedRequest
 from mycelium.proxy.routing import RequestFacts
-from mycelium.proxy.upstream.hash_key import request_hash_key
 from mycelium.proxy.upstream.http1_pool import UpstreamHttp1
 
 if TYPE_CHECKING:
     from mycelium.proxy.router.engine import Engine
     from mycelium.proxy.upstream.clusters import ClusterRuntime
-    from mycelium.proxy.upstream.endpoint import EndpointState
     from mycelium.proxy.upstream.http2_pool import UpstreamHttp2
 
 
@@ -132,17 +127,6 @@ class _Http2Stream:
 
     def cancel(self) -> None:
         self.conn.cancel(self.stream_id)
-
-
-class Http2Answer:
-    """An attempt's response head, and the endpoint it came from."""
-
-    __slots__ = ("endpoint", "headers", "status")
-
-    def __init__(self, endpoint: EndpointState, status: int, headers: Fields) -> None:
-        self.endpoint = endpoint
-        self.status = status
-        self.headers = headers
 
 
 # A stream the endpoint never processed is sent again on a fresh connection at most this
@@ -370,16 +354,16 @@ class Http2Exchange(ProxiedRequest):
 
     async def attempt(
         self, cluster: ClusterRuntime, number: int, timeout: float, *, stated: str
-    ) -> Http2Answer:
+    ) -> HeadAnswer:
         return await self._attempt_unless_refused(cluster, number, timeout, stated)
 
-    def discard(self, cluster: ClusterRuntime, answer: Http2Answer) -> None:
+    def discard(self, cluster: ClusterRuntime, answer: HeadAnswer) -> None:
         attempt_over(cluster, answer.endpoint, self.started, answer.status, ok=False)
         self._cancel_upstream()
 
     async def _attempt_unless_refused(
         self, cluster: ClusterRuntime, attempt: int, timeout: float, stated: str
-    ) -> Http2Answer:
+    ) -> HeadAnswer:
         """An attempt, repeated at once when the endpoint says it never processed it
         (a graceful GOAWAY, as nginx sends every keepalive_requests streams, or
         REFUSED_STREAM): that costs no retry and needs no retry policy, only the body."""
@@ -394,38 +378,12 @@ class Http2Exchange(ProxiedRequest):
 
     async def _attempt(
         self, cluster: ClusterRuntime, attempt: int, timeout: float, stated: str
-    ) -> Http2Answer:
+    ) -> HeadAnswer:
         now = time.monotonic()
-        key = request_hash_key(
-            cluster.settings.consistent_hash, self.headers, self.downstream.peer_host
-        )
-        endpoint = pick_endpoint(cluster, now, key)
+        endpoint = endpoint_for(cluster, now, self.headers, self.peer_host)
         self.upstream_host = endpoint.key
-        proxy = self.proxy
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        connect_timeout = cluster.settings.connection_pool.connect_timeout
-        conn: UpstreamHttp2 | UpstreamHttp1
-        try:
-            async with asyncio.timeout(timeout):
-                if cluster.http2:
-                    mtls = proxy.speaks_mtls(cluster, endpoint)
-                    conn = await proxy.h2_pools.acquire(
-                        endpoint.address,
-                        endpoint.port,
-                        connect_timeout,
-                        tls=proxy.client_tls() if mtls else None,
-                        identity=endpoint.identity if mtls else "",
-                    )
-                else:  # the port speaks HTTP/1.1: the stream becomes a request
-                    conn = await proxy.pool_for(cluster, endpoint).acquire(connect_timeout)
-        except (UpstreamConnectFailed, TimeoutError) as exc:
-            connect_failed(cluster, endpoint)
-            if isinstance(exc, UpstreamConnectFailed):
-                raise
-            raise UpstreamConnectFailed(
-                f"no connection to {endpoint.key} within {duration_text(timeout)}"
-            ) from None
+        deadline = asyncio.get_running_loop().time() + timeout
+        conn = await upstream_connection(self.proxy, cluster, endpoint, timeout)
         if self._gone:
             cluster.breaker.release_request()
             if isinstance(conn, UpstreamHttp1):
@@ -436,23 +394,14 @@ class Http2Exchange(ProxiedRequest):
             self._bind_http1(conn, first=attempt == 0)
         else:
             self._bind(conn, first=attempt == 0)
-        try:
-            assert self._head is not None
+        assert self._head is not None
+        with awaiting_head(
+            cluster, endpoint, self.started, stated, give_up=self._cancel_upstream, lost=self._lost
+        ):
             async with asyncio.timeout_at(deadline):
                 block = await self._head
-        except TimeoutError:
-            self._cancel_upstream()
-            attempt_failed(cluster, endpoint, self.started, "timeout")
-            raise UpstreamTimeout(f"{endpoint.key} did not answer within {stated}") from None
-        except UpstreamReset:
-            self._binding = None
-            attempt_failed(cluster, endpoint, self.started, "reset")
-            raise
-        except ClientGone:
-            attempt_abandoned(cluster, endpoint, self.started)
-            raise
         status, headers = parse_response(block)
-        return Http2Answer(endpoint, status, headers)
+        return HeadAnswer(endpoint, status, headers)
 
     def _prepare(self, *, first: bool) -> list[bytes]:
         """A fresh attempt's state; the body chunks it starts with (all of it, on a
@@ -514,7 +463,7 @@ class Http2Exchange(ProxiedRequest):
         self.headers = [(n, v) for n, v in self.headers if n != b"host"]
         return authority or self.host.encode("latin-1")
 
-    async def respond(self, cluster: ClusterRuntime, answer: Http2Answer) -> None:
+    async def respond(self, cluster: ClusterRuntime, answer: HeadAnswer) -> None:
         endpoint, status, headers = answer.endpoint, answer.status, answer.headers
         self.status = status
         chain = self.chain
@@ -544,6 +493,9 @@ class Http2Exchange(ProxiedRequest):
             raise
         finally:
             attempt_over(cluster, endpoint, self.started, status, ok=ok and status < 500)
+
+    def _lost(self) -> None:
+        self._binding = None  # the endpoint reset it: nothing to cancel
 
     def _cancel_upstream(self) -> None:
         binding, self._binding = self._binding, None

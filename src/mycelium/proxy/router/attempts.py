@@ -8,10 +8,20 @@ came), `attempt_failed` (timeout or reset: the endpoint's fault) or `attempt_aba
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Literal
 
-from mycelium.proxy.errors import CircuitOpen, NoHealthyUpstream
+from mycelium.proxy.errors import (
+    CircuitOpen,
+    ClientGone,
+    NoHealthyUpstream,
+    ProxyError,
+    UpstreamTimeout,
+)
+from mycelium.proxy.upstream.hash_key import request_hash_key
 
 if TYPE_CHECKING:
     from mycelium.proxy.upstream.clusters import ClusterRuntime
@@ -40,6 +50,15 @@ def pick_endpoint(cluster: ClusterRuntime, now: float, hash_key: bytes | None) -
     if not cluster.breaker.try_acquire_request():
         raise circuit_open(cluster)
     return endpoint
+
+
+def endpoint_for(
+    cluster: ClusterRuntime, now: float, headers: list[tuple[bytes, bytes]], peer_host: str
+) -> EndpointState:
+    """`pick_endpoint` for a request, hashed on what the cluster's consistent hash names."""
+    return pick_endpoint(
+        cluster, now, request_hash_key(cluster.settings.consistent_hash, headers, peer_host)
+    )
 
 
 def connect_failed(cluster: ClusterRuntime, endpoint: EndpointState) -> None:
@@ -74,3 +93,34 @@ def attempt_abandoned(cluster: ClusterRuntime, endpoint: EndpointState, started:
     cluster.breaker.release_request()
     now = time.monotonic()
     endpoint.request_finished(now, now - started, ok=True)
+
+
+@contextlib.contextmanager
+def awaiting_head(
+    cluster: ClusterRuntime,
+    endpoint: EndpointState,
+    started: float,
+    stated: str,
+    *,
+    give_up: Callable[[], None],
+    lost: Callable[[], None] = lambda: None,
+) -> Iterator[None]:
+    """Settle an attempt that sends its request and awaits the response head inside:
+    out of time, the attempt is given up (`give_up`: its stream or connection let go)
+    and fails as a timeout naming `stated`; a reset or a broken protocol fails it as a
+    reset (`lost`: the connection is gone already); the client leaving abandons it,
+    which is no failure of the endpoint's."""
+    try:
+        yield
+    except TimeoutError:
+        give_up()
+        attempt_failed(cluster, endpoint, started, "timeout")
+        raise UpstreamTimeout(f"{endpoint.key} did not answer within {stated}") from None
+    except ProxyError:
+        lost()
+        attempt_failed(cluster, endpoint, started, "reset")
+        raise
+    except (asyncio.CancelledError, ClientGone):
+        give_up()
+        attempt_abandoned(cluster, endpoint, started)
+        raise

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from mycelium.discovery import config as cfg
     from mycelium.proxy.routing import CompiledRule
     from mycelium.proxy.upstream.clusters import ClusterRuntime
+    from mycelium.proxy.upstream.endpoint import EndpointState
 
 # What an attempt may fail with and still be retried (policy permitting).
 RETRIABLE = (UpstreamConnectFailed, UpstreamReset, UpstreamTimeout)
@@ -41,6 +42,20 @@ class Answer(Protocol):
 
     @property
     def status(self) -> int: ...
+
+
+class HeadAnswer:
+    """An attempt's response head as a status and fields, and the endpoint it came
+    from (what an HTTP/2 stream gets back, in either leg that opens one)."""
+
+    __slots__ = ("endpoint", "headers", "status")
+
+    def __init__(
+        self, endpoint: EndpointState, status: int, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        self.endpoint = endpoint
+        self.status = status
+        self.headers = headers
 
 
 class UpstreamLeg[A: Answer](Protocol):
