@@ -27,8 +27,9 @@ TOOLS = ("nginx", "wrk")
 @pytest.mark.timeout(SMOKE_TIMEOUT_SECONDS + 10)
 def test_smoke_run_measures_every_path_over_real_mtls(tmp_path: Path) -> None:
     missing = [tool for tool in TOOLS if shutil.which(tool) is None]
-    if missing and os.geteuid() != 0:
-        pytest.skip(f"needs {', '.join(missing)}; the bench installs them only as root")
+    assert not missing, (
+        f"{', '.join(missing)} not installed: `make bootstrap` (as root) installs them"
+    )
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT / "src"), str(ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
