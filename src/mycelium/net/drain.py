@@ -31,18 +31,16 @@ type DrainCallback = Callable[[], object]
 class DrainTrigger:
     """Says "drain now" once, to every watcher; then waits until each has let go."""
 
-    __slots__ = ("_callbacks", "_held", "_released", "_started")
+    __slots__ = ("_callbacks", "_held", "_released", "_started", "draining")
 
     def __init__(self) -> None:
+        # read on every request's keep-alive decision: a plain attribute, not a property
+        self.draining = False
         self._started = asyncio.Event()
         self._released = asyncio.Event()
         self._released.set()  # no watcher yet: nothing to wait for
         self._held = 0
         self._callbacks: dict[DrainWatcher, DrainCallback] = {}
-
-    @property
-    def draining(self) -> bool:
-        return self._started.is_set()
 
     @property
     def held(self) -> int:
@@ -57,8 +55,9 @@ class DrainTrigger:
 
     def start(self) -> None:
         """Drain now: run every watcher's callback and wake every waiting watcher."""
-        if self._started.is_set():
+        if self.draining:
             return
+        self.draining = True
         self._started.set()
         callbacks, self._callbacks = self._callbacks, {}
         for callback in callbacks.values():

@@ -80,6 +80,7 @@ class ProxyCore:
         # The drain waits for both sets to empty: connections close once idle, byte pipes
         # (TCP services, upgraded connections) run until they end or the deadline.
         self.drain = DrainTrigger()
+        self.draining = False  # a plain attribute: read on every keep-alive decision
         self.connections: DrainSet[DownstreamConnection] = DrainSet(
             self.drain, lambda conn: conn.close_if_idle()
         )
@@ -120,9 +121,10 @@ class ProxyCore:
             # what the controller's dashboard and `myc stat` see (it cannot scrape us)
             self.traffic = TrafficReporter(metrics)  # counted by the metrics observer
 
-    @property
-    def draining(self) -> bool:
-        return self.drain.draining
+    def start_drain(self) -> None:
+        """Drain now: connections close once idle, and no response keeps its connection."""
+        self.draining = True
+        self.drain.start()
 
     @property
     def svid(self) -> Svid | None:

@@ -145,8 +145,7 @@ class Exchange(ProxiedRequest):
         body: BodyStream | None,
         role: Planner,
     ) -> None:
-        fields = (head.method, head.target, head.headers, head.host)
-        super().__init__(proxy, downstream, role, fields)
+        super().__init__(proxy, downstream, role, head.method, head.target, head.headers, head.host)
         self.head = head
         self.body = body
         self.deadline = 0.0  # when the core's sweep times the response head out (0: never)
@@ -263,7 +262,8 @@ class Exchange(ProxiedRequest):
     def _finish(self) -> None:
         if not self._finished:
             self._finished = True
-            self.proxy.request_finished(self.finished())
+            body = self.body
+            self.proxy.request_finished(self.finished(body.total if body is not None else 0))
             self.downstream.exchange_done(self)
 
     # --- what the role asks of the request ---------------------------------------------------
@@ -318,7 +318,9 @@ class Exchange(ProxiedRequest):
         cluster = self.cluster
         rule = self.rule
         assert cluster is not None
-        self.trace()
+        tracer = self.proxy.tracer  # `trace`, inlined: the common request has no tracer
+        if tracer is not None:
+            tracer.begin(self)
         now = time.monotonic()
         self._sent_at = now
         hashed = cluster.settings.consistent_hash is not None
@@ -476,8 +478,12 @@ class Exchange(ProxiedRequest):
         cluster = self.cluster
         endpoint = self._endpoint
         if cluster is not None and endpoint is not None:
+            # `attempts.attempt_over`, inlined: once per request on the synchronous path
+            cluster.breaker.release_request()
+            now = time.monotonic()
             status = self.status
-            attempt_over(cluster, endpoint, self.started, status, ok=status < 500)
+            endpoint.request_finished(now, now - self.started, ok=status < 500)
+            cluster.outlier.record(endpoint, status=status, failure=None, now=now)
         if exc is not None:
             self._failed(exc)
         self._finish()

@@ -152,8 +152,9 @@ class Http2Exchange(ProxiedRequest):
     ) -> None:
         # The authority travels as a `host` field while filters run.
         headers: Fields = [*request.headers, (b"host", request.authority)]
-        head = (request.method, request.path, headers, request.authority)
-        super().__init__(proxy, downstream, role, head)
+        super().__init__(
+            proxy, downstream, role, request.method, request.path, headers, request.authority
+        )
         self.stream_id = stream_id
         self.grpc = request.is_grpc
         self.grpc_status = ""
@@ -209,7 +210,7 @@ class Http2Exchange(ProxiedRequest):
             self._give_up(ProxyError(f"internal error: {exc}"))
         finally:
             proxy.counters["h2_streams"] += 1
-            proxy.request_finished(self.finished())
+            proxy.request_finished(self.finished(self.received))
             self.downstream.stream_done(self)
 
     @property

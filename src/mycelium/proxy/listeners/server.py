@@ -285,7 +285,7 @@ class ProxyServer:
         core = self.core
         # Idle connections close now, busy ones as their last request ends (see
         # ProxyCore.connections); relays run on until they end or the deadline.
-        core.drain.start()
+        core.start_drain()
         for server in [*self._servers, *self._inbound.values()]:
             server.close()
         for _, server in self._gateway.values():

@@ -49,8 +49,7 @@ class Engine(Protocol):
     counters: defaultdict[str, int]
     connections: DrainSet[DownstreamConnection]  # open client connections, for the drain
 
-    @property
-    def draining(self) -> bool: ...
+    draining: bool
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]: ...
 

@@ -72,6 +72,7 @@ class ProxiedRequest:
         "rule",
         "rule_name",
         "service",
+        "side",
         "span",
         "started",
         "status",
@@ -82,19 +83,26 @@ class ProxiedRequest:
     grpc = False
     grpc_status = ""
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - positional on purpose: once per request, hot
         self,
         proxy: Engine,
         downstream: Client,
         role: Planner,
-        head: tuple[bytes, bytes, Headers, bytes],
+        method: bytes,
+        target: bytes,
+        headers: Headers,
+        host_value: bytes,
     ) -> None:
         self.proxy = proxy
         self.downstream = downstream
         self.role = role
+        self.side = role.side
         # What the filters see and may change; `host_value` is the Host header or the
-        # :authority as the client sent it (`head` gives the four in this order).
-        self.method, self.target, self.headers, self.host_value = head
+        # :authority as the client sent it.
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.host_value = host_value
         self.host = ""  # as routed (`request_facts`; a rewrite may change it)
         self.facts: RequestFacts | None = None
         # what routing found
@@ -130,10 +138,6 @@ class ProxiedRequest:
     def peer_principal(self) -> str | None:
         return self.downstream.peer_principal
 
-    @property
-    def side(self) -> TrafficSide:
-        return self.role.side
-
     # --- what the role asks of the request ------------------------------------------------
 
     def request_facts(self) -> RequestFacts:
@@ -153,11 +157,12 @@ class ProxiedRequest:
 
     # --- its end -------------------------------------------------------------------------
 
-    def finished(self) -> FinishedRequest:
-        """The request as telemetry records it, once it ended."""
+    def finished(self, received: int) -> FinishedRequest:
+        """The request as telemetry records it, once it ended (`received`: the request
+        body's bytes, which each protocol counts its own way)."""
         downstream = self.downstream
         return FinishedRequest(
-            self.role.side,
+            self.side,
             self.protocol,
             self.method,
             self.target,
@@ -168,7 +173,7 @@ class ProxiedRequest:
             self.reason,
             self.cluster_name,
             self.upstream_host,
-            self.bytes_received,
+            received,
             self.bytes_sent,
             self.started,
             self.response_head_at,

@@ -67,6 +67,10 @@ class _RoutedRole(Role):
     backend picked by weight."""
 
     __slots__ = ()
+    # Whether the AuthorizationPolicies in force on the port decide who may pass, once
+    # the destination is known (a gateway's); an attribute, not a method: it is asked
+    # on every request's synchronous path.
+    authorizes = False
 
     def destination_now(self, config: ActiveConfig, request: ProxiedRequest) -> Destination | None:
         raise NotImplementedError
@@ -75,9 +79,6 @@ class _RoutedRole(Role):
         self, engine: Engine, request: ProxiedRequest
     ) -> tuple[ActiveConfig, Destination]:
         raise NotImplementedError
-
-    def admit(self, request: ProxiedRequest, config: ActiveConfig, engine: Engine) -> None:
-        """Checks once the destination is known (none unless the role says so)."""
 
     def plan_now(self, request: ProxiedRequest, engine: Engine) -> bool:
         config = engine.active
@@ -92,7 +93,8 @@ class _RoutedRole(Role):
                 return False  # `plan` answers it (no route)
         if rule.waits:
             return False
-        self.admit(request, config, engine)
+        if self.authorizes:
+            authorize(request, config, self.port or 0, engine)
         request.host = destination.host or request.host or request.host_value.decode("latin-1")
         request.service = destination.service
         if request.port is None:
@@ -107,7 +109,8 @@ class _RoutedRole(Role):
     async def plan(self, request: ProxiedRequest, engine: Engine) -> None:
         facts = request.request_facts()
         config, destination = await self.destination(engine, request)
-        self.admit(request, config, engine)
+        if self.authorizes:
+            authorize(request, config, self.port or 0, engine)
         request.service = destination.service
         if request.port is None:
             request.port = destination.port
@@ -190,6 +193,7 @@ class GatewayListener(_RoutedRole):
     gateway's AuthorizationPolicies say who may pass through it."""
 
     __slots__ = ()
+    authorizes = True
 
     def __init__(self, port: int, *, mesh_tls: bool = False) -> None:
         # mesh_tls: the sidecars calling a gateway's plain HTTP port (an egress gateway)
@@ -205,9 +209,6 @@ class GatewayListener(_RoutedRole):
     ) -> tuple[ActiveConfig, Destination]:
         config = engine.active
         return config, config.gateway_destination(self.port or 0, request.host)
-
-    def admit(self, request: ProxiedRequest, config: ActiveConfig, engine: Engine) -> None:
-        authorize(request, config, self.port or 0, engine)
 
 
 class SidecarInbound(Role):

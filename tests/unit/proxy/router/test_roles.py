@@ -41,8 +41,7 @@ class BareRequest(ProxiedRequest):
 
 
 def request(wired: Wired, role: Role, host: bytes = b"backend") -> BareRequest:
-    head = (b"GET", b"/books", [(b"host", host)], host)
-    return BareRequest(wired.core, Client(), role, head)
+    return BareRequest(wired.core, Client(), role, b"GET", b"/books", [(b"host", host)], host)
 
 
 def test_an_outbound_call_is_planned_to_the_service_its_host_names() -> None:
