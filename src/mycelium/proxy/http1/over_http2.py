@@ -28,7 +28,7 @@ from mycelium.proxy.protocols.http1 import (
     ResponseReceived,
     reason_phrase,
 )
-from mycelium.proxy.protocols.http2 import Fields, parse_response, request_block
+from mycelium.proxy.protocols.http2 import Fields, parse_response, request_block, take_authority
 from mycelium.proxy.router.attempts import (
     attempt_over,
     awaiting_head,
@@ -184,10 +184,7 @@ class Http1OverHttp2:
         self._ended = None
         self._unacked = 0
         self._in_flight = 0
-        authority = exchange.host_value
-        fields = [(n, v) for n, v in exchange.headers if n != b"host"]
-        if n_host := [v for n, v in exchange.headers if n == b"host"]:
-            authority = n_host[-1]  # a filter may have rewritten it
+        authority, fields = take_authority(exchange.headers, exchange.host_value)
         block = request_block(exchange.method, b"http", authority, exchange.target, fields)
         body = exchange.body
         self._conn = conn

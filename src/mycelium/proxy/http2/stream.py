@@ -45,6 +45,7 @@ from mycelium.proxy.protocols.http2 import (
     parse_response,
     request_block,
     response_block,
+    take_authority,
 )
 from mycelium.proxy.router.attempts import (
     attempt_over,
@@ -457,12 +458,8 @@ class Http2Exchange(ProxiedRequest):
     def authority(self) -> bytes:
         """The authority after the filters (a rewrite may have changed the host); the
         `host` field leaves the headers, since HTTP/2 carries it as `:authority`."""
-        authority = b""
-        for name, value in self.headers:
-            if name == b"host":
-                authority = value
-        self.headers = [(n, v) for n, v in self.headers if n != b"host"]
-        return authority or self.host.encode("latin-1")
+        authority, self.headers = take_authority(self.headers, self.host.encode("latin-1"))
+        return authority
 
     async def respond(self, cluster: ClusterRuntime, answer: HeadAnswer) -> None:
         endpoint, status, headers = answer.endpoint, answer.status, answer.headers

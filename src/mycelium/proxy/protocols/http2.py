@@ -222,6 +222,20 @@ def parse_response(block: Sequence[tuple[bytes, bytes]]) -> tuple[int, Fields]:
     return status, headers
 
 
+def take_authority(headers: Sequence[tuple[bytes, bytes]], default: bytes) -> tuple[bytes, Fields]:
+    """The `:authority` a request's fields name (the last `host`, which a filter may
+    have rewritten; `default` when none does, or it is empty) and the fields without
+    `host`, since HTTP/2 carries it as a pseudo-header."""
+    authority = b""
+    fields: Fields = []
+    for name, value in headers:
+        if name == b"host":
+            authority = value
+        else:
+            fields.append((name, value))
+    return authority or default, fields
+
+
 def response_block(status: int, headers: Sequence[tuple[bytes, bytes]]) -> Fields:
     block: Fields = [(b":status", str(status).encode())]
     block.extend(forwardable(headers))
