@@ -36,7 +36,6 @@ from mycelium.proxy.upstream.http2_pool import Http2Pools
 from mycelium.telemetry import (
     ConnectionObserver,
     FinishedConnection,
-    FinishedRequest,
     OpenedConnection,
     RequestObserver,
 )
@@ -262,16 +261,7 @@ class ProxyCore:
             self._local_apps[key] = cluster
         return cluster
 
-    # --- per request ------------------------------------------------------------------------
-
-    def request_finished(self, record: FinishedRequest) -> None:
-        """Count a finished request (either protocol) and tell every observer."""
-        counters = self.counters
-        counters["requests"] += 1
-        if record.reason:
-            counters[f"reason_{record.reason}"] += 1
-        for observer in self.request_observers:
-            observer.request_finished(record)
+    # --- per connection (each request counts and reports itself: `ProxiedRequest.report`) ---
 
     def connection_opened(self, connection: OpenedConnection) -> None:
         for observer in self.connection_observers:

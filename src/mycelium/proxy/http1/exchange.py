@@ -263,7 +263,7 @@ class Exchange(ProxiedRequest):
         if not self._finished:
             self._finished = True
             body = self.body
-            self.proxy.request_finished(self.finished(body.total if body is not None else 0))
+            self.report(body.total if body is not None else 0)
             self.downstream.exchange_done(self)
 
     # --- what the role asks of the request ---------------------------------------------------

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from mycelium.proxy.upstream.endpoint import EndpointState
     from mycelium.proxy.upstream.http1_pool import EndpointPool, PoolSet
     from mycelium.proxy.upstream.http2_pool import Http2Pools
-    from mycelium.telemetry import FinishedRequest
+    from mycelium.telemetry import RequestObserver
     from mycelium.telemetry.tracing import Tracer
 
 
@@ -47,6 +47,7 @@ class Engine(Protocol):
     tracer: Tracer | None
     # defaultdict: an increment per request on the hot path
     counters: defaultdict[str, int]
+    request_observers: list[RequestObserver]  # told of every request once it ended
     connections: DrainSet[DownstreamConnection]  # open client connections, for the drain
 
     draining: bool
@@ -78,9 +79,6 @@ class Engine(Protocol):
         """Count (and log) a client refused for breaking the protocol's limits."""
         ...
 
-    def request_finished(self, record: FinishedRequest) -> None:
-        """Count a finished request of either protocol and tell the observers."""
-        ...
 
 
 class Http1Engine(Engine, Protocol):

@@ -157,11 +157,12 @@ class ProxiedRequest:
 
     # --- its end -------------------------------------------------------------------------
 
-    def finished(self, received: int) -> FinishedRequest:
-        """The request as telemetry records it, once it ended (`received`: the request
-        body's bytes, which each protocol counts its own way)."""
+    def report(self, received: int) -> None:
+        """The request ended: count it, and hand its frozen record to every observer
+        (`received`: the request body's bytes, which each protocol counts its own way).
+        Once per request on the hot path, so the count is kept here, not in a call more."""
         downstream = self.downstream
-        return FinishedRequest(
+        record = FinishedRequest(
             self.side,
             self.protocol,
             self.method,
@@ -185,3 +186,10 @@ class ProxiedRequest:
             self.headers,
             self.span,
         )
+        proxy = self.proxy
+        counters = proxy.counters
+        counters["requests"] += 1
+        if record.reason:
+            counters[f"reason_{record.reason}"] += 1
+        for observer in proxy.request_observers:
+            observer.request_finished(record)
