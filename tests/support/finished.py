@@ -29,6 +29,7 @@ def finished_request(
     """A gRPC call the proxy refused with `circuit_open`, unless `fields` say otherwise;
     `side` names the listener's side ("outbound", "inbound", "local", "gateway")."""
     client = downstream or FakeClient()
+    now = time.monotonic()
     values: dict[str, Any] = {
         "protocol": "HTTP/2",
         "method": b"POST",
@@ -42,8 +43,9 @@ def finished_request(
         "upstream_host": "",
         "bytes_received": 5,
         "bytes_sent": 17,
-        "started": time.monotonic(),
+        "started": now - 0.004,  # it took 4 ms
         "response_head_at": 0.0,
+        "ended": now,
         "grpc": False,
         "grpc_status": "",
         "peer_host": client.peer_host,

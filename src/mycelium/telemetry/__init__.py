@@ -69,6 +69,9 @@ class FinishedRequest(msgspec.Struct, frozen=True, gc=False):
     bytes_sent: int  # to the client
     started: float  # time.monotonic() when the request head was complete
     response_head_at: float  # time.monotonic() when the upstream's head came; 0: never
+    # time.monotonic() when it ended: every observer measures the same duration, and
+    # none reads the clock again
+    ended: float
     grpc: bool
     grpc_status: str  # from the response's trailers (or our own reply); "" if not gRPC
     peer_host: str  # the client's address

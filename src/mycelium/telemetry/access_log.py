@@ -116,7 +116,6 @@ class AccessLog:
     def request_finished(self, request: FinishedRequest) -> None:
         if self.sampling < 1.0 and not is_error(request) and self._sampled_out():
             return
-        now = time.monotonic()
         started = request.started
         head_at = request.response_head_at
         principal = request.peer_principal
@@ -138,7 +137,7 @@ class AccessLog:
                 request.bytes_received,
                 request.bytes_sent,
                 round((head_at - started) * 1000, 3) if head_at else None,
-                round((now - started) * 1000, 3),
+                round((request.ended - started) * 1000, 3),
                 request.peer_host,
                 principal,
                 "mutual_tls" if principal else "none",

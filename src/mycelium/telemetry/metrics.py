@@ -27,7 +27,6 @@ proxy is one event loop, and scrapes run on it too.
 
 from __future__ import annotations
 
-import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -243,7 +242,7 @@ class ProxyMetrics:
         # `_index` maps what the record says directly to its series, so the label set
         # is worked out only on a miss; the controller's traffic report is read from
         # the same series (traffic_report.py).
-        duration = (time.monotonic() - request.started) * 1000.0
+        duration = (request.ended - request.started) * 1000.0
         reason = request.reason
         status = request.status
         flags = response_flags(reason, status) if reason or not status else NO_FLAG

@@ -68,8 +68,8 @@ def matches(
     return True
 
 
-def event_of(request: FinishedRequest, now: float) -> p.TapEvent:
-    """A finished request as a tap reports it; `now` is time.monotonic()."""
+def event_of(request: FinishedRequest) -> p.TapEvent:
+    """A finished request as a tap reports it."""
     return p.TapEvent(
         ts=time.time(),
         direction=request.side.direction,
@@ -80,7 +80,7 @@ def event_of(request: FinishedRequest, now: float) -> p.TapEvent:
         authority=request.host[: p.TAP_FIELD_CHARS],
         service=request.service,
         status=request.status,
-        latency_ms=round((now - request.started) * 1000, 3),
+        latency_ms=round((request.ended - request.started) * 1000, 3),
         source=request.peer_host,
         source_principal=request.peer_principal,
         destination=request.upstream_host,
@@ -136,7 +136,7 @@ class Tap:
                 session.dropped += 1
                 continue
             if event is None:
-                event = event_of(request, now)
+                event = event_of(request)
                 self.events_built += 1
             session.batch.append(event)
             if session.remaining > 0:

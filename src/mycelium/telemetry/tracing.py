@@ -393,7 +393,7 @@ class Tracer:
                 return
         end = time.time_ns()
         span.end_ns = end
-        span.start_ns = end - int((time.monotonic() - request.started) * 1e9)
+        span.start_ns = end - int((request.ended - request.started) * 1e9)
         path = request.target.partition(b"?")[0].decode("latin-1")
         # Low cardinality, as a span name must be: the hop and the service it serves
         # or calls ("outbound reviews.default"); the path is an attribute.

@@ -215,7 +215,7 @@ class DownstreamHttp1(asyncio.Protocol):
                 return replace(head, headers=headers, forwardable=False)
         return head
 
-    def exchange_done(self, exchange: Exchange) -> None:
+    def exchange_done(self, exchange: Exchange, ended: float) -> None:
         self._active = None
         self._upstream = None
         if self._lost:
@@ -234,7 +234,7 @@ class DownstreamHttp1(asyncio.Protocol):
         if self._queue:
             self._start_next()
         else:
-            self.idle_since = time.monotonic()
+            self.idle_since = ended
 
     def _resume_http1(self) -> None:
         """The upstream declined the upgrade: what the client sent after that request is

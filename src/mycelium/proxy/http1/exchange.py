@@ -102,7 +102,8 @@ class Http1Client(Client, Protocol):
 
     def abort(self) -> None: ...
 
-    def exchange_done(self, exchange: Exchange) -> None: ...
+    def exchange_done(self, exchange: Exchange, ended: float) -> None:
+        """`exchange` ended at `ended` (a time.monotonic()): the connection may go on."""
 
 
 class Http1Answer:
@@ -175,11 +176,7 @@ class Exchange(ProxiedRequest):
             if body is None or body.replay() is not None:
                 try:
                     if self.role.plan_now(self, self.proxy):
-                        cluster = self.cluster
-                        if cluster is not None and cluster.http2:
-                            self._task = self.proxy.spawn(self._forward_planned())
-                        else:
-                            self._send_now()
+                        self._send_now()
                         return
                 except Exception as exc:  # a bug must cost one request, no more
                     self._failed(exc)
@@ -259,12 +256,14 @@ class Exchange(ProxiedRequest):
         else:
             self.downstream.abort()
 
-    def _finish(self) -> None:
+    def _finish(self, ended: float = 0.0) -> None:
+        """The request ended (at `ended`, when the caller has just read the clock)."""
         if not self._finished:
             self._finished = True
+            ended = ended or time.monotonic()
             body = self.body
-            self.report(body.total if body is not None else 0)
-            self.downstream.exchange_done(self)
+            self.report(body.total if body is not None else 0, ended)
+            self.downstream.exchange_done(self, ended)
 
     # --- what the role asks of the request ---------------------------------------------------
 
@@ -316,12 +315,16 @@ class Exchange(ProxiedRequest):
 
     def _send_now(self) -> None:
         cluster = self.cluster
-        rule = self.rule
         assert cluster is not None
+        if cluster.http2:  # the request goes as a stream, over a connection of its own
+            self._task = self.proxy.spawn(self._forward_planned())
+            return
+        rule = self.rule
         tracer = self.proxy.tracer  # `trace`, inlined: the common request has no tracer
         if tracer is not None:
             tracer.begin(self)
-        now = time.monotonic()
+        # planned inside the callback that read the request head: `started` is now
+        now = self.started
         self._sent_at = now
         hashed = cluster.settings.consistent_hash is not None
         endpoint = cluster.pick(now, self._hash_key(cluster) if hashed else None)
@@ -477,16 +480,16 @@ class Exchange(ProxiedRequest):
             return
         cluster = self.cluster
         endpoint = self._endpoint
+        now = time.monotonic()
         if cluster is not None and endpoint is not None:
             # `attempts.attempt_over`, inlined: once per request on the synchronous path
             cluster.breaker.release_request()
-            now = time.monotonic()
             status = self.status
             endpoint.request_finished(now, now - self.started, ok=status < 500)
             cluster.outlier.record(endpoint, status=status, failure=None, now=now)
         if exc is not None:
             self._failed(exc)
-        self._finish()
+        self._finish(now)
 
     async def _continue(
         self, attempt: int, last_error: ProxyError | None, endpoint: EndpointState | None = None

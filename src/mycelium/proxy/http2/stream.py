@@ -211,7 +211,7 @@ class Http2Exchange(ProxiedRequest):
             self._give_up(ProxyError(f"internal error: {exc}"))
         finally:
             proxy.counters["h2_streams"] += 1
-            self.report(self.received)
+            self.report(self.received, time.monotonic())
             self.downstream.stream_done(self)
 
     @property

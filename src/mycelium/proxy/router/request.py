@@ -157,10 +157,11 @@ class ProxiedRequest:
 
     # --- its end -------------------------------------------------------------------------
 
-    def report(self, received: int) -> None:
-        """The request ended: count it, and hand its frozen record to every observer
-        (`received`: the request body's bytes, which each protocol counts its own way).
-        Once per request on the hot path, so the count is kept here, not in a call more."""
+    def report(self, received: int, ended: float) -> None:
+        """The request ended at `ended` (a time.monotonic()): count it, and hand its
+        frozen record to every observer. `received` is the request body's bytes, which
+        each protocol counts its own way. Once per request on the hot path, so the count
+        is kept here, not in a call more."""
         downstream = self.downstream
         record = FinishedRequest(
             self.side,
@@ -178,6 +179,7 @@ class ProxiedRequest:
             self.bytes_sent,
             self.started,
             self.response_head_at,
+            ended,
             self.grpc,
             self.grpc_status,
             downstream.peer_host,

@@ -183,7 +183,8 @@ class UpstreamHttp1(asyncio.Protocol):
         assert self.transport is not None
         self.parser.expect(method)
         self._sink = None
-        self._held = []
+        if self._held:  # (nearly always empty: `attach` took it)
+            self._held = []
         self.in_response = True
         self._head = None
         self._listener = listener
@@ -219,9 +220,11 @@ class UpstreamHttp1(asyncio.Protocol):
     def attach(self, sink: ResponseSink) -> None:
         """Send the response body to `sink`, starting with anything already received."""
         self._sink = sink
-        held, self._held = self._held, []
-        for event in held:
-            self._deliver(event)
+        held = self._held
+        if held:  # the synchronous path attaches before the body is read: none held
+            self._held = []
+            for event in held:
+                self._deliver(event)
 
     def pause_reading(self) -> None:
         if self.transport is not None and not self.closed:
@@ -414,7 +417,7 @@ class EndpointPool:
         if not conn.reusable:
             conn.abort()
             return
-        if self._hand_to_waiter(conn):
+        if self._waiters and self._hand_to_waiter(conn):
             return
         if len(self._idle) >= MAX_IDLE_PER_ENDPOINT:
             _close(conn)
