@@ -53,9 +53,9 @@ class ActiveConfig:
     # thing that grows after the build: a memo of what the fields above already say.
     resolved: dict[str | bytes, tuple[str, CompiledRoute]] = field(default_factory=dict)
     # The same names with what an HTTP/1.1 request through them means (`destination`),
-    # and the live clusters requests reached under this config, by (name, port).
+    # and the live clusters requests reached under this config, by name, then port.
     destinations: dict[str | bytes, Destination] = field(default_factory=dict)
-    live_clusters: dict[tuple[str, int], ClusterRuntime] = field(default_factory=dict)
+    live_clusters: dict[str, dict[int, ClusterRuntime]] = field(default_factory=dict)
     # A gateway's destinations by (listener port, Host value as received).
     gateway_destinations: dict[tuple[int, bytes | str], Destination] = field(default_factory=dict)
 

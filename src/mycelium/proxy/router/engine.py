@@ -80,7 +80,6 @@ class Engine(Protocol):
         ...
 
 
-
 class Http1Engine(Engine, Protocol):
     """What an HTTP/1.1 connection and its exchanges use of the proxy."""
 

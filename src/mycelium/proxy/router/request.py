@@ -72,7 +72,6 @@ class ProxiedRequest:
         "rule",
         "rule_name",
         "service",
-        "side",
         "span",
         "started",
         "status",
@@ -96,7 +95,6 @@ class ProxiedRequest:
         self.proxy = proxy
         self.downstream = downstream
         self.role = role
-        self.side = role.side
         # What the filters see and may change; `host_value` is the Host header or the
         # :authority as the client sent it.
         self.method = method
@@ -129,6 +127,11 @@ class ProxiedRequest:
     def bytes_received(self) -> int:
         """Request body bytes from the client."""
         raise NotImplementedError
+
+    @property
+    def side(self) -> TrafficSide:
+        """Which side of the call the listener's role says this request is."""
+        return self.role.side
 
     @property
     def peer_host(self) -> str:
@@ -164,7 +167,7 @@ class ProxiedRequest:
         is kept here, not in a call more."""
         downstream = self.downstream
         record = FinishedRequest(
-            self.side,
+            self.role.side,
             self.protocol,
             self.method,
             self.target,
