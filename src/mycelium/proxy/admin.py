@@ -146,7 +146,7 @@ class AdminServer:
             return 200, {"clusters": self._clusters()}
         if path == "/stats":
             return 200, {
-                "counters": dict(sorted(core.counters.items())),
+                "counters": dict(sorted(core.counter_values().items())),
                 "downstream_connections": len(core.connections),
                 "tasks": len(core.tasks),
             }

@@ -41,7 +41,7 @@ def render(core: ProxyCore) -> str:
 
 def render_own(core: ProxyCore) -> str:
     out: list[str] = []
-    counters = core.counters
+    counters = core.counter_values()
     client = core.discovery
     version = core.active.version
     header(out, "mycelium_proxy_config_info", "gauge", "The config version in force.")

@@ -36,7 +36,7 @@ async def configure(mesh: ProxyMesh, rules: str) -> None:
 
 
 def synchronous_requests(mesh: ProxyMesh) -> int:
-    return mesh.caller.core.counters["requests_sync"]
+    return mesh.caller.core.requests_sync
 
 
 async def test_a_503_on_the_synchronous_path_is_retried(proxy_mesh: ProxyMesh) -> None:
@@ -107,7 +107,7 @@ async def test_the_access_log_and_endpoint_stats_see_synchronous_requests(
             finished.append(request)
 
     core.request_observers.append(Recorder())
-    requests_before = core.counters["requests"]
+    requests_before = core.requests
     before = synchronous_requests(proxy_mesh)
 
     response = await proxy_mesh.get("/stats?status=200")
@@ -115,7 +115,7 @@ async def test_the_access_log_and_endpoint_stats_see_synchronous_requests(
 
     assert record_seen["path"] == "/stats?status=200"
     assert synchronous_requests(proxy_mesh) == before + 1
-    assert core.counters["requests"] == requests_before + 1
+    assert core.requests == requests_before + 1
     (exchange,) = finished
     assert exchange.status == 200
     assert exchange.rule_name

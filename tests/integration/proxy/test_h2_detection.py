@@ -55,4 +55,4 @@ async def test_http1_methods_that_start_like_the_preface_stay_http1(h2_mesh: H2M
     # the app speaks only HTTP/2, so the HTTP/1 request fails upstream; what matters is
     # that the HTTP/1 side of the proxy answered it
     assert head.startswith(b"HTTP/1.1 ")
-    await eventually(lambda: h2_mesh.mesh.caller.core.counters["requests"] >= 1)
+    await eventually(lambda: h2_mesh.mesh.caller.core.requests >= 1)

@@ -233,7 +233,7 @@ async def test_http_requests_are_routed_by_path_over_mtls_to_strict_backends(edg
     status, headers, _ = await acurl(url(http, "/nowhere"))
     assert (status, headers["x-mycelium-reason"]) == (404, "no_route")
     # counters and the access log work at the gateway as at a sidecar
-    assert edge.gateway.core.counters["requests"] >= 3
+    assert edge.gateway.core.requests >= 3
 
     def logged() -> list[dict[str, object]]:
         edge.gateway.core.access_log.flush()  # type: ignore[union-attr]

@@ -156,7 +156,7 @@ async def test_a_switch_nobody_asked_for_is_the_upstreams_protocol_error(
         server.close()
     # The second request on each connection went the synchronous way (a pooled one).
     assert statuses == [200, 502, 200, 502]
-    assert proxy_mesh.caller.core.counters["requests_sync"] == 2
+    assert proxy_mesh.caller.core.requests_sync == 2
     assert proxy_mesh.caller.core.counters["upgraded_connections"] == 0
 
 

@@ -259,10 +259,10 @@ def test_an_app_calling_a_service_vip_over_plain_http_gets_the_routed_answer(lab
     answer = json.loads(lab.app(HTTP_GET, f"http://{REVIEWS_VIP}:9080/reviews/1"))
     assert answer["served_by"] == "reviews-0"
     assert answer["path"] == "/reviews/1"
-    counters = lab.proxy.core.counters
+    counters = lab.proxy.core.counter_values()
     assert counters["requests"] >= 1
     assert counters["on_demand_subscriptions"] >= 1  # the VIP was unknown until asked for
-    assert counters["tcp_passthrough"] == 0
+    assert counters.get("tcp_passthrough", 0) == 0
 
 
 def test_an_opaque_service_reached_by_vip_greets_the_app_first(lab: Lab) -> None:
@@ -272,7 +272,7 @@ def test_an_opaque_service_reached_by_vip_greets_the_app_first(lab: Lab) -> None
     ]
     counters = lab.proxy.core.counters
     assert counters["tcp_connections"] == 1
-    assert counters["tcp_passthrough"] == 0
+    assert counters.get("tcp_passthrough", 0) == 0
     # the relay's upstream connection left with the proxy's mark, exempt from capture
     ruleset = lab.pod.run("nft", "list", "ruleset")
     marked = re.search(r"meta mark 0x0*539 counter packets (\d+)", ruleset)

@@ -296,13 +296,12 @@ class DownstreamHttp1(asyncio.Protocol):
 
     # --- responses ------------------------------------------------------------------------
 
-    def start_response(
+    def start_response(  # noqa: PLR0917 - positional on purpose: once per request, hot
         self,
         exchange: Exchange,
         response: ResponseReceived,
         headers: list[tuple[bytes, bytes]],
         upstream: UpstreamHttp1,
-        *,
         raw_head: bytes | None = None,
         hold_head: bool = False,
     ) -> None:

@@ -83,13 +83,12 @@ _FORWARDED_FRAMINGS = frozenset({"length", "chunked"})
 class Http1Client(Client, Protocol):
     """What an exchange asks of its client's connection (`DownstreamHttp1`)."""
 
-    def start_response(
+    def start_response(  # noqa: PLR0917 - positional on purpose: once per request, hot
         self,
         exchange: Exchange,
         response: ResponseReceived,
         headers: list[tuple[bytes, bytes]],
         upstream: UpstreamHttp1,
-        *,
         raw_head: bytes | None = None,
         hold_head: bool = False,
     ) -> None:
@@ -344,7 +343,7 @@ class Exchange(ProxiedRequest):
         endpoint.request_started(now)
         self._endpoint = endpoint
         self._conn = conn
-        self.proxy.counters["requests_sync"] += 1
+        self.proxy.requests_sync += 1
         limit = rule.attempt_timeout if rule is not None else None
         if limit is not None:
             loop = asyncio.get_running_loop()
@@ -399,9 +398,7 @@ class Exchange(ProxiedRequest):
             self.status = response.status
             headers, raw = self._response_head(response, self.chain)
             self.response_started = True
-            self.downstream.start_response(
-                self, response, headers, conn, raw_head=raw, hold_head=True
-            )
+            self.downstream.start_response(self, response, headers, conn, raw, True)
         except Exception as exc:  # a bug must cost one request, no more
             self._failed(exc)
             self._finish()

@@ -47,6 +47,8 @@ class Engine(Protocol):
     tracer: Tracer | None
     # defaultdict: an increment per request on the hot path
     counters: defaultdict[str, int]
+    requests: int  # requests finished (`ProxiedRequest.report` counts them)
+    requests_sync: int  # HTTP/1.1 requests sent on the synchronous path
     request_observers: list[RequestObserver]  # told of every request once it ended
     connections: DrainSet[DownstreamConnection]  # open client connections, for the drain
 

@@ -192,9 +192,8 @@ class ProxiedRequest:
             self.span,
         )
         proxy = self.proxy
-        counters = proxy.counters
-        counters["requests"] += 1
+        proxy.requests += 1
         if record.reason:
-            counters[f"reason_{record.reason}"] += 1
+            proxy.counters[f"reason_{record.reason}"] += 1
         for observer in proxy.request_observers:
             observer.request_finished(record)

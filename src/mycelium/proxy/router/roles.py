@@ -167,7 +167,9 @@ class SidecarOutbound(_RoutedRole):
         self.reference = reference
 
     def destination_now(self, config: ActiveConfig, request: ProxiedRequest) -> Destination | None:
-        return config.destination(self.reference or request.host_value)
+        key = self.reference or request.host_value
+        # the cache `config.destination` reads first, read here: once per request
+        return config.destinations.get(key) or config.destination(key)
 
     async def destination(
         self, engine: Engine, request: ProxiedRequest

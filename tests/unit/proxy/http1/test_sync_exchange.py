@@ -25,8 +25,8 @@ async def test_a_plain_exchange_forwards_both_heads_byte_for_byte() -> None:
     wired.upstream.data_received(RESPONSE_HEAD + b"hello world\n")
 
     assert wired.client.written == [RESPONSE_HEAD + b"hello world\n"]  # one write
-    assert wired.core.counters["requests_sync"] == 1
-    assert wired.core.counters["requests"] == 1
+    assert wired.core.requests_sync == 1
+    assert wired.core.requests == 1
 
 
 async def test_hop_by_hop_fields_make_the_proxy_write_the_heads_itself() -> None:
@@ -117,4 +117,4 @@ async def test_an_inbound_request_goes_at_once_with_the_hop_recorded() -> None:
     assert b"forwarded: for=127.0.0.1;proto=http;host=backend\r\n" in sent
     wired.upstream.data_received(RESPONSE_HEAD + b"hello world\n")
     assert wired.client.written == [RESPONSE_HEAD + b"hello world\n"]
-    assert wired.core.counters["requests_sync"] == 1
+    assert wired.core.requests_sync == 1
