@@ -4,10 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: bootstrap test lint typecheck unit demo demo-down schema clean
+.PHONY: bootstrap bootstrap-demo test lint typecheck unit demo demo-down schema clean
 
+# What the tests use (chromium, etcd, the benches' peers...); the demo needs less.
 bootstrap:
-	@bash tools/bootstrap.sh
+	@bash tools/bootstrap.sh test
+
+bootstrap-demo:
+	@bash tools/bootstrap.sh demo
 
 test: bootstrap lint typecheck
 	$(BIN)/python -m pytest -q
@@ -23,10 +27,10 @@ typecheck: bootstrap
 unit: bootstrap
 	$(BIN)/python -m pytest -q tests/unit
 
-demo: bootstrap
+demo: bootstrap-demo
 	$(BIN)/python examples/demo.py
 
-demo-down: bootstrap
+demo-down: bootstrap-demo
 	$(BIN)/python examples/demo.py --down
 
 schema: bootstrap

@@ -69,6 +69,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from sidecar import BODY, nginx_config, wait_http  # noqa: E402
+from tests.support import host_packages  # noqa: E402
 from tests.support.controller_process import ControllerProcess, free_port  # noqa: E402
 
 PACKAGES = {"nginx": "nginx-light", "wrk": "wrk"}
@@ -125,10 +126,7 @@ class BenchFailure(SystemExit):
 
 
 def ensure_tools() -> None:
-    missing = [pkg for tool, pkg in PACKAGES.items() if shutil.which(tool) is None]
-    if missing:
-        subprocess.run(["apt-get", "update", "-qq"], check=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True)
+    host_packages.ensure_tools(PACKAGES)
 
 
 def free_port_on(*hosts: str) -> int:

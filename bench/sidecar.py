@@ -38,6 +38,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.support import host_packages  # noqa: E402
 from tests.support.controller_process import ControllerProcess, free_port  # noqa: E402
 
 PACKAGES = {"haproxy": "haproxy", "nginx": "nginx-light", "wrk": "wrk"}
@@ -45,10 +46,7 @@ BODY = "hello world\n"  # 12 bytes, as in DESIGN.md's reference figures
 
 
 def ensure_tools() -> None:
-    missing = [pkg for tool, pkg in PACKAGES.items() if shutil.which(tool) is None]
-    if missing:
-        subprocess.run(["apt-get", "update", "-qq"], check=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True)
+    host_packages.ensure_tools(PACKAGES)
 
 
 def nginx_config(work: Path, listen: int, body: str | None, upstream: int | None) -> Path:

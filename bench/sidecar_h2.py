@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from sidecar import BODY, ensure_tools, start_sidecar_mesh  # noqa: E402
+from tests.support import host_packages  # noqa: E402
 from tests.support.controller_process import ControllerProcess, free_port  # noqa: E402
 
 METHOD = "/bench.Echo/Say"
@@ -159,9 +160,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     ensure_tools()
-    if shutil.which("h2load") is None:
-        subprocess.run(["apt-get", "update", "-qq"], check=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "nghttp2-client"], check=True)
+    host_packages.ensure_tools({"h2load": "nghttp2-client"})
     work = Path(tempfile.mkdtemp(prefix="myc-bench-h2-"))
     h2_port, grpc_port = free_port(), free_port()
     haproxy_h2, haproxy_grpc = free_port(), free_port()

@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # Bootstrap a fresh clone: find Python >= 3.12, create .venv, install the project, and —
-# when running as root — the Debian packages the tests and the demo use. Idempotent: a
-# second run only checks. Everything it needs comes from the package registries.
+# when running as root — the Debian packages the demo (`bootstrap.sh demo`) or the tests
+# (`bootstrap.sh test`, the default) use, without starting or enabling any service.
+# Idempotent: a second run only checks. Everything comes from the package registries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=.venv
 STAMP=$VENV/.bootstrapped
-# gcc and libc6-dev build the proxy's one compiled module (setup.py); a Debian
-# python3.12 also needs python3.12-dev for that, added below when it is the one found.
-# nginx-light and wrk: the mTLS latency bench's smoke test (tests/integration/bench);
-# nghttp2-client (h2load): HTTP/2 callers of HTTP/1.1 services (tests/integration/proxy).
-DEBIAN_PACKAGES=(etcd-server etcd-client nftables iproute2 curl procps gcc libc6-dev openssl chromium
-  nginx-light wrk nghttp2-client)
+# What `make demo` needs (`bootstrap.sh demo`): gcc and libc6-dev build the proxy's one
+# compiled module (setup.py; a Debian python3.12 also needs python3.12-dev, added below
+# when it is the one found); iproute2 and nftables put the pods in network namespaces.
+DEMO_PACKAGES=(gcc libc6-dev iproute2 nftables)
+# What `make test` adds (`bootstrap.sh test`): etcd for the store's tests (each starts its
+# own member), chromium for the dashboard's browser tests, curl, h2load (nghttp2-client),
+# openssl and procps as real clients and tools, and the benches' peers (haproxy,
+# nginx-light, wrk), which CI runs in their smoke mode.
+TEST_PACKAGES=(etcd-server etcd-client curl procps openssl chromium nghttp2-client
+  haproxy nginx-light wrk)
 
 find_python() {
   # Prefer 3.12 (the target), then any newer 3.x; plain executables before pyenv's.
@@ -40,15 +45,20 @@ find_python() {
 install_debian_packages() {
   [ "$(id -u)" -eq 0 ] || return 0
   command -v apt-get >/dev/null 2>&1 || return 0
-  local missing=() pkg
-  for pkg in "${DEBIAN_PACKAGES[@]}"; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  echo "bootstrap: installing Debian packages: ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # quiet, no service started or left enabled: see the script
+  bash tools/install-packages.sh .bootstrap/apt.log "${DEBIAN_PACKAGES[@]}" | sed 's/^/bootstrap: /'
 }
+
+PURPOSE=${1:-test}
+case "$PURPOSE" in
+  demo) DEBIAN_PACKAGES=("${DEMO_PACKAGES[@]}") ;;
+  test) DEBIAN_PACKAGES=("${DEMO_PACKAGES[@]}" "${TEST_PACKAGES[@]}") ;;
+  --packages)  # what each purpose installs, for the README and its test
+    echo "demo: ${DEMO_PACKAGES[*]}"
+    echo "test: ${DEMO_PACKAGES[*]} ${TEST_PACKAGES[*]}"
+    exit 0 ;;
+  *) echo "usage: $0 [demo|test|--packages]" >&2; exit 2 ;;
+esac
 
 PY=$(find_python) || PY=""
 case "$PY" in
