@@ -60,7 +60,7 @@ class MycShell:
 
     def pods(self) -> list[list[str]]:
         """`myc ps` rows: namespace, pod, ready, phase, restarts, address[, reason]."""
-        listing = self.myc("ps").stdout.splitlines()[1:]
+        listing = self.myc("ps", "-A").stdout.splitlines()[1:]
         return [line.split() for line in listing if line.strip()]
 
     def pods_when(

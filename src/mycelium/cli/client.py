@@ -240,9 +240,12 @@ class ControllerClient:
 
         return _parse("GET /api/v1/check", body, parse)
 
-    def stat(self, by: str, window_seconds: float) -> dict[str, Any]:
-        """Golden metrics per service, route or source workload (`myc stat`, `top`)."""
+    def stat(self, by: str, window_seconds: float, namespace: str | None = None) -> dict[str, Any]:
+        """Golden metrics per service, route or source workload (`myc stat`, `top`), in
+        `namespace` (None: every namespace)."""
         params = {"by": by, "window": f"{window_seconds:g}"}
+        if namespace is not None:
+            params["namespace"] = namespace
         body = self._call("GET", "/api/v1/stat", params=params)
 
         def parse(b: Any) -> dict[str, Any]:

@@ -12,6 +12,7 @@ half-valid reaches the controller.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,3 +121,32 @@ def validate_locally(files: Sequence[ManifestFile]) -> list[ResourceRef]:
         names = ", ".join(f.name for f in files) or "the input"
         raise InputError(f"no resources found in {names}: nothing to do")
     return [ResourceRef(r.kind, r.metadata.namespace or None, r.metadata.name) for r in resources]
+
+
+def in_namespace(files: Sequence[ManifestFile], namespace: str) -> list[ManifestFile]:
+    """The files with every namespaced resource that names no namespace put in
+    `namespace` (`myc apply -n`, as kubectl does). A resource that names another
+    namespace is an error, not moved: kubectl refuses it the same way. Call it on files
+    `validate_locally` accepted."""
+    import yaml  # noqa: PLC0415 - only apply -n needs it
+
+    from mycelium.cli.kinds import resolve  # noqa: PLC0415
+
+    placed: list[ManifestFile] = []
+    for file in files:
+        documents = [d for d in yaml.safe_load_all(file.content) if d is not None]
+        for number, document in enumerate(documents, 1):
+            if not resolve(str(document["kind"])).namespaced:
+                continue
+            metadata = document.setdefault("metadata", {})
+            stated = metadata.get("namespace")
+            if stated is not None and stated != namespace:
+                raise InputError(
+                    f"{file.name}, document {number}: {document['kind']} "
+                    f"{metadata.get('name')!r} is in namespace {stated!r}, not {namespace!r} "
+                    f"as -n says: drop -n, or pass -n {stated}"
+                )
+            metadata["namespace"] = namespace
+        # Each document as JSON (which is YAML), in a stream as the file was.
+        placed.append(ManifestFile(file.name, "\n---\n".join(map(json.dumps, documents))))
+    return placed

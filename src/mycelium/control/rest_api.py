@@ -548,10 +548,13 @@ class RestApi:
             seconds = window_seconds(request.query.get("window", "60"))
         except ValueError:
             return error(400, "bad_request", "window must be a number of seconds")
-        grouped = self._c.discovery.traffic.grouped(time.time(), seconds, by)
+        namespace = request.query.get("namespace")  # none: every namespace
+        grouped = self._c.discovery.traffic.grouped(time.time(), seconds, by, namespace)
         rows = [{"name": name, **totals.summary(seconds)} for name, totals in grouped.items()]
         rows.sort(key=lambda row: (-float(row["rps"] or 0), str(row["name"])))
-        return web.json_response({"by": by, "window": seconds, "rows": rows})
+        return web.json_response(
+            {"by": by, "window": seconds, "namespace": namespace, "rows": rows}
+        )
 
     async def check(self, request: web.Request) -> web.Response:
         """The facts `myc check` judges: clocks, certificates, proxies' sync state."""

@@ -214,12 +214,19 @@ class TrafficStore:
                 merged[key].merge(totals)
         return dict(merged)
 
-    def grouped(self, now: float, seconds: float, by: str) -> dict[str, Totals]:
+    def grouped(
+        self, now: float, seconds: float, by: str, namespace: str | None = None
+    ) -> dict[str, Totals]:
         """Totals per destination service (`by="service"`), per route
-        (`"route"`: service and rule), or per source workload (`"workload"`)."""
+        (`"route"`: service and rule), or per source workload (`"workload"`); with
+        `namespace`, only the services (or source workloads) of that namespace."""
         grouped: dict[str, Totals] = defaultdict(Totals)
         for key, totals in self.edges(now, seconds).items():
-            source, source_ns, service, _, _, route, _, _ = key
+            source, source_ns, service, _, destination_ns, route, _, _ = key
+            if namespace is not None and namespace != (
+                source_ns if by == "workload" else destination_ns
+            ):
+                continue
             if by == "route":
                 name = f"{service} {route or 'default'}"
             elif by == "workload":

@@ -146,6 +146,22 @@ def test_a_dry_run_writes_nothing(controller: Controller) -> None:
     )
 
 
+def test_apply_n_puts_resources_that_name_no_namespace_there(controller: Controller) -> None:
+    out = controller.myc("apply", "-n", "staging", "-f", "-", stdin=BOOKINFO).ok()
+
+    assert "httproute.mycelium.io/reviews created" in out
+    staged = table(controller.myc("get", "svc", "-n", "staging").ok())
+    assert [row["NAME"] for row in staged] == ["reviews"]
+    assert controller.myc("get", "svc", "reviews").code == 1  # not in default
+
+    # A resource that names another namespace is refused, and nothing is written.
+    refused = controller.myc("apply", "-n", "staging", "-f", "-", stdin=SHOP_SERVICE)
+    assert refused.code == 1
+    assert "Service 'cart' is in namespace 'shop', not 'staging' as -n says" in refused.stderr
+    assert "pass -n shop" in refused.stderr
+    assert controller.myc("get", "svc", "cart", "-n", "shop").code == 1
+
+
 def test_output_formats(controller: Controller) -> None:
     controller.myc("apply", "-f", "-", stdin=BOOKINFO).ok()
     controller.myc("apply", "-f", "-", stdin=SHOP_SERVICE).ok()

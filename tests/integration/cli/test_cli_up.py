@@ -1,7 +1,8 @@
 """`myc up` from a shell's point of view: one command brings up a controller, the node
 agent and the manifest's pods (process pods here, no root needed); `myc ps` and
-`myc logs` show them, `myc exec` runs a command as one of a pod's processes; `myc scale`
-and `myc restart` change them; `myc down` leaves nothing running."""
+`myc logs` show them, `myc exec` runs a command as one of a pod's processes (a pod named,
+or one of a Deployment's, with -n as kubectl takes it); `myc scale` and `myc restart`
+change them; `myc down` leaves nothing running, and `myc ps` then says so."""
 
 from __future__ import annotations
 
@@ -55,10 +56,23 @@ def test_myc_up_runs_the_manifest_and_myc_down_stops_it_all(
     logs = shell.myc("logs", rows[0][1], "--sidecar")
     assert logs.returncode == 0
     assert "ready" in logs.stdout
+    # As kubectl does: one of the Deployment's pods, and the namespace said with -n.
+    by_deployment = shell.myc("logs", "-n", "default", "deploy/hello", "--sidecar")
+    assert by_deployment.returncode == 0, by_deployment.stderr
+    assert "ready" in by_deployment.stdout
+    elsewhere = shell.myc("logs", "-n", "shop", "deploy/hello")
+    assert elsewhere.returncode == 1
+    assert "no pod of deployment 'hello' runs in namespace shop" in elsewhere.stderr
+    assert shell.myc("ps", "-n", "shop").stdout.strip() == (
+        "no pods in namespace shop (2 in other namespaces: myc ps -A)"
+    )
 
     # A command in a pod calls the service by name, through that pod's sidecar.
     fetch = "import urllib.request; print(urllib.request.urlopen('http://hello:8080/').read())"
     inside = shell.myc("exec", rows[0][1], "--", sys.executable, "-c", fetch)
+    assert inside.returncode == 0, inside.stderr
+    assert "hello from hello-" in inside.stdout
+    inside = shell.myc("exec", "deploy/hello", "--", sys.executable, "-c", fetch)
     assert inside.returncode == 0, inside.stderr
     assert "hello from hello-" in inside.stdout
 
@@ -78,6 +92,10 @@ def test_myc_up_runs_the_manifest_and_myc_down_stops_it_all(
 
     assert down.returncode == 0
     assert down.stdout.strip() == "stopped: agent, controller"
-    assert shell.myc("ps").stdout.strip() == "no pods"
+    # With no mesh running in this home, ps says so and fails, as a script needs it to.
+    ps = shell.myc("ps")
+    assert ps.returncode == 1
+    assert "no mesh runs with home" in ps.stderr
+    assert "myc up -f FILE" in ps.stderr
     assert not any(answers(address) for address in addresses)
     assert not list((tmp_path / "home" / "run").glob("*.pid"))

@@ -58,6 +58,16 @@ async def test_requests_through_a_sidecar_reach_the_graph_and_myc_stat(
     assert row["p99"] is not None
     top = await myc(proxy_mesh, "top", "svc", "--once", "--window", "60")
     assert "reviews.default" in top
+    # -n and -A as kubectl takes them: the default namespace unless told otherwise.
+    elsewhere = json.loads(await myc(proxy_mesh, "stat", "-n", "shop", "-o", "json"))
+    assert (elsewhere["namespace"], elsewhere["rows"]) == ("shop", [])
+    assert await myc(proxy_mesh, "stat", "-n", "shop") == (
+        "no traffic reported in namespace shop in the last 60 s\n"
+    )
+    everywhere = json.loads(await myc(proxy_mesh, "stat", "-A", "-o", "json"))
+    assert [r["name"] for r in everywhere["rows"]] == ["reviews.default"]
+    by_source = json.loads(await myc(proxy_mesh, "stat", "deploy", "-n", "default", "-o", "json"))
+    assert [r["name"] for r in by_source["rows"]] == ["default/productpage-0"]
 
     url = f"http://127.0.0.1:{proxy_mesh.controller.api_port}/dashboard/api/graph"
     async with aiohttp.ClientSession() as session, session.get(url) as response:

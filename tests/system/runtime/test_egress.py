@@ -103,7 +103,17 @@ def test_a_pod_reaches_an_external_service_only_through_the_egress_gateway(
 ) -> None:
     pod = shop_pod(shell)
     done = shell.myc(
-        "exec", pod, "--", "curl", "-s", "-i", "--max-time", "10", "http://api.example.com/prices"
+        "exec",
+        "-n",
+        "shop",
+        pod,
+        "--",
+        "curl",
+        "-s",
+        "-i",
+        "--max-time",
+        "10",
+        "http://api.example.com/prices",
     )
     assert done.returncode == 0, done.stderr + shell.pod_log("shop", pod)
     assert done.stdout.startswith("HTTP/1.1 200"), done.stdout
@@ -121,11 +131,29 @@ def test_a_direct_connection_outside_the_registry_is_refused(
     before = len(outside.seen)
     # The node's bridge address: reachable from the pod, but no Service names it.
     done = shell.myc(
-        "exec", pod, "--", "curl", "-s", "--max-time", "10", f"http://198.18.64.1:{outside.port}/"
+        "exec",
+        "-n",
+        "shop",
+        pod,
+        "--",
+        "curl",
+        "-s",
+        "--max-time",
+        "10",
+        f"http://198.18.64.1:{outside.port}/",
     )
     assert done.returncode != 0, done.stdout
     stats = shell.myc(
-        "exec", pod, "--", "curl", "-s", "--max-time", "10", "http://127.0.0.1:15000/stats"
+        "exec",
+        "-n",
+        "shop",
+        pod,
+        "--",
+        "curl",
+        "-s",
+        "--max-time",
+        "10",
+        "http://127.0.0.1:15000/stats",
     )
     assert stats.returncode == 0, stats.stderr
     counters = json.loads(stats.stdout)["counters"]

@@ -9,7 +9,7 @@ import typer
 
 from mycelium.cli.commands.options import FilenameOption
 from mycelium.cli.kinds import qualified_name
-from mycelium.cli.manifests import read_manifests, validate_locally
+from mycelium.cli.manifests import in_namespace, read_manifests, validate_locally
 from mycelium.cli.settings import settings_of
 
 
@@ -17,6 +17,16 @@ def apply_command(
     ctx: typer.Context,
     *,
     filenames: FilenameOption,
+    namespace: Annotated[
+        str | None,
+        typer.Option(
+            "-n",
+            "--namespace",
+            metavar="NS",
+            help="Put resources that name no namespace in NS; refuse one that names another.",
+            show_default=False,
+        ),
+    ] = None,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -46,9 +56,14 @@ def apply_command(
 
       # what would change?
       myc apply -f routes/ --dry-run
+
+      # into namespace shop (resources that name none)
+      myc apply -n shop -f cart.yaml
     """
     files = read_manifests(filenames, sys.stdin)
     validate_locally(files)
+    if namespace is not None:
+        files = in_namespace(files, namespace)
     with settings_of(ctx).client() as client:
         outcome = client.apply(files, dry_run=dry_run)
     suffix = " (dry run)" if dry_run else ""

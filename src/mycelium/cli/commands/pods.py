@@ -20,7 +20,12 @@ import typer
 from rich.text import Text
 
 from mycelium import ports
-from mycelium.cli.commands.options import DEFAULT_NAMESPACE, FilenameOption, NamespaceOption
+from mycelium.cli.commands.options import (
+    DEFAULT_NAMESPACE,
+    AllNamespacesOption,
+    FilenameOption,
+    NamespaceOption,
+)
 from mycelium.cli.errors import CliError
 from mycelium.cli.kinds import qualified_name
 from mycelium.cli.manifests import ManifestFile, read_manifests, validate_locally
@@ -156,8 +161,12 @@ def down_command(
     typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
 
-def ps_command(ctx: typer.Context) -> None:
-    """List the pods the node agent runs.
+def ps_command(
+    ctx: typer.Context,
+    namespace: NamespaceOption = DEFAULT_NAMESPACE,
+    all_namespaces: AllNamespacesOption = False,
+) -> None:
+    """List the pods the node agent runs, in one namespace (-n) or all (-A).
 
     READY is the app's readiness probe; PHASE is running, backoff, completed (a job),
     failed or stopping; REASON says why a pod is not running.
@@ -165,18 +174,70 @@ def ps_command(ctx: typer.Context) -> None:
     [bold]Examples[/]
 
       myc ps
+      myc ps -n shop
+      myc ps -A
     """
-    pods = _local_mesh(ctx, "").pods()
+    mesh = _running_mesh(ctx)
+    every = mesh.pods()
+    pods = every if all_namespaces else [p for p in every if p["namespace"] == namespace]
     if not pods:
-        typer.echo("no pods")
+        elsewhere = len(every) - len(pods)
+        hint = f" ({elsewhere} in other namespaces: myc ps -A)" if elsewhere else ""
+        where = "" if all_namespaces else f" in namespace {namespace}"
+        typer.echo(f"no pods{where}{hint}")
         return
     print_table(console_for(), POD_HEADERS, [_row(p) for p in pods])
 
 
+def _running_mesh(ctx: typer.Context) -> LocalMesh:
+    """The mesh of this home, or a CliError when no node agent runs there."""
+    mesh = _local_mesh(ctx, "")
+    if not mesh.agent_running():
+        raise CliError(
+            f"no mesh runs with home {mesh.home} (MYC_HOME or --home): `myc up -f FILE` starts one"
+        )
+    return mesh
+
+
+def _pod_named(ctx: typer.Context, target: str, namespace: str) -> dict[str, Any]:
+    """The pod `target` names: POD, or deploy/NAME (one of the Deployment's pods,
+    a ready one first, as kubectl picks one)."""
+    pods = [p for p in _running_mesh(ctx).pods() if p["namespace"] == namespace]
+    kind, slash, name = target.partition("/")
+    if not slash:
+        found = [p for p in pods if p["name"] == target]
+        if not found:
+            raise CliError(
+                f"no pod {target!r} runs in namespace {namespace}; `myc ps -n {namespace}` "
+                "lists them (POD, or deploy/NAME for one of a Deployment's pods)"
+            )
+        return found[0]
+    if kind not in ("deploy", "deployment", "deployments"):
+        raise CliError(f"{target!r}: name a pod (POD) or a Deployment's pod (deploy/NAME)")
+    found = [p for p in pods if p.get("deployment") == name]
+    if not found:
+        raise CliError(
+            f"no pod of deployment {name!r} runs in namespace {namespace}; "
+            f"`myc ps -n {namespace}` lists them"
+        )
+    found.sort(key=lambda p: (not p["ready"], p["phase"] != "running", str(p["name"])))
+    return found[0]
+
+
+PodArgument = Annotated[
+    str,
+    typer.Argument(
+        metavar="POD|deploy/NAME",
+        help="A pod's name (see myc ps), or deploy/NAME for one of a Deployment's pods.",
+    ),
+]
+
+
 def logs_command(
     ctx: typer.Context,
-    pod: Annotated[str, typer.Argument(help="The pod's name (see myc ps).")],
+    target: PodArgument,
     *,
+    namespace: NamespaceOption = DEFAULT_NAMESPACE,
     sidecar: Annotated[
         bool, typer.Option("--sidecar", help="The sidecar's log instead of the app's.")
     ] = False,
@@ -190,13 +251,12 @@ def logs_command(
     [bold]Examples[/]
 
       myc logs reviews-v2-41855f-0
-      myc logs reviews-v2-41855f-0 --sidecar -f
+      myc logs deploy/reviews-v2 --sidecar -f
+      myc logs -n shop deploy/cart
     """
+    pod = _pod_named(ctx, target, namespace)
     mesh = _local_mesh(ctx, "")
-    found = [p for p in mesh.pods() if p["name"] == pod]
-    if not found:
-        raise CliError(f"no pod {pod!r} runs here; `myc ps` lists them")
-    path = mesh.state_dir / "pods" / found[0]["namespace"] / pod
+    path = mesh.state_dir / "pods" / pod["namespace"] / pod["name"]
     path = path / ("sidecar.log" if sidecar else "app.log")
     try:
         handle = path.open("rb")
@@ -216,8 +276,10 @@ def logs_command(
 
 def exec_command(
     ctx: typer.Context,
-    pod: Annotated[str, typer.Argument(help="The pod's name (see myc ps).")],
+    target: PodArgument,
     command: Annotated[list[str], typer.Argument(help="The command and its arguments.")],
+    *,
+    namespace: NamespaceOption = DEFAULT_NAMESPACE,
 ) -> None:
     """Run a command as one of the pod's own processes.
 
@@ -229,11 +291,9 @@ def exec_command(
     [bold]Examples[/]
 
       myc exec reviews-v2-41855f-0 -- curl -s http://ratings:9080/ratings/0
+      myc exec deploy/reviews-v2 -- curl -s http://ratings:9080/ratings/0
     """
-    found = [p for p in _local_mesh(ctx, "").pods() if p["name"] == pod]
-    if not found:
-        raise CliError(f"no pod {pod!r} runs here; `myc ps` lists them")
-    listed = found[0]
+    listed = _pod_named(ctx, target, namespace)
     env = {
         k: v for k, v in os.environ.items() if k != "MYC_TOKEN" and not k.lower().endswith("_proxy")
     }

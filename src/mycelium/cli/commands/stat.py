@@ -15,7 +15,12 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from mycelium.cli.commands.options import DocumentFormat
+from mycelium.cli.commands.options import (
+    DEFAULT_NAMESPACE,
+    AllNamespacesOption,
+    DocumentFormat,
+    NamespaceOption,
+)
 from mycelium.cli.render import console_for, json_text, print_table, yaml_text
 from mycelium.cli.settings import settings_of
 
@@ -58,6 +63,8 @@ def stat_command(
     ctx: typer.Context,
     kind: Annotated[str, typer.Argument(help="svc (default), route or deploy.")] = "svc",
     *,
+    namespace: NamespaceOption = DEFAULT_NAMESPACE,
+    all_namespaces: AllNamespacesOption = False,
     window: Annotated[
         float, typer.Option("--window", "-w", help="Seconds of traffic to summarise (5-600).")
     ] = 60.0,
@@ -73,18 +80,20 @@ def stat_command(
 
     [bold]Examples[/]
 
-      myc stat                     # per service
+      myc stat                     # per service, namespace default
       myc stat route --window 300  # per route, last five minutes
-      myc stat deploy -o json
+      myc stat deploy -n shop -o json
+      myc stat -A                  # every namespace
     """
     with settings_of(ctx).client() as client:
-        answer = client.stat(_by(kind), window)
+        answer = client.stat(_by(kind), window, None if all_namespaces else namespace)
     if output is not None:
         text = json_text(answer) if output is DocumentFormat.json else yaml_text(answer)
         typer.echo(text, nl=False)
         return
     if not answer["rows"]:
-        typer.echo(f"no traffic reported in the last {window:g} s")
+        where = "" if all_namespaces else f" in namespace {namespace}"
+        typer.echo(f"no traffic reported{where} in the last {window:g} s")
         return
     print_table(console_for(), HEADERS, rows_of(answer))
 
@@ -93,6 +102,8 @@ def top_command(
     ctx: typer.Context,
     kind: Annotated[str, typer.Argument(help="route (default), svc or deploy.")] = "route",
     *,
+    namespace: NamespaceOption = DEFAULT_NAMESPACE,
+    all_namespaces: AllNamespacesOption = False,
     window: Annotated[
         float, typer.Option("--window", "-w", help="Seconds of traffic to summarise (5-600).")
     ] = 10.0,
@@ -108,15 +119,17 @@ def top_command(
     [bold]Examples[/]
 
       myc top            # routes, last 10 s, every 2 s, until Ctrl-C
-      myc top svc --once
+      myc top svc --once -A
     """
     by = _by(kind)
+    scope = None if all_namespaces else namespace
     console = console_for()
     with settings_of(ctx).client() as client:
 
         def screen() -> Table:
-            answer = client.stat(by, window)
-            table = Table(*HEADERS, title=f"busiest by {by}, last {window:g} s")
+            answer = client.stat(by, window, scope)
+            where = "every namespace" if scope is None else f"namespace {scope}"
+            table = Table(*HEADERS, title=f"busiest by {by} in {where}, last {window:g} s")
             for row in rows_of(answer):
                 table.add_row(*row)
             return table
