@@ -45,6 +45,7 @@ from mycelium.control.tap import (
     DEFAULT_TAP_SECONDS,
     MAX_ACTIVE_TAPS,
     MAX_TAP_SECONDS,
+    TARGET_FORMS,
     ActiveTap,
     TapTarget,
     select,
@@ -455,12 +456,13 @@ class RestApi:
         nodes = [session.node for session in discovery.sessions.values()]
         proxies = select(target, namespace, nodes, self._c.state)
         if not proxies:
-            where = f' in namespace "{namespace}"' if namespace else ""
+            where = f" in namespace {namespace}" if namespace else " in any namespace"
+            what = "is connected" if target.kind == "all" else f"serves {target}"
             return error(
                 404,
                 "no_proxies",
-                f"no connected proxy serves {target}{where}: check the name with "
-                "`myc ps` or `myc status`",
+                f"no proxy {what}{where}: check the name with `myc ps -A` or "
+                f"`myc status` (a target is {TARGET_FORMS})",
             )
         state = self._c.state
         tap = ActiveTap(

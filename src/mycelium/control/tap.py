@@ -54,6 +54,10 @@ _KINDS: dict[str, TargetKind] = {
 _TAPPABLE_ROLES = frozenset({"sidecar", "gateway", "waypoint"})
 
 
+# What a target may be, as every message about one says it.
+TARGET_FORMS = "deploy/NAME, svc/NAME, pod/NAME or all"
+
+
 class TargetError(ValueError):
     """A target that names nothing tappable; the message says what to write."""
 
@@ -70,13 +74,11 @@ class TapTarget:
             return cls("all", "")
         kind, sep, name = text.partition("/")
         if not sep or not name or kind.lower() not in _KINDS:
-            raise TargetError(
-                f"tap target {text!r} must be deploy/NAME, svc/NAME or pod/NAME (or --all)"
-            )
+            raise TargetError(f"tap target {text!r} must be {TARGET_FORMS}")
         return cls(_KINDS[kind.lower()], name)
 
     def __str__(self) -> str:
-        return "all proxies" if self.kind == "all" else f"{self.kind}/{self.name}"
+        return "all" if self.kind == "all" else f"{self.kind}/{self.name}"
 
 
 def select(

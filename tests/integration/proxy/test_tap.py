@@ -180,4 +180,24 @@ async def test_tapping_a_deployment_without_proxies_says_so(proxy_mesh: ProxyMes
     async with myc_tap(proxy_mesh, "deploy/nothing") as process:
         _, err = await process.communicate()
     assert process.returncode == 1
-    assert "no connected proxy serves deploy/nothing" in err.decode()
+    assert "no proxy serves deploy/nothing in namespace default" in err.decode()
+    assert "a target is deploy/NAME, svc/NAME, pod/NAME or all" in err.decode()
+
+
+async def test_tap_all_takes_every_proxy_of_the_namespace(proxy_mesh: ProxyMesh) -> None:
+    # What the dashboard and the docs show as a target: all.
+    async with myc_tap(proxy_mesh, "all", "--max", "1") as process:
+        _, err = await send_until_done(proxy_mesh, process, ["/all"])
+    assert err.startswith("tapping all: ")
+    async with myc_tap(proxy_mesh, "all", "-n", "shop") as process:
+        _, err_bytes = await process.communicate()
+    assert process.returncode == 1
+    assert "no proxy is connected in namespace shop" in err_bytes.decode()
+
+
+async def test_a_wrong_target_is_answered_with_the_accepted_forms(proxy_mesh: ProxyMesh) -> None:
+    for args in (["reviews"], ["deploy/"], []):
+        async with myc_tap(proxy_mesh, *args) as process:
+            _, err = await process.communicate()
+        assert process.returncode != 0, args
+        assert "deploy/NAME, svc/NAME, pod/NAME or all" in err.decode(), (args, err)

@@ -14,7 +14,11 @@ from typing import Annotated, Any
 
 import typer
 
-from mycelium.cli.commands.options import DEFAULT_NAMESPACE, NamespaceOption
+from mycelium.cli.commands.options import (
+    DEFAULT_NAMESPACE,
+    AllNamespacesOption,
+    NamespaceOption,
+)
 from mycelium.cli.errors import InputError
 from mycelium.cli.settings import settings_of
 
@@ -29,14 +33,15 @@ def tap_command(
         str | None,
         typer.Argument(
             metavar="TARGET",
-            help="deploy/NAME, svc/NAME or pod/NAME; leave out with --all.",
+            help="deploy/NAME, svc/NAME, pod/NAME, or all (every proxy of the namespace).",
             show_default=False,
         ),
     ] = None,
     *,
     namespace: NamespaceOption = DEFAULT_NAMESPACE,
+    all_namespaces: AllNamespacesOption = False,
     every_proxy: Annotated[
-        bool, typer.Option("--all", help="Tap every proxy, in every namespace.")
+        bool, typer.Option("--all", help="Tap every proxy, in every namespace (all -A).")
     ] = False,
     path: Annotated[
         str | None, typer.Option("--path", metavar="PREFIX", help="Only paths starting so.")
@@ -76,12 +81,20 @@ def tap_command(
       myc tap deploy/reviews
       myc tap svc/ratings --status 5xx
       myc tap deploy/productpage --path /api --max 20 -o json | jq .latency_ms
-      myc tap --all --seconds 30
+      myc tap all -n shop          # every proxy of namespace shop
+      myc tap all -A --seconds 30  # every proxy (also: myc tap --all)
     """
-    if every_proxy == (target is not None):
-        raise InputError("name one target (deploy/NAME, svc/NAME, pod/NAME) or give --all")
-    params = {"target": target or "all", "max": str(max_requests), "seconds": str(seconds)}
-    if not every_proxy:
+    if every_proxy:
+        if target not in (None, "all"):
+            raise InputError(f"--all taps every proxy: name no other target than all ({target})")
+        target, all_namespaces = "all", True
+    if target is None:
+        raise InputError(
+            "name a target: deploy/NAME, svc/NAME, pod/NAME or all "
+            "(-n NS for a namespace, -A for every one)"
+        )
+    params = {"target": target, "max": str(max_requests), "seconds": str(seconds)}
+    if not all_namespaces:
         params["namespace"] = namespace
     for name, value in (("path", path), ("status", status), ("method", method)):
         if value:
