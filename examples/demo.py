@@ -8,7 +8,8 @@
 3. reviews shifted 90/10 between v1 and v2, then 0/100 to v3;
 4. a fault injected on ratings (half of the calls answered 503), and removed;
 5. an authorization policy that denies the product page, seen as a 403 and its reason,
-   and removed.
+   and removed;
+6. reviews split 40/30/30 again, and left so: a reload of the page varies.
 
 The mesh keeps running afterwards, with the URL to open; `make demo-down` (or `myc down`
 with MYC_HOME=.myc/demo) stops it and removes everything it made.
@@ -189,6 +190,7 @@ WAITS = {
     "ratings healthy": lambda page: page.status == 200 and not page.ratings_failed,
     "denied": lambda page: page.status == 403,
     "allowed": lambda page: page.status == 200,
+    "reviews vary": lambda page: page.reviews in ("v1", "v2"),  # not only v3 any more
 }
 
 
@@ -270,6 +272,30 @@ def run_steps() -> None:
     wait_until("allowed")
     console.print("policy removed: the page answers again")
 
+    console.rule("[bold]6. Split reviews three ways, and leave it so")
+    apply(reviews_route(*FINAL_SPLIT))
+    wait_until("reviews vary")
+    drive("v1 {} / v2 {} / v3 {}".format(*FINAL_SPLIT))
+    console.print("each reload of the page may show another reviews version")
+
+
+# What the demo leaves in force: a reload of the product page varies.
+FINAL_SPLIT = (40, 30, 30)
+
+
+def closing_lines() -> list[str]:
+    """What to do next, each line within 80 columns (a terminal's width)."""
+    home = HOME.relative_to(ROOT)
+    myc_path = Path(MYC).relative_to(ROOT) if Path(MYC).is_relative_to(ROOT) else Path(MYC)
+    return [
+        f"bookinfo:  {ENTRY}  (reload it)",
+        f"dashboard: {CONTROLLER}/dashboard/",
+        f"export MYC_HOME={home}",
+        f"{myc_path} ps -n bookinfo     # the pods",
+        f"{myc_path} stat -n bookinfo   # their traffic",
+        "make demo-down              # stop it all",
+    ]
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -281,14 +307,8 @@ def main() -> None:
     start_mesh()
     run_steps()
     console.rule("[bold green]The mesh keeps running")
-    myc_path = Path(MYC).relative_to(ROOT) if Path(MYC).is_relative_to(ROOT) else MYC
-    console.print(f"bookinfo:  [bold]{ENTRY}[/]")
-    console.print(f"dashboard: [bold]{CONTROLLER}/dashboard/[/]  (graph, services, tap, config)")
-    console.print(
-        f"pods: MYC_HOME={HOME.relative_to(ROOT)} {myc_path} ps  ·  "
-        f"traffic: MYC_HOME={HOME.relative_to(ROOT)} {myc_path} stat  ·  "
-        "stop it: [bold]make demo-down[/]"
-    )
+    for line in closing_lines():
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":
