@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
+from mycelium.errors import MeshError
 from mycelium.proxy.listeners.server import run_proxy
 from mycelium.proxy.settings import ProxySettings
 
@@ -19,7 +20,10 @@ def main() -> None:
     if len(sys.argv) != 2:
         sys.exit("usage: python -m mycelium.proxy SETTINGS_JSON (start proxies with 'myc proxy')")
     join_token = os.environ.pop("MYC_JOIN_TOKEN", None) or None
-    run_proxy(ProxySettings.from_json(sys.argv[1]), join_token)
+    try:
+        run_proxy(ProxySettings.from_json(sys.argv[1]), join_token)
+    except MeshError as exc:  # an expected failure (a port taken...): its sentence, as myc's
+        sys.exit(f"error: {exc}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ controller is the real `myc controller` process; the SVID is checked with openss
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -168,3 +169,33 @@ def test_myc_check_passes_on_a_healthy_mesh_and_fails_loudly_otherwise(
 
     nowhere = controller.myc("check", MYC_CONTROLLER=f"http://127.0.0.1:{free_port()}")
     assert nowhere.code != 0
+
+
+def test_myc_proxy_on_a_taken_port_says_so_in_a_sentence(
+    controller: Controller, tmp_path: Path
+) -> None:
+    token = mint(controller, "-n", "default", "--service-account", "reviews")
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        args = [
+            *MYC,
+            *("proxy", "--id", "reviews-cli-1", "--service-account", "reviews"),
+            *("--discovery", f"127.0.0.1:{controller.discovery_port}"),
+            *("--outbound", f"127.0.0.1:{free_port()}", "--admin", f"127.0.0.1:{taken}"),
+            *("--health", f"127.0.0.1:{free_port()}"),
+        ]
+        done = subprocess.run(
+            args,
+            env=controller.env(MYC_JOIN_TOKEN=token),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert f"cannot listen on 127.0.0.1:{taken}" in done.stderr
+    assert "Address already in use" in done.stderr
+    assert "ss -ltnp" in done.stderr

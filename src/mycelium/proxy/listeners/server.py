@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -30,6 +31,7 @@ except ImportError:  # uvloop does not build everywhere; asyncio's loop works to
 from mycelium import __version__
 from mycelium.discovery import config as cfg
 from mycelium.discovery.client import DiscoveryClient
+from mycelium.errors import MeshError
 from mycelium.identity.renewal import run_identity
 from mycelium.net.dial import Dialer
 from mycelium.proxy.active_config import ActiveConfig
@@ -58,8 +60,17 @@ log = logging.getLogger("mycelium.proxy")
 FINAL_EXPORT_SECONDS = 2.0
 
 
-class ListenError(OSError):
-    """A listener could not bind; the message names the address."""
+_BIND_ADVICE = "stop what holds the port (ss -ltnp shows it), or give this proxy another"
+
+
+def _why(exc: OSError) -> str:
+    # uvloop's message repeats the address; the errno's own text says it once
+    return os.strerror(exc.errno) if exc.errno else str(exc)
+
+
+class ListenError(MeshError, OSError):
+    """A listener could not bind; the message names the address and what to do. A
+    MeshError: the CLI prints its sentence, not a traceback."""
 
 
 class ProxyServer:
@@ -183,7 +194,9 @@ class ProxyServer:
                 factory, address.host, address.port, reuse_address=True, backlog=1024
             )
         except OSError as exc:
-            raise ListenError(f"cannot listen on {address} for {name}: {exc.strerror}") from exc
+            raise ListenError(
+                f"cannot listen on {address} for {name}: {_why(exc)}; {_BIND_ADVICE}"
+            ) from exc
         self._servers.append(server)
         self.bound[name] = _address_of(server)
         return server
@@ -199,7 +212,7 @@ class ProxyServer:
         try:
             return await asyncio.start_server(handler, address.host, address.port)
         except OSError as exc:
-            raise ListenError(f"cannot listen on {address}: {exc.strerror}") from exc
+            raise ListenError(f"cannot listen on {address}: {_why(exc)}; {_BIND_ADVICE}") from exc
 
     def _follow_config(self, active: ActiveConfig) -> None:
         """Open and close explicit-mode inbound listeners as the config's ports change.
