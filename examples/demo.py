@@ -289,8 +289,8 @@ def closing_lines() -> list[str]:
     myc_path = Path(MYC).relative_to(ROOT) if Path(MYC).is_relative_to(ROOT) else Path(MYC)
     return [
         f"bookinfo:  {ENTRY}  (reload it)",
-        f"dashboard: {CONTROLLER}/dashboard/",
         f"export MYC_HOME={home}",
+        f"{myc_path} dashboard          # the dashboard, logged in",
         f"{myc_path} ps -n bookinfo     # the pods",
         f"{myc_path} stat -n bookinfo   # their traffic",
         "make demo-down              # stop it all",

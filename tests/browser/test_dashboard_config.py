@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, Page, expect
+from tests.support.browser import log_in
 from tests.support.proxy_mesh import ProxyMesh, running_proxy_mesh
 
 UNUSED = """apiVersion: mycelium.io/v1
@@ -39,6 +40,7 @@ async def mesh(tmp_path: Path) -> AsyncIterator[ProxyMesh]:
 
 async def open_dashboard(browser: Browser, mesh: ProxyMesh) -> Page:
     page = await browser.new_page(viewport={"width": 1280, "height": 800})
+    await log_in(page, mesh.controller.api_port, mesh.controller.admin_token)
     await page.goto(f"http://127.0.0.1:{mesh.controller.api_port}/dashboard/#config")
     return page
 

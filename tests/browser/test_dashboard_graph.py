@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from playwright.async_api import Browser, Page, expect
+from tests.support.browser import log_in
 from tests.support.polling import eventually
 from tests.support.proxy_mesh import ProxyMesh, running_proxy_mesh, start_ratings
 
@@ -64,6 +65,7 @@ async def test_the_graph_follows_the_traffic_and_shows_a_denial_as_an_error_edge
         await traffic(mesh, 20)
         await traffic(mesh, 5, host="ratings", path="/stars")
         page = await browser.new_page(viewport={"width": 1280, "height": 800})
+        await log_in(page, mesh.controller.api_port, mesh.controller.admin_token)
         await page.goto(f"http://127.0.0.1:{mesh.controller.api_port}/dashboard/#graph")
 
         caller, reviews = "workload:default/productpage-0", "service:default/reviews"

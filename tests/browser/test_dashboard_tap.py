@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, expect
+from tests.support.browser import log_in
 from tests.support.polling import eventually
 from tests.support.proxy_mesh import ProxyMesh, running_proxy_mesh
 
@@ -22,6 +23,7 @@ async def test_the_tap_view_fills_with_live_requests(
     browser: Browser, mesh: ProxyMesh, artifacts: Path
 ) -> None:
     page = await browser.new_page(viewport={"width": 1280, "height": 800})
+    await log_in(page, mesh.controller.api_port, mesh.controller.admin_token)
     await page.goto(f"http://127.0.0.1:{mesh.controller.api_port}/dashboard/#tap")
     await page.fill('#tap-form input[name="path"]', "/tapped")
     await page.click("#tap-start")

@@ -222,6 +222,12 @@ class ControllerClient:
             lambda b: JoinToken(str(b["token"]), str(b["identity"]), float(b["expiresAt"])),
         )
 
+    def dashboard_login(self) -> str:
+        """A one-time link that logs a browser into the dashboard (a full URL)."""
+        body = self._call("POST", "/api/v1/dashboard-logins", json_body={})
+        path = _parse("POST /api/v1/dashboard-logins", body, lambda b: str(b["path"]))
+        return f"{self.base_url}{path}"
+
     def ca_status(self) -> dict[str, Any]:
         body = self._call("GET", "/api/v1/ca")
         return _parse("GET /api/v1/ca", body, _ca_document)

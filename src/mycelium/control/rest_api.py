@@ -36,6 +36,7 @@ from mycelium.control.ca_material import key_id
 from mycelium.control.client_limits import ClientLimits, retry_after_header
 from mycelium.control.config import ControllerConfig
 from mycelium.control.dashboard import DashboardSource, dashboard_routes
+from mycelium.control.dashboard.logins import CODE_SECONDS, COOKIE, DashboardLogins
 from mycelium.control.join_tokens import JoinTokens
 from mycelium.control.metrics import CONTENT_TYPE, ControllerMetrics
 from mycelium.control.refusals import RefusalLog
@@ -119,6 +120,14 @@ def build_app(controller: ControllerView, *outermost: Middleware) -> web.Applica
     is one)."""
     api_limits = ClientLimits(API_RATE_PER_SECOND, API_BURST)
     identity_limits = ClientLimits(IDENTITY_RATE_PER_SECOND, IDENTITY_BURST)
+    logins = DashboardLogins()
+
+    async def mint_dashboard_login(request: web.Request) -> web.Response:
+        """A one-time link that logs a browser into the dashboard (`myc dashboard`)."""
+        code = logins.mint_code(time.monotonic())
+        return web.json_response(
+            {"path": f"/dashboard/login?code={code}", "expiresInSeconds": int(CODE_SECONDS)}
+        )
 
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -134,6 +143,17 @@ def build_app(controller: ControllerView, *outermost: Middleware) -> web.Applica
                 )
                 response.headers["Retry-After"] = retry_after_header(wait)
                 return response
+        if request.path.startswith("/dashboard/api/"):
+            header = request.headers.get("Authorization", "")
+            supplied = header.removeprefix("Bearer ").strip()
+            token_ok = bool(supplied) and hmac.compare_digest(supplied, controller.admin_token)
+            if not token_ok and not logins.admits(request.cookies.get(COOKIE), time.monotonic()):
+                return error(
+                    401,
+                    "login_required",
+                    "the dashboard needs a login: run `myc dashboard` and open the link "
+                    "it prints (or send the admin token)",
+                )
         if request.path.startswith("/api/"):
             header = request.headers.get("Authorization", "")
             supplied = header.removeprefix("Bearer ").strip()
@@ -179,6 +199,7 @@ def build_app(controller: ControllerView, *outermost: Middleware) -> web.Applica
             web.get("/api/v1/status", api.status),
             web.get("/api/v1/stat", api.stat),
             web.post("/api/v1/join-tokens", api.mint_join_token),
+            web.post("/api/v1/dashboard-logins", mint_dashboard_login),
             web.get("/api/v1/check", api.check),
             web.get("/api/v1/ca", api.ca_status),
             web.post("/api/v1/ca/reload", api.reload_ca),
@@ -186,8 +207,8 @@ def build_app(controller: ControllerView, *outermost: Middleware) -> web.Applica
             web.post("/identity/v1/svids", api.issue_svid),
         ]
     )
-    # Read-only, and outside /api/: no admin token (see control/dashboard).
-    app.add_routes(dashboard_routes(controller, tap=api.tap))
+    # Read-only: a logged-in browser's, or the admin token's (see control/dashboard).
+    app.add_routes(dashboard_routes(controller, logins, tap=api.tap))
     return app
 
 

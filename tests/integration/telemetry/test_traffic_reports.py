@@ -70,7 +70,8 @@ async def test_requests_through_a_sidecar_reach_the_graph_and_myc_stat(
     assert [r["name"] for r in by_source["rows"]] == ["default/productpage-0"]
 
     url = f"http://127.0.0.1:{proxy_mesh.controller.api_port}/dashboard/api/graph"
-    async with aiohttp.ClientSession() as session, session.get(url) as response:
+    token = {"Authorization": f"Bearer {proxy_mesh.controller.admin_token}"}
+    async with aiohttp.ClientSession() as session, session.get(url, headers=token) as response:
         graph = await response.json()
     ids = {node["id"] for node in graph["nodes"]}
     assert {"workload:default/productpage-0", "service:default/reviews"} <= ids

@@ -207,6 +207,10 @@ def test_the_dashboard_shows_bookinfo_live(mesh: BookinfoMesh) -> None:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
+            # Logged in as a user is: `myc dashboard` prints a one-time link.
+            login = mesh.shell.myc("dashboard", "--no-open")
+            assert login.returncode == 0, login.stderr
+            page.goto(login.stdout.strip().splitlines()[-1])
             page.goto(dashboard + "#graph")
 
             def edges() -> dict[tuple[str, str], dict[str, Any]]:

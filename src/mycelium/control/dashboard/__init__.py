@@ -2,9 +2,11 @@
 
 A static page (`static/`: plain JavaScript, with cytoscape.js for the graph and uPlot
 for charts, vendored as published) and the read-only JSON it polls under
-/dashboard/api/. The dashboard is meant for the operator's own machine: it shows
-config and telemetry, never the admin token or keys, and changes nothing, so it needs no
-token; bind the REST port to loopback (the default) to keep it private.
+/dashboard/api/. It shows config and telemetry, never the admin token or keys, and
+changes nothing. Its API answers a browser that logged in (a session cookie from a
+one-time link `myc dashboard` prints: `logins.py`) or a client with the admin token;
+anyone else gets a 401 that says how to log in. The page and its static files carry no
+data and are served to anyone.
 
 - `/dashboard/api/config`: every resource, its YAML and store revision, and which
   connected proxies depend on it and have acknowledged a config compiled at or after
@@ -30,6 +32,7 @@ from typing import Any, Protocol
 import yaml
 from aiohttp import web
 
+from mycelium.control.dashboard.logins import COOKIE, SESSION_SECONDS, DashboardLogins
 from mycelium.control.discovery_server import DiscoveryServer, ProxySession
 from mycelium.control.state import MeshState
 from mycelium.control.traffic import Totals, window_seconds
@@ -54,13 +57,37 @@ class DashboardSource(Protocol):
 
 
 def dashboard_routes(
-    controller: DashboardSource, *, tap: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    controller: DashboardSource,
+    logins: DashboardLogins,
+    *,
+    tap: Callable[[web.Request], Awaitable[web.StreamResponse]],
 ) -> list[web.AbstractRouteDef]:
-    """`tap` is the REST API's tap (NDJSON), served here without the admin token for
-    the dashboard's live tap view."""
+    """`tap` is the REST API's tap (NDJSON), served here to a logged-in browser for the
+    dashboard's live tap view. Who may call /dashboard/api/ is the REST app's
+    middleware's to check (`admits`)."""
     pages = DashboardPages(controller)
+
+    async def login(request: web.Request) -> web.StreamResponse:
+        session = logins.redeem(request.query.get("code", ""), time.monotonic())
+        if session is None:
+            raise web.HTTPUnauthorized(
+                text="this login link is spent, expired or unknown: run `myc dashboard` "
+                "for a new one\n"
+            )
+        response = web.HTTPFound("/dashboard/")
+        response.set_cookie(
+            COOKIE,
+            session,
+            max_age=int(SESSION_SECONDS),
+            path="/dashboard",
+            httponly=True,
+            samesite="Strict",
+        )
+        raise response
+
     return [
         web.get("/dashboard/api/tap", tap),
+        web.get("/dashboard/login", login),
         web.get("/dashboard", pages.redirect),
         web.get("/dashboard/", pages.index),
         web.get("/dashboard/api/config", pages.config),

@@ -12,8 +12,11 @@ function element(tag, attributes, ...children) {
   return node;
 }
 
+class LoginNeeded extends Error {}
+
 async function fetchJson(path) {
   const response = await fetch(path, { cache: "no-store" });
+  if (response.status === 401) throw new LoginNeeded();
   if (!response.ok) throw new Error(`${path} answered ${response.status}`);
   return response.json();
 }
@@ -169,6 +172,7 @@ async function startTap(form) {
     const response = await fetch(`/dashboard/api/tap?${query}`, { signal: tapping.signal });
     if (!response.ok) {
       const problem = await response.json().catch(() => ({}));
+      if (response.status === 401) problem.message = "not logged in: run `myc dashboard`";
       tapStatus = `tap refused: ${problem.message || response.status}`;
       return;
     }
@@ -243,7 +247,9 @@ async function refresh() {
   try {
     document.getElementById("status").textContent = await VIEWS[view]();
   } catch (error) {
-    document.getElementById("status").textContent = `cannot reach the controller: ${error.message}`;
+    document.getElementById("status").textContent = error instanceof LoginNeeded
+      ? "not logged in: run `myc dashboard` and open the link it prints"
+      : `cannot reach the controller: ${error.message}`;
   }
 }
 
