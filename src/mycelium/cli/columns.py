@@ -129,7 +129,8 @@ def _parents(doc: ResourceDoc) -> str:
 
 
 def _backend_text(ref: Any, total_weight: int) -> str:
-    """`name[.ns][/subset][:port]`, plus the share of the rule's traffic when split."""
+    """`name[.ns][/subset][:port](share%)`: every backend with its share of its rule's
+    traffic, so that a lone backend, a split and a zero weight read the same way."""
     if not isinstance(ref, Mapping):
         return ""
     text = str(ref.get("name") or "?")
@@ -140,18 +141,21 @@ def _backend_text(ref: Any, total_weight: int) -> str:
     if ref.get("port") is not None:
         text += f":{ref['port']}"
     weight = ref.get("weight", 1)
-    if total_weight > 0 and isinstance(weight, int) and weight != total_weight:
-        text += f"({round(100 * weight / total_weight)}%)"
-    return text
+    if not isinstance(weight, int):
+        return text
+    share = round(100 * weight / total_weight) if total_weight > 0 else 0
+    return f"{text}({share}%)"
 
 
 def _backends(doc: ResourceDoc) -> str:
-    texts: list[str] = []
+    """Each rule's backends, the rules apart by `;`."""
+    rules: list[str] = []
     for rule in _list(doc, "spec", "rules"):
         refs = [ref for ref in _list(rule, "backendRefs") if isinstance(ref, Mapping)]
         total = sum(w for ref in refs if isinstance(w := ref.get("weight", 1), int))
-        texts.extend(_backend_text(ref, total) for ref in refs)
-    return _joined(texts)
+        rules.append(_joined(_backend_text(ref, total) for ref in refs))
+    shown = [rule for rule in rules if rule != NONE]
+    return ";".join(shown) if shown else NONE
 
 
 def _rule_count(doc: ResourceDoc) -> str:

@@ -85,7 +85,7 @@ def test_apply_get_describe_delete(controller: Controller, tmp_path: Path) -> No
     assert service["SELECTOR"] == "app=reviews"
     assert int(service["REVISION"]) > 0
     (route,) = table(controller.myc("get", "hr").ok())
-    assert (route["PARENTS"], route["BACKENDS"]) == ("reviews", "reviews:9080")
+    assert (route["PARENTS"], route["BACKENDS"]) == ("reviews", "reviews:9080(100%)")
 
     # get -o yaml: the stored resource, with its revisions
     document = yaml.safe_load(controller.myc("get", "svc", "reviews", "-o", "yaml").ok())

@@ -92,7 +92,31 @@ def test_a_route_shows_its_parents_and_how_traffic_is_split() -> None:
     (row,) = table("HTTPRoute", [route])
 
     assert row["PARENTS"] == "reviews,Gateway/edge.infra:443"
-    assert row["BACKENDS"] == "reviews/v1:9080(90%),reviews/v2:9080(10%),ratings.shop"
+    # One form for every backend: its share of its rule, the rules apart.
+    assert row["BACKENDS"] == "reviews/v1:9080(90%),reviews/v2:9080(10%);ratings.shop(100%)"
+
+
+def test_a_zero_weight_and_an_unweighted_backend_read_as_shares_too() -> None:
+    route = resource(
+        "HTTPRoute",
+        "reviews",
+        {
+            "parentRefs": [{"kind": "Service", "name": "reviews"}],
+            "rules": [
+                {"backendRefs": [{"name": "reviews", "subset": "v1"}]},
+                {
+                    "backendRefs": [
+                        {"name": "reviews", "subset": "v2", "weight": 0},
+                        {"name": "reviews", "subset": "v3", "weight": 100},
+                    ]
+                },
+            ],
+        },
+    )
+
+    (row,) = table("HTTPRoute", [route])
+
+    assert row["BACKENDS"] == "reviews/v1(100%);reviews/v2(0%),reviews/v3(100%)"
 
 
 def test_a_workload_shows_where_it_is_and_who_it_is() -> None:

@@ -28,6 +28,12 @@ def dashboard_command(
 ) -> None:
     """Open the dashboard in a browser, logged in by a one-time link.
 
+    The dashboard shows every resource, the service graph and live taps, so its API
+    asks for a login. This asks the controller for a link that works once, within two
+    minutes, and opens it; the browser then holds a session cookie for the dashboard
+    only, and the page never sees the admin token. With --no-open, or with no display
+    to start a browser on, the link is printed to copy.
+
     [bold]Examples[/]
 
       myc dashboard
