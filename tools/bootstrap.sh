@@ -66,12 +66,32 @@ case "$PY" in
 esac
 install_debian_packages
 
+no_python() {
+  # What exists on this machine, and fixes that work on it: Debian 12 packages Python
+  # 3.11 only (Debian 13 has 3.13, which will do), and no registry this bootstrap may
+  # use ships a 3.12 interpreter, so it names the two usual ways to get one.
+  local found="none"
+  if command -v python3 >/dev/null 2>&1; then
+    found="$(python3 --version 2>&1) at $(command -v python3)"
+  fi
+  cat >&2 <<MESSAGE
+bootstrap: Python 3.12 or newer is required; this machine has: $found.
+  Without root, either of these puts one under your home, then run make again:
+    uv:    install uv (its standalone installer, or 'pipx install uv'), then
+           uv python install 3.12
+           uv venv --seed --python 3.12 .venv
+    pyenv: install pyenv, then
+           pyenv install 3.12
+           (the bootstrap finds pyenv's versions by itself)
+MESSAGE
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "  As root on Debian 13 or newer: apt-get install python3 python3-venv" >&2
+  fi
+  exit 1
+}
+
 if [ ! -x "$VENV/bin/python" ]; then
-  [ -n "$PY" ] || {
-    echo "bootstrap: Python 3.12 or newer is required and none was found." >&2
-    echo "           Install python3.12 (e.g. 'apt-get install python3.12-venv') or pyenv 3.12, then retry." >&2
-    exit 1
-  }
+  [ -n "$PY" ] || no_python
   echo "bootstrap: creating $VENV with $PY"
   "$PY" -m venv "$VENV"
 fi
