@@ -351,6 +351,11 @@ class TapEvent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     destination: str  # the endpoint (host:port) it went to, "" if none
     reason: str  # x-mycelium-reason, "" when the upstream answered
     response_flags: str
+    # The mesh leg (sidecar to sidecar): whether it carried mTLS, and the SPIFFE ID on
+    # its other end. Inbound, that is the caller's; outbound, the destination's (the
+    # app's own leg to its sidecar is plaintext by design, and not what this says).
+    mesh_mtls: bool = False
+    mesh_peer: str | None = None
 
 
 class TapEvents(_Message, tag="tap_events", frozen=True, kw_only=True):

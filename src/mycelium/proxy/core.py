@@ -138,6 +138,10 @@ class ProxyCore:
         if self.metrics is not None:
             self.metrics.config_changed()  # mTLS (and our principal) may start now
 
+    def own_principal(self) -> str | None:
+        """Our SPIFFE ID, once we hold an SVID."""
+        return self._own_principal()
+
     def _own_principal(self) -> str | None:
         svid = self._svid
         return svid.identity.uri if svid is not None else None

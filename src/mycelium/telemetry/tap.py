@@ -30,6 +30,10 @@ from mycelium.token_bucket import TokenBucket
 
 if TYPE_CHECKING:
     from mycelium.telemetry import FinishedRequest
+    from mycelium.telemetry.metrics import EndpointView
+
+    # finds an upstream endpoint by cluster name and `address:port`, as the metrics do
+    type EndpointLookup = Callable[[str, str], EndpointView | None]
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +72,27 @@ def matches(
     return True
 
 
-def event_of(request: FinishedRequest) -> p.TapEvent:
-    """A finished request as a tap reports it."""
+def mesh_leg(
+    request: FinishedRequest, endpoint: EndpointLookup | None, own_principal: str | None
+) -> tuple[bool, str | None]:
+    """The mesh leg's security: whether it carried mTLS, and the SPIFFE ID at its other
+    end. Served (inbound): the caller came over mTLS or not. Calling (outbound, a
+    gateway): the endpoint is a proxy reached over mTLS when it runs one and we hold an
+    SVID, as the metrics' connection_security_policy says."""
+    if request.side.reporter == "destination":
+        return request.peer_principal is not None, request.peer_principal
+    found = (
+        endpoint(request.cluster_name, request.upstream_host)
+        if endpoint is not None and request.cluster_name and request.upstream_host
+        else None
+    )
+    if found is None or not found.mtls or own_principal is None:
+        return False, None
+    return True, found.identity or None
+
+
+def event_of(request: FinishedRequest, mesh: tuple[bool, str | None] = (False, None)) -> p.TapEvent:
+    """A finished request as a tap reports it (`mesh`: `mesh_leg`'s answer)."""
     return p.TapEvent(
         ts=time.time(),
         direction=request.side.direction,
@@ -86,6 +109,8 @@ def event_of(request: FinishedRequest) -> p.TapEvent:
         destination=request.upstream_host,
         reason=request.reason,
         response_flags=response_flags(request.reason, request.status),
+        mesh_mtls=mesh[0],
+        mesh_peer=mesh[1],
     )
 
 
@@ -106,8 +131,16 @@ class Tap:
     `send` puts a message on the discovery stream and says whether it could (False:
     the stream is down, and every tap ends)."""
 
-    def __init__(self, send: Callable[[p.ClientMessage], bool]) -> None:
+    def __init__(
+        self,
+        send: Callable[[p.ClientMessage], bool],
+        *,
+        endpoint: EndpointLookup | None = None,
+        own_principal: Callable[[], str | None] = lambda: None,
+    ) -> None:
         self._send = send
+        self._endpoint = endpoint
+        self._own_principal = own_principal
         self.sessions: dict[str, _Session] = {}
         self._flush_timer: asyncio.TimerHandle | None = None
         self.events_built = 0  # for tests and /stats: stays 0 while no tap is active
@@ -136,7 +169,7 @@ class Tap:
                 session.dropped += 1
                 continue
             if event is None:
-                event = event_of(request)
+                event = event_of(request, mesh_leg(request, self._endpoint, self._own_principal()))
                 self.events_built += 1
             session.batch.append(event)
             if session.remaining > 0:

@@ -124,6 +124,7 @@ async def test_tap_shows_a_deployments_requests_filtered_by_path_until_max(
             assert line["destination"].startswith("127.0.0.1:")
             assert line["source"] == "127.0.0.1"
             assert line["source_principal"] is None  # this caller has no SVID: plaintext
+            assert (line["mesh_mtls"], line["mesh_peer"]) == (False, None)
             assert line["latency_ms"] >= 0
         assert f"tapping deploy/ratings: {POD}" in err
         assert "tap ended (max): 3 requests" in err

@@ -3,15 +3,18 @@ and ends, fed fake finished requests; its messages go to a list, not a stream.""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import msgspec
 import pytest
 from tests.support.finished import FakeClient, finished_request
 from tests.support.polling import eventually
 
+from mycelium.cli.commands.tap import request_text
 from mycelium.discovery import protocol as p
 from mycelium.discovery.errors import ProtocolViolation
 from mycelium.telemetry import FinishedRequest
-from mycelium.telemetry.tap import BATCH_EVENTS, Tap, matches
+from mycelium.telemetry.tap import BATCH_EVENTS, Tap, matches, mesh_leg
 
 
 def test_an_empty_filter_matches_every_request() -> None:
@@ -233,3 +236,67 @@ async def test_when_the_stream_goes_every_tap_ends_and_costs_nothing_again() -> 
     built = tap.events_built
     tap.request_finished(_Finished())  # type: ignore[arg-type]
     assert tap.events_built == built
+
+
+# --- the mesh leg's security ------------------------------------------------------------
+
+REVIEWS_ID = "spiffe://cluster.local/ns/default/sa/reviews"
+
+
+@dataclass
+class _Endpoint:
+    workload: str = "reviews-v1-0"
+    labels: dict[str, str] = field(default_factory=dict)
+    identity: str = REVIEWS_ID
+    mtls: bool = True
+
+
+def test_inbound_the_mesh_leg_is_the_callers() -> None:
+    served = _Finished(downstream=FakeClient(peer_principal=PRODUCTPAGE))
+    assert mesh_leg(served, None, "spiffe://me") == (True, PRODUCTPAGE)
+    plain = _Finished(downstream=FakeClient(peer_principal=None))
+    assert mesh_leg(plain, None, "spiffe://me") == (False, None)
+
+
+def test_outbound_the_mesh_leg_is_the_one_to_the_destinations_proxy() -> None:
+    # The app's call reached its sidecar in plaintext (no peer principal): that leg is
+    # not the mesh's. The sidecar went on over mTLS to an endpoint that runs a proxy.
+    call = finished_request(
+        "outbound",
+        downstream=FakeClient(peer_principal=None),
+        cluster_name="reviews.default|9080",
+        upstream_host="198.18.0.4:9080",
+    )
+    found = {("reviews.default|9080", "198.18.0.4:9080"): _Endpoint()}
+
+    def lookup(cluster: str, upstream: str) -> _Endpoint | None:
+        return found.get((cluster, upstream))
+
+    assert mesh_leg(call, lookup, "spiffe://me") == (True, REVIEWS_ID)
+    assert mesh_leg(call, lookup, None) == (False, None)  # no SVID yet: plaintext
+    found[("reviews.default|9080", "198.18.0.4:9080")] = _Endpoint(mtls=False)
+    assert mesh_leg(call, lookup, "spiffe://me") == (False, None)  # no proxy there
+
+
+def test_a_tap_line_names_the_leg_its_security_is_for() -> None:
+    line = {
+        "workload": "productpage-0",
+        "proxy": "productpage-0",
+        "direction": "outbound",
+        "method": "GET",
+        "authority": "reviews:9080",
+        "path": "/",
+        "status": 200,
+        "latency_ms": 1.0,
+        "source": "127.0.0.1",
+        "destination": "198.18.0.4:9080",
+        "source_principal": None,
+        "mesh_mtls": True,
+        "mesh_peer": REVIEWS_ID,
+        "reason": "",
+    }
+    assert f"mesh=mtls to={REVIEWS_ID}" in request_text(line)
+    assert "tls=none" not in request_text(line)
+    inbound = {**line, "direction": "inbound", "mesh_peer": PRODUCTPAGE}
+    assert f"mesh=mtls from={PRODUCTPAGE}" in request_text(inbound)
+    assert "mesh=plaintext" in request_text({**line, "mesh_mtls": False, "mesh_peer": None})

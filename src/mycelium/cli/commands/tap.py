@@ -119,6 +119,16 @@ def tap_command(
                 typer.echo(f"tap ended ({line['reason']}): {line['requests']} requests", err=True)
 
 
+def _mesh_text(line: dict[str, Any]) -> str:
+    """The mesh leg's security, named for the leg it is (sidecar to sidecar): inbound
+    from the caller, outbound to the destination. The app's own leg to its sidecar is
+    plaintext by design and not shown."""
+    if not line.get("mesh_mtls"):
+        return "mesh=plaintext"
+    peer = line.get("mesh_peer") or "?"
+    return f"mesh=mtls {'from' if line['direction'] == 'inbound' else 'to'}={peer}"
+
+
 def request_text(line: dict[str, Any]) -> str:
     """One request, as `myc tap` prints it."""
     direction = {"inbound": "in ", "outbound": "out"}.get(line["direction"], line["direction"])
@@ -131,7 +141,7 @@ def request_text(line: dict[str, Any]) -> str:
         f"{line['latency_ms']:.1f}ms",
         f"src={line['source']}",
         f"dst={line['destination'] or '-'}",
-        f"tls={line['source_principal'] or 'none'}",
+        _mesh_text(line),
     ]
     if line["reason"]:
         parts.append(f"reason={line['reason']} flags={line['response_flags']}")

@@ -114,7 +114,9 @@ class ProxyServer:
         )
         core.discovery = client
         # `myc tap`, through the controller: idle (and free) until it asks
-        self.tap = Tap(client.send)
+        self.tap = Tap(
+            client.send, endpoint=core.clusters.endpoint, own_principal=core.own_principal
+        )
         client.on_tap = self.tap.command
         client.on_stream_lost.append(self.tap.stream_lost)
         core.request_observers.append(self.tap)
