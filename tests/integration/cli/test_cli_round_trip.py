@@ -231,5 +231,13 @@ def test_what_get_prints_can_be_applied_again(controller: Controller, tmp_path: 
     controller.myc("apply", "-f", str(manifest)).ok()
     shown = controller.myc("get", "httproute", "reviews", "-o", "yaml").ok()
     assert "revision:" in shown  # the server's revisions are part of what get shows...
+    # ...the fields nobody set are not (as kubectl omits them), defaults that were are
+    assert "null" not in shown
+    assert "[]" not in shown
+    assert "{}" not in shown
+    assert "weight: 1" in shown
     again = controller.myc("apply", "-f", "-", stdin=shown).ok()
     assert "httproute.mycelium.io/reviews unchanged" in again  # ...and apply ignores them
+    as_json = json.loads(controller.myc("get", "httproute", "reviews", "-o", "json").ok())
+    assert "fault" not in as_json["spec"]["rules"][0]
+    assert "null" not in controller.myc("describe", "httproute", "reviews").ok()

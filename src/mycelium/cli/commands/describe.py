@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from mycelium.api.documents import without_unset
 from mycelium.cli.columns import NONE, labels_text, name_of, table_columns, table_rows
 from mycelium.cli.commands.options import DEFAULT_NAMESPACE, KindArgument, NamespaceOption
 from mycelium.cli.errors import ResourceNotFound
@@ -102,7 +103,7 @@ def _print_resource(console: Console, info: KindInfo, doc: ResourceDoc) -> None:
         ("Revision", revision_text),
     ]
     print_fields(console, fields)
-    spec = doc.get("spec")
+    spec = without_unset(doc).get("spec")  # the fields set, as kubectl shows them
     if spec:
         console.print(Text("Spec:"))
         console.print(Text(indented(yaml_text(spec)).rstrip("\n")))

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
+from mycelium.api.documents import without_unset
 from mycelium.cli.columns import Column, name_of, table_columns, table_rows
 from mycelium.cli.commands.options import (
     DEFAULT_NAMESPACE,
@@ -164,6 +165,9 @@ class _View:
         return self._output in (None, OutputFormat.wide)
 
     def show(self, docs: Sequence[ResourceDoc], *, single: bool) -> None:
+        if self._output in (OutputFormat.yaml, OutputFormat.json):
+            # without the fields nobody set, as kubectl prints them; applies back the same
+            docs = [without_unset(doc) for doc in docs]
         match self._output:
             case OutputFormat.yaml:
                 if docs:
@@ -213,6 +217,8 @@ class _View:
         return [[label, *row] for row in table_rows(docs, self._columns)]
 
     def _print_event(self, label: str, doc: ResourceDoc) -> None:
+        if self._output in (OutputFormat.yaml, OutputFormat.json):
+            doc = without_unset(doc)
         match self._output:
             case OutputFormat.json:
                 typer.echo(json.dumps({"type": label, "object": doc}, ensure_ascii=False))

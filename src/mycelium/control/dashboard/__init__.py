@@ -23,6 +23,7 @@ data and are served to anyone.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -32,6 +33,7 @@ from typing import Any, Protocol
 import yaml
 from aiohttp import web
 
+from mycelium.api.documents import without_unset
 from mycelium.control.dashboard.logins import COOKIE, SESSION_SECONDS, DashboardLogins
 from mycelium.control.discovery_server import DiscoveryServer, ProxySession
 from mycelium.control.state import MeshState
@@ -195,14 +197,5 @@ def _acknowledgement(session: ProxySession, revision: int) -> dict[str, Any]:
 
 def _yaml(value: bytes) -> str:
     """The stored resource as YAML, without the unset fields every default fills in."""
-    document = _without_empty(yaml.safe_load(value))
+    document = without_unset(json.loads(value))
     return str(yaml.safe_dump(document, sort_keys=False, default_flow_style=False))
-
-
-def _without_empty(value: Any) -> Any:
-    if isinstance(value, dict):
-        kept = {k: _without_empty(v) for k, v in value.items()}
-        return {k: v for k, v in kept.items() if v not in (None, {}, [])}
-    if isinstance(value, list):
-        return [_without_empty(v) for v in value]
-    return value
