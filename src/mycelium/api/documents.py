@@ -46,3 +46,25 @@ def _without_empty(value: Any) -> Any:
     if isinstance(value, list):
         return [_without_empty(v) for v in value]
     return value
+
+
+def changed_fields(before: Any, after: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    """Every field whose value differs between two documents, as (path, before, after):
+    `spec.rules[0].backendRefs[1].weight`, 90, 50. Lists compare item by item; a field
+    or item one side lacks is None on that side."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        keys = [*after, *(k for k in before if k not in after)]
+        found: list[tuple[str, Any, Any]] = []
+        for key in keys:
+            found += changed_fields(
+                before.get(key), after.get(key), f"{path}.{key}" if path else key
+            )
+        return found
+    if isinstance(before, list) and isinstance(after, list):
+        found = []
+        for index in range(max(len(before), len(after))):
+            old = before[index] if index < len(before) else None
+            new = after[index] if index < len(after) else None
+            found += changed_fields(old, new, f"{path}[{index}]")
+        return found
+    return [] if before == after else [(path, before, after)]

@@ -65,6 +65,8 @@ class ApplyResult:
     namespace: str | None
     name: str
     action: str  # "created" | "configured" | "unchanged"
+    # for "configured": (field path, stored value, new value), each field that changes
+    changes: tuple[tuple[str, Any, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +182,13 @@ class ControllerClient:
 
         def parse(b: Any) -> ApplyOutcome:
             results = [
-                ApplyResult(r["kind"], r.get("namespace"), r["name"], r["action"])
+                ApplyResult(
+                    r["kind"],
+                    r.get("namespace"),
+                    r["name"],
+                    r["action"],
+                    tuple((c["path"], c["from"], c["to"]) for c in r.get("changes", [])),
+                )
                 for r in b["results"]
             ]
             return ApplyOutcome(int(b["revision"]), results)

@@ -12,12 +12,14 @@ Services get their virtual IPs here, in the same transaction (see `vips.py`), an
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from mycelium.api import Resource, from_stored
+from mycelium.api.documents import changed_fields
 from mycelium.api.errors import ResourceValidationError, ValidationIssue
 from mycelium.api.loading import duplicate_issues, load_documents
 from mycelium.api.meta import kind_prefix
@@ -53,6 +55,8 @@ class AppliedResource:
     namespace: str
     name: str
     action: Action
+    # for "configured": each field that changes, (path, stored value, new value)
+    changes: tuple[tuple[str, Any, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +165,12 @@ async def apply_resources(
             if action != "unchanged":
                 ops.append(Put(resource.key, value))
             meta = resource.metadata
-            results.append(AppliedResource(resource.kind, meta.namespace, meta.name, action))
+            changes: tuple[tuple[str, Any, Any], ...] = ()
+            if action == "configured" and kv is not None:
+                changes = tuple(changed_fields(json.loads(kv.value), json.loads(value)))
+            results.append(
+                AppliedResource(resource.kind, meta.namespace, meta.name, action, changes)
+            )
         if dry_run or not ops:
             return ApplyResult(await store.revision(), results)
         outcome = await store.txn(compares, ops)

@@ -343,7 +343,15 @@ class RestApi:
             {
                 "revision": result.revision,
                 "results": [
-                    {"kind": r.kind, "namespace": r.namespace, "name": r.name, "action": r.action}
+                    {
+                        "kind": r.kind,
+                        "namespace": r.namespace,
+                        "name": r.name,
+                        "action": r.action,
+                        "changes": [
+                            {"path": path, "from": old, "to": new} for path, old, new in r.changes
+                        ],
+                    }
                     for r in result.results
                 ],
             }

@@ -137,6 +137,25 @@ def test_applying_again_reports_what_changed(controller: Controller, tmp_path: P
     }
 
 
+def test_a_dry_run_shows_each_field_that_would_change(controller: Controller) -> None:
+    controller.myc("apply", "-f", "-", stdin=BOOKINFO).ok()
+    changed = BOOKINFO.replace(
+        "  - backendRefs: [{name: reviews, port: 9080}]\n",
+        "  - backendRefs: [{name: reviews, port: 9080, weight: 90}]\n    timeout: 2s\n",
+    )
+    out = controller.myc("apply", "--dry-run", "-f", "-", stdin=changed).ok().splitlines()
+
+    at = out.index("httproute.mycelium.io/reviews configured (dry run)")
+    assert out[at + 1 : at + 3] == [
+        "  spec.rules[0].backendRefs[0].weight: 1 -> 90",
+        '  spec.rules[0].timeout: (unset) -> "2s"',
+    ]
+    assert "service.mycelium.io/reviews unchanged (dry run)" in out
+    # and nothing was written
+    shown = controller.myc("get", "httproute", "reviews", "-o", "yaml").ok()
+    assert "timeout" not in shown
+
+
 def test_a_dry_run_writes_nothing(controller: Controller) -> None:
     out = controller.myc("apply", "--dry-run", "-f", "-", stdin=SHOP_SERVICE).ok()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Annotated
 
@@ -69,3 +70,13 @@ def apply_command(
     suffix = " (dry run)" if dry_run else ""
     for result in outcome.results:
         typer.echo(f"{qualified_name(result.kind, result.name)} {result.action}{suffix}")
+        if dry_run:
+            for path, old, new in result.changes:
+                typer.echo(f"  {path}: {_value_text(old)} -> {_value_text(new)}")
+
+
+def _value_text(value: object) -> str:
+    """A field's value on one line; None is a field not set."""
+    if value is None:
+        return "(unset)"
+    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
