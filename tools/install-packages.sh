@@ -78,5 +78,7 @@ while read -r kind name; do
 done < <(comm -13 <(echo "$before") <(enabled))
 
 if [ ${#disabled[@]} -gt 0 ]; then
-  echo "left disabled (the install enabled them; nothing here needs them running): $(printf '%s\n' "${disabled[@]}" | sort -u | tr '\n' ' ')"
+  # a service's unit and its SysV script share its name: say it once
+  names=$(printf '%s\n' "${disabled[@]}" | sed 's/\.service$//' | sort -u | tr '\n' ' ')
+  echo "left disabled (the install enabled them; nothing here needs them running): ${names% }"
 fi
