@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -98,23 +99,16 @@ def shop_pod(shell: MycShell) -> str:
     return next(r[1] for r in rows if r[1].startswith("shop-"))
 
 
+def curl_in(shell: MycShell, pod: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """curl, run in the shop pod (through its sidecar), bounded to 10 s."""
+    return shell.myc("exec", "-n", "shop", pod, "--", "curl", "-s", "--max-time", "10", *args)
+
+
 def test_a_pod_reaches_an_external_service_only_through_the_egress_gateway(
     shell: MycShell, outside: Outside
 ) -> None:
     pod = shop_pod(shell)
-    done = shell.myc(
-        "exec",
-        "-n",
-        "shop",
-        pod,
-        "--",
-        "curl",
-        "-s",
-        "-i",
-        "--max-time",
-        "10",
-        "http://api.example.com/prices",
-    )
+    done = curl_in(shell, pod, "-i", "http://api.example.com/prices")
     assert done.returncode == 0, done.stderr + shell.pod_log("shop", pod)
     assert done.stdout.startswith("HTTP/1.1 200"), done.stdout
     assert '"outside": true' in done.stdout
@@ -130,31 +124,9 @@ def test_a_direct_connection_outside_the_registry_is_refused(
     pod = shop_pod(shell)
     before = len(outside.seen)
     # The node's bridge address: reachable from the pod, but no Service names it.
-    done = shell.myc(
-        "exec",
-        "-n",
-        "shop",
-        pod,
-        "--",
-        "curl",
-        "-s",
-        "--max-time",
-        "10",
-        f"http://198.18.64.1:{outside.port}/",
-    )
+    done = curl_in(shell, pod, f"http://198.18.64.1:{outside.port}/")
     assert done.returncode != 0, done.stdout
-    stats = shell.myc(
-        "exec",
-        "-n",
-        "shop",
-        pod,
-        "--",
-        "curl",
-        "-s",
-        "--max-time",
-        "10",
-        "http://127.0.0.1:15000/stats",
-    )
+    stats = curl_in(shell, pod, "http://127.0.0.1:15000/stats")
     assert stats.returncode == 0, stats.stderr
     counters = json.loads(stats.stdout)["counters"]
     assert counters.get("refused_egress_denied", 0) >= 1, counters

@@ -7,15 +7,11 @@ import json
 from mycelium.api.documents import changed_fields, without_unset
 from mycelium.api.loading import load_documents
 
-ROUTE = """\
-apiVersion: mycelium.io/v1
-kind: HTTPRoute
-metadata: {name: reviews}
-spec:
-  parentRefs: [{name: reviews}]
-  rules:
-  - backendRefs: [{name: reviews, port: 9080}]
-"""
+# A route to one port of reviews, everything else left to its defaults.
+ROUTE = (
+    "{apiVersion: mycelium.io/v1, kind: HTTPRoute, metadata: {name: reviews}, spec: "
+    "{parentRefs: [{name: reviews}], rules: [{backendRefs: [{name: reviews, port: 9080}]}]}}"
+)
 
 
 def stored(text: str) -> dict[str, object]:
