@@ -33,6 +33,7 @@ from mycelium.discovery.config import parse_entry
 from mycelium.discovery.errors import (
     CertificateRefusedError,
     ControllerRefused,
+    DiscoveryError,
     ProtocolViolation,
 )
 from mycelium.net.tls_memory import load_certificate_chain
@@ -100,7 +101,7 @@ class DiscoveryClient:
         self._bundle_pem: str | None = None
         self._identity: tuple[bytes, bytes] | None = None  # certificate chain, key (PEM)
         self._tls = (
-            self._own_context()
+            self._first_context(self._trust_bundle_path)
             if self._trust_bundle_path is not None
             else cast(ssl.SSLContext | None, trust_bundle)
         )
@@ -386,6 +387,18 @@ class DiscoveryClient:
         except ssl.SSLError as exc:
             self._identity = previous
             log.error("cannot present our certificate to the controller: %s", exc)
+
+    def _first_context(self, path: Path) -> ssl.SSLContext:
+        """The first context, from the bundle file: a file that is missing or holds no
+        certificate is the operator's to fix, said in a sentence."""
+        try:
+            return self._own_context()
+        except (OSError, ssl.SSLError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise DiscoveryError(
+                f"cannot use the trust bundle {path}: {why}; give the mesh's root CA with "
+                "--trust-bundle FILE (or MYC_TRUST_BUNDLE); its default is HOME/ca/root.pem"
+            ) from exc
 
     def _own_context(self) -> ssl.SSLContext:
         """Trusting the latest bundle (the file's until the controller sends one), and

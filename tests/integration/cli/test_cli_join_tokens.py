@@ -199,3 +199,24 @@ def test_myc_proxy_on_a_taken_port_says_so_in_a_sentence(
     assert f"cannot listen on 127.0.0.1:{taken}" in done.stderr
     assert "Address already in use" in done.stderr
     assert "ss -ltnp" in done.stderr
+
+
+def test_myc_proxy_without_its_trust_bundle_says_which_file_and_how_to_give_it(
+    controller: Controller, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such-root.pem"
+    args = [
+        *MYC,
+        *("proxy", "--id", "reviews-cli-2", "--service-account", "reviews"),
+        *("--discovery", f"127.0.0.1:{controller.discovery_port}"),
+        *("--trust-bundle", str(missing)),
+        *("--outbound", f"127.0.0.1:{free_port()}", "--admin", f"127.0.0.1:{free_port()}"),
+        *("--health", f"127.0.0.1:{free_port()}"),
+    ]
+    done = subprocess.run(
+        args, env=controller.env(), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert f"cannot use the trust bundle {missing}: No such file or directory" in done.stderr
+    assert "--trust-bundle FILE" in done.stderr
