@@ -16,7 +16,7 @@ from mycelium.api.errors import ResourceValidationError, UnknownKind
 from mycelium.api.kinds import from_json_bytes
 
 # What the REST API adds to a stored resource's metadata: not part of the resource.
-_SERVED_ONLY = ("revision", "createRevision")
+SERVED_ONLY = ("revision", "createRevision")
 
 
 def without_unset(document: dict[str, Any]) -> dict[str, Any]:
@@ -34,7 +34,7 @@ def without_unset(document: dict[str, Any]) -> dict[str, Any]:
 
 
 def _as_resource(document: dict[str, Any]) -> object:
-    metadata = {k: v for k, v in (document.get("metadata") or {}).items() if k not in _SERVED_ONLY}
+    metadata = {k: v for k, v in (document.get("metadata") or {}).items() if k not in SERVED_ONLY}
     data = json.dumps({**document, "metadata": metadata}).encode()
     return from_json_bytes(str(document["kind"]), data)
 

@@ -35,6 +35,8 @@ from mycelium.cli.settings import settings_of
 if TYPE_CHECKING:
     from mycelium.runtime.local_mesh import LocalMesh
 
+# How a `KIND/NAME` argument may name a Deployment (as kubectl spells it).
+DEPLOYMENT_WORDS = frozenset({"deploy", "deployment", "deployments"})
 POD_HEADERS = ("NAMESPACE", "POD", "READY", "PHASE", "RESTARTS", "ADDRESS", "REASON")
 
 
@@ -212,7 +214,7 @@ def _pod_named(ctx: typer.Context, target: str, namespace: str) -> dict[str, Any
                 "lists them (POD, or deploy/NAME for one of a Deployment's pods)"
             )
         return found[0]
-    if kind not in ("deploy", "deployment", "deployments"):
+    if kind.lower() not in DEPLOYMENT_WORDS:
         raise CliError(f"{target!r}: name a pod (POD) or a Deployment's pod (deploy/NAME)")
     found = [p for p in pods if p.get("deployment") == name]
     if not found:
@@ -408,19 +410,17 @@ def _update_deployment(
     replicas: int | None = None,
     restarted_at: str | None = None,
 ) -> None:
-    # Imported here: the runtime's modules are not needed for `--help`.
+    # Imported here: the runtime's modules and the resource models are not needed for
+    # `--help`.
+    from mycelium.api.documents import SERVED_ONLY  # noqa: PLC0415
     from mycelium.runtime.reconcile import RESTARTED_AT  # noqa: PLC0415
 
     kind, _, name = reference.rpartition("/")
-    if kind and kind.lower() not in ("deploy", "deployment", "deployments"):
+    if kind and kind.lower() not in DEPLOYMENT_WORDS:
         raise CliError(f"{reference!r} is not a Deployment: write deploy/NAME")
     with settings_of(ctx).client() as client:
         document = dict(client.get_resource("Deployment", namespace, name))
-        metadata = {
-            k: v
-            for k, v in dict(document["metadata"]).items()
-            if k not in ("revision", "createRevision")
-        }
+        metadata = {k: v for k, v in dict(document["metadata"]).items() if k not in SERVED_ONLY}
         spec = dict(document["spec"])
         if replicas is not None:
             spec["replicas"] = replicas
