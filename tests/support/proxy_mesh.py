@@ -175,16 +175,21 @@ async def sidecar(mesh: ProxyMesh, node_id: str, **settings: object) -> AsyncIte
 
 
 def serving_sidecar(
-    mesh: ProxyMesh, node_id: str, address: str, app: str = "ratings", **settings: object
+    mesh: ProxyMesh,
+    node_id: str,
+    address: str,
+    app: str = "ratings",
+    labels: dict[str, str] | None = None,
+    **settings: object,
 ) -> AbstractAsyncContextManager[ProxyServer]:
     """The SVID-holding sidecar of an `app` workload that registers itself: it serves
     the app's ports on `address` and hands requests to the app on 127.0.0.1. More
-    `settings` (ProxySettings fields) go to the proxy."""
+    `labels` join its `app`; more `settings` (ProxySettings fields) go to the proxy."""
     return sidecar(
         mesh,
         node_id,
         workload=node_id,
-        labels={"app": app},
+        labels={"app": app, **(labels or {})},
         address=address,
         inbound_address=address,
         app_address="127.0.0.1",

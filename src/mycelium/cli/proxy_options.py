@@ -124,6 +124,17 @@ TraceSampling = Annotated[
         help="Share of new traces started here (0-1); sampled parents are always continued.",
     ),
 ]
+# As telemetry/workload_labels.py's DEFAULT_CLUSTER (Istio's default cluster name).
+DEFAULT_CLUSTER = "Kubernetes"
+ClusterName = Annotated[
+    str,
+    env_option(
+        "--cluster",
+        envvar="MYC_CLUSTER",
+        metavar="NAME",
+        help="Where this proxy runs, in the metrics' source_cluster and destination_cluster.",
+    ),
+]
 DrainSeconds = Annotated[
     float,
     env_option(

@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from mycelium.discovery.protocol import LATENCY_BUCKETS_MS, NodeInfo, TrafficRow
+from mycelium.telemetry.workload_labels import workload_name
 
 SLOT_SECONDS = 5.0
 KEEP_SECONDS = 600.0
@@ -42,10 +43,10 @@ def describes_reporter(row: TrafficRow, reporter: NodeInfo) -> bool:
     """Whether `row` is about traffic `reporter` took part in: it names the reporter's
     own workload as the caller (outbound, and a gateway forwarding) or as the one
     called (inbound). A proxy cannot vouch for traffic between others."""
-    me = (reporter.workload or reporter.id, reporter.namespace)
+    me = (workload_name(reporter.workload or reporter.id, reporter.labels), reporter.namespace)
     return me in (
-        (row.source_workload, row.source_namespace),
-        (row.destination_workload, row.destination_namespace),
+        (row.source_workload, row.source_workload_namespace),
+        (row.destination_workload, row.destination_workload_namespace),
     )
 
 
@@ -62,10 +63,10 @@ type EdgeKey = tuple[str, str, str, str, str, str, str, bool]
 def _key(row: TrafficRow) -> EdgeKey:
     return (
         row.source_workload,
-        row.source_namespace,
+        row.source_workload_namespace,
         row.destination_service,
         row.destination_workload,
-        row.destination_namespace,
+        row.destination_workload_namespace,
         row.route,
         row.protocol,
         row.mtls,

@@ -180,11 +180,12 @@ MAX_TRAFFIC_ROWS = 1024
 class TrafficRow(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     """What a proxy forwarded between two reports, for one source/destination pair."""
 
+    # Istio's label names. A workload is a pod's Deployment (or a registered Workload).
     source_workload: _Name
-    source_namespace: _Name
+    source_workload_namespace: _Name
     destination_service: _Name  # the service key, "reviews.bookinfo"
     destination_workload: _Name
-    destination_namespace: _Name
+    destination_workload_namespace: _Name
     route: Annotated[str, msgspec.Meta(max_length=ENTRY_NAME_CHARS)]  # "" for the default
     protocol: Literal["http", "grpc", "tcp"]
     mtls: bool

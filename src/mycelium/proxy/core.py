@@ -40,9 +40,10 @@ from mycelium.telemetry import (
     RequestObserver,
 )
 from mycelium.telemetry.access_log import AccessLog
-from mycelium.telemetry.metrics import PEER_HEADER, ProxyMetrics, Workload, encode_peer
+from mycelium.telemetry.metrics import PEER_HEADER, ProxyMetrics
 from mycelium.telemetry.tracing import Tracer
 from mycelium.telemetry.traffic_report import REPORT_SECONDS, TrafficReporter
+from mycelium.telemetry.workload_labels import WorkloadLabels, encode_peer
 
 if TYPE_CHECKING:
     from mycelium.net.relay import TcpRelay
@@ -67,10 +68,11 @@ class ProxyCore:
         # Connections to other proxies, with our SVID; contexts follow renewals. Each
         # tells the peer proxy who we are, for its telemetry.
         node = settings.node
-        introduction = b"%s: %s\r\n" % (
-            PEER_HEADER,
-            encode_peer(node.workload or "", node.namespace, node.labels),
+        # Who we are in telemetry: the workload (a pod's Deployment), app, version...
+        self.workload_labels = WorkloadLabels.of(
+            node.workload or node.id, node.namespace, node.labels, cluster=settings.cluster
         )
+        introduction = b"%s: %s\r\n" % (PEER_HEADER, encode_peer(self.workload_labels))
         self.mtls_pools = PoolSet(self.socket_mark, tls=self.client_tls, introduction=introduction)
         # HTTP/2 connections, plaintext and mTLS alike (its sweep starts with `serve`)
         self.h2_pools = Http2Pools(self.socket_mark)
@@ -109,11 +111,7 @@ class ProxyCore:
         self.traffic: TrafficReporter | None = None
         if settings.record_metrics:
             self.metrics = metrics = ProxyMetrics(
-                Workload(
-                    node.workload or node.id,
-                    node.namespace,
-                    node.labels.get("version", "unknown"),
-                ),
+                self.workload_labels,
                 endpoint=self.clusters.endpoint,
                 own_principal=self._own_principal,
             )

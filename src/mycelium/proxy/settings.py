@@ -17,6 +17,7 @@ from mycelium import ports
 from mycelium.discovery.client import ControllerAddress
 from mycelium.discovery.protocol import NodeInfo
 from mycelium.telemetry.tracing import DEFAULT_SAMPLING
+from mycelium.telemetry.workload_labels import DEFAULT_CLUSTER
 
 # How long a request waits for the config of a service it names for the first time.
 ON_DEMAND_WAIT_SECONDS = 2.0
@@ -73,6 +74,9 @@ class ProxySettings:
     metrics: ListenAddress | None = ListenAddress("127.0.0.1", ports.METRICS)
     # Istio's standard request and TCP metrics; off only to measure what they cost
     record_metrics: bool = True
+    # the mesh's name for where this proxy runs: `source_cluster` and
+    # `destination_cluster` in the metrics (Istio's CLUSTER_ID, default `Kubernetes`)
+    cluster: str = DEFAULT_CLUSTER
     local_upstreams: list[LocalUpstream] = field(default_factory=list)
     subscriptions: list[str] = field(default_factory=list)
     drain_seconds: float = DEFAULT_DRAIN_SECONDS

@@ -35,6 +35,7 @@ from mycelium.runtime.pod_lifecycle import (
     Start,
 )
 from mycelium.runtime.pod_placement import PodPlacement, http_ok, run_probe
+from mycelium.telemetry.workload_labels import WORKLOAD_NAME_LABEL
 
 log = logging.getLogger("mycelium.runtime")
 
@@ -73,7 +74,9 @@ class PodSpec:
         return cls(
             name=f"{deployment.metadata.name}-{ordinal}",
             namespace=deployment.metadata.namespace,
-            labels=dict(template.metadata.labels),
+            # The Deployment, for telemetry's workload labels: a pod's own name changes
+            # with every rollout, the workload it belongs to does not.
+            labels={**template.metadata.labels, WORKLOAD_NAME_LABEL: deployment.metadata.name},
             service_account=template.spec.service_account_name,
             container=container,
             restart_policy=template.spec.restart_policy,

@@ -29,19 +29,18 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Protocol
 
 from mycelium.discovery.protocol import LATENCY_BUCKETS_MS
 from mycelium.telemetry import FinishedConnection, FinishedRequest, OpenedConnection
 from mycelium.telemetry.response_flags import NO_FLAG, response_flags
+from mycelium.telemetry.workload_labels import UNKNOWN, WorkloadLabels, parse_peer
 
 # Envoy's default histogram buckets, which Istio's standard metrics use unchanged (for
 # durations in milliseconds, and for byte sizes too).
 DEFAULT_BUCKETS: tuple[float, ...] = LATENCY_BUCKETS_MS  # Istio's, shared with reports
 # Kubernetes' cluster domain: `destination_service` is `<svc>.<ns>.svc.cluster.local`.
 CLUSTER_DOMAIN = "svc.cluster.local"
-UNKNOWN = "unknown"  # Istio's word for a label the reporter cannot know
 # The text format's content type (Prometheus exposition format 0.0.4): the proxy's
 # expositions and the controller's.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -52,56 +51,17 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PEER_HEADER = b"x-mycelium-peer"
 
 
-@dataclass(frozen=True, slots=True)
-class Workload:
-    """One end of a request as telemetry labels it."""
-
-    name: str = UNKNOWN
-    namespace: str = UNKNOWN
-    version: str = UNKNOWN
-    principal: str = UNKNOWN
-
-    @classmethod
-    def parse_peer(cls, value: bytes, principal: str | None) -> Workload:
-        """A `PEER_HEADER` value (`encode_peer`), trusted only beside an mTLS identity."""
-        fields = dict(
-            part.split("=", 1) for part in value.decode("latin-1").split(";") if "=" in part
-        )
-        return cls(
-            fields.get("workload") or UNKNOWN,
-            fields.get("namespace") or UNKNOWN,
-            fields.get("version") or UNKNOWN,
-            principal or UNKNOWN,
-        )
-
-    @classmethod
-    def from_principal(cls, principal: str | None) -> Workload:
-        """What a SPIFFE ID alone tells: the namespace (`spiffe://td/ns/<ns>/sa/<sa>`)."""
-        if not principal:
-            return cls()
-        parts = principal.split("/")
-        namespace = parts[parts.index("ns") + 1] if "ns" in parts[:-1] else UNKNOWN
-        return cls(namespace=namespace, principal=principal)
-
-
-def encode_peer(workload: str, namespace: str, labels: dict[str, str]) -> bytes:
-    """This proxy's `PEER_HEADER` value."""
-    version = labels.get("version", "")
-    text = f"workload={workload};namespace={namespace};version={version}"
-    return text.encode("latin-1", "replace")
-
-
-def workload_of(registered: str) -> tuple[str, str]:
-    """An endpoint's `<ns>/<name>` as (name, namespace)."""
-    namespace, sep, name = registered.partition("/")
-    return (name, namespace) if sep else (registered or UNKNOWN, UNKNOWN)
-
-
-def service_fqdn(service: str, host: str = "") -> str:
-    """`<svc>.<ns>` as its cluster-local FQDN; a passthrough's host as it was asked."""
+def service_labels(service: str, host: str = "") -> tuple[str, str, str]:
+    """`destination_service`, `destination_service_name` and
+    `destination_service_namespace` of a service key `<svc>.<ns>`; a passthrough is
+    named by the host it asked for, as Istio names it, and has no namespace."""
     if service:
-        return f"{service}.{CLUSTER_DOMAIN}"
-    return host.rsplit(":", 1)[0] if host else UNKNOWN
+        name, _, namespace = service.rpartition(".")
+        return f"{service}.{CLUSTER_DOMAIN}", name or service, namespace or UNKNOWN
+    if host:
+        authority = host.rsplit(":", 1)[0]
+        return authority, authority, UNKNOWN
+    return UNKNOWN, UNKNOWN, UNKNOWN
 
 
 class EndpointView(Protocol):
@@ -113,32 +73,102 @@ class EndpointView(Protocol):
     mtls: bool
 
 
-# Label names in the order the exposition writes them; `LabelSet.labels` holds the first
-# eleven, a series key adds the last four.
-BASE_LABELS = (
+# Istio's labels in the order its proxies write them. Every metric has the first
+# twenty, `request_protocol`, `response_flags` and `connection_security_policy`; the
+# request metrics add `response_code` and `grpc_response_status` (TCP's have neither).
+WORKLOAD_LABELS = (
     "reporter",
     "source_workload",
-    "source_namespace",
+    "source_canonical_service",
+    "source_canonical_revision",
+    "source_workload_namespace",
     "source_principal",
+    "source_app",
     "source_version",
+    "source_cluster",
     "destination_workload",
-    "destination_namespace",
-    "destination_service",
+    "destination_workload_namespace",
     "destination_principal",
+    "destination_app",
     "destination_version",
+    "destination_service",
+    "destination_canonical_service",
+    "destination_canonical_revision",
+    "destination_service_name",
+    "destination_service_namespace",
+    "destination_cluster",
+)
+REQUEST_LABELS = (
+    *WORKLOAD_LABELS,
+    "request_protocol",
+    "response_code",
+    "grpc_response_status",
+    "response_flags",
     "connection_security_policy",
 )
-REQUEST_LABELS = (*BASE_LABELS, "request_protocol", "response_code", "grpc_response_status")
-ALL_LABELS = (*REQUEST_LABELS, "response_flags")
+TCP_LABELS = (
+    *WORKLOAD_LABELS,
+    "request_protocol",
+    "response_flags",
+    "connection_security_policy",
+)
 
 
 class LabelSet:
-    """An interned label set (hashed by identity: cheap as a key part)."""
+    """Both ends of a call and the service called, as labels (interned: equal sets are
+    the same object, hashed by identity, so cheap as a key part)."""
 
-    __slots__ = ("labels",)
+    __slots__ = ("destination", "labels", "reporter", "security", "service", "source")
 
-    def __init__(self, labels: tuple[str, ...]) -> None:
-        self.labels = labels
+    def __init__(
+        self,
+        reporter: str,
+        source: WorkloadLabels,
+        destination: WorkloadLabels,
+        service: tuple[str, str, str],
+        security: str,
+    ) -> None:
+        self.reporter = reporter
+        self.source = source
+        self.destination = destination
+        self.service = service  # destination_service, _name and _namespace
+        self.security = security  # connection_security_policy
+        self.labels = _workload_values(reporter, source, destination, service)
+
+    def key(self) -> tuple[str, ...]:
+        return (*self.labels, self.security)
+
+
+def _workload_values(
+    reporter: str,
+    src: WorkloadLabels,
+    dst: WorkloadLabels,
+    service: tuple[str, str, str],
+) -> tuple[str, ...]:
+    """The values of `WORKLOAD_LABELS`, in its order."""
+    fqdn, service_name, service_namespace = service
+    return (
+        reporter,
+        src.name,
+        src.canonical_service,
+        src.canonical_revision,
+        src.namespace,
+        src.principal,
+        src.app,
+        src.version,
+        src.cluster,
+        dst.name,
+        dst.namespace,
+        dst.principal,
+        dst.app,
+        dst.version,
+        fqdn,
+        dst.canonical_service,
+        dst.canonical_revision,
+        service_name,
+        service_namespace,
+        dst.cluster,
+    )
 
 
 class RequestSeries:
@@ -207,13 +237,14 @@ class _TcpSeries:
 
 
 class ProxyMetrics:
-    """The standard metrics of one proxy. `me` is this proxy's own workload; `endpoint`
+    """The standard metrics of one proxy. `me` is this proxy's own workload (its
+    principal is filled in per connection, from `own_principal`); `endpoint`
     finds an upstream endpoint by cluster name and `address:port`; `own_principal`
     returns our SPIFFE ID once we hold a certificate (None before)."""
 
     def __init__(
         self,
-        me: Workload,
+        me: WorkloadLabels,
         *,
         endpoint: Callable[[str, str], EndpointView | None],
         own_principal: Callable[[], str | None],
@@ -309,7 +340,7 @@ class ProxyMetrics:
 
     def _base_for(self, request: FinishedRequest) -> LabelSet:
         """The request's label set up to `connection_security_policy` (interned: equal
-        sets are the same object), as `BASE_LABELS` names them."""
+        sets are the same object)."""
         side = request.side
         if side.reporter == "destination":
             peer = request.peer_metadata
@@ -365,10 +396,11 @@ class ProxyMetrics:
             tls=connection.mtls_upstream,
         )
 
-    def _intern(self, bkey: tuple[object, ...], labels: tuple[str, ...]) -> LabelSet:
-        base = self._interned.get(labels)
+    def _intern(self, bkey: tuple[object, ...], candidate: LabelSet) -> LabelSet:
+        key = candidate.key()
+        base = self._interned.get(key)
         if base is None:
-            base = self._interned[labels] = LabelSet(labels)
+            base = self._interned[key] = candidate
         self._bases[bkey] = base
         return base
 
@@ -376,25 +408,15 @@ class ProxyMetrics:
         self, bkey: tuple[object, ...], service: str, principal: str | None, peer: bytes | None
     ) -> LabelSet:
         if peer is not None and principal:
-            source = Workload.parse_peer(peer, principal)
+            source = parse_peer(peer, principal)
         else:
-            source = Workload.from_principal(principal)
-        me = self._me
+            source = WorkloadLabels.from_principal(principal)
         own = self._own_principal() if principal else None
-        labels = (
-            "destination",
-            source.name,
-            source.namespace,
-            source.principal,
-            source.version,
-            me.name,
-            me.namespace,
-            service_fqdn(service),
-            own or UNKNOWN,
-            me.version,
-            "mutual_tls" if principal else "none",
+        me = self._me.with_principal(own or UNKNOWN)
+        security = "mutual_tls" if principal else "none"
+        return self._intern(
+            bkey, LabelSet("destination", source, me, service_labels(service), security)
         )
-        return self._intern(bkey, labels)
 
     def _outbound_base(
         self,
@@ -410,29 +432,22 @@ class ProxyMetrics:
         own = self._own_principal()
         if tls is None:
             tls = endpoint is not None and endpoint.mtls and own is not None
+        labels = service_labels(service, host)
         if endpoint is not None:
-            name, namespace = workload_of(endpoint.workload)
-            version = endpoint.labels.get("version", UNKNOWN)
+            namespace, _, registered = endpoint.workload.partition("/")
             principal = endpoint.identity if tls and endpoint.identity else UNKNOWN
+            destination = WorkloadLabels.of(
+                registered,
+                namespace,
+                endpoint.labels,
+                cluster=self._me.cluster,
+                principal=principal,
+            )
         else:
-            name = namespace = version = principal = UNKNOWN
-            if service:
-                namespace = service.rsplit(".", 1)[-1]
-        me = self._me
-        labels = (
-            "source",
-            me.name,
-            me.namespace,
-            own if tls and own else UNKNOWN,
-            me.version,
-            name,
-            namespace,
-            service_fqdn(service, host),
-            principal,
-            version,
-            "mutual_tls" if tls else "none",
-        )
-        return self._intern(bkey, labels)
+            destination = WorkloadLabels(namespace=labels[2])
+        me = self._me.with_principal(own if tls and own else UNKNOWN)
+        security = "mutual_tls" if tls else "none"
+        return self._intern(bkey, LabelSet("source", me, destination, labels, security))
 
     # --- the exposition, when scraped ---------------------------------------------------
 
@@ -485,8 +500,9 @@ def _merge_requests(
             str(status),
             str(grpc_status) if grpc else "",
             str(flags),
+            base.security,
         )
-        text = label_text(ALL_LABELS, values)
+        text = label_text(REQUEST_LABELS, values)
         if text not in merged:
             merged[text] = RequestSeries()
         merged[text].add(one)
@@ -497,7 +513,7 @@ def _merge_tcp(series: dict[tuple[object, ...], _TcpSeries]) -> list[tuple[str, 
     merged: dict[str, _TcpSeries] = {}
     for (base, flags), one in list(series.items()):
         assert isinstance(base, LabelSet)
-        text = label_text(ALL_LABELS, (*base.labels, "tcp", "0", "", str(flags)))
+        text = label_text(TCP_LABELS, (*base.labels, "tcp", str(flags), base.security))
         if text not in merged:
             merged[text] = _TcpSeries()
         merged[text].add(one)

@@ -48,7 +48,7 @@ class TrafficReporter:
         for key, series in list(self._metrics.requests.items()):
             base, route, grpc, status, _grpc_status, _flags = key
             assert isinstance(base, LabelSet)
-            if base.labels[0] != "source":  # reported by the caller only
+            if base.reporter != "source":  # reported by the caller only
                 continue
             count, latency = reported.get(key, (0, None))
             new = series.count - count
@@ -74,16 +74,15 @@ class TrafficReporter:
 
 
 def _traffic_row(base: LabelSet, route: str, grpc: bool, row: _Row) -> TrafficRow:
-    labels = base.labels
     return TrafficRow(
-        source_workload=labels[1],
-        source_namespace=labels[2],
-        destination_service=labels[7].removesuffix(f".{CLUSTER_DOMAIN}"),
-        destination_workload=labels[5],
-        destination_namespace=labels[6],
+        source_workload=base.source.name,
+        source_workload_namespace=base.source.namespace,
+        destination_service=base.service[0].removesuffix(f".{CLUSTER_DOMAIN}"),
+        destination_workload=base.destination.name,
+        destination_workload_namespace=base.destination.namespace,
         route=route,
         protocol="grpc" if grpc else "http",
-        mtls=labels[10] == "mutual_tls",
+        mtls=base.security == "mutual_tls",
         requests=row.requests,
         errors=row.errors,
         latency_buckets=row.latency,

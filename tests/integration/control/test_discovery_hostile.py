@@ -315,10 +315,10 @@ async def test_subscriptions_stop_at_the_limit(mesh: Mesh) -> None:
 def row(source: str, destination: str, service: str, requests: int = 10) -> p.TrafficRow:
     return p.TrafficRow(
         source_workload=source,
-        source_namespace="shop",
+        source_workload_namespace="shop",
         destination_service=service,
         destination_workload=destination,
-        destination_namespace="shop",
+        destination_workload_namespace="shop",
         route="",
         protocol="http",
         mtls=True,

@@ -15,6 +15,7 @@ from tests.support.proxy_mesh import RATINGS, ProxyMesh, free_port_on, serving_s
 
 from mycelium.proxy.listeners.server import ProxyServer
 from mycelium.proxy.settings import ListenAddress, LocalUpstream
+from mycelium.telemetry.workload_labels import WORKLOAD_NAME_LABEL
 
 STRICT = """---
 apiVersion: mycelium.io/v1
@@ -23,23 +24,6 @@ metadata: {name: default}
 spec:
   mtls: {mode: STRICT}
 """
-LABELS = {
-    "reporter",
-    "source_workload",
-    "source_namespace",
-    "source_principal",
-    "source_version",
-    "destination_workload",
-    "destination_namespace",
-    "destination_service",
-    "destination_principal",
-    "destination_version",
-    "request_protocol",
-    "response_code",
-    "grpc_response_status",
-    "response_flags",
-    "connection_security_policy",
-}
 CALLER = "spiffe://cluster.local/ns/default/sa/productpage"
 SERVER = "spiffe://cluster.local/ns/default/sa/ratings"
 LEDGER = """---
@@ -70,7 +54,13 @@ async def test_both_ends_report_requests_with_istio_labels(proxy_mesh: ProxyMesh
     try:
         await proxy_mesh.apply(RATINGS.format(port=app.port) + STRICT)
         async with (
-            serving_sidecar(proxy_mesh, "ratings-v1", "127.0.0.21") as server,
+            # the pod ratings-v1-0 of the Deployment ratings-v1, as the node agent runs it
+            serving_sidecar(
+                proxy_mesh,
+                "ratings-v1-0",
+                "127.0.0.21",
+                labels={"version": "v1", WORKLOAD_NAME_LABEL: "ratings-v1"},
+            ) as server,
             sidecar(
                 proxy_mesh,
                 "productpage-v1",
@@ -88,18 +78,28 @@ async def test_both_ends_report_requests_with_istio_labels(proxy_mesh: ProxyMesh
 
             out = await scrape(caller)
             source = one(out, "istio_requests_total", reporter="source", response_code="200")
-            assert set(source.labels) == LABELS
+            # Istio's label set, exactly
             assert source.labels == {
                 "reporter": "source",
                 "source_workload": "productpage-v1",
-                "source_namespace": "default",
+                "source_canonical_service": "productpage",
+                "source_canonical_revision": "v1",
+                "source_workload_namespace": "default",
                 "source_principal": CALLER,
+                "source_app": "productpage",
                 "source_version": "v1",
-                "destination_workload": "ratings-v1",
-                "destination_namespace": "default",
-                "destination_service": "ratings.default.svc.cluster.local",
+                "source_cluster": "Kubernetes",
+                "destination_workload": "ratings-v1",  # the Deployment, not the pod
+                "destination_workload_namespace": "default",
                 "destination_principal": SERVER,
-                "destination_version": "unknown",
+                "destination_app": "ratings",
+                "destination_version": "v1",
+                "destination_service": "ratings.default.svc.cluster.local",
+                "destination_canonical_service": "ratings",
+                "destination_canonical_revision": "v1",
+                "destination_service_name": "ratings",
+                "destination_service_namespace": "default",
+                "destination_cluster": "Kubernetes",
                 "request_protocol": "http",
                 "response_code": "200",
                 "grpc_response_status": "",
@@ -110,12 +110,8 @@ async def test_both_ends_report_requests_with_istio_labels(proxy_mesh: ProxyMesh
 
             inbound = await scrape(server, "/metrics")
             dest = one(inbound, "istio_requests_total", reporter="destination")
-            assert dest.labels == {
-                **source.labels,
-                "reporter": "destination",
-                # the server's own workload; the caller's, from its introduction
-                "destination_version": "unknown",
-            }
+            # the server's own workload; the caller's, from its introduction
+            assert dest.labels == {**source.labels, "reporter": "destination"}
             assert dest.value >= 5
             histogram = one(
                 inbound,
@@ -222,7 +218,7 @@ async def test_tcp_services_count_connections_and_bytes(proxy_mesh: ProxyMesh) -
             )
             assert got.value == 12
             assert got.labels["source_principal"] == "spiffe://cluster.local/ns/default/sa/teller"
-            assert got.labels["source_namespace"] == "default"
+            assert got.labels["source_workload_namespace"] == "default"
             assert got.labels["destination_workload"] == "ledger-0"
 
             # A connection that stays open is counted as opened while it lasts.

@@ -21,10 +21,10 @@ def buckets(**counts: int) -> list[int]:
 def row(source: str, service: str, requests: int, errors: int = 0, **latency: int) -> TrafficRow:
     return TrafficRow(
         source_workload=source,
-        source_namespace="bookinfo",
+        source_workload_namespace="bookinfo",
         destination_service=service,
         destination_workload=f"{service.split('.', maxsplit=1)[0]}-v1",
-        destination_namespace="bookinfo",
+        destination_workload_namespace="bookinfo",
         route="split",
         protocol="http",
         mtls=True,

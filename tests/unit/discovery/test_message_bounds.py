@@ -69,10 +69,10 @@ def test_the_largest_legitimate_resume_fits_its_limit() -> None:
 def test_the_largest_legitimate_telemetry_report_fits_its_limit() -> None:
     row = p.TrafficRow(
         source_workload="s" * p.NAME_CHARS,
-        source_namespace="n" * p.NAME_CHARS,
+        source_workload_namespace="n" * p.NAME_CHARS,
         destination_service="d" * p.NAME_CHARS,
         destination_workload="w" * p.NAME_CHARS,
-        destination_namespace="m" * p.NAME_CHARS,
+        destination_workload_namespace="m" * p.NAME_CHARS,
         route="r" * p.ENTRY_NAME_CHARS,
         protocol="grpc",
         mtls=True,

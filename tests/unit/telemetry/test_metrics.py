@@ -11,22 +11,30 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support.finished import FakeClient, finished_request
 
 from mycelium.telemetry import FinishedConnection, FinishedRequest, OpenedConnection
-from mycelium.telemetry.metrics import (
-    DEFAULT_BUCKETS,
-    ProxyMetrics,
-    Workload,
-    encode_peer,
-)
+from mycelium.telemetry.metrics import DEFAULT_BUCKETS, ProxyMetrics
+from mycelium.telemetry.workload_labels import WORKLOAD_NAME_LABEL, WorkloadLabels, encode_peer
 
-ME = Workload("productpage-v1", "bookinfo", "v1")
+# productpage's sidecar: the pod productpage-v1-0 of the Deployment productpage-v1
+ME = WorkloadLabels.of(
+    "productpage-v1-0",
+    "bookinfo",
+    {"app": "productpage", "version": "v1", WORKLOAD_NAME_LABEL: "productpage-v1"},
+    cluster="Kubernetes",
+)
 MY_ID = "spiffe://cluster.local/ns/bookinfo/sa/productpage"
 REVIEWS_ID = "spiffe://cluster.local/ns/bookinfo/sa/reviews"
 
 
 @dataclass
 class Endpoint:
-    workload: str = "bookinfo/reviews-v2"
-    labels: dict[str, str] = field(default_factory=lambda: {"version": "v2"})
+    workload: str = "bookinfo/reviews-v2-0"  # the registered pod
+    labels: dict[str, str] = field(
+        default_factory=lambda: {
+            "app": "reviews",
+            "version": "v2",
+            WORKLOAD_NAME_LABEL: "reviews-v2",
+        }
+    )
     identity: str = REVIEWS_ID
     mtls: bool = True
 
@@ -70,17 +78,28 @@ def test_the_source_reports_the_endpoint_it_chose() -> None:
         m.request_finished(request("outbound"))  # type: ignore[arg-type]
     (total,) = samples(m.render())["istio_requests_total"]
     assert total.value == 3
+    # Istio's label set, exactly; workloads are Deployments, never the pods
     assert total.labels == {
         "reporter": "source",
         "source_workload": "productpage-v1",
-        "source_namespace": "bookinfo",
+        "source_canonical_service": "productpage",
+        "source_canonical_revision": "v1",
+        "source_workload_namespace": "bookinfo",
         "source_principal": MY_ID,
+        "source_app": "productpage",
         "source_version": "v1",
+        "source_cluster": "Kubernetes",
         "destination_workload": "reviews-v2",
-        "destination_namespace": "bookinfo",
-        "destination_service": "reviews.bookinfo.svc.cluster.local",
+        "destination_workload_namespace": "bookinfo",
         "destination_principal": REVIEWS_ID,
+        "destination_app": "reviews",
         "destination_version": "v2",
+        "destination_service": "reviews.bookinfo.svc.cluster.local",
+        "destination_canonical_service": "reviews",
+        "destination_canonical_revision": "v2",
+        "destination_service_name": "reviews",
+        "destination_service_namespace": "bookinfo",
+        "destination_cluster": "Kubernetes",
         "request_protocol": "http",
         "response_code": "200",
         "grpc_response_status": "",
@@ -91,15 +110,29 @@ def test_the_source_reports_the_endpoint_it_chose() -> None:
 
 def test_the_destination_reports_the_caller_it_was_introduced_to() -> None:
     m = metrics()
-    peer = encode_peer("productpage-v1", "bookinfo", {"version": "v1"})
-    client = FakeClient(peer_principal=MY_ID, peer_metadata=peer)
+    caller = WorkloadLabels.of(
+        "reviews-v2-3",
+        "bookinfo",
+        {"app": "reviews", "version": "v2", WORKLOAD_NAME_LABEL: "reviews-v2"},
+        cluster="east",
+    )
+    client = FakeClient(peer_principal=REVIEWS_ID, peer_metadata=encode_peer(caller))
     exchange = request("inbound", client, status=503, reason="upstream_connect_failed")
     m.request_finished(exchange)  # type: ignore[arg-type]
     (total,) = samples(m.render())["istio_requests_total"]
     labels = total.labels
     assert labels["reporter"] == "destination"
-    assert (labels["source_workload"], labels["source_version"]) == ("productpage-v1", "v1")
-    assert labels["source_principal"] == MY_ID
+    source = {k: v for k, v in labels.items() if k.startswith("source_")}
+    assert source == {
+        "source_workload": "reviews-v2",
+        "source_canonical_service": "reviews",
+        "source_canonical_revision": "v2",
+        "source_workload_namespace": "bookinfo",
+        "source_principal": REVIEWS_ID,
+        "source_app": "reviews",
+        "source_version": "v2",
+        "source_cluster": "east",
+    }
     assert labels["destination_workload"] == "productpage-v1"  # ME serves here
     assert labels["destination_principal"] == MY_ID
     assert labels["response_flags"] == "UF"
@@ -111,8 +144,32 @@ def test_without_an_introduction_the_namespace_comes_from_the_spiffe_id() -> Non
     client = FakeClient(peer_principal="spiffe://cluster.local/ns/shop/sa/cart")
     m.request_finished(request("inbound", client))  # type: ignore[arg-type]
     (total,) = samples(m.render())["istio_requests_total"]
-    assert total.labels["source_namespace"] == "shop"
+    assert total.labels["source_workload_namespace"] == "shop"
     assert total.labels["source_workload"] == "unknown"
+
+
+def test_an_introduction_cannot_claim_another_namespace_than_its_certificate() -> None:
+    m = metrics()
+    liar = encode_peer(WorkloadLabels.of("admin", "kube-system", {}, cluster="Kubernetes"))
+    client = FakeClient(peer_principal="spiffe://cluster.local/ns/shop/sa/cart", peer_metadata=liar)
+    m.request_finished(request("inbound", client))  # type: ignore[arg-type]
+    (total,) = samples(m.render())["istio_requests_total"]
+    assert total.labels["source_workload_namespace"] == "shop"
+
+
+def test_a_passthrough_request_is_named_by_its_host() -> None:
+    m = metrics(None)
+    m.request_finished(
+        request("outbound", service="", host="example.test:8080", cluster_name="passthrough")  # type: ignore[arg-type]
+    )
+    (total,) = samples(m.render())["istio_requests_total"]
+    labels = total.labels
+    assert (labels["destination_service"], labels["destination_service_name"]) == (
+        "example.test",
+        "example.test",
+    )
+    assert labels["destination_service_namespace"] == "unknown"
+    assert labels["destination_workload"] == "unknown"
 
 
 def test_plaintext_callers_are_none_and_unknown() -> None:
@@ -193,13 +250,17 @@ def test_tcp_connections_count_bytes_both_ways() -> None:
     assert sent.value == 50
     assert sent.labels["request_protocol"] == "tcp"
     assert sent.labels["destination_service"] == "db.bookinfo.svc.cluster.local"
+    assert sent.labels["destination_workload"] == "reviews-v2"
+    # as Istio's TCP metrics: no response code or gRPC status
+    assert "response_code" not in sent.labels
+    assert "grpc_response_status" not in sent.labels
 
 
 def test_a_config_change_relabels_without_losing_counts() -> None:
     endpoint = Endpoint()
     m = metrics(endpoint)
     m.request_finished(request("outbound"))  # type: ignore[arg-type]
-    endpoint.labels = {"version": "v3"}
+    endpoint.labels = {**endpoint.labels, "version": "v3"}
     m.config_changed()
     m.request_finished(request("outbound"))  # type: ignore[arg-type]
     versions = {
@@ -210,7 +271,7 @@ def test_a_config_change_relabels_without_losing_counts() -> None:
 
 
 def test_label_values_are_escaped() -> None:
-    m = metrics(Endpoint(workload='ns/we"ird\\name'))
+    m = metrics(Endpoint(workload='ns/we"ird\\name', labels={}))
     m.request_finished(request("outbound"))  # type: ignore[arg-type]
     (total,) = samples(m.render())["istio_requests_total"]
     assert total.labels["destination_workload"] == 'we"ird\\name'

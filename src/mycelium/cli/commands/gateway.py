@@ -96,6 +96,7 @@ def gateway_command(
     access_log: o.AccessLog = None,
     trace_collector: o.TraceCollector = None,
     trace_sampling: o.TraceSampling = o.DEFAULT_TRACE_SAMPLING,
+    cluster: o.ClusterName = o.DEFAULT_CLUSTER,
     access_log_sampling: o.AccessLogSampling = 1.0,
     drain_seconds: o.DrainSeconds = o.DEFAULT_DRAIN_SECONDS,
     join_token: o.JoinToken = None,
@@ -148,6 +149,7 @@ def gateway_command(
             access_log=access_log,
             trace_collector=trace_collector,
             trace_sampling=trace_sampling,
+            cluster=cluster,
             access_log_sampling=access_log_sampling,
         )
     except ValueError as exc:

@@ -145,6 +145,7 @@ def proxy_command(
     access_log: o.AccessLog = None,
     trace_collector: o.TraceCollector = None,
     trace_sampling: o.TraceSampling = o.DEFAULT_TRACE_SAMPLING,
+    cluster: o.ClusterName = o.DEFAULT_CLUSTER,
     access_log_sampling: o.AccessLogSampling = 1.0,
     drain_seconds: o.DrainSeconds = o.DEFAULT_DRAIN_SECONDS,
     wait_for_join: Annotated[
@@ -228,6 +229,7 @@ def proxy_command(
             access_log=access_log,
             trace_collector=trace_collector,
             trace_sampling=trace_sampling,
+            cluster=cluster,
             access_log_sampling=access_log_sampling,
             wait_for_join=wait_for_join,
         )
