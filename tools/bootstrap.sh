@@ -14,10 +14,11 @@ STAMP=$VENV/.bootstrapped
 DEMO_PACKAGES=(gcc libc6-dev iproute2 nftables)
 # What `make test` adds (`bootstrap.sh test`): etcd for the store's tests (each starts its
 # own member), chromium for the dashboard's browser tests, curl, h2load (nghttp2-client),
-# openssl and procps as real clients and tools, and the benches' peers (haproxy,
-# nginx-light, wrk), which CI runs in their smoke mode.
+# openssl and procps as real clients and tools, prometheus to run Istio's dashboard
+# queries against a mesh, and the benches' peers (haproxy, nginx-light, wrk), which CI
+# runs in their smoke mode.
 TEST_PACKAGES=(etcd-server etcd-client curl procps openssl chromium nghttp2-client
-  haproxy nginx-light wrk)
+  prometheus haproxy nginx-light wrk)
 
 find_python() {
   # Prefer 3.12 (the target), then any newer 3.x; plain executables before pyenv's.

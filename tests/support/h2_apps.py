@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +56,7 @@ from tests.support.proxy_mesh import BASE, ProxyMesh, free_port_on
 from mycelium.control.controller import Controller
 
 GRPC_METHOD = "/echo.Echo/Say"
+GRPC_CHAT = "/echo.Echo/Chat"  # bidirectional streaming: two replies per message
 # The proxy mesh's reviews, whose apps here speak h2c: its port says so by its name.
 H2_BASE = BASE.replace("name: http, port: 9080", "name: http2, port: 9080")
 
@@ -266,14 +267,19 @@ class H2EchoApp:
 
 
 class GrpcEchoServer:
-    """A grpcio server with one generic unary method; runs in grpcio's own threads."""
+    """A grpcio server with a generic unary method (Say) and a bidirectional streaming
+    one (Chat); runs in grpcio's own threads."""
 
     def __init__(self, host: str, port: int) -> None:
         self.address = f"{host}:{port}"
         self.calls: list[dict[str, str]] = []
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         handler = grpc.method_handlers_generic_handler(
-            "echo.Echo", {"Say": grpc.unary_unary_rpc_method_handler(self._say)}
+            "echo.Echo",
+            {
+                "Say": grpc.unary_unary_rpc_method_handler(self._say),
+                "Chat": grpc.stream_stream_rpc_method_handler(self._chat),
+            },
         )
         self._server.add_generic_rpc_handlers((handler,))
         self._server.add_insecure_port(self.address)
@@ -284,6 +290,11 @@ class GrpcEchoServer:
 
     def stop(self) -> None:
         self._server.stop(grace=None).wait()
+
+    def _chat(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+        for request in requests:
+            yield b"heard " + request
+            yield b"again " + request
 
     def _say(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         metadata = dict(context.invocation_metadata())

@@ -25,6 +25,7 @@ from urllib.parse import quote
 import aiohttp
 
 from mycelium.cli.errors import (
+    CliError,
     ControllerError,
     ControllerTimeout,
     ControllerUnreachable,
@@ -268,6 +269,31 @@ class ControllerClient:
             return dict(b)
 
         return _parse("GET /api/v1/stat", body, parse)
+
+    def scrape_targets(self) -> list[dict[str, Any]]:
+        """Every proxy's metrics endpoint, as Prometheus' service discovery finds it."""
+        body = self._call("GET", "/prometheus/targets", auth=False)
+
+        def parse(b: Any) -> list[dict[str, Any]]:
+            for group in b:
+                [str(t) for t in group["targets"]], dict(group["labels"])
+            return list(b)
+
+        return _parse("GET /prometheus/targets", body, parse)
+
+    def scrape(self, url: str) -> str:
+        """A metrics exposition's text (a proxy's, found by `scrape_targets`)."""
+        return self._run(self._scrape(url))
+
+    async def _scrape(self, url: str) -> str:
+        session = self._ensure_session()
+        try:
+            async with session.get(url, headers={"Accept": "text/plain"}) as response:
+                if response.status != 200:
+                    raise CliError(f"{url} answered {response.status} {response.reason}")
+                return await response.text()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise CliError(f"{url} did not answer: {exc or type(exc).__name__}") from exc
 
     def status(self) -> MeshStatus:
         body = self._call("GET", "/api/v1/status")

@@ -124,6 +124,16 @@ TraceSampling = Annotated[
         help="Share of new traces started here (0-1); sampled parents are always continued.",
     ),
 ]
+MetricsAdvertise = Annotated[
+    str | None,
+    env_option(
+        "--metrics-advertise",
+        envvar="MYC_METRICS_ADVERTISE",
+        metavar="HOST:PORT",
+        help="Where Prometheus reaches the metrics port, for the controller's service "
+        "discovery. Default: the metrics address, unless it is a wildcard.",
+    ),
+]
 # As telemetry/workload_labels.py's DEFAULT_CLUSTER (Istio's default cluster name).
 DEFAULT_CLUSTER = "Kubernetes"
 ClusterName = Annotated[

@@ -5,7 +5,9 @@ Every `/api/` route needs `Authorization: Bearer <admin token>`. `/identity/v1/s
 takes a join token instead (one CSR per token); it moves onto the TLS discovery stream
 once proxies fetch their SVIDs themselves. `/metrics` (the controller's own, for
 Prometheus) needs no token and is not rate limited: scrapers carry no credentials, and
-it tells nothing about the config beyond counts. Errors are JSON objects
+it tells nothing about the config beyond counts. Nor does `/prometheus/targets`
+(Prometheus' HTTP service discovery of every proxy's metrics endpoint), which tells
+where metrics are served and which pod serves them, nothing of the config. Errors are JSON objects
 `{"error": <code>, "message": <sentence>, "details": [...]}` so the CLI can print the
 sentence and scripts can branch on the code.
 """
@@ -39,6 +41,7 @@ from mycelium.control.dashboard import DashboardSource, dashboard_routes
 from mycelium.control.dashboard.logins import CODE_SECONDS, COOKIE, DashboardLogins
 from mycelium.control.join_tokens import JoinTokens
 from mycelium.control.metrics import CONTENT_TYPE, ControllerMetrics
+from mycelium.control.prometheus_sd import scrape_targets
 from mycelium.control.refusals import RefusalLog
 from mycelium.control.root_rotation import RootStillInUse
 from mycelium.control.svids import SvidService
@@ -190,6 +193,7 @@ def build_app(controller: ControllerView, *outermost: Middleware) -> web.Applica
             web.get("/healthz", api.healthz),
             web.get("/version", api.version),
             web.get("/metrics", api.metrics),
+            web.get("/prometheus/targets", api.prometheus_targets),
             web.post("/api/v1/apply", api.apply),
             web.get("/api/v1/resources", api.list),
             web.get("/api/v1/resources/{kind}/{namespace}/{name}", api.get),
@@ -320,6 +324,12 @@ class RestApi:
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self._c.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+    async def prometheus_targets(self, request: web.Request) -> web.Response:
+        """Prometheus HTTP service discovery (control/prometheus_sd.py): like /metrics,
+        no token, since scrapers carry none; it lists where metrics are served."""
+        nodes = [session.node for session in self._c.discovery.sessions.values()]
+        return web.json_response(scrape_targets(nodes, request.host))
 
     async def apply(self, request: web.Request) -> web.Response:
         try:

@@ -98,6 +98,8 @@ class NodeInfo(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     ] = {}
     address: Annotated[str, msgspec.Meta(max_length=64)] | None = None  # an IP address
     ports: Annotated[list[_Port], msgspec.Meta(max_length=MAX_PORTS)] = []
+    # host:port where a Prometheus on the host scrapes its metrics (None: not said)
+    metrics: Annotated[str, msgspec.Meta(max_length=80)] | None = None
 
 
 class _Message(

@@ -17,6 +17,7 @@ from collections import defaultdict
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
+from mycelium import __version__
 from mycelium.discovery import config as cfg
 from mycelium.discovery.client import DiscoveryClient, Snapshot
 from mycelium.discovery.protocol import MAX_TRAFFIC_ROWS, TelemetryReport
@@ -70,7 +71,11 @@ class ProxyCore:
         node = settings.node
         # Who we are in telemetry: the workload (a pod's Deployment), app, version...
         self.workload_labels = WorkloadLabels.of(
-            node.workload or node.id, node.namespace, node.labels, cluster=settings.cluster
+            node.workload or node.id,
+            node.namespace,
+            node.labels,
+            cluster=settings.cluster,
+            local=True,
         )
         introduction = b"%s: %s\r\n" % (PEER_HEADER, encode_peer(self.workload_labels))
         self.mtls_pools = PoolSet(self.socket_mark, tls=self.client_tls, introduction=introduction)
@@ -114,6 +119,7 @@ class ProxyCore:
                 self.workload_labels,
                 endpoint=self.clusters.endpoint,
                 own_principal=self._own_principal,
+                build_tag=__version__,
             )
             self.request_observers.append(metrics)
             self.connection_observers.append(metrics)

@@ -43,6 +43,13 @@ class ListenAddress:
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def reachable(self) -> str | None:
+        """`host:port` another machine's client can dial, None for a wildcard bind."""
+        if self.host in ("0.0.0.0", "::", ""):
+            return None
+        return f"[{self.host}]:{self.port}" if ":" in self.host else str(self)
+
 
 @dataclass(frozen=True, slots=True)
 class LocalUpstream:

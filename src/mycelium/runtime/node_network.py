@@ -171,11 +171,21 @@ class LoopbackNode:
         return self._host
 
 
+METRICS_PORT = ports.METRICS  # (plan's `ports` argument hides the module there)
+
+
+def _metrics_key(pod: str) -> str:
+    """The host address pool's key for a netns pod's metrics forward."""
+    return f"{pod}/metrics"
+
+
 @dataclass(slots=True)
 class _NetnsPod:
     plan: PodNetworkPlan
+    metrics_host: str  # the host loopback address forwarded to its proxy's metrics
     inside: InNamespace | None = None  # once its namespace exists
-    forward: PortForward | None = None
+    forward: PortForward | None = None  # the controller's port, inside the pod
+    metrics: PortForward | None = None  # its metrics port, on the host
 
 
 @dataclass(slots=True)
@@ -238,12 +248,15 @@ class NetnsNode:
             return placement
         plan = plan_pod(self.run, pod, self._next_index, self.pool)
         self._next_index += 1
-        self.pods[pod] = _NetnsPod(plan)
+        # A Prometheus on the host has no route into the pod: it scrapes this address.
+        metrics_host = self._free_host_address(_metrics_key(pod), ())
+        self.pods[pod] = _NetnsPod(plan, metrics_host)
         return NetnsPlacement(
             address=str(plan.address),
             netns=plan.netns,
             ip_command=netns_pods.IP,
             runner=functools.partial(self._inside, pod),
+            metrics_address=f"{metrics_host}:{METRICS_PORT}",
         )
 
     def _free_host_address(self, pod: str, app_ports: Sequence[int]) -> str:
@@ -288,6 +301,16 @@ class NetnsNode:
             connect_in=self._host,
         )
         await pod.forward.start()
+        # The host's scrapes of the pod's proxy: a sidecar's metrics listen on every
+        # address of the pod and loopback escapes its capture rules; a pod without a
+        # sidecar (a gateway) has no rules, and its proxy listens on the pod's address.
+        pod.metrics = PortForward(
+            (pod.metrics_host, ports.METRICS),
+            ("127.0.0.1" if sidecar else placement.address, ports.METRICS),
+            listen_in=self._host,
+            connect_in=pod.inside,
+        )
+        await pod.metrics.start()
 
     async def _forward_to_host(self, pod: _HostPod) -> None:
         """Pods reach a hostNetwork pod's ports at the bridge address: a listener there
@@ -314,8 +337,10 @@ class NetnsNode:
         pod = self.pods.pop(pod_name, None)
         if pod is None:
             return
-        if pod.forward is not None:
-            await pod.forward.stop()
+        for each in (pod.forward, pod.metrics):
+            if each is not None:
+                await each.stop()
+        self.host_pool.release(_metrics_key(pod_name))
         if pod.inside is not None:
             await asyncio.to_thread(pod.inside.close)
         await asyncio.to_thread(netns_pods.remove_pod, pod.plan.netns)

@@ -101,6 +101,12 @@ class PodPlacement(Protocol):
         through a port forward), else None."""
         ...
 
+    @property
+    def metrics_address(self) -> str | None:
+        """HOST:PORT where the host reaches its proxy's metrics, when not at `address`
+        (a netns pod, through the agent's forward), else None."""
+        ...
+
     def wrap(self, argv: list[str]) -> list[str]:
         """The command line that runs `argv` as one of the pod's processes."""
         ...
@@ -169,6 +175,7 @@ class LoopbackPlacement:
     app_address: str
     runner: BlockingRunner
     advertise_address: str | None = None  # a hostNetwork pod of a netns node
+    metrics_address: str | None = None  # its metrics are on `address`, reached directly
 
     def wrap(self, argv: list[str]) -> list[str]:
         return argv
@@ -220,11 +227,14 @@ class NetnsPlacement:
     runner: BlockingRunner  # runs inside the pod's namespace
     app_address: str = "127.0.0.1"
     advertise_address: str | None = None
+    # the host has no route into the pod: the agent forwards this host address to it
+    metrics_address: str | None = None
 
     def wrap(self, argv: list[str]) -> list[str]:
         return [self.ip_command, "netns", "exec", self.netns, *argv]
 
     def sidecar_argv(self, pod: PodIdentity, mesh: MeshEndpoints) -> list[str]:
+        advertise = ["--metrics-advertise", self.metrics_address] if self.metrics_address else []
         return [
             *_sidecar_argv_common(pod, mesh),
             "--mode",
@@ -241,9 +251,10 @@ class NetnsPlacement:
             f"127.0.0.1:{ports.ADMIN}",
             "--health",
             f"0.0.0.0:{ports.HEALTH}",
-            # scraped from outside the pod, at the pod's address (as Istio's 15020)
+            # Istio's 15020; the host scrapes it through the agent's forward
             "--metrics",
             f"0.0.0.0:{ports.METRICS}",
+            *advertise,
         ]
 
     def mesh_environment(self) -> dict[str, str]:

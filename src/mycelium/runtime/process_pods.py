@@ -140,6 +140,9 @@ def app_environment(
         if placement.advertise_address is not None:
             # Bound on one address, reached by pods at another (a hostNetwork pod).
             env["MYC_ADVERTISE_ADDRESS"] = placement.advertise_address
+        if placement.metrics_address is not None:
+            # Scraped from the host through the node agent's forward (a netns pod).
+            env["MYC_METRICS_ADVERTISE"] = placement.metrics_address
     env.update({var.name: var.value for var in spec.container.env})
     return env
 

@@ -79,6 +79,8 @@ class FinishedRequest(msgspec.Struct, frozen=True, gc=False):
     peer_metadata: bytes | None  # the calling proxy's introduction (mTLS only)
     headers: list[tuple[bytes, bytes]]  # the request's fields as last forwarded
     span: Span | Literal[False] | None = None  # tracing: None undecided, False unsampled
+    # gRPC messages (request, response): the client's sent on, the upstream's returned
+    grpc_messages: tuple[int, int] = (0, 0)
 
 
 class RequestObserver(Protocol):

@@ -51,17 +51,26 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PEER_HEADER = b"x-mycelium-peer"
 
 
+PASSTHROUGH = "PassthroughCluster"  # Istio's destination_service_name for passthrough
+
+
 def service_labels(service: str, host: str = "") -> tuple[str, str, str]:
-    """`destination_service`, `destination_service_name` and
-    `destination_service_namespace` of a service key `<svc>.<ns>`; a passthrough is
-    named by the host it asked for, as Istio names it, and has no namespace."""
+    """A caller's `destination_service`, `destination_service_name` and
+    `destination_service_namespace` for a service key `<svc>.<ns>`; a passthrough is
+    named by the Host it asked for, verbatim, as Istio's client side names it."""
     if service:
         name, _, namespace = service.rpartition(".")
         return f"{service}.{CLUSTER_DOMAIN}", name or service, namespace or UNKNOWN
-    if host:
-        authority = host.rsplit(":", 1)[0]
-        return authority, authority, UNKNOWN
-    return UNKNOWN, UNKNOWN, UNKNOWN
+    return (host or UNKNOWN), PASSTHROUGH, UNKNOWN
+
+
+def served_service_labels(service: str, me: WorkloadLabels) -> tuple[str, str, str]:
+    """The served side's: the service it serves, else its own canonical service; the
+    namespace is always its own (Istio's server side)."""
+    if service:
+        name = service.rpartition(".")[0] or service
+        return f"{service}.{CLUSTER_DOMAIN}", name, me.namespace
+    return me.canonical_service, me.canonical_service, me.namespace
 
 
 class EndpointView(Protocol):
@@ -118,7 +127,7 @@ class LabelSet:
     """Both ends of a call and the service called, as labels (interned: equal sets are
     the same object, hashed by identity, so cheap as a key part)."""
 
-    __slots__ = ("destination", "labels", "reporter", "security", "service", "source")
+    __slots__ = ("destination", "labels", "mtls", "reporter", "security", "service", "source")
 
     def __init__(
         self,
@@ -126,17 +135,23 @@ class LabelSet:
         source: WorkloadLabels,
         destination: WorkloadLabels,
         service: tuple[str, str, str],
-        security: str,
+        mtls: bool,
     ) -> None:
         self.reporter = reporter
         self.source = source
         self.destination = destination
         self.service = service  # destination_service, _name and _namespace
-        self.security = security  # connection_security_policy
+        self.mtls = mtls  # the hop was mutual TLS (the controller's reports count it)
+        # connection_security_policy as Istio writes it: the served side says whether
+        # the caller proved itself; the caller's side always says "unknown"
+        if reporter == "source":
+            self.security = UNKNOWN
+        else:
+            self.security = "mutual_tls" if mtls else "none"
         self.labels = _workload_values(reporter, source, destination, service)
 
-    def key(self) -> tuple[str, ...]:
-        return (*self.labels, self.security)
+    def key(self) -> tuple[object, ...]:
+        return (*self.labels, self.mtls)
 
 
 def _workload_values(
@@ -186,8 +201,10 @@ class RequestSeries:
         "last_sent_bucket",
         "request_bytes",
         "request_bytes_sum",
+        "request_messages",
         "response_bytes",
         "response_bytes_sum",
+        "response_messages",
     )
 
     def __init__(self) -> None:
@@ -199,6 +216,8 @@ class RequestSeries:
         self.request_bytes_sum = 0
         self.response_bytes = [0] * size
         self.response_bytes_sum = 0
+        self.request_messages = 0  # gRPC messages, both ways (gRPC series only)
+        self.response_messages = 0
         # A route's responses often have one size: its bucket, found once.
         self.last_sent = 0
         self.last_sent_bucket = 0
@@ -209,6 +228,8 @@ class RequestSeries:
         self.duration_sum += other.duration_sum
         self.request_bytes_sum += other.request_bytes_sum
         self.response_bytes_sum += other.response_bytes_sum
+        self.request_messages += other.request_messages
+        self.response_messages += other.response_messages
         for mine, theirs in (
             (self.duration, other.duration),
             (self.request_bytes, other.request_bytes),
@@ -248,12 +269,14 @@ class ProxyMetrics:
         *,
         endpoint: Callable[[str, str], EndpointView | None],
         own_principal: Callable[[], str | None],
+        build_tag: str = "unknown",
     ) -> None:
         self._me = me
+        self.build_tag = build_tag  # istio_build's tag: Mycelium's version
         self._endpoint = endpoint
         self._own_principal = own_principal
         self._principal_seen: str | None = None
-        self._interned: dict[tuple[str, ...], LabelSet] = {}
+        self._interned: dict[tuple[object, ...], LabelSet] = {}
         self._bases: dict[tuple[object, ...], LabelSet] = {}
         self.requests: dict[tuple[object, ...], RequestSeries] = {}
         # the record's own fields (its side, service, peer or upstream, route, status,
@@ -320,6 +343,10 @@ class ProxyMetrics:
             series.last_sent_bucket = bisect_left(DEFAULT_BUCKETS, sent)
         series.response_bytes[series.last_sent_bucket] += 1
         series.response_bytes_sum += sent
+        if request.grpc:
+            messages_in, messages_out = request.grpc_messages
+            series.request_messages += messages_in
+            series.response_messages += messages_out
 
     def _series_for(
         self, request: FinishedRequest, fast: tuple[object, ...], flags: str
@@ -413,10 +440,8 @@ class ProxyMetrics:
             source = WorkloadLabels.from_principal(principal)
         own = self._own_principal() if principal else None
         me = self._me.with_principal(own or UNKNOWN)
-        security = "mutual_tls" if principal else "none"
-        return self._intern(
-            bkey, LabelSet("destination", source, me, service_labels(service), security)
-        )
+        served = served_service_labels(service, me)
+        return self._intern(bkey, LabelSet("destination", source, me, served, bool(principal)))
 
     def _outbound_base(
         self,
@@ -446,8 +471,7 @@ class ProxyMetrics:
         else:
             destination = WorkloadLabels(namespace=labels[2])
         me = self._me.with_principal(own if tls and own else UNKNOWN)
-        security = "mutual_tls" if tls else "none"
-        return self._intern(bkey, LabelSet("source", me, destination, labels, security))
+        return self._intern(bkey, LabelSet("source", me, destination, labels, tls))
 
     # --- the exposition, when scraped ---------------------------------------------------
 
@@ -473,6 +497,15 @@ class ProxyMetrics:
                     total=getattr(series, f"{attr}_sum"),
                     count=series.count,
                 )
+        # gRPC's message counters carry the workload labels only, as Istio's do
+        messages = _merge_messages(self.requests)
+        for name, attr, text in (
+            ("istio_request_messages_total", "request_messages", "gRPC messages from clients."),
+            ("istio_response_messages_total", "response_messages", "gRPC messages to clients."),
+        ):
+            header(out, name, "counter", text)
+            for labels, counts in messages:
+                out.append(f"{name}{{{labels}}} {getattr(counts, attr)}")
         tcp = _merge_tcp(self.tcp)
         for name, attr, text in (
             ("istio_tcp_connections_opened_total", "opened", "TCP connections opened."),
@@ -483,7 +516,25 @@ class ProxyMetrics:
             header(out, name, "counter", text)
             for labels, tcp_series in tcp:
                 out.append(f"{name}{{{labels}}} {getattr(tcp_series, attr)}")
+        header(out, "istio_build", "gauge", "The proxy's build (Istio's component and tag).")
+        out.append(f'istio_build{{component="proxy",tag="{escape(self.build_tag)}"}} 1')
         return "\n".join(out) + "\n"
+
+
+def _merge_messages(
+    series: dict[tuple[object, ...], RequestSeries],
+) -> list[tuple[str, RequestSeries]]:
+    """The gRPC series, merged by their workload labels alone."""
+    merged: dict[str, RequestSeries] = {}
+    for (base, _route, grpc, _status, _grpc_status, _flags), one in list(series.items()):
+        if not grpc:
+            continue
+        assert isinstance(base, LabelSet)
+        text = label_text(WORKLOAD_LABELS, base.labels)
+        if text not in merged:
+            merged[text] = RequestSeries()
+        merged[text].add(one)
+    return sorted(merged.items())
 
 
 def _merge_requests(

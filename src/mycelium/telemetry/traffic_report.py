@@ -82,7 +82,7 @@ def _traffic_row(base: LabelSet, route: str, grpc: bool, row: _Row) -> TrafficRo
         destination_workload_namespace=base.destination.namespace,
         route=route,
         protocol="grpc" if grpc else "http",
-        mtls=base.security == "mutual_tls",
+        mtls=base.mtls,
         requests=row.requests,
         errors=row.errors,
         latency_buckets=row.latency,

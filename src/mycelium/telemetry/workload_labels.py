@@ -8,8 +8,10 @@ and alerting rules written for Istio group Mycelium's series the same way:
 - the workload is the Deployment that runs a pod (the node agent writes it into the
   pod's labels as `WORKLOAD_NAME_LABEL`), or a registered Workload's own name: never
   a pod, whose name changes with every rollout and would start new series each time;
-- `app` and `version` are the labels of those names (Kubernetes' recommended
-  `app.kubernetes.io/*` labels stand in);
+- `app` and `version` are the labels of those names; for the other end Kubernetes'
+  recommended `app.kubernetes.io/name` and `/version` come first, and a proxy's own
+  end reads `app` and `version` only, empty when absent (Istio's quirks, kept so that
+  series match theirs);
 - the canonical service and revision follow Istio's precedence: its
   `service.istio.io/canonical-*` labels, then `app.kubernetes.io/*`, then `app` and
   `version`, then the workload's name and `latest`;
@@ -38,9 +40,9 @@ _CANONICAL_REVISION_LABELS = (
     "app.kubernetes.io/version",
     "version",
 )
-_APP_LABELS = ("app", "app.kubernetes.io/name")
-_VERSION_LABELS = ("version", "app.kubernetes.io/version")
-_DEFAULT_REVISION = "latest"
+_PEER_APP_LABELS = ("app.kubernetes.io/name", "app")
+_PEER_VERSION_LABELS = ("app.kubernetes.io/version", "version")
+DEFAULT_REVISION = "latest"  # also a peer's when nothing is known of it, as Istio writes
 
 
 def _first(labels: Mapping[str, str], keys: tuple[str, ...]) -> str | None:
@@ -67,7 +69,7 @@ class WorkloadLabels:
     app: str = UNKNOWN
     version: str = UNKNOWN
     canonical_service: str = UNKNOWN
-    canonical_revision: str = UNKNOWN
+    canonical_revision: str = DEFAULT_REVISION
     cluster: str = UNKNOWN
 
     @classmethod
@@ -79,17 +81,24 @@ class WorkloadLabels:
         *,
         cluster: str,
         principal: str = UNKNOWN,
+        local: bool = False,
     ) -> WorkloadLabels:
-        """A workload known by its registered name, namespace and labels."""
+        """A workload known by its registered name, namespace and labels: the proxy's
+        own (`local`) or the other end's."""
         name = workload_name(registered, labels)
+        if local:
+            app, version = labels.get("app", ""), labels.get("version", "")
+        else:
+            app = _first(labels, _PEER_APP_LABELS) or UNKNOWN
+            version = _first(labels, _PEER_VERSION_LABELS) or UNKNOWN
         return cls(
             name=name,
             namespace=namespace or UNKNOWN,
             principal=principal,
-            app=_first(labels, _APP_LABELS) or UNKNOWN,
-            version=_first(labels, _VERSION_LABELS) or UNKNOWN,
+            app=app,
+            version=version,
             canonical_service=_first(labels, _CANONICAL_NAME_LABELS) or name,
-            canonical_revision=_first(labels, _CANONICAL_REVISION_LABELS) or _DEFAULT_REVISION,
+            canonical_revision=_first(labels, _CANONICAL_REVISION_LABELS) or DEFAULT_REVISION,
             cluster=cluster,
         )
 
@@ -143,9 +152,9 @@ def parse_peer(value: bytes, principal: str | None) -> WorkloadLabels:
         name=fields.get("workload") or UNKNOWN,
         namespace=proven.namespace,
         principal=proven.principal,
-        app=fields.get("app") or UNKNOWN,
+        app=fields.get("app") or UNKNOWN,  # a peer's: unknown, not empty
         version=fields.get("version") or UNKNOWN,
         canonical_service=fields.get("service") or UNKNOWN,
-        canonical_revision=fields.get("revision") or UNKNOWN,
+        canonical_revision=fields.get("revision") or DEFAULT_REVISION,
         cluster=fields.get("cluster") or UNKNOWN,
     )

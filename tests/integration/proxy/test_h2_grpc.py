@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-from tests.support.h2_apps import GRPC_METHOD, GrpcEchoServer, H2Mesh, h2_mesh
+from tests.support.h2_apps import GRPC_CHAT, GRPC_METHOD, GrpcEchoServer, H2Mesh, h2_mesh
+from tests.support.metrics_scrape import scrape
 from tests.support.polling import eventually
 from tests.support.proxy_mesh import free_port_on
 
@@ -38,6 +39,28 @@ async def test_a_unary_call_and_its_metadata_pass_through(h2_mesh: H2Mesh) -> No
     assert trailers["x-app-trailer"] == "fine"
     [metadata] = h2_mesh.grpc_server.calls
     assert metadata["x-caller"] == "productpage"
+
+
+async def test_a_streaming_calls_messages_are_counted_as_istio_counts_them(
+    h2_mesh: H2Mesh,
+) -> None:
+    def chat() -> list[bytes]:
+        options = [("grpc.default_authority", "ratings:9090"), ("grpc.enable_http_proxy", 0)]
+        host, port = h2_mesh.outbound
+        with grpc.insecure_channel(f"{host}:{port}", options=options) as channel:
+            talk = channel.stream_stream(GRPC_CHAT)
+            return list(talk(iter([b"one", b"two", b"three"]), timeout=10))
+
+    replies = await asyncio.to_thread(chat)
+    assert len(replies) == 6
+
+    samples = await scrape(h2_mesh.mesh.caller)
+    [sent] = samples["istio_request_messages_total"]
+    [answered] = samples["istio_response_messages_total"]
+    assert (sent.value, answered.value) == (3, 6)
+    assert sent.labels["destination_service_name"] == "ratings"
+    [total] = [s for s in samples["istio_requests_total"] if s.labels["request_protocol"] == "grpc"]
+    assert (total.value, total.labels["grpc_response_status"]) == (1, "0")
 
 
 async def test_an_error_status_from_the_server_arrives_intact(h2_mesh: H2Mesh) -> None:

@@ -104,14 +104,19 @@ async def test_both_ends_report_requests_with_istio_labels(proxy_mesh: ProxyMesh
                 "response_code": "200",
                 "grpc_response_status": "",
                 "response_flags": "-",
-                "connection_security_policy": "mutual_tls",
+                # Istio's caller side never claims it; the served side does, below
+                "connection_security_policy": "unknown",
             }
             assert source.value >= 5
 
             inbound = await scrape(server, "/metrics")
             dest = one(inbound, "istio_requests_total", reporter="destination")
             # the server's own workload; the caller's, from its introduction
-            assert dest.labels == {**source.labels, "reporter": "destination"}
+            assert dest.labels == {
+                **source.labels,
+                "reporter": "destination",
+                "connection_security_policy": "mutual_tls",
+            }
             assert dest.value >= 5
             histogram = one(
                 inbound,
@@ -146,7 +151,9 @@ async def test_a_refused_request_carries_its_response_flag(proxy_mesh: ProxyMesh
     assert refused.labels["response_flags"] == "UF"
     assert refused.labels["reporter"] == "source"
     assert refused.labels["destination_service"] == "reviews.default.svc.cluster.local"
-    assert refused.labels["connection_security_policy"] == "none"
+    assert (
+        refused.labels["connection_security_policy"] == "unknown"
+    )  # the caller's side never claims it
 
 
 async def test_tcp_services_count_connections_and_bytes(proxy_mesh: ProxyMesh) -> None:
@@ -200,7 +207,7 @@ async def test_tcp_services_count_connections_and_bytes(proxy_mesh: ProxyMesh) -
             assert sent.labels["destination_workload"] == "ledger-0"
             assert sent.labels["destination_principal"].endswith("/sa/ledger")
             assert sent.labels["request_protocol"] == "tcp"
-            assert sent.labels["connection_security_policy"] == "mutual_tls"
+            assert sent.labels["connection_security_policy"] == "unknown"  # the caller's side
             flowed = {"reporter": "source", "response_flags": "-"}
             assert one(out, "istio_tcp_sent_bytes_total", **flowed).value == 16
             assert one(out, "istio_tcp_connections_opened_total", **flowed).value == 1

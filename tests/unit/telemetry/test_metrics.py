@@ -20,6 +20,7 @@ ME = WorkloadLabels.of(
     "bookinfo",
     {"app": "productpage", "version": "v1", WORKLOAD_NAME_LABEL: "productpage-v1"},
     cluster="Kubernetes",
+    local=True,
 )
 MY_ID = "spiffe://cluster.local/ns/bookinfo/sa/productpage"
 REVIEWS_ID = "spiffe://cluster.local/ns/bookinfo/sa/reviews"
@@ -104,7 +105,8 @@ def test_the_source_reports_the_endpoint_it_chose() -> None:
         "response_code": "200",
         "grpc_response_status": "",
         "response_flags": "-",
-        "connection_security_policy": "mutual_tls",
+        # Istio's caller side never claims the policy, even over mTLS
+        "connection_security_policy": "unknown",
     }
 
 
@@ -165,11 +167,23 @@ def test_a_passthrough_request_is_named_by_its_host() -> None:
     (total,) = samples(m.render())["istio_requests_total"]
     labels = total.labels
     assert (labels["destination_service"], labels["destination_service_name"]) == (
-        "example.test",
-        "example.test",
+        "example.test:8080",  # the Host, verbatim
+        "PassthroughCluster",
     )
     assert labels["destination_service_namespace"] == "unknown"
     assert labels["destination_workload"] == "unknown"
+
+
+def test_the_served_side_names_its_own_namespace_and_falls_back_to_its_canonical_name() -> None:
+    m = metrics()
+    m.request_finished(request("inbound", service=""))  # type: ignore[arg-type]
+    (total,) = samples(m.render())["istio_requests_total"]
+    labels = total.labels
+    assert (labels["destination_service"], labels["destination_service_name"]) == (
+        "productpage",
+        "productpage",
+    )
+    assert labels["destination_service_namespace"] == "bookinfo"
 
 
 def test_plaintext_callers_are_none_and_unknown() -> None:
@@ -296,3 +310,28 @@ def test_a_tcp_connections_labels_are_worked_out_once_per_endpoint() -> None:
     for _ in range(3):
         m.connection_opened(opened)
     assert looked_up == ["127.0.0.40:5432"]
+
+
+def test_grpc_message_counters_carry_the_workload_labels_alone() -> None:
+    m = metrics(Endpoint())
+    for messages in ((1, 1), (3, 5)):
+        m.request_finished(
+            request(  # type: ignore[arg-type]
+                "outbound", protocol="HTTP/2", grpc=True, grpc_status="0", grpc_messages=messages
+            )
+        )
+    m.request_finished(request("outbound"))  # type: ignore[arg-type]  # plain HTTP: none
+    found = samples(m.render())
+    (sent,) = found["istio_request_messages_total"]
+    (answered,) = found["istio_response_messages_total"]
+    assert (sent.value, answered.value) == (4, 6)
+    # Istio's 20: no protocol, code, status, flags or security policy
+    assert len(sent.labels) == 20
+    assert "response_code" not in sent.labels
+    assert sent.labels["destination_workload"] == "reviews-v2"
+
+
+def test_the_build_is_one_gauge_as_istios_mesh_dashboard_lists_it() -> None:
+    (build,) = samples(metrics().render())["istio_build"]
+    assert build.labels["component"] == "proxy"
+    assert build.value == 1

@@ -59,6 +59,9 @@ def test_canonical_service_and_revision_follow_istios_precedence(
 def test_app_and_version_are_unknown_without_their_labels() -> None:
     end = WorkloadLabels.of("legacy-db", "shop", {}, cluster="Kubernetes")
     assert (end.app, end.version) == ("unknown", "unknown")
+    # a proxy's own end: empty, as Istio writes a local label it lacks
+    own = WorkloadLabels.of("legacy-db", "shop", {}, cluster="Kubernetes", local=True)
+    assert (own.app, own.version) == ("", "")
     recommended = WorkloadLabels.of(
         "cart-0",
         "shop",

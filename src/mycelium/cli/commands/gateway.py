@@ -31,6 +31,7 @@ from mycelium.cli.commands.proxy import (
     controller_addresses,
     exec_proxy,
     parse_labels,
+    scrape_address,
 )
 from mycelium.cli.errors import InputError
 from mycelium.cli.settings import settings_of
@@ -97,6 +98,7 @@ def gateway_command(
     trace_collector: o.TraceCollector = None,
     trace_sampling: o.TraceSampling = o.DEFAULT_TRACE_SAMPLING,
     cluster: o.ClusterName = o.DEFAULT_CLUSTER,
+    metrics_advertise: o.MetricsAdvertise = None,
     access_log_sampling: o.AccessLogSampling = 1.0,
     drain_seconds: o.DrainSeconds = o.DEFAULT_DRAIN_SECONDS,
     join_token: o.JoinToken = None,
@@ -127,6 +129,7 @@ def gateway_command(
     operations_host = address or "127.0.0.1"
     try:
         check_tracing(trace_collector, trace_sampling)
+        metrics_address = ListenAddress.parse(metrics or f"{operations_host}:{ports.METRICS}")
         settings = ProxySettings(
             node=NodeInfo(
                 id=node_id,
@@ -136,6 +139,7 @@ def gateway_command(
                 role="gateway",
                 labels=parse_labels(label or []),
                 address=advertise_address or address,
+                metrics=scrape_address(metrics_advertise) or metrics_address.reachable,
             ),
             controllers=controller_addresses(controller),
             trust_bundle=trust_bundle or home / "ca" / "root.pem",
@@ -144,7 +148,7 @@ def gateway_command(
             gateway_address=address or "0.0.0.0",
             admin=ListenAddress.parse(admin or f"{operations_host}:{ports.ADMIN}"),
             health=ListenAddress.parse(health or f"{operations_host}:{ports.HEALTH}"),
-            metrics=ListenAddress.parse(metrics or f"{operations_host}:{ports.METRICS}"),
+            metrics=metrics_address,
             drain_seconds=drain_seconds,
             access_log=access_log,
             trace_collector=trace_collector,

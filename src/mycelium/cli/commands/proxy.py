@@ -28,6 +28,20 @@ def check_tracing(collector: str | None, sampling: float) -> None:
         raise ValueError(f"--trace-sampling {sampling} must be a ratio between 0 and 1")
 
 
+def scrape_address(advertise: str | None) -> str | None:
+    """--metrics-advertise, checked: a HOST:PORT a scraper can dial."""
+    if advertise is None:
+        return None
+    host, sep, port = advertise.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--metrics-advertise {advertise!r} must look like HOST:PORT")
+    if host.strip("[]") in ("0.0.0.0", "::"):
+        raise ValueError(
+            f"--metrics-advertise {advertise!r} is a wildcard: give an address a scraper can dial"
+        )
+    return advertise
+
+
 def parse_labels(values: list[str]) -> dict[str, str]:
     """Labels from `KEY=VALUE` items, each maybe a comma-separated list of them."""
     labels = {}
@@ -146,6 +160,7 @@ def proxy_command(
     trace_collector: o.TraceCollector = None,
     trace_sampling: o.TraceSampling = o.DEFAULT_TRACE_SAMPLING,
     cluster: o.ClusterName = o.DEFAULT_CLUSTER,
+    metrics_advertise: o.MetricsAdvertise = None,
     access_log_sampling: o.AccessLogSampling = 1.0,
     drain_seconds: o.DrainSeconds = o.DEFAULT_DRAIN_SECONDS,
     wait_for_join: Annotated[
@@ -201,6 +216,7 @@ def proxy_command(
             )
         default_host = "0.0.0.0" if mode == "transparent" else "127.0.0.1"
         check_tracing(trace_collector, trace_sampling)
+        metrics_address = ListenAddress.parse(metrics)
         settings = ProxySettings(
             node=NodeInfo(
                 id=node_id,
@@ -210,6 +226,7 @@ def proxy_command(
                 labels=parse_labels(label or []),
                 address=address,
                 ports=port or [],
+                metrics=scrape_address(metrics_advertise) or metrics_address.reachable,
             ),
             controllers=controllers,
             trust_bundle=trust_bundle or home / "ca" / "root.pem",
@@ -221,7 +238,7 @@ def proxy_command(
             app_address=app_address,
             admin=ListenAddress.parse(admin),
             health=ListenAddress.parse(health),
-            metrics=ListenAddress.parse(metrics),
+            metrics=metrics_address,
             record_metrics=not no_metrics,
             local_upstreams=locals_,
             subscriptions=subscribe or [],

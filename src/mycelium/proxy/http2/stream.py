@@ -35,6 +35,7 @@ from mycelium.proxy.errors import (
 )
 from mycelium.proxy.http2.mirror import mirror_http2
 from mycelium.proxy.http2.over_http1 import Http1Attempt, request_head
+from mycelium.proxy.protocols.grpc_messages import GrpcMessageCounter
 from mycelium.proxy.protocols.headers import trailers_to_forward
 from mycelium.proxy.protocols.http2 import (
     REPLAY_LIMIT_BYTES,
@@ -159,6 +160,9 @@ class Http2Exchange(ProxiedRequest):
         self.stream_id = stream_id
         self.grpc = request.is_grpc
         self.grpc_status = ""
+        # Istio's message counters, for gRPC only: counting costs a pass over the body
+        self._messages_in = GrpcMessageCounter() if self.grpc else None
+        self._messages_out = GrpcMessageCounter() if self.grpc else None
         self.scheme = request.scheme
         self.host = request.authority.decode("latin-1")
         self.received = 0  # request body bytes from the client
@@ -218,6 +222,12 @@ class Http2Exchange(ProxiedRequest):
     def bytes_received(self) -> int:
         return self.received
 
+    def grpc_messages(self) -> tuple[int, int]:
+        inbound, outbound = self._messages_in, self._messages_out
+        if inbound is None or outbound is None:
+            return (0, 0)
+        return (inbound.count, outbound.count)
+
     def _give_up(self, exc: ProxyError) -> None:
         self._cancel_upstream()
         if self._gone:
@@ -232,6 +242,8 @@ class Http2Exchange(ProxiedRequest):
 
     def request_data(self, data: bytes) -> None:
         self.received += len(data)
+        if self._messages_in is not None:
+            self._messages_in.feed(data)
         if self._replay is not None:
             if self._replay_size + len(data) <= REPLAY_LIMIT_BYTES:
                 self._replay.append(data)
@@ -287,6 +299,8 @@ class Http2Exchange(ProxiedRequest):
 
     def response_data(self, data: bytes) -> None:
         self._unacked += len(data)
+        if self._messages_out is not None:
+            self._messages_out.feed(data)
         if self.response_started and not self._gone:
             self.bytes_sent += len(data)
             self.downstream.send_data(self.stream_id, data)

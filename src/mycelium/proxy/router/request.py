@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from mycelium.telemetry import TrafficSide
     from mycelium.telemetry.tracing import Span
 
+NO_MESSAGES = (0, 0)
+
 
 class Client(Protocol):
     """The client's connection, as far as a request's telemetry and policy read it."""
@@ -160,6 +162,11 @@ class ProxiedRequest:
 
     # --- its end -------------------------------------------------------------------------
 
+    def grpc_messages(self) -> tuple[int, int]:
+        """gRPC messages (request, response) forwarded: a protocol that counts them
+        says so; a gRPC request it carries otherwise counts none."""
+        return NO_MESSAGES
+
     def report(self, received: int, ended: float) -> None:
         """The request ended at `ended` (a time.monotonic()): count it, and hand its
         frozen record to every observer. `received` is the request body's bytes, which
@@ -190,6 +197,7 @@ class ProxiedRequest:
             downstream.peer_metadata,
             self.headers,
             self.span,
+            self.grpc_messages() if self.grpc else NO_MESSAGES,
         )
         proxy = self.proxy
         proxy.requests += 1
