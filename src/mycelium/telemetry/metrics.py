@@ -51,7 +51,10 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PEER_HEADER = b"x-mycelium-peer"
 
 
-PASSTHROUGH = "PassthroughCluster"  # Istio's destination_service_name for passthrough
+PASSTHROUGH = "PassthroughCluster"
+# Endpoints remembered past their removal (`ProxyMetrics._endpoint_view`): a mesh's
+# worth of pods, churned through a few times.
+MAX_REMEMBERED_ENDPOINTS = 10_000  # Istio's destination_service_name for passthrough
 
 
 def service_labels(service: str, host: str = "") -> tuple[str, str, str]:
@@ -274,6 +277,10 @@ class ProxyMetrics:
         self._me = me
         self.build_tag = build_tag  # istio_build's tag: Mycelium's version
         self._endpoint = endpoint
+        # Endpoints as last seen, for requests that end after a config change removed
+        # theirs (a pod rolled out while they were in flight): they keep their labels
+        # rather than start a series of unknowns. Cleared whole when it grows too large.
+        self._seen: dict[tuple[str, str], EndpointView] = {}
         self._own_principal = own_principal
         self._principal_seen: str | None = None
         self._interned: dict[tuple[object, ...], LabelSet] = {}
@@ -423,6 +430,17 @@ class ProxyMetrics:
             tls=connection.mtls_upstream,
         )
 
+    def _endpoint_view(self, cluster: str, upstream: str) -> EndpointView | None:
+        """The endpoint a request went to: as configured now, else as last seen."""
+        key = (cluster, upstream)
+        found = self._endpoint(cluster, upstream)
+        if found is None:
+            return self._seen.get(key)
+        if len(self._seen) >= MAX_REMEMBERED_ENDPOINTS:
+            self._seen.clear()
+        self._seen[key] = found
+        return found
+
     def _intern(self, bkey: tuple[object, ...], candidate: LabelSet) -> LabelSet:
         key = candidate.key()
         base = self._interned.get(key)
@@ -453,7 +471,7 @@ class ProxyMetrics:
         *,
         tls: bool | None = None,
     ) -> LabelSet:
-        endpoint = self._endpoint(cluster, upstream) if cluster and upstream else None
+        endpoint = self._endpoint_view(cluster, upstream) if cluster and upstream else None
         own = self._own_principal()
         if tls is None:
             tls = endpoint is not None and endpoint.mtls and own is not None

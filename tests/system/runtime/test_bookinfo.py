@@ -179,9 +179,9 @@ EDGES_JS = "() => window.meshGraph ? window.meshGraph.edges().map((e) => e.data(
 
 
 def short(node: str) -> str:
-    """`workload:bookinfo/reviews-v2-90a6e3-0` -> `reviews-v2`; a service's name."""
-    name = node.rsplit("/", maxsplit=1)[-1]
-    return name.rsplit("-", 2)[0] if node.startswith("workload:") else name
+    """`workload:bookinfo/reviews-v2` -> `reviews-v2` (a workload is its Deployment, as
+    in Istio's metrics, never a pod); `service:bookinfo/ratings` -> `ratings`."""
+    return node.rsplit("/", maxsplit=1)[-1]
 
 
 def test_the_dashboard_shows_bookinfo_live(mesh: BookinfoMesh) -> None:

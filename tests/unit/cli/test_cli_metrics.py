@@ -49,11 +49,14 @@ def test_target_labels_join_every_sample_and_parse_back() -> None:
     exposition = (
         "# HELP istio_requests_total Requests.\n"
         "# TYPE istio_requests_total counter\n"
-        'istio_requests_total{reporter="destination",response_code="200"} 7\n'
+        'istio_requests_total{reporter="destination",response_code="200",'
+        'grpc_response_status=""} 7\n'
         "# TYPE mycelium_proxy_downstream_connections gauge\n"
         "mycelium_proxy_downstream_connections 2\n"
         "# TYPE up_flag gauge\n"
         "up_flag{} 1\n"
+        "# HELP istio_tcp_sent_bytes_total Bytes sent.\n"
+        "# TYPE istio_tcp_sent_bytes_total counter\n"
     )
     text = with_target_labels(exposition, {"instance": "127.0.64.9:15020", "pod": 'a"b'})
     samples = {s.name: s for f in text_string_to_metric_families(text) for s in f.samples}
@@ -68,3 +71,14 @@ def test_target_labels_join_every_sample_and_parse_back() -> None:
         "127.0.64.9:15020"
     )
     assert samples["up_flag"].labels == {"instance": "127.0.64.9:15020", "pod": 'a"b'}
+    assert "# TYPE istio_requests_total counter" in text
+    assert "istio_tcp_sent_bytes" not in text  # a family without samples: nothing stored
+
+
+def test_a_scraped_label_a_target_label_would_hide_is_exported_as_prometheus_does() -> None:
+    exposition = (
+        '# TYPE mycelium_proxy_config_info gauge\nmycelium_proxy_config_info{version="55b1"} 1\n'
+    )
+    text = with_target_labels(exposition, {"version": "v2"})
+    [sample] = [s for f in text_string_to_metric_families(text) for s in f.samples]
+    assert sample.labels == {"version": "v2", "exported_version": "55b1"}

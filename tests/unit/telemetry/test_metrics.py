@@ -335,3 +335,18 @@ def test_the_build_is_one_gauge_as_istios_mesh_dashboard_lists_it() -> None:
     (build,) = samples(metrics().render())["istio_build"]
     assert build.labels["component"] == "proxy"
     assert build.value == 1
+
+
+def test_a_request_that_ends_after_its_endpoint_left_the_config_keeps_its_labels() -> None:
+    """A rollout: the old pod's endpoint is removed while a request to it is in
+    flight; the request ends after the config change and is still reviews-v2's."""
+    endpoints: dict[str, Endpoint] = {"127.0.0.12:9080": Endpoint()}
+    m = ProxyMetrics(
+        ME, endpoint=lambda _cluster, key: endpoints.get(key), own_principal=lambda: MY_ID
+    )
+    m.request_finished(request("outbound"))  # type: ignore[arg-type]
+    endpoints.clear()  # the pod rolled out
+    m.config_changed()
+    m.request_finished(request("outbound"))  # type: ignore[arg-type]
+    (total,) = samples(m.render())["istio_requests_total"]
+    assert (total.value, total.labels["destination_workload"]) == (2, "reviews-v2")

@@ -9,9 +9,11 @@ series a query would see, in Prometheus' own text format, ready for `grep`.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 import typer
+from prometheus_client.parser import text_string_to_metric_families
 
 from mycelium.cli.commands.options import DEFAULT_NAMESPACE, NamespaceOption
 from mycelium.cli.commands.pods import DEPLOYMENT_WORDS
@@ -38,22 +40,38 @@ def selected(groups: list[dict[str, Any]], target: str, namespace: str) -> list[
 
 
 def with_target_labels(exposition: str, labels: dict[str, str]) -> str:
-    """Every sample of `exposition` with `labels` added first, as Prometheus attaches
-    a target's labels; HELP and TYPE lines as they are."""
-    extra = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-    lines = []
-    for line in exposition.splitlines():
-        if not line or line.startswith("#") or not extra:
-            lines.append(line)
-            continue
-        brace, space = line.find("{"), line.find(" ")
-        if brace != -1 and (space == -1 or brace < space):
-            rest = line[brace + 1 :]
-            lines.append(f"{line[: brace + 1]}{extra}{'' if rest.startswith('}') else ','}{rest}")
-        else:
-            name, _, value = line.partition(" ")
-            lines.append(f"{name}{{{extra}}} {value}")
-    return "\n".join(lines) + "\n"
+    """`exposition` again, each sample with the target's `labels` first, as Prometheus
+    attaches them; a scraped label a target label would hide is kept as
+    `exported_<name>`, as Prometheus keeps it (its default, honor_labels: false), and
+    an empty one is left out, as Prometheus stores it."""
+    out: list[str] = []
+    for family in text_string_to_metric_families(exposition):
+        if not family.samples:
+            continue  # nothing Prometheus would store
+        # the parser names a counter without its `_total`; the exposition had it
+        name = family.name
+        if family.type == "counter" and family.samples[0].name == f"{name}_total":
+            name = f"{name}_total"
+        out.append(f"# HELP {name} {family.documentation}")
+        out.append(f"# TYPE {name} {family.type}")
+        for sample in family.samples:
+            # an empty value is no label at all to Prometheus (grpc_response_status="")
+            scraped = {
+                (f"exported_{name}" if name in labels else name): value
+                for name, value in sample.labels.items()
+                if value
+            }
+            text = ",".join(f'{k}="{_escape(v)}"' for k, v in {**labels, **scraped}.items())
+            out.append(f"{sample.name}{{{text}}} {_number(sample.value)}")
+    return "\n".join(out) + "\n"
+
+
+def _number(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return str(int(value)) if value.is_integer() else repr(value)
 
 
 def _escape(value: str) -> str:
