@@ -80,7 +80,9 @@ class ProxyCore:
         introduction = b"%s: %s\r\n" % (PEER_HEADER, encode_peer(self.workload_labels))
         self.mtls_pools = PoolSet(self.socket_mark, tls=self.client_tls, introduction=introduction)
         # HTTP/2 connections, plaintext and mTLS alike (its sweep starts with `serve`)
-        self.h2_pools = Http2Pools(self.socket_mark)
+        self.h2_pools = Http2Pools(
+            self.socket_mark, introduction=[(PEER_HEADER, encode_peer(self.workload_labels))]
+        )
         self._tls_contexts: dict[str, tuple[Svid, ssl.SSLContext]] = {}
         self.http1_limits = Http1Limits()
         # The drain waits for both sets to empty: connections close once idle, byte pipes

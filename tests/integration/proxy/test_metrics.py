@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import grpc
 from tests.support.apps import EchoApp
+from tests.support.h2_apps import GRPC_METHOD, GrpcEchoServer
 from tests.support.metrics_scrape import scrape
 from tests.support.polling import eventually
 from tests.support.proxy_mesh import RATINGS, ProxyMesh, free_port_on, serving_sidecar, sidecar
@@ -253,3 +255,72 @@ async def _is_ok(call: Any) -> bool:
 
 async def _has(server: ProxyServer, name: str) -> bool:
     return bool((await scrape(server)).get(name))
+
+
+DETAILS_GRPC = """---
+apiVersion: mycelium.io/v1
+kind: Service
+metadata: {{name: details}}
+spec:
+  selector: {{app: details}}
+  ports: [{{name: grpc, port: 9090, targetPort: {port}}}]
+"""
+
+
+async def test_a_grpc_callers_introduction_names_it_at_the_served_side(
+    proxy_mesh: ProxyMesh,
+) -> None:
+    """HTTP/2 between two sidecars over mTLS: the caller introduces itself on its
+    requests, so the server's destination-side series name the calling workload (not
+    `unknown`), and the app never sees the introduction."""
+    port = free_port_on("127.0.0.1", "127.0.0.23")
+    server = GrpcEchoServer("127.0.0.1", port).start()
+    try:
+        await proxy_mesh.apply(DETAILS_GRPC.format(port=port) + STRICT)
+        async with (
+            serving_sidecar(
+                proxy_mesh,
+                "details-v1-0",
+                "127.0.0.23",
+                app="details",
+                labels={"version": "v1", WORKLOAD_NAME_LABEL: "details-v1"},
+            ) as details,
+            sidecar(
+                proxy_mesh,
+                "productpage-v1-0",
+                service_account="productpage",
+                workload="productpage-v1-0",
+                labels={
+                    "app": "productpage",
+                    "version": "v1",
+                    WORKLOAD_NAME_LABEL: "productpage-v1",
+                },
+            ) as caller,
+        ):
+            await eventually(
+                lambda: 9090 in details.core.active.inbound_ports, what="the server's port"
+            )
+            outbound = caller.bound["outbound"]
+
+            def say() -> bytes:
+                options = [
+                    ("grpc.default_authority", "details:9090"),
+                    ("grpc.enable_http_proxy", 0),
+                ]
+                with grpc.insecure_channel(
+                    f"{outbound.host}:{outbound.port}", options=options
+                ) as c:
+                    return bytes(c.unary_unary(GRPC_METHOD)(b"books", timeout=10))
+
+            assert await asyncio.to_thread(say) == b"hello books"
+            served = await scrape(details)
+    finally:
+        server.stop()
+    total = one(served, "istio_requests_total", reporter="destination", request_protocol="grpc")
+    assert total.labels["source_workload"] == "productpage-v1"
+    assert total.labels["source_app"] == "productpage"
+    assert total.labels["connection_security_policy"] == "mutual_tls"
+    assert total.labels["grpc_response_status"] == "0"
+    assert one(served, "istio_request_messages_total", reporter="destination").value == 1
+    [metadata] = server.calls
+    assert "x-mycelium-peer" not in metadata

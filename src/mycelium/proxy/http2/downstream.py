@@ -16,6 +16,7 @@ this connection only.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from h2.errors import ErrorCodes
@@ -37,6 +38,7 @@ from mycelium.proxy.protocols.headers import trailers_to_forward
 from mycelium.proxy.protocols.http2 import (
     Fields,
     FloodGuard,
+    Http2Request,
     Http2RequestError,
     is_grpc,
     local_reply_blocks,
@@ -46,6 +48,7 @@ from mycelium.proxy.protocols.http2 import (
 )
 from mycelium.proxy.router.engine import Engine
 from mycelium.proxy.upstream.http2_channel import H2Channel
+from mycelium.telemetry.metrics import PEER_HEADER
 
 if TYPE_CHECKING:
     import asyncio
@@ -71,7 +74,7 @@ class DownstreamHttp2(H2Channel):
         self.role = role
         self.peer_host = ""
         self.peer_principal: str | None = None
-        self.peer_metadata: bytes | None = None  # the calling proxy's (HTTP/1.1 only)
+        self.peer_metadata: bytes | None = None  # the calling proxy's introduction
         self.idle_timeout = IDLE_TIMEOUT_SECONDS
         self.guard = FloodGuard()
         self.streams: dict[int, Http2Exchange] = {}
@@ -176,9 +179,22 @@ class DownstreamHttp2(H2Channel):
             error = BadRequest(str(exc))
             self._reply(stream_id, error, grpc=is_grpc(block), head_only=False)
             return
+        if self.peer_principal is not None:
+            request = self._take_introduction(request)
         exchange = Http2Exchange(self.proxy, self, stream_id, request, self.role)
         self.streams[stream_id] = exchange
         self.proxy.spawn(exchange.run())
+
+    def _take_introduction(self, request: Http2Request) -> Http2Request:
+        """Over mTLS a calling proxy introduces itself on every request: keep its
+        metadata for telemetry, and take it out of what the app sees."""
+        for name, value in request.headers:
+            if name == PEER_HEADER:
+                self.peer_metadata = value
+                return replace(
+                    request, headers=[(n, v) for n, v in request.headers if n != PEER_HEADER]
+                )
+        return request
 
     def stream_done(self, exchange: Http2Exchange) -> None:
         if self.streams.get(exchange.stream_id) is exchange:

@@ -439,8 +439,9 @@ class Http2Exchange(ProxiedRequest):
                 self.method, self.scheme, self.authority(), self.target, self.headers
             )
         ends_now = self._body_ended and not chunks and self._trailers is None
+        block = self._block + conn.introduction if conn.introduction else self._block
         binding = self._binding = _Http2Stream(
-            conn, conn.open_stream(self._block, self, end_stream=ends_now)
+            conn, conn.open_stream(block, self, end_stream=ends_now)
         )
         for chunk in chunks:
             binding.send_data(chunk)

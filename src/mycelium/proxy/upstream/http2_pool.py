@@ -65,6 +65,9 @@ class UpstreamHttp2(H2Channel):
         self.sinks: dict[int, ResponseSink] = {}
         self.going_away = False
         self.idle_since: float | None = None  # loop time the last stream ended
+        # Fields every request on this connection adds: the proxy's introduction to the
+        # proxy it calls (mTLS connections only; see telemetry.metrics.PEER_HEADER).
+        self.introduction: Fields = []
         self._goaway = GracefulGoawayFilter()
 
     # --- asyncio callbacks -----------------------------------------------------------------
@@ -195,8 +198,9 @@ class UpstreamHttp2(H2Channel):
 class Http2Pools:
     """The proxy's HTTP/2 connections to endpoints, by endpoint."""
 
-    def __init__(self, socket_mark: int | None = None) -> None:
+    def __init__(self, socket_mark: int | None = None, introduction: Fields | None = None) -> None:
         self.dialer = Dialer(mark=socket_mark)  # marked in transparent mode: see net/dial.py
+        self.introduction = introduction or []  # sent on mTLS connections
         self.idle_seconds = IDLE_SECONDS
         # by (address, port, mTLS or not)
         self._conns: dict[tuple[str, int, bool], list[UpstreamHttp2]] = {}
@@ -242,6 +246,9 @@ class Http2Pools:
                 )
             if tls is not None:
                 check_peer_identity(transport, identity, endpoint)
+                # Every request, as Istio sends its peer metadata: HPACK makes the
+                # repeats a byte or two each.
+                conn.introduction = self.introduction
         except UpstreamConnectFailed as refused:  # the endpoint is not who it should be
             future.set_exception(refused)
             future.exception()
