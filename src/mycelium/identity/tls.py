@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from mycelium.errors import MeshError
-from mycelium.identity.alpn import MESH_ALPN
+from mycelium.identity.alpn import MESH_ALPN, MESH_PEER_ALPN
 from mycelium.identity.spiffe import SpiffeId, SpiffeIdError
 from mycelium.net.errors import TlsRefused
 from mycelium.net.tls_memory import load_certificate_chain
@@ -69,7 +69,7 @@ def _load_chain(context: ssl.SSLContext, svid: Svid) -> None:
     load_certificate_chain(context, svid.certificate_pem, svid.key_pem)
 
 
-def _context(purpose: ssl.Purpose, svid: Svid) -> ssl.SSLContext:
+def _context(purpose: ssl.Purpose, svid: Svid, alpn: list[str]) -> ssl.SSLContext:
     context = ssl.SSLContext(
         ssl.PROTOCOL_TLS_SERVER if purpose is ssl.Purpose.CLIENT_AUTH else ssl.PROTOCOL_TLS_CLIENT
     )
@@ -78,18 +78,22 @@ def _context(purpose: ssl.Purpose, svid: Svid) -> ssl.SSLContext:
     context.verify_mode = ssl.CERT_REQUIRED
     context.load_verify_locations(cadata=svid.bundle_pem.decode())
     _load_chain(context, svid)
-    context.set_alpn_protocols([MESH_ALPN])
+    context.set_alpn_protocols(alpn)
     return context
 
 
 def server_context(svid: Svid) -> ssl.SSLContext:
-    """For an inbound listener: presents `svid`, requires and verifies the client's."""
-    return _context(ssl.Purpose.CLIENT_AUTH, svid)
+    """For an inbound listener: presents `svid`, requires and verifies the client's.
+    It prefers the TCP relays' protocol (the server's order decides), which only they
+    offer."""
+    return _context(ssl.Purpose.CLIENT_AUTH, svid, [MESH_PEER_ALPN, MESH_ALPN])
 
 
-def client_context(svid: Svid) -> ssl.SSLContext:
-    """For connections to other proxies: presents `svid`, verifies the server's."""
-    return _context(ssl.Purpose.SERVER_AUTH, svid)
+def client_context(svid: Svid, *, introduces: bool = False) -> ssl.SSLContext:
+    """For connections to other proxies: presents `svid`, verifies the server's; with
+    `introduces`, a TCP relay's, which sends its introduction first."""
+    alpn = [MESH_PEER_ALPN, MESH_ALPN] if introduces else [MESH_ALPN]
+    return _context(ssl.Purpose.SERVER_AUTH, svid, alpn)
 
 
 def peer_identity(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> SpiffeId:

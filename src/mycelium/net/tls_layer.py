@@ -115,6 +115,8 @@ class PlaintextTransport(asyncio.Transport):
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "peer_identity":
             return self._outer.session.peer
+        if name == "alpn":
+            return self._outer.session.alpn
         return self._outer.transport.get_extra_info(name, default)
 
 

@@ -52,6 +52,11 @@ class TlsSession:
         if not server_side:
             self._handshake()  # the client speaks first: its ClientHello is ready now
 
+    @property
+    def alpn(self) -> str | None:
+        """The protocol the handshake settled on (None before it, or without ALPN)."""
+        return self._tls.selected_alpn_protocol() if self.handshake_done else None
+
     def receive(self, data: bytes) -> bytes:
         """Ciphertext from the peer in; the plaintext it completes out (maybe b"")."""
         first = not self.handshake_done and self._server_side and self._seen_bytes == 0

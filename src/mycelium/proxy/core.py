@@ -77,11 +77,13 @@ class ProxyCore:
             cluster=settings.cluster,
             local=True,
         )
-        introduction = b"%s: %s\r\n" % (PEER_HEADER, encode_peer(self.workload_labels))
+        # (a TCP relay sends it as a preamble: proxy/protocols/peer_preamble.py)
+        self.introduction = encode_peer(self.workload_labels)
+        introduction = b"%s: %s\r\n" % (PEER_HEADER, self.introduction)
         self.mtls_pools = PoolSet(self.socket_mark, tls=self.client_tls, introduction=introduction)
         # HTTP/2 connections, plaintext and mTLS alike (its sweep starts with `serve`)
         self.h2_pools = Http2Pools(
-            self.socket_mark, introduction=[(PEER_HEADER, encode_peer(self.workload_labels))]
+            self.socket_mark, introduction=[(PEER_HEADER, self.introduction)]
         )
         self._tls_contexts: dict[str, tuple[Svid, ssl.SSLContext]] = {}
         self.http1_limits = Http1Limits()
@@ -238,19 +240,27 @@ class ProxyCore:
         """The client context for our current SVID."""
         return self._tls_context("client")
 
+    def relay_client_tls(self) -> ssl.SSLContext:
+        """A TCP relay's client context: it offers the ALPN that says an introduction
+        comes first (identity/alpn.py)."""
+        return self._tls_context("relay")
+
     def server_tls(self) -> ssl.SSLContext:
         """The serving context for our current SVID."""
         return self._tls_context("server")
 
-    def _tls_context(self, side: Literal["client", "server"]) -> ssl.SSLContext:
+    def _tls_context(self, side: Literal["client", "relay", "server"]) -> ssl.SSLContext:
         # Made once per SVID and side: building one loads the bundle and the key, far
         # too slow for every connection; a renewal or a new bundle is a new SVID.
         svid = self.svid
         assert svid is not None
         cached = self._tls_contexts.get(side)
         if cached is None or cached[0] is not svid:
-            make = client_context if side == "client" else server_context
-            cached = self._tls_contexts[side] = (svid, make(svid))
+            if side == "server":
+                context = server_context(svid)
+            else:
+                context = client_context(svid, introduces=side == "relay")
+            cached = self._tls_contexts[side] = (svid, context)
         return cached[1]
 
     def local_app(self, target_port: int, *, http2: bool = False) -> ClusterRuntime:

@@ -102,6 +102,7 @@ class FinishedConnection:
     bytes_sent: int  # to the client
     duration: float  # seconds
     ended_by: str  # how it ended (net.relay.RelayEnd)
+    peer_metadata: bytes | None = None  # the calling proxy's introduction (mTLS only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +115,7 @@ class OpenedConnection:
     upstream_host: str  # host:port the relay connects to
     peer_principal: str | None
     mtls_upstream: bool
+    peer_metadata: bytes | None = None  # the calling proxy's introduction (mTLS only)
 
 
 class ConnectionObserver(Protocol):

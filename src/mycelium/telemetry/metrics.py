@@ -418,8 +418,11 @@ class ProxyMetrics:
     def _tcp_base(self, connection: OpenedConnection | FinishedConnection) -> LabelSet:
         if connection.direction == "inbound":
             peer = connection.peer_principal
-            bkey: tuple[object, ...] = ("tcp", connection.service, peer)
-            return self._bases.get(bkey) or self._inbound_base(bkey, connection.service, peer, None)
+            metadata = connection.peer_metadata
+            bkey: tuple[object, ...] = ("tcp", connection.service, peer, metadata)
+            return self._bases.get(bkey) or self._inbound_base(
+                bkey, connection.service, peer, metadata
+            )
         bkey = ("tcp", connection.service, connection.cluster, connection.upstream_host, "")
         return self._bases.get(bkey) or self._outbound_base(
             bkey,

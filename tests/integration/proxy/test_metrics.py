@@ -6,6 +6,7 @@ a refused request carries its response flag; a TCP service counts its bytes."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 from typing import Any
 
 import grpc
@@ -15,6 +16,9 @@ from tests.support.metrics_scrape import scrape
 from tests.support.polling import eventually
 from tests.support.proxy_mesh import RATINGS, ProxyMesh, free_port_on, serving_sidecar, sidecar
 
+from mycelium.identity.csr import new_key_and_request
+from mycelium.identity.spiffe import SpiffeId
+from mycelium.identity.tls import Svid, client_context
 from mycelium.proxy.listeners.server import ProxyServer
 from mycelium.proxy.settings import ListenAddress, LocalUpstream
 from mycelium.telemetry.workload_labels import WORKLOAD_NAME_LABEL
@@ -228,6 +232,10 @@ async def test_tcp_services_count_connections_and_bytes(proxy_mesh: ProxyMesh) -
             assert got.value == 12
             assert got.labels["source_principal"] == "spiffe://cluster.local/ns/default/sa/teller"
             assert got.labels["source_workload_namespace"] == "default"
+            # the caller introduced itself inside the mTLS, before the client's bytes
+            # (which reached the app unchanged: "got twelve bytes" above)
+            assert got.labels["source_workload"] == "teller-0"
+            assert got.labels["connection_security_policy"] == "mutual_tls"
             assert got.labels["destination_workload"] == "ledger-0"
 
             # A connection that stays open is counted as opened while it lasts.
@@ -324,3 +332,28 @@ async def test_a_grpc_callers_introduction_names_it_at_the_served_side(
     assert one(served, "istio_request_messages_total", reporter="destination").value == 1
     [metadata] = server.calls
     assert "x-mycelium-peer" not in metadata
+
+
+async def test_an_oversized_introduction_is_refused_and_counted(proxy_mesh: ProxyMesh) -> None:
+    """A client with a valid SVID announcing an introduction of 60,000 bytes on an
+    opaque STRICT port is cut off before the bytes are held, and counted."""
+    port = free_port_on("127.0.0.1", "127.0.0.32")
+    await proxy_mesh.apply(LEDGER.format(port=port) + STRICT)
+    async with serving_sidecar(proxy_mesh, "ledger-0", "127.0.0.32", app="ledger") as server:
+        await eventually(lambda: f"inbound:{port}" in server.bound, what="the ledger's port")
+        request = new_key_and_request(SpiffeId("cluster.local", "default", "mallory"))
+        ca = proxy_mesh.controller.ca
+        mallory = SpiffeId("cluster.local", "default", "mallory")
+        svid = Svid(ca.issue_svid(request.csr_pem, mallory), request.key_pem(), ca.bundle_pem)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.32", port, ssl=client_context(svid, introduces=True), server_hostname=None
+        )
+        writer.write((60_000).to_bytes(2, "big") + b"x" * 100)
+        await writer.drain()
+        try:
+            answer = await reader.read()
+        except (ConnectionResetError, ssl.SSLError):  # aborted: a reset
+            answer = b""
+        assert answer == b""  # cut off, nothing relayed
+        writer.close()
+    assert server.core.counters["refused_bad_introduction"] == 1

@@ -21,11 +21,13 @@ import asyncio
 from typing import TYPE_CHECKING, Protocol, cast
 
 from mycelium.discovery import config as cfg
+from mycelium.identity.alpn import MESH_PEER_ALPN
 from mycelium.identity.tls import spiffe_peer
 from mycelium.net.tls_layer import TlsLayer
 from mycelium.net.tls_session import TlsSession
 from mycelium.proxy.listeners.undecided import Undecided
 from mycelium.proxy.protocols.detect import DETECTION_TIMEOUT
+from mycelium.proxy.protocols.peer_preamble import PreambleError, PreambleReader
 from mycelium.proxy.protocols.tls_hello import judge_client_hello
 
 if TYPE_CHECKING:
@@ -49,6 +51,7 @@ class InboundAdmission(Protocol):
         *,
         held: bytes,
         eof: bool,
+        introduction: bytes | None = None,
     ) -> None:
         """Relay the connection to the app, or refuse it by policy."""
         ...
@@ -121,15 +124,71 @@ class OpaqueInbound(Undecided):
 
 
 class _AdmitWhenVerified(asyncio.Protocol):
-    """The TLS layer's inner protocol: at once hands the plaintext to the app's relay."""
+    """The TLS layer's inner protocol: hands the plaintext to the app's relay, once the
+    calling proxy's introduction is off it when its ALPN says one comes first."""
 
     def __init__(self, routing: InboundAdmission, inbound: cfg.InboundPort, peer: str) -> None:
         self._routing = routing
         self._inbound = inbound
         self._peer = peer
+        self._preamble: PreambleReader | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        plaintext = cast(asyncio.Transport, transport)
-        principal = plaintext.get_extra_info("peer_identity")
+        self._plaintext = cast(asyncio.Transport, transport)
+        if transport.get_extra_info("alpn") == MESH_PEER_ALPN:
+            self._preamble = PreambleReader()
+            # It is sent with the first bytes: a caller that holds it back is cut off.
+            self._timer = asyncio.get_running_loop().call_later(
+                HANDSHAKE_TIMEOUT, self._no_introduction
+            )
+            return
+        self._admit(b"", None)
+
+    def data_received(self, data: bytes) -> None:
+        # Only while the preamble is awaited: the relay takes the transport after.
+        assert self._preamble is not None
+        try:
+            rest = self._preamble.feed(data)
+        except PreambleError as exc:
+            self._refuse(str(exc))
+            return
+        if self._preamble.introduction is not None:
+            self._admit(rest, self._preamble.introduction)
+
+    def eof_received(self) -> bool:
+        self._refuse("the caller closed before its introduction")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
+
+    def _admit(self, held: bytes, introduction: bytes | None) -> None:
+        self._cancel_timer()
+        principal = self._plaintext.get_extra_info("peer_identity")
         uri = principal.uri if principal is not None else None
-        self._routing.admit(plaintext, self._inbound, self._peer, uri, held=b"", eof=False)
+        self._routing.admit(
+            self._plaintext,
+            self._inbound,
+            self._peer,
+            uri,
+            held=held,
+            eof=False,
+            introduction=introduction,
+        )
+
+    def _no_introduction(self) -> None:
+        self._timer = None
+        self._refuse(f"no introduction within {HANDSHAKE_TIMEOUT:g} s")
+
+    def _refuse(self, why: str) -> None:
+        self._cancel_timer()
+        core = self._routing.core
+        core.refused("bad_introduction", self._peer)
+        core.log.info("refused a mesh connection from %s: %s", self._peer, why)
+        self._plaintext.abort()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

@@ -31,6 +31,7 @@ from mycelium.proxy.errors import Denied
 from mycelium.proxy.filters.authorization import AccessRequest
 from mycelium.proxy.listeners.detecting import listener_protocol
 from mycelium.proxy.listeners.opaque_inbound import OpaqueInbound
+from mycelium.proxy.protocols.peer_preamble import encode_preamble
 from mycelium.proxy.router.roles import Role, SidecarInbound, SidecarOutbound
 from mycelium.proxy.settings import LocalUpstream
 from mycelium.telemetry import FinishedConnection, OpenedConnection
@@ -239,10 +240,12 @@ class TcpRouting:
         *,
         held: bytes,
         eof: bool,
+        introduction: bytes | None = None,
     ) -> None:
-        """Relay an inbound opaque connection to the app, or refuse it by policy."""
+        """Relay an inbound opaque connection to the app, or refuse it by policy;
+        `introduction` is the calling proxy's (mTLS only), for telemetry."""
         decision = admit_to_app(self.core, self.core.active, inbound, peer, principal)
-        self.relay_or_refuse(transport, decision, held, eof, peer)
+        self.relay_or_refuse(transport, decision, held, eof, peer, introduction=introduction)
 
     def relay_or_refuse(
         self,
@@ -251,6 +254,8 @@ class TcpRouting:
         held: bytes,
         eof: bool,
         peer: str,
+        *,
+        introduction: bytes | None = None,
     ) -> None:
         """Carry out a decision: relay the connection, or count, log and abort it."""
         if isinstance(decision, Refuse):
@@ -258,16 +263,27 @@ class TcpRouting:
             self.core.log.warning("%s", decision.reason)
             transport.abort()
             return
-        self.start_relay(transport, decision, held, eof)
+        self.start_relay(transport, decision, held, eof, introduction)
 
     def abort_all(self) -> None:
         for relay in list(self.relays):
             relay.abort()
 
     def start_relay(
-        self, transport: asyncio.Transport, target: RelayTo, held: bytes, eof: bool
+        self,
+        transport: asyncio.Transport,
+        target: RelayTo,
+        held: bytes,
+        eof: bool,
+        introduction: bytes | None = None,
     ) -> None:
         core = self.core
+        preamble = b""
+        if target.mtls:
+            # To a peer proxy: our introduction goes first, inside the mTLS (its ALPN
+            # says so), as HTTP callers send theirs in a field.
+            preamble = encode_preamble(core.introduction)
+            held = preamble + held
         relay = TcpRelay(
             transport,
             initial_data=held,
@@ -280,7 +296,7 @@ class TcpRouting:
         if target.mtls:
             # the peer proxy must be the endpoint's registered identity ("" for any)
             check = spiffe_peer(target.identity)
-            tls = TlsSession(core.client_tls(), server_side=False, verify_peer=check)
+            tls = TlsSession(core.relay_client_tls(), server_side=False, verify_peer=check)
         relay.connect(target.host, target.port, dialer=self.dialer, tls=tls, counters=core.counters)
         self.relays.add(relay)
         core.counters["tcp_connections"] += 1
@@ -294,14 +310,19 @@ class TcpRouting:
                 upstream_host=f"{target.host}:{target.port}",
                 peer_principal=str(identity.uri) if identity else None,
                 mtls_upstream=target.mtls,
+                peer_metadata=introduction if identity else None,
             )
             core.connection_opened(opened)
         if not target.cluster:
             core.counters["tcp_passthrough"] += 1
-        core.spawn(self._finished(relay, opened, transport))
+        core.spawn(self._finished(relay, opened, transport, len(preamble)))
 
     async def _finished(
-        self, relay: TcpRelay, opened: OpenedConnection | None, transport: asyncio.Transport
+        self,
+        relay: TcpRelay,
+        opened: OpenedConnection | None,
+        transport: asyncio.Transport,
+        preamble: int,
     ) -> None:
         peer = transport.get_extra_info("peername")
         try:
@@ -310,7 +331,9 @@ class TcpRouting:
             self.relays.discard(relay)
         core = self.core
         core.counters[f"tcp_ended_{result.ended_by}"] += 1
-        core.counters["tcp_bytes_to_upstream"] += result.bytes_to_upstream
+        # the client's bytes only: not the introduction we sent before them
+        from_client = max(0, result.bytes_to_upstream - preamble)
+        core.counters["tcp_bytes_to_upstream"] += from_client
         core.counters["tcp_bytes_to_downstream"] += result.bytes_to_downstream
         if opened is not None:  # observers were told of the start: tell them the end
             upstream = result.upstream_address
@@ -323,10 +346,11 @@ class TcpRouting:
                     peer=peer[0] if peer else "",
                     peer_principal=opened.peer_principal,
                     mtls_upstream=opened.mtls_upstream,
-                    bytes_received=result.bytes_to_upstream,
+                    bytes_received=from_client,
                     bytes_sent=result.bytes_to_downstream,
                     duration=result.duration,
                     ended_by=str(result.ended_by),
+                    peer_metadata=opened.peer_metadata,
                 )
             )
 
