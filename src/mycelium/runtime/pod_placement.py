@@ -36,11 +36,13 @@ from mycelium.api.deployment import Probe
 T = TypeVar("T")
 
 SIDECAR_DRAIN_SECONDS = 5.0
-# Tracing for every sidecar (docs/tracing.md): set in the runtime's environment (`myc
-# up`), passed on as options, since a sidecar inherits no MYC_ variable.
-SIDECAR_TRACE_OPTIONS = {
+# Settings for every sidecar, set in the runtime's environment (`myc up`) and passed on
+# as options, since a sidecar inherits no MYC_ variable: tracing (docs/tracing.md) and
+# the cluster's name in the metrics (docs/observability.md).
+SIDECAR_OPTIONS = {
     "MYC_TRACE_COLLECTOR": "--trace-collector",
     "MYC_TRACE_SAMPLING": "--trace-sampling",
+    "MYC_CLUSTER": "--cluster",
 }
 
 
@@ -162,7 +164,7 @@ def _sidecar_argv_common(pod: PodIdentity, mesh: MeshEndpoints) -> list[str]:
         argv += ["--label", f"{key}={value}"]
     for port in pod.ports:
         argv += ["--port", str(port)]
-    for variable, option in SIDECAR_TRACE_OPTIONS.items():
+    for variable, option in SIDECAR_OPTIONS.items():
         setting = os.environ.get(variable)
         if setting:
             argv += [option, setting]

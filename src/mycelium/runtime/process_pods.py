@@ -143,6 +143,8 @@ def app_environment(
         if placement.metrics_address is not None:
             # Scraped from the host through the node agent's forward (a netns pod).
             env["MYC_METRICS_ADVERTISE"] = placement.metrics_address
+        if base.get("MYC_CLUSTER"):  # the mesh's cluster name, as sidecars get it
+            env["MYC_CLUSTER"] = base["MYC_CLUSTER"]
     env.update({var.name: var.value for var in spec.container.env})
     return env
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from mycelium.api.deployment import Container
-from mycelium.runtime.pod_placement import LoopbackPlacement
+from mycelium.runtime.pod_placement import LoopbackPlacement, NetnsPlacement
 from mycelium.runtime.process_pods import MeshAccess, PodSpec, app_environment
+from mycelium.telemetry.workload_labels import WORKLOAD_NAME_LABEL
 
 PLACEMENT = LoopbackPlacement("127.0.64.2", "127.1.64.2", asyncio.to_thread)
 MESH = MeshAccess(
@@ -99,3 +100,49 @@ def test_sidecars_trace_when_the_runtime_is_told_where_the_collector_is(
     argv = PLACEMENT.sidecar_argv(spec, MESH)
     assert argv[argv.index("--trace-collector") + 1] == "http://127.0.0.1:4318"
     assert argv[argv.index("--trace-sampling") + 1] == "0.5"
+
+
+def test_the_clusters_name_reaches_sidecars_and_gateways(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MYC_CLUSTER", "east")
+    argv = PLACEMENT.sidecar_argv(spec_of(), MESH)
+    assert argv[argv.index("--cluster") + 1] == "east"
+    gateway = app_environment(spec_of(sidecar=False), PLACEMENT, MESH, {"MYC_CLUSTER": "east"})
+    assert gateway["MYC_CLUSTER"] == "east"
+    assert "MYC_CLUSTER" not in app_environment(spec_of(), PLACEMENT, MESH, {"MYC_CLUSTER": "e"})
+
+
+def test_a_netns_pods_proxy_says_where_the_host_scrapes_it() -> None:
+    placement = NetnsPlacement(
+        address="198.18.64.7",
+        netns="myc-pod",
+        ip_command="ip",
+        runner=asyncio.to_thread,  # type: ignore[arg-type]
+        metrics_address="127.0.64.9:15020",
+    )
+    argv = placement.sidecar_argv(spec_of(), MESH)
+    assert argv[argv.index("--metrics-advertise") + 1] == "127.0.64.9:15020"
+    gateway = app_environment(spec_of(sidecar=False), placement, MESH, {})
+    assert gateway["MYC_METRICS_ADVERTISE"] == "127.0.64.9:15020"
+
+
+def test_pods_are_labelled_with_the_deployment_that_runs_them() -> None:
+    from mycelium.api.deployment import Deployment
+
+    deployment = Deployment.model_validate(
+        {
+            "apiVersion": "mycelium.io/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "reviews-v2", "namespace": "shop"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "reviews"}},
+                "template": {
+                    "metadata": {"labels": {"app": "reviews", "version": "v2"}},
+                    "spec": {"containers": [{"name": "reviews", "command": ["reviews"]}]},
+                },
+            },
+        }
+    )
+    spec = PodSpec.from_deployment(deployment, 0, Path())
+    assert spec.labels[WORKLOAD_NAME_LABEL] == "reviews-v2"
+    argv = PLACEMENT.sidecar_argv(replace(spec, name="reviews-v2-7f3a-0"), MESH)
+    assert f"{WORKLOAD_NAME_LABEL}=reviews-v2" in argv
