@@ -365,7 +365,9 @@ def main() -> None:
     nginx: subprocess.Popen[bytes] | None = None
     failed = True
     try:
-        nginx = subprocess.Popen(["nginx", "-c", str(nginx_config(work, target, BODY, None))])
+        nginx = subprocess.Popen(
+            [host_packages.tool("nginx"), "-c", str(nginx_config(work, target, BODY, None))]
+        )
         wait_http(f"http://127.0.0.1:{target}/")
         mesh.start_controller(manifest(target))
 

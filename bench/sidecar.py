@@ -277,9 +277,15 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="myc-bench-sidecar-"))
     backend, nginx_proxy, haproxy_port = free_port(), free_port(), free_port()
     procs = [
-        subprocess.Popen(["nginx", "-c", str(nginx_config(work, backend, BODY, None))]),
-        subprocess.Popen(["nginx", "-c", str(nginx_config(work, nginx_proxy, None, backend))]),
-        subprocess.Popen(["haproxy", "-f", str(haproxy_config(work, haproxy_port, backend))]),
+        subprocess.Popen(
+            [host_packages.tool("nginx"), "-c", str(nginx_config(work, backend, BODY, None))]
+        ),
+        subprocess.Popen(
+            [host_packages.tool("nginx"), "-c", str(nginx_config(work, nginx_proxy, None, backend))]
+        ),
+        subprocess.Popen(
+            [host_packages.tool("haproxy"), "-f", str(haproxy_config(work, haproxy_port, backend))]
+        ),
     ]
     controller = proxy = None
     sidecars: list[subprocess.Popen[bytes]] = []

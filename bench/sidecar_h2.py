@@ -164,10 +164,12 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="myc-bench-h2-"))
     h2_port, grpc_port = free_port(), free_port()
     haproxy_h2, haproxy_grpc = free_port(), free_port()
-    nginx = subprocess.Popen(["nginx", "-c", str(nginx_h2c_config(work, h2_port))])
+    nginx = subprocess.Popen(
+        [host_packages.tool("nginx"), "-c", str(nginx_h2c_config(work, h2_port))]
+    )
     haproxy = subprocess.Popen(
         [
-            "haproxy",
+            host_packages.tool("haproxy"),
             "-f",
             str(haproxy_h2_config(work, {haproxy_h2: h2_port, haproxy_grpc: grpc_port})),
         ]

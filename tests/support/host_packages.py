@@ -14,8 +14,25 @@ INSTALLER = ROOT / "tools" / "install-packages.sh"
 LOG = ROOT / ".bootstrap" / "apt.log"
 
 
+# Where Debian puts daemons (nginx, haproxy): on root's PATH, not on a user's.
+SYSTEM_BIN = "/usr/sbin:/sbin"
+
+
+def tool(name: str) -> str:
+    """The path of the command `name`: on PATH, or among the system's daemons (a
+    non-root user runs the benches' peers too)."""
+    found = shutil.which(name) or shutil.which(name, path=SYSTEM_BIN)
+    if found is None:
+        raise FileNotFoundError(f"{name} is not installed: `make bootstrap` (as root) installs it")
+    return found
+
+
+def installed(name: str) -> bool:
+    return (shutil.which(name) or shutil.which(name, path=SYSTEM_BIN)) is not None
+
+
 def ensure_tools(packages: dict[str, str]) -> None:
-    """Install the package of every tool (command name → Debian package) not on PATH."""
-    missing = sorted({pkg for tool, pkg in packages.items() if shutil.which(tool) is None})
+    """Install the package of every tool (command name → Debian package) not found."""
+    missing = sorted({pkg for name, pkg in packages.items() if not installed(name)})
     if missing:
         subprocess.run(["bash", str(INSTALLER), str(LOG), *missing], check=True)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from tests.support import host_packages
 
 ROOT = Path(__file__).resolve().parents[3]
 # The smoke run takes 10-15 s (a controller, four sidecars, 6 s of wrk); a loaded CI box
@@ -26,7 +26,7 @@ TOOLS = ("nginx", "wrk")
 
 @pytest.mark.timeout(SMOKE_TIMEOUT_SECONDS + 10)
 def test_smoke_run_measures_every_path_over_real_mtls(tmp_path: Path) -> None:
-    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    missing = [tool for tool in TOOLS if not host_packages.installed(tool)]
     assert not missing, (
         f"{', '.join(missing)} not installed: `make bootstrap` (as root) installs them"
     )
