@@ -17,8 +17,11 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from tests.support.myc_shell import MycShell, free_port
 from tests.support.polling import wait_for
+
+from mycelium.runtime.netns_pods import NetnsUnavailable, check_available
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "bookinfo"
 VERSION_ON_PAGE = re.compile(r'data-reviews-version="([^"]*)"')
@@ -83,6 +86,21 @@ spec:
       timeout: 3s
       retries: {{attempts: 2, perTryTimeout: 1s}}
 """
+
+
+# Both pod runtimes, for a module-scoped fixture's params: netns pods need root.
+RUNTIMES = [pytest.param("netns", marks=pytest.mark.system), "process"]
+
+
+def bookinfo_for(runtime: str, base: Path) -> BookinfoMesh:
+    """An unstarted bookinfo under `base` in `runtime`; netns pods' system tests fail,
+    never skip, without root."""
+    if runtime == "netns":
+        try:
+            check_available()
+        except NetnsUnavailable as exc:
+            pytest.fail(f"system tests need root: {exc}", pytrace=False)
+    return BookinfoMesh(MycShell(base, pods=runtime), base / "bookinfo")
 
 
 class BookinfoMesh:

@@ -56,7 +56,16 @@ from tests.support.proxy_mesh import BASE, ProxyMesh, free_port_on
 from mycelium.control.controller import Controller
 
 GRPC_METHOD = "/echo.Echo/Say"
-GRPC_CHAT = "/echo.Echo/Chat"  # bidirectional streaming: two replies per message
+GRPC_CHAT = "/echo.Echo/Chat"
+# A gRPC `details` service whose app listens on {port}, served by its own sidecar.
+DETAILS_GRPC = """---
+apiVersion: mycelium.io/v1
+kind: Service
+metadata: {{name: details}}
+spec:
+  selector: {{app: details}}
+  ports: [{{name: grpc, port: 9090, targetPort: {port}}}]
+"""  # bidirectional streaming: two replies per message
 # The proxy mesh's reviews, whose apps here speak h2c: its port says so by its name.
 H2_BASE = BASE.replace("name: http, port: 9080", "name: http2, port: 9080")
 

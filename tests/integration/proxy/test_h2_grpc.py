@@ -7,7 +7,14 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-from tests.support.h2_apps import GRPC_CHAT, GRPC_METHOD, GrpcEchoServer, H2Mesh, h2_mesh
+from tests.support.h2_apps import (
+    DETAILS_GRPC,
+    GRPC_CHAT,
+    GRPC_METHOD,
+    GrpcEchoServer,
+    H2Mesh,
+    h2_mesh,
+)
 from tests.support.metrics_scrape import scrape
 from tests.support.polling import eventually
 from tests.support.proxy_mesh import free_port_on
@@ -96,21 +103,11 @@ async def test_an_unknown_service_is_unavailable_with_the_reason(h2_mesh: H2Mesh
     assert trailers["x-mycelium-reason"] == "unknown_service"
 
 
-DETAILS = """---
-apiVersion: mycelium.io/v1
-kind: Service
-metadata: {{name: details}}
-spec:
-  selector: {{app: details}}
-  ports: [{{name: grpc, port: 9090, targetPort: {port}}}]
-"""
-
-
 async def test_a_call_crosses_two_sidecars_to_a_grpc_app(h2_mesh: H2Mesh) -> None:
     """caller → its sidecar → the details sidecar's inbound listener → the app."""
     port = free_port_on("127.0.0.1", "127.0.0.22")
     server = GrpcEchoServer("127.0.0.1", port).start()
-    await h2_mesh.apply(DETAILS.format(port=port))
+    await h2_mesh.apply(DETAILS_GRPC.format(port=port))
     sidecar = h2_mesh.mesh.proxy(
         "details-0",
         workload="details-0",

@@ -11,7 +11,7 @@ from typing import Any
 
 import grpc
 from tests.support.apps import EchoApp
-from tests.support.h2_apps import GRPC_METHOD, GrpcEchoServer
+from tests.support.h2_apps import DETAILS_GRPC, GRPC_METHOD, GrpcEchoServer
 from tests.support.metrics_scrape import scrape
 from tests.support.polling import eventually
 from tests.support.proxy_mesh import RATINGS, ProxyMesh, free_port_on, serving_sidecar, sidecar
@@ -263,16 +263,6 @@ async def _is_ok(call: Any) -> bool:
 
 async def _has(server: ProxyServer, name: str) -> bool:
     return bool((await scrape(server)).get(name))
-
-
-DETAILS_GRPC = """---
-apiVersion: mycelium.io/v1
-kind: Service
-metadata: {{name: details}}
-spec:
-  selector: {{app: details}}
-  ports: [{{name: grpc, port: 9090, targetPort: {port}}}]
-"""
 
 
 async def test_a_grpc_callers_introduction_names_it_at_the_served_side(

@@ -20,12 +20,15 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import sync_playwright
-from tests.support.bookinfo_mesh import BookinfoMesh, SteadyLoad, reviews_route
+from tests.support.bookinfo_mesh import (
+    RUNTIMES,
+    BookinfoMesh,
+    SteadyLoad,
+    bookinfo_for,
+    reviews_route,
+)
 from tests.support.browser import ARTIFACTS, CHROMIUM, DOCS_IMAGES, FLAGS, missing_chromium
-from tests.support.myc_shell import MycShell
 from tests.support.polling import wait_for
-
-from mycelium.runtime.netns_pods import NetnsUnavailable, check_available
 
 DEPLOYMENTS = {
     "ingress-gateway",
@@ -54,22 +57,13 @@ def _run(*argv: str) -> str:
     return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=30).stdout
 
 
-@pytest.fixture(
-    scope="module",
-    params=[pytest.param("netns", marks=pytest.mark.system), "process"],
-)
+@pytest.fixture(scope="module", params=RUNTIMES)
 def mesh(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[BookinfoMesh]:
     runtime: str = request.param
-    if runtime == "netns":
-        try:
-            check_available()
-        except NetnsUnavailable as exc:
-            pytest.fail(f"system tests need root: {exc}", pytrace=False)
-    base = tmp_path_factory.mktemp(f"bookinfo-{runtime}")
-    shell = MycShell(base, pods=runtime)
-    mesh = BookinfoMesh(shell, base / "bookinfo")
+    mesh = bookinfo_for(runtime, tmp_path_factory.mktemp(f"bookinfo-{runtime}"))
+    shell = mesh.shell
     mesh.before = kernel_objects() if runtime == "netns" else {}
     try:
         mesh.start()

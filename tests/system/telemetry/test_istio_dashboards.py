@@ -29,12 +29,15 @@ from typing import Any
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-from tests.support.bookinfo_mesh import BookinfoMesh, SteadyLoad, reviews_route
-from tests.support.myc_shell import MycShell
+from tests.support.bookinfo_mesh import (
+    RUNTIMES,
+    BookinfoMesh,
+    SteadyLoad,
+    bookinfo_for,
+    reviews_route,
+)
 from tests.support.polling import wait_for
 from tests.support.prometheus import PrometheusServer
-
-from mycelium.runtime.netns_pods import NetnsUnavailable, check_available
 
 ROOT = Path(__file__).parents[3]
 QUERIES = yaml.safe_load((Path(__file__).parent / "istio_dashboard_queries.yaml").read_text())
@@ -110,22 +113,14 @@ class Scraped:
         }
 
 
-@pytest.fixture(
-    scope="module",
-    params=[pytest.param("netns", marks=pytest.mark.system), "process"],
-)
+@pytest.fixture(scope="module", params=RUNTIMES)
 def scraped(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Scraped]:
     runtime: str = request.param
-    if runtime == "netns":
-        try:
-            check_available()
-        except NetnsUnavailable as exc:
-            pytest.fail(f"system tests need root: {exc}", pytrace=False)
     base = tmp_path_factory.mktemp(f"prometheus-{runtime}")
-    shell = MycShell(base, pods=runtime)
-    mesh = BookinfoMesh(shell, base / "bookinfo")
+    mesh = bookinfo_for(runtime, base)
+    shell = mesh.shell
     config = EXAMPLE_CONFIG.read_text()
     assert "http://127.0.0.1:15014/" in config, "the example's discovery URL moved"
     config = config.replace("http://127.0.0.1:15014/", f"{shell.env['MYC_CONTROLLER']}/")
