@@ -12,11 +12,16 @@ dashboards and Kiali queries written for Istio work unchanged:
     istio_tcp_connections_closed_total     counter
     istio_tcp_sent_bytes_total             counter (to the client)
     istio_tcp_received_bytes_total         counter (from the client)
+    istio_request_messages_total           counter (gRPC messages from the client)
+    istio_response_messages_total          counter (gRPC messages to the client)
+    istio_build                            gauge (1, with this build's tag)
+
+with Istio's labels and values (`telemetry/workload_labels.py` for each end's).
 
 Who reports: a sidecar's outbound side, a local port and a gateway report as `source`
 (they know the destination from the endpoint they chose); a sidecar's inbound side
 reports as `destination` (it knows the source from the peer's certificate and from the
-peer metadata the calling proxy sends once per connection, `PEER_HEADER`).
+introduction the calling proxy sends: `PEER_HEADER` over HTTP, a preamble over TCP).
 
 The hot path only counts: each request costs a clock read, one dict look-up and a few
 integer increments on plain lists. Label sets are worked out once per (service, cluster,
@@ -51,10 +56,10 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PEER_HEADER = b"x-mycelium-peer"
 
 
-PASSTHROUGH = "PassthroughCluster"
+PASSTHROUGH = "PassthroughCluster"  # Istio's destination_service_name for passthrough
 # Endpoints remembered past their removal (`ProxyMetrics._endpoint_view`): a mesh's
 # worth of pods, churned through a few times.
-MAX_REMEMBERED_ENDPOINTS = 10_000  # Istio's destination_service_name for passthrough
+MAX_REMEMBERED_ENDPOINTS = 10_000
 
 
 def service_labels(service: str, host: str = "") -> tuple[str, str, str]:

@@ -18,9 +18,10 @@ and alerting rules written for Istio group Mycelium's series the same way:
 - the cluster is the mesh's name for where the workload runs (Istio's default,
   `Kubernetes`).
 
-The calling proxy introduces itself once per mTLS connection (`encode_peer`); the
-served proxy believes the introduction only beside the certificate that proves the
-caller's namespace (`parse_peer`).
+The calling proxy introduces itself over mTLS (`encode_peer`: a request field over
+HTTP, a preamble over TCP); the served proxy believes the introduction only beside the
+certificate that proves the caller's namespace, which it takes from the certificate
+(`parse_peer`).
 """
 
 from __future__ import annotations
