@@ -64,6 +64,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BASE = "ab94d75"  # the commit before issue 14's restructure
 # The issue's bar: head within 5 % of base, or better.
 TOLERANCE = 0.05
+# What the bench scripts import from the tests' support package (copied with them).
+BENCH_HELPERS = ("tests/support/host_packages.py",)
 # A bench run's timeout beyond its expected length: a controller and sidecars that start
 # slowly on a loaded machine, apt-get on a first run.
 RUN_SLACK_SECONDS = 180
@@ -198,7 +200,13 @@ def build(side: Side, wheels: Path) -> list[str]:
     with zipfile.ZipFile(wheel) as archive:
         for member in archive.namelist():
             if member.endswith(".so"):
-                (side.root / "src" / member).write_bytes(archive.read(member))
+                # Beside the old one, then renamed over it: a process that has the old
+                # one loaded (this tree's test run, its proxies) keeps its mapping.
+                # Writing into the loaded file crashed them.
+                target = side.root / "src" / member
+                fresh = target.with_name(target.name + ".new")
+                fresh.write_bytes(archive.read(member))
+                os.replace(fresh, target)
                 modules.append(member.split(".", 1)[0].replace("/", "."))
     sources = sorted(p.relative_to(side.root) for p in (side.root / "src").rglob("*.pyx"))
     if sources and not modules:
@@ -400,9 +408,12 @@ def main() -> None:
     try:
         git("worktree", "add", "--detach", str(base.root), base_commit)
         worktree_added = True
-        # The same instrument on both sides: this tree's bench scripts.
+        # The same instrument on both sides: this tree's bench scripts, and the test
+        # helpers they import (a base older than a helper lacks it).
         for script in (ROOT / "bench").glob("*.py"):
             shutil.copy2(script, base.root / "bench" / script.name)
+        for helper in BENCH_HELPERS:
+            shutil.copy2(ROOT / helper, base.root / helper)
         for side in (base, head):
             print(f"building {side.name}: {side.description}", flush=True)
             modules = build(side, tmp / "wheels")
