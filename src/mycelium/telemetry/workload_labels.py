@@ -27,7 +27,7 @@ certificate that proves the caller's namespace, which it takes from the certific
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 UNKNOWN = "unknown"  # Istio's word for a label the reporter cannot know
 DEFAULT_CLUSTER = "Kubernetes"  # Istio's default cluster name (its CLUSTER_ID)
@@ -113,16 +113,7 @@ class WorkloadLabels:
         return cls(namespace=namespace, principal=principal)
 
     def with_principal(self, principal: str) -> WorkloadLabels:
-        return WorkloadLabels(
-            self.name,
-            self.namespace,
-            principal,
-            self.app,
-            self.version,
-            self.canonical_service,
-            self.canonical_revision,
-            self.cluster,
-        )
+        return replace(self, principal=principal)
 
 
 # The introduction's fields, in the order `encode_peer` writes them.

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from mycelium.cli.proxy_options import DEFAULT_CLUSTER as CLI_DEFAULT_CLUSTER
 from mycelium.telemetry.workload_labels import (
+    DEFAULT_CLUSTER,
     WORKLOAD_NAME_LABEL,
     WorkloadLabels,
     encode_peer,
@@ -93,3 +95,8 @@ def test_a_spiffe_id_alone_gives_the_namespace() -> None:
         "spiffe://cluster.local/ns/shop/sa/cart",
     )
     assert WorkloadLabels.from_principal(None) == WorkloadLabels()
+
+
+def test_the_clis_default_cluster_is_telemetrys() -> None:
+    """The CLI names the default without importing the proxy's modules: one value."""
+    assert CLI_DEFAULT_CLUSTER == DEFAULT_CLUSTER == "Kubernetes"
