@@ -251,7 +251,7 @@ def test_the_example_dashboards_panels_answer_too(scraped: Scraped, expr: str) -
 def test_the_mesh_dashboards_workload_table_lists_bookinfos_workloads(scraped: Scraped) -> None:
     rows = scraped.prometheus.query(
         "sum by (destination_workload, destination_workload_namespace) "
-        '(rate(istio_requests_total{reporter=~"source|waypoint"}[30s]))'
+        '(rate(istio_requests_total{reporter=~"source|waypoint"}[1m]))'
     )
     listed = {row["metric"]["destination_workload"] for row in rows}
     assert listed >= WORKLOADS, listed  # Deployments, never pods
